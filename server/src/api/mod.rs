@@ -1,0 +1,6 @@
+//! The gRPC edge: the services of `mailplane.v1`, plus health and reflection.
+
+pub mod accounts;
+pub mod convert;
+pub mod credentials;
+pub mod paging;

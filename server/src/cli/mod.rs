@@ -1,0 +1,163 @@
+//! The command line: `mailplane serve` runs the server; every other command is a gRPC client
+//! of a running server, chosen with `--server` or `MAILPLANE_ADDR`.
+
+pub mod accounts;
+pub mod credentials;
+pub mod output;
+
+use crate::config::{FileConfig, Overrides};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tonic::transport::{Channel, Endpoint};
+
+/// The server address the CLI uses by default.
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7750";
+
+/// mailplane: a control plane for the SMTP accounts your systems send e-mail through.
+#[derive(Debug, Parser)]
+#[command(name = "mailplane", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Options of the client commands.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options shared by the client commands.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server to talk to.
+    #[arg(long, global = true, env = "MAILPLANE_ADDR", default_value = DEFAULT_ADDR)]
+    pub server: String,
+    /// How to print results.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = output::Format::Table)]
+    pub output: output::Format,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the mailplane server.
+    Serve(ServeArgs),
+    /// Manage SMTP accounts.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
+    /// Manage the credentials that accounts authenticate with.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `mailplane serve`: flags win over `MAILPLANE_*` variables, which win over `--config`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen on HOST:PORT [default: 127.0.0.1:7750].
+    #[arg(long, env = "MAILPLANE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Keep the SQLite database and the key file here [default: ~/.local/share/mailplane].
+    #[arg(long, env = "MAILPLANE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use this database instead of SQLite in the data dir: postgres://user@host/db.
+    #[arg(long, env = "MAILPLANE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The key-encryption key file [default: DATA_DIR/mailplane.key]. Back it up.
+    #[arg(long, env = "MAILPLANE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// A TOML config file with the same settings (listen, data_dir, database_url, …).
+    #[arg(long, env = "MAILPLANE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Development mode: a fresh throw-away data dir, unless --data-dir is given.
+    #[arg(long)]
+    pub dev: bool,
+    /// Log format.
+    #[arg(long, env = "MAILPLANE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level or tracing filter (info, debug, …).
+    #[arg(long, env = "MAILPLANE_LOG")]
+    pub log_level: Option<String>,
+    /// Seconds that in-flight calls may take to finish after SIGTERM [default: 15].
+    #[arg(long, env = "MAILPLANE_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The config file's contents, or an empty one.
+    pub fn file_config(&self) -> Result<FileConfig, String> {
+        self.config
+            .as_deref()
+            .map_or_else(|| Ok(FileConfig::default()), FileConfig::load)
+    }
+
+    /// The settings given as flags or environment variables.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            key_file: self.key_file.clone(),
+            drain_timeout_secs: self.drain_timeout,
+        }
+    }
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server answered with an error.
+    #[error("{}", describe_status(.0))]
+    Status(#[from] tonic::Status),
+    /// The server could not be reached.
+    #[error("cannot reach the mailplane server at {addr}: {source}. Is `mailplane serve` running? Set --server or MAILPLANE_ADDR")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// The cause.
+        source: tonic::transport::Error,
+    },
+    /// The command line or the input is unusable.
+    #[error("{0}")]
+    Usage(String),
+    /// Writing the output failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn describe_status(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+/// Connects to the server at `addr` (`host:port` or a URL).
+pub async fn connect(addr: &str) -> Result<Channel, CliError> {
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| CliError::Usage(format!("invalid server address {addr:?}: {e}")))?;
+    endpoint
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|source| CliError::Connect { addr: url, source })
+}
+
+/// Accepts `7` or `accounts/7` for a resource of `collection`.
+pub fn resource_name(collection: &str, given: &str) -> String {
+    if given.contains('/') {
+        given.to_owned()
+    } else {
+        format!("{collection}/{given}")
+    }
+}

@@ -1,0 +1,35 @@
+//! Domain types: what mailplane stores and reasons about, free of any wire format.
+//!
+//! The gRPC edge (`api/`) converts prost messages into these types with `TryFrom`, and that is
+//! where field syntax is validated. Rules that span several fields live here, so that create and
+//! update (after its field mask is applied) check exactly the same things.
+
+pub mod account;
+pub mod credential;
+pub mod validate;
+
+pub use account::{
+    Account, AccountFilter, AccountId, AccountSpec, AuthMechanism, Security, StatusFilter,
+};
+pub use credential::{Credential, CredentialId, CredentialKind, CredentialSpec};
+
+/// Microseconds since the Unix epoch, the unit of every stored time.
+pub type Micros = i64;
+
+/// The current time in microseconds since the Unix epoch.
+pub fn now_micros() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The etag of a resource at `version`. Opaque to clients; compared as a string.
+pub fn etag(version: i64) -> String {
+    format!("W/\"{version}\"")
+}
+
+/// The version an etag names, if it is one of ours.
+pub fn parse_etag(etag: &str) -> Option<i64> {
+    etag.strip_prefix("W/\"")?.strip_suffix('"')?.parse().ok()
+}

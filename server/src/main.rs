@@ -1,0 +1,99 @@
+//! The `mailplane` binary: the server and its CLI in one, HashiCorp style.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use mailplane_server::cli::{self, Cli, Command, LogFormat, ServeArgs};
+use mailplane_server::{config, telemetry};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Accounts(command) => {
+                let channel = cli::connect(&cli.client.server).await?;
+                let mut out = std::io::stdout().lock();
+                cli::accounts::run(channel, cli.client.output, command, &mut out).await?;
+                Ok(())
+            }
+            Command::Credentials(command) => {
+                let channel = cli::connect(&cli.client.server).await?;
+                let mut out = std::io::stdout().lock();
+                cli::credentials::run(channel, cli.client.output, command, &mut out).await?;
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = args.file_config().map_err(anyhow::Error::msg)?;
+    let json = match args.log_format {
+        Some(f) => f == LogFormat::Json,
+        None => file.log_format.as_deref() == Some("json"),
+    };
+    let level = args
+        .log_level
+        .clone()
+        .or_else(|| file.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    telemetry::init(json, &level);
+
+    let mut overrides = args.overrides();
+    // Development mode keeps nothing: a fresh data dir that is removed on exit.
+    let _dev_dir = if args.dev && overrides.data_dir.is_none() {
+        let dir = tempfile::Builder::new()
+            .prefix("mailplane-dev-")
+            .tempdir()
+            .context("creating the development data dir")?;
+        overrides.data_dir = Some(dir.path().to_path_buf());
+        Some(dir)
+    } else {
+        None
+    };
+    let config = config::resolve(overrides, &file);
+    if args.dev {
+        tracing::warn!(
+            data_dir = %config.data_dir.display(),
+            "DEVELOPMENT MODE: data is thrown away on exit; try `mailplane accounts list` \
+             with MAILPLANE_ADDR=http://{}",
+            config.listen
+        );
+    }
+    mailplane_server::run(config, shutdown_signal())
+        .await
+        .context("mailplane server")?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C will stop the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,163 @@
+//! Persistence: SQLite (the embedded default) and PostgreSQL (several replicas, one database).
+//!
+//! Both backends run the same SQL, written once in [`sql`], and so pass the same tests. The
+//! invariants that matter (unique names, one default account, etags) are enforced inside one
+//! transaction per change, and the database backs them with constraints: a unique index on the
+//! case-folded name and a unique partial index on `is_default`.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use crate::crypto::{Cipher, Sealed};
+use crate::domain::{
+    Account, AccountFilter, AccountId, AccountSpec, Credential, CredentialId, CredentialSpec,
+};
+use crate::error::Result;
+use crate::secret::Secret;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// A change to an account: it receives the current fields and edits them in place, inside the
+/// store's transaction, so the check-then-write cannot race another writer.
+pub type AccountEdit<'a> = &'a (dyn Fn(&mut AccountSpec) -> Result<()> + Send + Sync);
+
+/// A change to a credential's non-secret fields, applied like [`AccountEdit`].
+pub type CredentialEdit<'a> = &'a (dyn Fn(&mut CredentialSpec) -> Result<()> + Send + Sync);
+
+/// What the server needs from a database.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account. The first account becomes the default; `is_default` moves the flag.
+    async fn create_account(&self, spec: AccountSpec) -> Result<Account>;
+    /// Reads one account.
+    async fn get_account(&self, id: AccountId) -> Result<Account>;
+    /// Lists up to `limit` accounts with ids above `after`, ordered by id.
+    async fn list_accounts(
+        &self,
+        filter: &AccountFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Account>>;
+    /// Applies `edit` to an account whose version is `expected_version` (when given).
+    async fn update_account(
+        &self,
+        id: AccountId,
+        expected_version: Option<i64>,
+        edit: AccountEdit<'_>,
+    ) -> Result<Account>;
+    /// Deletes an account; refused for the default while others exist.
+    async fn delete_account(&self, id: AccountId, expected_version: Option<i64>) -> Result<()>;
+    /// Makes an account the default, clearing the previous default in the same transaction.
+    async fn set_default_account(&self, id: AccountId) -> Result<Account>;
+
+    /// Creates a credential, sealing `secret` under `cipher`.
+    async fn create_credential(
+        &self,
+        spec: CredentialSpec,
+        secret: &Secret,
+        cipher: &Cipher,
+    ) -> Result<Credential>;
+    /// Reads one credential, without its secret.
+    async fn get_credential(&self, id: CredentialId) -> Result<Credential>;
+    /// Lists up to `limit` credentials with ids above `after`, ordered by id.
+    async fn list_credentials(&self, after: i64, limit: u32) -> Result<Vec<Credential>>;
+    /// Applies `edit`, and rotates the secret when `new_secret` is given.
+    async fn update_credential(
+        &self,
+        id: CredentialId,
+        expected_version: Option<i64>,
+        edit: CredentialEdit<'_>,
+        new_secret: Option<&Secret>,
+        cipher: &Cipher,
+    ) -> Result<Credential>;
+    /// Deletes a credential; refused while accounts use it.
+    async fn delete_credential(&self, id: CredentialId, expected_version: Option<i64>)
+    -> Result<()>;
+    /// Decrypts a credential's secret, for the SMTP session that needs it.
+    async fn credential_secret(&self, id: CredentialId, cipher: &Cipher) -> Result<Secret>;
+
+    /// The sealed key check, if the database has one.
+    async fn key_check(&self) -> Result<Option<Sealed>>;
+    /// Stores the key check (first start only).
+    async fn set_key_check(&self, check: &Sealed) -> Result<()>;
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses `sqlite:PATH`, `sqlite://PATH`, `postgres://…` or `postgresql://…`.
+    pub fn parse(url: &str) -> std::result::Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_owned()))
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err("sqlite URL names no file; use sqlite:///path/to/mailplane.db".into());
+            }
+            Ok(Self::Sqlite(path.into()))
+        } else {
+            Err(format!(
+                "unsupported database URL {:?}: use postgres://user@host/db or sqlite:///path",
+                redact_url(url)
+            ))
+        }
+    }
+}
+
+/// A URL with any password replaced, fit for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:<redacted>@{host}");
+    }
+    url.to_owned()
+}
+
+/// Opens (creating and migrating as needed) the database that `url` names.
+pub async fn open(url: &DatabaseUrl) -> std::result::Result<Arc<dyn Store>, sqlx::Error> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
+        DatabaseUrl::Postgres(url) => Arc::new(PgStore::open(url).await?),
+    })
+}
+
+/// Opens the default SQLite database in `data_dir`.
+pub fn default_sqlite(data_dir: &Path) -> DatabaseUrl {
+    DatabaseUrl::Sqlite(data_dir.join("mailplane.db"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_and_redacts() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/x.db").unwrap(),
+            DatabaseUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u:p@h/db").unwrap(),
+            DatabaseUrl::Postgres(_)
+        ));
+        let err = DatabaseUrl::parse("mysql://u:hunter2@h/db").unwrap_err();
+        assert!(!err.contains("hunter2"));
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:<redacted>@h/db");
+    }
+}

@@ -1,0 +1,786 @@
+//! The SQL that both backends run, written once.
+//!
+//! Both SQLite and PostgreSQL accept `$N` placeholders, `RETURNING`, partial unique indexes and
+//! `LIKE … ESCAPE`, so one text serves both. The `sql_store!` macro stamps the same
+//! implementation onto each backend's connection types; only how a write transaction begins
+//! (and how writers are serialised) differs, in `sqlite.rs` and `postgres.rs`.
+
+use crate::domain::AccountFilter;
+use crate::domain::account::StatusFilter;
+use crate::error::Error;
+use std::sync::LazyLock;
+
+/// The account columns that hold its writable fields, in bind order.
+pub(super) const SPEC_COLUMNS: [&str; 25] = [
+    "account_name",
+    "name_key",
+    "enabled",
+    "sender_email",
+    "reply_to_email",
+    "return_path_email",
+    "confirmation_email",
+    "is_default",
+    "send_read_confirmation",
+    "force_settings",
+    "enable_footer",
+    "footer_text",
+    "host",
+    "port",
+    "security",
+    "ignore_certificate_errors",
+    "use_authentication",
+    "auth_mechanism",
+    "credential_id",
+    "use_network_connector",
+    "network_connector_id",
+    "helo_name",
+    "charset",
+    "plain_text_only",
+    "attachment_size_limit_bytes",
+];
+
+/// Every account column, as read back.
+pub(super) static ACCOUNT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "id, {}, version, create_time, update_time",
+        SPEC_COLUMNS.join(", ")
+    )
+});
+
+/// Inserts an account: the spec, then version, create time and update time.
+pub(super) static INSERT_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
+    let n = SPEC_COLUMNS.len();
+    let values: Vec<String> = (1..=n + 3).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO accounts ({}, version, create_time, update_time) VALUES ({}) RETURNING id",
+        SPEC_COLUMNS.join(", "),
+        values.join(", ")
+    )
+});
+
+/// Updates an account: the spec, then version, update time, and the id.
+pub(super) static UPDATE_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
+    let n = SPEC_COLUMNS.len();
+    let sets: Vec<String> = SPEC_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 1))
+        .collect();
+    format!(
+        "UPDATE accounts SET {}, version = ${}, update_time = ${} WHERE id = ${}",
+        sets.join(", "),
+        n + 1,
+        n + 2,
+        n + 3
+    )
+});
+
+/// Selects one account by id.
+pub(super) static SELECT_ACCOUNT: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM accounts WHERE id = $1", *ACCOUNT_COLUMNS));
+
+/// Clears the default flag on whichever account holds it.
+pub(super) const CLEAR_DEFAULT: &str = "UPDATE accounts SET is_default = FALSE, \
+     version = version + 1, update_time = $1 WHERE is_default AND id <> $2";
+
+/// The credential columns, as read back (never the secret).
+pub(super) const CREDENTIAL_COLUMNS: &str =
+    "id, display_name, username, kind, secret_update_time, version, create_time, update_time";
+
+/// A value to bind to a dynamically built query.
+#[derive(Debug, Clone)]
+pub(super) enum Bind {
+    /// An integer.
+    Int(i64),
+    /// A text.
+    Text(String),
+}
+
+/// A `LIKE` pattern matching `needle` as a case-insensitive substring, with the pattern
+/// characters in `needle` escaped so that a search for "50%" means just that.
+pub(super) fn like_contains(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// The query for a page of accounts after id `after`, and its binds.
+pub(super) fn list_accounts_query(
+    filter: &AccountFilter,
+    after: i64,
+    limit: u32,
+) -> (String, Vec<Bind>) {
+    let mut sql = format!("SELECT {} FROM accounts WHERE id > $1", *ACCOUNT_COLUMNS);
+    let mut binds = vec![Bind::Int(after)];
+    let mut push = |sql: &mut String, clause: &str, bind: Bind| {
+        binds.push(bind);
+        sql.push_str(&clause.replace("$?", &format!("${}", binds.len())));
+    };
+    if let Some(id) = filter.id {
+        push(&mut sql, " AND id = $?", Bind::Int(id));
+    }
+    if let Some(name) = &filter.account_name {
+        push(
+            &mut sql,
+            " AND name_key LIKE $? ESCAPE '\\'",
+            Bind::Text(like_contains(name)),
+        );
+    }
+    for (column, value) in [
+        ("sender_email", &filter.sender_email),
+        ("reply_to_email", &filter.reply_to_email),
+        ("return_path_email", &filter.return_path_email),
+        ("confirmation_email", &filter.confirmation_email),
+    ] {
+        if let Some(value) = value {
+            push(
+                &mut sql,
+                &format!(" AND lower({column}) LIKE $? ESCAPE '\\'"),
+                Bind::Text(like_contains(value)),
+            );
+        }
+    }
+    match filter.status {
+        StatusFilter::Any => {}
+        StatusFilter::Enabled => sql.push_str(" AND enabled"),
+        StatusFilter::Disabled => sql.push_str(" AND NOT enabled"),
+    }
+    push(&mut sql, " ORDER BY id LIMIT $?", Bind::Int(i64::from(limit)));
+    (sql, binds)
+}
+
+/// Maps a failed write to the error a caller can act on: a unique violation on the name is
+/// `AlreadyExists`, one on the default flag means a concurrent change won (`Aborted`), and a
+/// foreign-key violation means a referenced credential vanished (`FailedPrecondition`).
+pub(super) fn write_error(err: sqlx::Error, account_name: Option<&str>) -> Error {
+    if let sqlx::Error::Database(db) = &err {
+        let what = format!("{} {}", db.constraint().unwrap_or(""), db.message());
+        match db.kind() {
+            sqlx::error::ErrorKind::UniqueViolation if what.contains("name_key") => {
+                return Error::AlreadyExists(format!(
+                    "an account named {:?} already exists (names are compared \
+                     case-insensitively); choose another account_name",
+                    account_name.unwrap_or("")
+                ));
+            }
+            sqlx::error::ErrorKind::UniqueViolation if what.contains("default") => {
+                return Error::Aborted(
+                    "another request changed the default account at the same time; retry".into(),
+                );
+            }
+            sqlx::error::ErrorKind::ForeignKeyViolation => {
+                return Error::FailedPrecondition(
+                    "a referenced credential does not exist (it may just have been deleted)"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    Error::Database(err)
+}
+
+/// `Aborted` for a stale etag.
+pub(super) fn stale(name: &str, expected: i64, current: i64) -> Error {
+    Error::Aborted(format!(
+        "{name} was changed by someone else (your etag {} is stale, the current one is {}); \
+         read it again and reapply your change",
+        crate::domain::etag(expected),
+        crate::domain::etag(current)
+    ))
+}
+
+/// A decoding error for a stored value this version does not understand.
+pub(super) fn bad_value(column: &str, value: &str) -> Error {
+    Error::Database(sqlx::Error::Decode(
+        format!("unexpected value {value:?} in column {column}").into(),
+    ))
+}
+
+/// The store implementation shared by both backends. `$store` must have a `pool` field and a
+/// `begin_write` method returning a guard with a `tx` field.
+macro_rules! sql_store {
+    ($store:ty, $db:ty, $row:ty) => {
+        use $crate::crypto::{Cipher, Sealed};
+        use $crate::domain::account::name_key;
+        use $crate::domain::{
+            now_micros, Account, AccountFilter, AccountId, AccountSpec, AuthMechanism,
+            Credential, CredentialId, CredentialKind, CredentialSpec, Security,
+        };
+        use $crate::error::{Error, Result};
+        use $crate::secret::Secret;
+        use $crate::store::sql::{self, Bind};
+        use $crate::store::{AccountEdit, CredentialEdit, Store};
+        use sqlx::Row as _;
+
+        type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
+        type Conn = <$db as sqlx::Database>::Connection;
+
+        fn account_from_row(row: &$row) -> Result<Account> {
+            let text = |c: &str| -> Result<String> { Ok(row.try_get::<String, _>(c)?) };
+            let security = text("security")?;
+            let mechanism: Option<String> = row.try_get("auth_mechanism")?;
+            let port: i64 = row.try_get("port")?;
+            let limit: i64 = row.try_get("attachment_size_limit_bytes")?;
+            Ok(Account {
+                id: AccountId(row.try_get("id")?),
+                spec: AccountSpec {
+                    account_name: text("account_name")?,
+                    enabled: row.try_get("enabled")?,
+                    sender_email: text("sender_email")?,
+                    reply_to_email: row.try_get("reply_to_email")?,
+                    return_path_email: row.try_get("return_path_email")?,
+                    confirmation_email: row.try_get("confirmation_email")?,
+                    is_default: row.try_get("is_default")?,
+                    send_read_confirmation: row.try_get("send_read_confirmation")?,
+                    force_settings: row.try_get("force_settings")?,
+                    enable_footer: row.try_get("enable_footer")?,
+                    footer_text: text("footer_text")?,
+                    host: text("host")?,
+                    port: u16::try_from(port)
+                        .map_err(|_| sql::bad_value("port", &port.to_string()))?,
+                    security: Security::parse(&security)
+                        .ok_or_else(|| sql::bad_value("security", &security))?,
+                    ignore_certificate_errors: row.try_get("ignore_certificate_errors")?,
+                    use_authentication: row.try_get("use_authentication")?,
+                    auth_mechanism: match mechanism {
+                        None => None,
+                        Some(m) => Some(
+                            AuthMechanism::parse(&m)
+                                .ok_or_else(|| sql::bad_value("auth_mechanism", &m))?,
+                        ),
+                    },
+                    credential: row
+                        .try_get::<Option<i64>, _>("credential_id")?
+                        .map(CredentialId),
+                    use_network_connector: row.try_get("use_network_connector")?,
+                    network_connector: row.try_get("network_connector_id")?,
+                    helo_name: row.try_get("helo_name")?,
+                    charset: text("charset")?,
+                    plain_text_only: row.try_get("plain_text_only")?,
+                    attachment_size_limit_bytes: u64::try_from(limit).unwrap_or(0),
+                },
+                version: row.try_get("version")?,
+                create_time: row.try_get("create_time")?,
+                update_time: row.try_get("update_time")?,
+            })
+        }
+
+        fn credential_from_row(row: &$row) -> Result<Credential> {
+            let kind: String = row.try_get("kind")?;
+            let secret_update_time: Option<i64> = row.try_get("secret_update_time")?;
+            Ok(Credential {
+                id: CredentialId(row.try_get("id")?),
+                spec: CredentialSpec {
+                    display_name: row.try_get("display_name")?,
+                    username: row.try_get("username")?,
+                    kind: CredentialKind::parse(&kind)
+                        .ok_or_else(|| sql::bad_value("kind", &kind))?,
+                },
+                has_secret: secret_update_time.is_some(),
+                secret_update_time,
+                version: row.try_get("version")?,
+                create_time: row.try_get("create_time")?,
+                update_time: row.try_get("update_time")?,
+            })
+        }
+
+        /// Binds an account's writable fields in `SPEC_COLUMNS` order.
+        fn bind_spec<'q>(q: Query<'q>, s: &'q AccountSpec) -> Query<'q> {
+            q.bind(&s.account_name)
+                .bind(name_key(&s.account_name))
+                .bind(s.enabled)
+                .bind(&s.sender_email)
+                .bind(&s.reply_to_email)
+                .bind(&s.return_path_email)
+                .bind(&s.confirmation_email)
+                .bind(s.is_default)
+                .bind(s.send_read_confirmation)
+                .bind(s.force_settings)
+                .bind(s.enable_footer)
+                .bind(&s.footer_text)
+                .bind(&s.host)
+                .bind(i64::from(s.port))
+                .bind(s.security.as_str())
+                .bind(s.ignore_certificate_errors)
+                .bind(s.use_authentication)
+                .bind(s.auth_mechanism.map(AuthMechanism::as_str))
+                .bind(s.credential.map(|c| c.0))
+                .bind(s.use_network_connector)
+                .bind(s.network_connector)
+                .bind(&s.helo_name)
+                .bind(&s.charset)
+                .bind(s.plain_text_only)
+                .bind(i64::try_from(s.attachment_size_limit_bytes).unwrap_or(i64::MAX))
+        }
+
+        async fn fetch_account(conn: &mut Conn, id: AccountId) -> Result<Account> {
+            let row = sqlx::query(&sql::SELECT_ACCOUNT)
+                .bind(id.0)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match row {
+                Some(row) => account_from_row(&row),
+                None => Err(Error::NotFound(id.to_string())),
+            }
+        }
+
+        async fn fetch_credential(conn: &mut Conn, id: CredentialId) -> Result<Credential> {
+            let row = sqlx::query(&format!(
+                "SELECT {} FROM credentials WHERE id = $1",
+                sql::CREDENTIAL_COLUMNS
+            ))
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match row {
+                Some(row) => credential_from_row(&row),
+                None => Err(Error::NotFound(id.to_string())),
+            }
+        }
+
+        /// Checks that the credential an account names exists and suits its mechanism, and
+        /// fills in the mechanism from the credential's kind when none was chosen.
+        async fn check_account_credential(conn: &mut Conn, spec: &mut AccountSpec) -> Result<()> {
+            let Some(id) = spec.credential else {
+                return Ok(());
+            };
+            match fetch_credential(conn, id).await {
+                Ok(c) => {
+                    if spec.auth_mechanism.is_none() {
+                        spec.auth_mechanism = Some(AuthMechanism::for_kind(c.spec.kind));
+                    }
+                    spec.check_credential(c.spec.kind)
+                }
+                Err(Error::NotFound(_)) => Err(Error::FailedPrecondition(format!(
+                    "credential {id} does not exist; create it first (mailplane credentials \
+                     create) or name an existing one"
+                ))),
+                Err(e) => Err(e),
+            }
+        }
+
+        async fn account_count(conn: &mut Conn) -> Result<i64> {
+            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+                .fetch_one(&mut *conn)
+                .await?)
+        }
+
+        async fn seal_secret(
+            conn: &mut Conn,
+            id: CredentialId,
+            secret: &Secret,
+            cipher: &Cipher,
+            now: i64,
+        ) -> Result<()> {
+            let sealed = cipher.seal(id.to_string().as_bytes(), secret.expose().as_bytes())?;
+            sqlx::query(
+                "UPDATE credentials SET secret_nonce = $1, secret_ciphertext = $2, \
+                 secret_update_time = $3 WHERE id = $4",
+            )
+            .bind(sealed.nonce)
+            .bind(sealed.ciphertext)
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            async fn create_account(&self, mut spec: AccountSpec) -> Result<Account> {
+                let mut w = self.begin_write().await?;
+                check_account_credential(&mut w.tx, &mut spec).await?;
+                if account_count(&mut w.tx).await? == 0 {
+                    if !spec.enabled {
+                        return Err(Error::FailedPrecondition(
+                            "the first account becomes the default account, and a default \
+                             account must be enabled; create it enabled"
+                                .into(),
+                        ));
+                    }
+                    spec.is_default = true;
+                }
+                let now = now_micros();
+                if spec.is_default {
+                    sqlx::query(sql::CLEAR_DEFAULT)
+                        .bind(now)
+                        .bind(-1_i64)
+                        .execute(&mut *w.tx)
+                        .await?;
+                }
+                let id: i64 = bind_spec(sqlx::query(&sql::INSERT_ACCOUNT), &spec)
+                    .bind(1_i64)
+                    .bind(now)
+                    .bind(now)
+                    .fetch_one(&mut *w.tx)
+                    .await
+                    .map_err(|e| sql::write_error(e, Some(&spec.account_name)))?
+                    .try_get("id")?;
+                w.tx.commit().await?;
+                Ok(Account {
+                    id: AccountId(id),
+                    spec,
+                    version: 1,
+                    create_time: now,
+                    update_time: now,
+                })
+            }
+
+            async fn get_account(&self, id: AccountId) -> Result<Account> {
+                let mut conn = self.pool.acquire().await?;
+                fetch_account(&mut conn, id).await
+            }
+
+            async fn list_accounts(
+                &self,
+                filter: &AccountFilter,
+                after: i64,
+                limit: u32,
+            ) -> Result<Vec<Account>> {
+                let (text, binds) = sql::list_accounts_query(filter, after, limit);
+                let mut q = sqlx::query(&text);
+                for b in binds {
+                    q = match b {
+                        Bind::Int(v) => q.bind(v),
+                        Bind::Text(v) => q.bind(v),
+                    };
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                rows.iter().map(account_from_row).collect()
+            }
+
+            async fn update_account(
+                &self,
+                id: AccountId,
+                expected_version: Option<i64>,
+                edit: AccountEdit<'_>,
+            ) -> Result<Account> {
+                let mut w = self.begin_write().await?;
+                let current = fetch_account(&mut w.tx, id).await?;
+                if let Some(v) = expected_version.filter(|v| *v != current.version) {
+                    return Err(sql::stale(&id.to_string(), v, current.version));
+                }
+                let mut spec = current.spec.clone();
+                edit(&mut spec)?;
+                if current.spec.is_default && !spec.is_default {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{id} is the default account; make another account the default \
+                         (SetDefaultAccount) instead of clearing is_default"
+                    )));
+                }
+                if current.spec.is_default && !spec.enabled {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{id} is the default account and must stay enabled; make another \
+                         account the default first"
+                    )));
+                }
+                spec.check()?;
+                check_account_credential(&mut w.tx, &mut spec).await?;
+                let now = now_micros();
+                if spec.is_default && !current.spec.is_default {
+                    sqlx::query(sql::CLEAR_DEFAULT)
+                        .bind(now)
+                        .bind(id.0)
+                        .execute(&mut *w.tx)
+                        .await?;
+                }
+                let version = current.version + 1;
+                bind_spec(sqlx::query(&sql::UPDATE_ACCOUNT), &spec)
+                    .bind(version)
+                    .bind(now)
+                    .bind(id.0)
+                    .execute(&mut *w.tx)
+                    .await
+                    .map_err(|e| sql::write_error(e, Some(&spec.account_name)))?;
+                w.tx.commit().await?;
+                Ok(Account {
+                    id,
+                    spec,
+                    version,
+                    create_time: current.create_time,
+                    update_time: now,
+                })
+            }
+
+            async fn delete_account(
+                &self,
+                id: AccountId,
+                expected_version: Option<i64>,
+            ) -> Result<()> {
+                let mut w = self.begin_write().await?;
+                let current = fetch_account(&mut w.tx, id).await?;
+                if let Some(v) = expected_version.filter(|v| *v != current.version) {
+                    return Err(sql::stale(&id.to_string(), v, current.version));
+                }
+                if current.spec.is_default && account_count(&mut w.tx).await? > 1 {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{id} is the default account and other accounts exist; make another \
+                         account the default (mailplane accounts set-default) before deleting it"
+                    )));
+                }
+                sqlx::query("DELETE FROM accounts WHERE id = $1")
+                    .bind(id.0)
+                    .execute(&mut *w.tx)
+                    .await?;
+                w.tx.commit().await?;
+                Ok(())
+            }
+
+            async fn set_default_account(&self, id: AccountId) -> Result<Account> {
+                let mut w = self.begin_write().await?;
+                let current = fetch_account(&mut w.tx, id).await?;
+                if current.spec.is_default {
+                    return Ok(current);
+                }
+                if !current.spec.enabled {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{id} is disabled, and a default account must be enabled; enable it \
+                         first"
+                    )));
+                }
+                let now = now_micros();
+                sqlx::query(sql::CLEAR_DEFAULT)
+                    .bind(now)
+                    .bind(id.0)
+                    .execute(&mut *w.tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE accounts SET is_default = TRUE, version = version + 1, \
+                     update_time = $1 WHERE id = $2",
+                )
+                .bind(now)
+                .bind(id.0)
+                .execute(&mut *w.tx)
+                .await
+                .map_err(|e| sql::write_error(e, None))?;
+                let account = fetch_account(&mut w.tx, id).await?;
+                w.tx.commit().await?;
+                Ok(account)
+            }
+
+            async fn create_credential(
+                &self,
+                spec: CredentialSpec,
+                secret: &Secret,
+                cipher: &Cipher,
+            ) -> Result<Credential> {
+                let mut w = self.begin_write().await?;
+                let now = now_micros();
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO credentials (display_name, username, kind, version, \
+                     create_time, update_time) VALUES ($1, $2, $3, 1, $4, $4) RETURNING id",
+                )
+                .bind(&spec.display_name)
+                .bind(&spec.username)
+                .bind(spec.kind.as_str())
+                .bind(now)
+                .fetch_one(&mut *w.tx)
+                .await?;
+                let id = CredentialId(id);
+                seal_secret(&mut w.tx, id, secret, cipher, now).await?;
+                let created = fetch_credential(&mut w.tx, id).await?;
+                w.tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn get_credential(&self, id: CredentialId) -> Result<Credential> {
+                let mut conn = self.pool.acquire().await?;
+                fetch_credential(&mut conn, id).await
+            }
+
+            async fn list_credentials(&self, after: i64, limit: u32) -> Result<Vec<Credential>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {} FROM credentials WHERE id > $1 ORDER BY id LIMIT $2",
+                    sql::CREDENTIAL_COLUMNS
+                ))
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(credential_from_row).collect()
+            }
+
+            async fn update_credential(
+                &self,
+                id: CredentialId,
+                expected_version: Option<i64>,
+                edit: CredentialEdit<'_>,
+                new_secret: Option<&Secret>,
+                cipher: &Cipher,
+            ) -> Result<Credential> {
+                let mut w = self.begin_write().await?;
+                let current = fetch_credential(&mut w.tx, id).await?;
+                if let Some(v) = expected_version.filter(|v| *v != current.version) {
+                    return Err(sql::stale(&id.to_string(), v, current.version));
+                }
+                let mut spec = current.spec.clone();
+                edit(&mut spec)?;
+                if spec.kind != current.spec.kind {
+                    // Accounts that use the credential must still fit its new kind.
+                    let rows = sqlx::query(&format!(
+                        "SELECT {} FROM accounts WHERE credential_id = $1 ORDER BY id",
+                        *sql::ACCOUNT_COLUMNS
+                    ))
+                    .bind(id.0)
+                    .fetch_all(&mut *w.tx)
+                    .await?;
+                    for row in &rows {
+                        let account = account_from_row(row)?;
+                        account.spec.check_credential(spec.kind).map_err(|_| {
+                            Error::FailedPrecondition(format!(
+                                "{} uses {id} with auth_mechanism {}, which does not fit kind \
+                                 {}; change the account first",
+                                account.id,
+                                account.spec.auth_mechanism.map_or("", AuthMechanism::as_str),
+                                spec.kind.as_str()
+                            ))
+                        })?;
+                    }
+                }
+                let now = now_micros();
+                sqlx::query(
+                    "UPDATE credentials SET display_name = $1, username = $2, kind = $3, \
+                     version = version + 1, update_time = $4 WHERE id = $5",
+                )
+                .bind(&spec.display_name)
+                .bind(&spec.username)
+                .bind(spec.kind.as_str())
+                .bind(now)
+                .bind(id.0)
+                .execute(&mut *w.tx)
+                .await?;
+                if let Some(secret) = new_secret {
+                    seal_secret(&mut w.tx, id, secret, cipher, now).await?;
+                }
+                let updated = fetch_credential(&mut w.tx, id).await?;
+                w.tx.commit().await?;
+                Ok(updated)
+            }
+
+            async fn delete_credential(
+                &self,
+                id: CredentialId,
+                expected_version: Option<i64>,
+            ) -> Result<()> {
+                let mut w = self.begin_write().await?;
+                let current = fetch_credential(&mut w.tx, id).await?;
+                if let Some(v) = expected_version.filter(|v| *v != current.version) {
+                    return Err(sql::stale(&id.to_string(), v, current.version));
+                }
+                let users: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT id, account_name FROM accounts WHERE credential_id = $1 ORDER BY id",
+                )
+                .bind(id.0)
+                .fetch_all(&mut *w.tx)
+                .await?;
+                if !users.is_empty() {
+                    let names: Vec<String> = users
+                        .iter()
+                        .map(|(aid, name)| format!("{} ({name})", AccountId(*aid)))
+                        .collect();
+                    return Err(Error::FailedPrecondition(format!(
+                        "{id} is used by {}; point those accounts at another credential first",
+                        names.join(", ")
+                    )));
+                }
+                sqlx::query("DELETE FROM credentials WHERE id = $1")
+                    .bind(id.0)
+                    .execute(&mut *w.tx)
+                    .await
+                    .map_err(|e| sql::write_error(e, None))?;
+                w.tx.commit().await?;
+                Ok(())
+            }
+
+            async fn credential_secret(&self, id: CredentialId, cipher: &Cipher) -> Result<Secret> {
+                let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+                    "SELECT secret_nonce, secret_ciphertext FROM credentials WHERE id = $1",
+                )
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    None => Err(Error::NotFound(id.to_string())),
+                    Some((Some(nonce), Some(ciphertext))) => {
+                        let plain = cipher
+                            .open(id.to_string().as_bytes(), &Sealed { nonce, ciphertext })?;
+                        String::from_utf8(plain)
+                            .map(Secret::new)
+                            .map_err(|_| Error::Crypto("stored secret is not UTF-8".into()))
+                    }
+                    Some(_) => Err(Error::FailedPrecondition(format!("{id} has no secret"))),
+                }
+            }
+
+            async fn key_check(&self) -> Result<Option<Sealed>> {
+                let value: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT value FROM meta WHERE key = 'key_check'")
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(value.and_then(|v| {
+                    (v.len() > 12).then(|| Sealed {
+                        nonce: v[..12].to_vec(),
+                        ciphertext: v[12..].to_vec(),
+                    })
+                }))
+            }
+
+            async fn set_key_check(&self, check: &Sealed) -> Result<()> {
+                let mut value = check.nonce.clone();
+                value.extend_from_slice(&check.ciphertext);
+                sqlx::query(
+                    "INSERT INTO meta (key, value) VALUES ('key_check', $1) \
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use sql_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_pattern_escapes() {
+        assert_eq!(like_contains("50%_A\\"), "%50\\%\\_a\\\\%");
+    }
+
+    #[test]
+    fn list_query_numbers_binds_in_order() {
+        let f = AccountFilter {
+            id: Some(3),
+            account_name: Some("x".into()),
+            reply_to_email: Some("y".into()),
+            status: StatusFilter::Enabled,
+            ..AccountFilter::default()
+        };
+        let (sql, binds) = list_accounts_query(&f, 10, 31);
+        assert_eq!(binds.len(), 5);
+        assert!(sql.contains("id = $2"));
+        assert!(sql.contains("name_key LIKE $3"));
+        assert!(sql.contains("lower(reply_to_email) LIKE $4"));
+        assert!(sql.ends_with("AND enabled ORDER BY id LIMIT $5"));
+    }
+
+    #[test]
+    fn insert_and_update_have_matching_placeholders() {
+        assert!(INSERT_ACCOUNT.contains("$28)"));
+        assert!(UPDATE_ACCOUNT.ends_with("WHERE id = $28"));
+    }
+}

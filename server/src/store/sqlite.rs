@@ -1,0 +1,60 @@
+//! The embedded SQLite backend: one file in the data directory, in WAL mode, created and
+//! migrated on start.
+
+use super::sql::sql_store;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{Mutex, MutexGuard};
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// SQLite has one writer at a time. Queuing writers here, rather than letting deferred
+    /// transactions race to upgrade their locks, avoids `SQLITE_BUSY` under concurrent calls.
+    write_lock: Mutex<()>,
+}
+
+/// A write transaction, holding the writer lock until it ends.
+pub(super) struct Write<'a> {
+    pub(super) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database file at `path`.
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    async fn begin_write(&self) -> Result<Write<'_>, sqlx::Error> {
+        let guard = self.write_lock.lock().await;
+        Ok(Write {
+            tx: self.pool.begin().await?,
+            _guard: guard,
+        })
+    }
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
