@@ -4,7 +4,10 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["mailplane/v1/accounts.proto", "mailplane/v1/credentials.proto"];
+    let files = [
+        "mailplane/v1/accounts.proto",
+        "mailplane/v1/credentials.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

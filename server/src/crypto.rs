@@ -114,7 +114,9 @@ impl Cipher {
     /// Decrypts a sealed secret; fails if the key, the nonce, the data or `aad` differ.
     pub fn open(&self, aad: &[u8], sealed: &Sealed) -> Result<Vec<u8>, crate::error::Error> {
         if sealed.nonce.len() != NONCE_LEN {
-            return Err(crate::error::Error::Crypto("stored nonce has a wrong length".into()));
+            return Err(crate::error::Error::Crypto(
+                "stored nonce has a wrong length".into(),
+            ));
         }
         self.aead
             .decrypt(
@@ -124,7 +126,9 @@ impl Cipher {
                     aad,
                 },
             )
-            .map_err(|_| crate::error::Error::Crypto("decryption failed (wrong key or tampered data)".into()))
+            .map_err(|_| {
+                crate::error::Error::Crypto("decryption failed (wrong key or tampered data)".into())
+            })
     }
 
     /// The key check to keep in the database.
@@ -183,7 +187,10 @@ mod tests {
         assert_eq!(c.open(b"credentials/1", &sealed).unwrap(), b"s3cret");
         assert!(c.open(b"credentials/2", &sealed).is_err(), "aad must bind");
         let (other, _) = Cipher::generate();
-        assert!(other.open(b"credentials/1", &sealed).is_err(), "wrong key must fail");
+        assert!(
+            other.open(b"credentials/1", &sealed).is_err(),
+            "wrong key must fail"
+        );
         assert!(!sealed.ciphertext.windows(6).any(|w| w == b"s3cret"));
     }
 
@@ -215,9 +222,18 @@ mod tests {
     fn missing_key_with_existing_secrets_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mailplane.key");
-        assert!(matches!(load_or_create(&path, true), Err(KeyError::Missing(_))));
-        assert!(!path.exists(), "must not generate a new key over existing secrets");
+        assert!(matches!(
+            load_or_create(&path, true),
+            Err(KeyError::Missing(_))
+        ));
+        assert!(
+            !path.exists(),
+            "must not generate a new key over existing secrets"
+        );
         std::fs::write(&path, "not hex").unwrap();
-        assert!(matches!(load_or_create(&path, false), Err(KeyError::Malformed(_))));
+        assert!(matches!(
+            load_or_create(&path, false),
+            Err(KeyError::Malformed(_))
+        ));
     }
 }

@@ -153,7 +153,10 @@ mod tests {
 
     #[test]
     fn enum_names_are_short() {
-        assert_eq!(security(pb::SecurityMode::ImplicitTls.into()), "IMPLICIT_TLS");
+        assert_eq!(
+            security(pb::SecurityMode::ImplicitTls.into()),
+            "IMPLICIT_TLS"
+        );
         assert_eq!(mechanism(pb::AuthMechanism::Xoauth2.into()), "XOAUTH2");
     }
 }

@@ -178,7 +178,9 @@ pub async fn serve(
         async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
             health
                 .set_not_serving::<SmtpAccountServiceServer<Accounts>>()
                 .await;

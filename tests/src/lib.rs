@@ -1,1 +1,254 @@
-//! x
+//! Test harness: starts the real mailplane server on a listener bound to `127.0.0.1:0`, on
+//! SQLite in a temporary directory or on a fresh PostgreSQL database, and hands out clients.
+
+// A test harness: a panic is how it reports a failure, so unwrap and expect are fine here.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use mailplane_proto::v1 as pb;
+use pb::credential_service_client::CredentialServiceClient;
+use pb::smtp_account_service_client::SmtpAccountServiceClient;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+/// The PostgreSQL server the tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("MAILPLANE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite in the server's data dir.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+/// A fresh, uniquely named PostgreSQL database; dropped by [`PgDatabase::drop_db`].
+#[derive(Debug)]
+pub struct PgDatabase {
+    /// Its name.
+    pub name: String,
+    /// Its connection URL.
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates the database, or panics with instructions if PostgreSQL is not there.
+    pub async fn create() -> Self {
+        use sqlx::Connection as _;
+        let admin = postgres_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is needed at {admin} (set MAILPLANE_TEST_POSTGRES_URL), but: {e}. \
+                 Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+            )
+        });
+        let name = format!("mailplane_test_{:016x}", rand::random::<u64>());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Self { name, url }
+    }
+
+    /// Drops the database.
+    pub async fn drop_db(&self) {
+        use sqlx::Connection as _;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// A running server and its storage.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// A connected channel.
+    pub channel: Channel,
+    /// Its data dir (SQLite file, key file).
+    pub data_dir: tempfile::TempDir,
+    /// Its PostgreSQL database, if any.
+    pub pg: Option<PgDatabase>,
+    /// The config it runs with.
+    pub config: mailplane_server::ServerConfig,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), mailplane_server::StartupError>>>,
+}
+
+impl TestServer {
+    /// Starts a server on `backend`.
+    pub async fn start(backend: Backend) -> Self {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgDatabase::create().await),
+        };
+        let config = mailplane_server::ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: data_dir.path().to_path_buf(),
+            database_url: pg.as_ref().map(|p| p.url.clone()),
+            key_file: None,
+            drain_timeout: Duration::from_secs(5),
+        };
+        Self::start_with(config, data_dir, pg).await
+    }
+
+    /// Starts a server with an explicit config.
+    pub async fn start_with(
+        config: mailplane_server::ServerConfig,
+        data_dir: tempfile::TempDir,
+        pg: Option<PgDatabase>,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(mailplane_server::serve(listener, config.clone(), async {
+            let _ = rx.await;
+        }));
+        let channel = connect(addr, &task).await;
+        Self {
+            addr,
+            channel,
+            data_dir,
+            pg,
+            config,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// An account client.
+    pub fn accounts(&self) -> SmtpAccountServiceClient<Channel> {
+        SmtpAccountServiceClient::new(self.channel.clone())
+    }
+
+    /// A credential client.
+    pub fn credentials(&self) -> CredentialServiceClient<Channel> {
+        CredentialServiceClient::new(self.channel.clone())
+    }
+
+    /// The SQLite database file.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.path().join("mailplane.db")
+    }
+
+    /// Stops the server (SIGTERM's path) and returns how `serve` ended.
+    pub async fn stop(self) -> Result<(), mailplane_server::StartupError> {
+        self.stop_keeping_data().await.0
+    }
+
+    /// Stops the server and hands back its data dir, for tests that inspect it afterwards.
+    pub async fn stop_keeping_data(
+        mut self,
+    ) -> (
+        Result<(), mailplane_server::StartupError>,
+        tempfile::TempDir,
+    ) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = match self.task.take() {
+            Some(task) => task.await.expect("server task panicked"),
+            None => Ok(()),
+        };
+        if let Some(pg) = &self.pg {
+            pg.drop_db().await;
+        }
+        (result, self.data_dir)
+    }
+}
+
+/// Connects to the server, waiting for it to accept connections: the listener is already
+/// bound, so connecting succeeds as soon as `serve` has opened the storage and begun to accept.
+async fn connect(
+    addr: SocketAddr,
+    task: &JoinHandle<Result<(), mailplane_server::StartupError>>,
+) -> Channel {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+    let channel = endpoint.connect_lazy();
+    // The first call waits in the listen backlog until the server accepts; a health check
+    // makes sure startup (migrations, key check) finished before the test begins.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let check = health.check(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    match tokio::time::timeout(Duration::from_secs(30), check).await {
+        Ok(Ok(_)) => channel,
+        Ok(Err(status)) if task.is_finished() => {
+            panic!("server exited during startup: {status}")
+        }
+        Ok(Err(status)) => panic!("health check failed: {status}"),
+        Err(_) => panic!("server did not answer within 30 s"),
+    }
+}
+
+/// A valid account request with a unique name.
+pub fn account(name: &str) -> pb::SmtpAccount {
+    pb::SmtpAccount {
+        account_name: name.into(),
+        sender_email: format!(
+            "x{}@example.com",
+            name.to_lowercase()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+        ),
+        host: "smtp.example.com".into(),
+        ..Default::default()
+    }
+}
+
+/// Creates an account and returns it.
+pub async fn create_account(
+    client: &mut SmtpAccountServiceClient<Channel>,
+    msg: pb::SmtpAccount,
+) -> pb::SmtpAccount {
+    client
+        .create_account(pb::CreateAccountRequest { account: Some(msg) })
+        .await
+        .expect("create account")
+        .into_inner()
+}
+
+/// Runs a test body against both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = $crate::TestServer::start($crate::Backend::Sqlite).await;
+                    super::$name(&server).await;
+                    server.stop().await.expect("clean stop");
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = $crate::TestServer::start($crate::Backend::Postgres).await;
+                    super::$name(&server).await;
+                    server.stop().await.expect("clean stop");
+                }
+            )*
+        }
+    };
+}

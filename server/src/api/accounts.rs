@@ -146,12 +146,19 @@ impl SmtpAccountService for Accounts {
                     Ok(data) => data,
                     Err(e) => {
                         tracing::error!(error = %e, "export encoding failed");
-                        let _ = tx.send(Err(Status::internal("export encoding failed"))).await;
+                        let _ = tx
+                            .send(Err(Status::internal("export encoding failed")))
+                            .await;
                         return;
                     }
                 };
                 first = false;
-                if !data.is_empty() && tx.send(Ok(pb::ExportAccountsResponse { data })).await.is_err() {
+                if !data.is_empty()
+                    && tx
+                        .send(Ok(pb::ExportAccountsResponse { data }))
+                        .await
+                        .is_err()
+                {
                     return; // the client went away
                 }
                 match batch.last() {
@@ -160,7 +167,9 @@ impl SmtpAccountService for Accounts {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

@@ -33,7 +33,9 @@ pub fn parse_name(field: &str, collection: &str, name: &str) -> Result<i64> {
     id.ok_or_else(|| {
         Error::invalid(
             field,
-            format!("{name:?} is not a resource name; expected {collection}/{{id}}, e.g. {collection}/1"),
+            format!(
+                "{name:?} is not a resource name; expected {collection}/{{id}}, e.g. {collection}/1"
+            ),
         )
     })
 }
@@ -278,7 +280,9 @@ pub fn apply_field(
 ) -> Result<()> {
     let create = mode == Mode::Create;
     match field {
-        "account_name" => spec.account_name = validate::line(field, &msg.account_name, MAX_NAME_LEN)?,
+        "account_name" => {
+            spec.account_name = validate::line(field, &msg.account_name, MAX_NAME_LEN)?
+        }
         "enabled" => spec.enabled = msg.enabled.unwrap_or(create || spec.enabled),
         "sender_email" => spec.sender_email = validate::email(field, &msg.sender_email, true)?,
         "reply_to_email" => {
@@ -404,8 +408,9 @@ impl TryFrom<Option<pb::AccountFilter>> for AccountFilter {
         if msg.id < 0 {
             return Err(Error::invalid("filter.id", "must not be negative"));
         }
-        let status = pb::AccountStatusFilter::try_from(msg.status)
-            .map_err(|_| Error::invalid("filter.status", format!("unknown value {}", msg.status)))?;
+        let status = pb::AccountStatusFilter::try_from(msg.status).map_err(|_| {
+            Error::invalid("filter.status", format!("unknown value {}", msg.status))
+        })?;
         Ok(Self {
             id: (msg.id > 0).then_some(msg.id),
             account_name: text("filter.account_name", &msg.account_name)?,
@@ -525,16 +530,29 @@ mod tests {
         assert_eq!(parse_name("n", "accounts", "accounts/12").unwrap(), 12);
         assert!(parse_name("n", "accounts", "accounts/0").is_err());
         assert!(parse_name("n", "accounts", "credentials/1").is_err());
-        let err = AccountSpec::try_from(pb::SmtpAccount { port: 70000, ..msg() }).unwrap_err();
+        let err = AccountSpec::try_from(pb::SmtpAccount {
+            port: 70000,
+            ..msg()
+        })
+        .unwrap_err();
         assert!(err.to_string().starts_with("port:"), "{err}");
     }
 
     #[test]
     fn masks() {
         assert!(mask_fields(None).is_err());
-        let m = prost_types::FieldMask { paths: vec!["etag".into()] };
-        assert!(mask_fields(Some(&m)).unwrap_err().to_string().contains("output only"));
-        let m = prost_types::FieldMask { paths: vec!["*".into()] };
+        let m = prost_types::FieldMask {
+            paths: vec!["etag".into()],
+        };
+        assert!(
+            mask_fields(Some(&m))
+                .unwrap_err()
+                .to_string()
+                .contains("output only")
+        );
+        let m = prost_types::FieldMask {
+            paths: vec!["*".into()],
+        };
         assert_eq!(mask_fields(Some(&m)).unwrap().len(), ACCOUNT_FIELDS.len());
     }
 

@@ -52,7 +52,9 @@ impl CredentialService for Credentials {
         request: Request<pb::GetCredentialRequest>,
     ) -> Result<Response<pb::Credential>, Status> {
         let id = convert::credential_id("name", &request.into_inner().name)?;
-        Ok(Response::new((&self.store.get_credential(id).await?).into()))
+        Ok(Response::new(
+            (&self.store.get_credential(id).await?).into(),
+        ))
     }
 
     async fn list_credentials(
@@ -90,7 +92,10 @@ impl CredentialService for Credentials {
             .into());
         }
         let fields: Vec<String> = if paths.iter().any(|p| p == "*") {
-            convert::CREDENTIAL_FIELDS.iter().map(|f| (*f).to_owned()).collect()
+            convert::CREDENTIAL_FIELDS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect()
         } else {
             paths
         };

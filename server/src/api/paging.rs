@@ -51,7 +51,10 @@ pub fn decode(token: &str, context: &str) -> Result<i64> {
             "was made for a different filter; start again without a page_token",
         ));
     }
-    id.parse::<i64>().ok().filter(|id| *id >= 0).ok_or_else(invalid)
+    id.parse::<i64>()
+        .ok()
+        .filter(|id| *id >= 0)
+        .ok_or_else(invalid)
 }
 
 /// Splits a fetched batch of up to `size + 1` rows into the page and the next token.
@@ -64,7 +67,10 @@ pub fn finish<T>(
     let size = usize::try_from(size).unwrap_or(usize::MAX);
     if rows.len() > size {
         rows.truncate(size);
-        let token = rows.last().map(|r| encode(id(r), context)).unwrap_or_default();
+        let token = rows
+            .last()
+            .map(|r| encode(id(r), context))
+            .unwrap_or_default();
         (rows, token)
     } else {
         (rows, String::new())
@@ -86,7 +92,12 @@ mod tests {
     fn tokens_round_trip_and_bind_the_filter() {
         let t = encode(42, "a");
         assert_eq!(decode(&t, "a").unwrap(), 42);
-        assert!(decode(&t, "b").unwrap_err().to_string().contains("different filter"));
+        assert!(
+            decode(&t, "b")
+                .unwrap_err()
+                .to_string()
+                .contains("different filter")
+        );
         assert!(decode("zz", "a").is_err());
         assert_eq!(decode("", "a").unwrap(), 0);
     }

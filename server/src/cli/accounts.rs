@@ -211,7 +211,11 @@ impl AccountFields {
         }
         if let Some(v) = &self.credential {
             m.use_authentication = !v.is_empty();
-            m.credential = if v.is_empty() { String::new() } else { resource_name("credentials", v) };
+            m.credential = if v.is_empty() {
+                String::new()
+            } else {
+                resource_name("credentials", v)
+            };
             mask.extend(["use_authentication", "credential", "auth_mechanism"]);
         }
         if let Some(v) = self.auth_mechanism {
@@ -227,7 +231,11 @@ impl AccountFields {
         }
         if let Some(v) = &self.network_connector {
             m.use_network_connector = !v.is_empty();
-            m.network_connector = if v.is_empty() { String::new() } else { resource_name("connectors", v) };
+            m.network_connector = if v.is_empty() {
+                String::new()
+            } else {
+                resource_name("connectors", v)
+            };
             mask.extend(["use_network_connector", "network_connector"]);
         }
         if let Some(v) = self.attachment_size_limit {
@@ -336,14 +344,18 @@ pub async fn run(
         AccountsCommand::Create(fields) => {
             let (account, _) = fields.to_message();
             let created = client
-                .create_account(pb::CreateAccountRequest { account: Some(account) })
+                .create_account(pb::CreateAccountRequest {
+                    account: Some(account),
+                })
                 .await?
                 .into_inner();
             output::one(out, format, &render::account_json(&created))?;
         }
         AccountsCommand::Get { account } => {
             let got = client
-                .get_account(pb::GetAccountRequest { name: resource_name("accounts", &account) })
+                .get_account(pb::GetAccountRequest {
+                    name: resource_name("accounts", &account),
+                })
                 .await?
                 .into_inner();
             output::one(out, format, &render::account_json(&got))?;
@@ -371,7 +383,11 @@ pub async fn run(
                 eprintln!("more accounts: add --page-token {token} (or --all)");
             }
         }
-        AccountsCommand::Update { account, etag, fields } => {
+        AccountsCommand::Update {
+            account,
+            etag,
+            fields,
+        } => {
             let (mut msg, mask) = fields.to_message();
             if mask.is_empty() {
                 return Err(CliError::Usage(
@@ -408,7 +424,11 @@ pub async fn run(
                 .into_inner();
             output::one(out, format, &render::account_json(&updated))?;
         }
-        AccountsCommand::Export { format: f, file, filter } => {
+        AccountsCommand::Export {
+            format: f,
+            file,
+            filter,
+        } => {
             let mut stream = client
                 .export_accounts(pb::ExportAccountsRequest {
                     filter: Some(filter.to_message()),

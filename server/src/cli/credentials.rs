@@ -140,7 +140,9 @@ pub async fn run(
             let (mut msg, _) = fields.to_message();
             msg.secret = read_secret()?;
             let created = client
-                .create_credential(pb::CreateCredentialRequest { credential: Some(msg) })
+                .create_credential(pb::CreateCredentialRequest {
+                    credential: Some(msg),
+                })
                 .await?
                 .into_inner();
             output::one(out, format, &render::credential_json(&created))?;
@@ -154,7 +156,10 @@ pub async fn run(
                 .into_inner();
             output::one(out, format, &render::credential_json(&got))?;
         }
-        CredentialsCommand::List { page_size, page_token } => {
+        CredentialsCommand::List {
+            page_size,
+            page_token,
+        } => {
             let page = client
                 .list_credentials(pb::ListCredentialsRequest {
                     page_size,
@@ -162,13 +167,25 @@ pub async fn run(
                 })
                 .await?
                 .into_inner();
-            let items: Vec<_> = page.credentials.iter().map(render::credential_json).collect();
+            let items: Vec<_> = page
+                .credentials
+                .iter()
+                .map(render::credential_json)
+                .collect();
             output::list(out, format, &items, &COLUMNS, "credentials")?;
             if !page.next_page_token.is_empty() {
-                eprintln!("more credentials: add --page-token {}", page.next_page_token);
+                eprintln!(
+                    "more credentials: add --page-token {}",
+                    page.next_page_token
+                );
             }
         }
-        CredentialsCommand::Update { credential, etag, rotate_secret, fields } => {
+        CredentialsCommand::Update {
+            credential,
+            etag,
+            rotate_secret,
+            fields,
+        } => {
             let (mut msg, mut mask) = fields.to_message();
             if rotate_secret {
                 msg.secret = read_secret()?;

@@ -118,7 +118,9 @@ pub enum CliError {
     #[error("{}", describe_status(.0))]
     Status(#[from] tonic::Status),
     /// The server could not be reached.
-    #[error("cannot reach the mailplane server at {addr}: {source}. Is `mailplane serve` running? Set --server or MAILPLANE_ADDR")]
+    #[error(
+        "cannot reach the mailplane server at {addr}: {source}. Is `mailplane serve` running? Set --server or MAILPLANE_ADDR"
+    )]
     Connect {
         /// The address tried.
         addr: String,

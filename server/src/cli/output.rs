@@ -126,7 +126,11 @@ pub fn list(
                     .trim_end()
                     .to_owned()
             };
-            writeln!(out, "{}", line(columns.iter().map(|(h, _)| (*h).to_owned()).collect()))?;
+            writeln!(
+                out,
+                "{}",
+                line(columns.iter().map(|(h, _)| (*h).to_owned()).collect())
+            )?;
             for row in rows {
                 writeln!(out, "{}", line(row))?;
             }
@@ -142,9 +146,19 @@ mod tests {
 
     #[test]
     fn table_aligns_and_csv_has_header() {
-        let items = vec![json!({"id": 1, "name": "a"}), json!({"id": 22, "name": "bbb"})];
+        let items = vec![
+            json!({"id": 1, "name": "a"}),
+            json!({"id": 22, "name": "bbb"}),
+        ];
         let mut out = Vec::new();
-        list(&mut out, Format::Table, &items, &[("ID", "id"), ("NAME", "name")], "x").unwrap();
+        list(
+            &mut out,
+            Format::Table,
+            &items,
+            &[("ID", "id"), ("NAME", "name")],
+            "x",
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "ID  NAME\n1   a\n22  bbb\n");
         let mut out = Vec::new();

@@ -1,7 +1,7 @@
 //! SMTP accounts.
 
-use super::credential::{CredentialId, CredentialKind};
 use super::Micros;
+use super::credential::{CredentialId, CredentialKind};
 use crate::error::{Error, Result};
 
 /// An account's code, the `{id}` in `accounts/{id}`.
@@ -321,19 +321,46 @@ pub(crate) mod tests {
     #[test]
     fn cross_field_rules() {
         assert!(spec().check().is_ok());
-        let s = AccountSpec { security: Security::None, ignore_certificate_errors: true, ..spec() };
-        assert!(s.check().unwrap_err().to_string().starts_with("ignore_certificate_errors"));
-        let s = AccountSpec { use_authentication: true, ..spec() };
+        let s = AccountSpec {
+            security: Security::None,
+            ignore_certificate_errors: true,
+            ..spec()
+        };
+        assert!(
+            s.check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("ignore_certificate_errors")
+        );
+        let s = AccountSpec {
+            use_authentication: true,
+            ..spec()
+        };
         assert!(s.check().unwrap_err().to_string().starts_with("credential"));
-        let s = AccountSpec { use_network_connector: true, ..spec() };
-        assert!(s.check().unwrap_err().to_string().starts_with("network_connector"));
-        let s = AccountSpec { is_default: true, enabled: false, ..spec() };
+        let s = AccountSpec {
+            use_network_connector: true,
+            ..spec()
+        };
+        assert!(
+            s.check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("network_connector")
+        );
+        let s = AccountSpec {
+            is_default: true,
+            enabled: false,
+            ..spec()
+        };
         assert!(s.check().unwrap_err().to_string().starts_with("is_default"));
     }
 
     #[test]
     fn mechanism_must_fit_credential() {
-        let s = AccountSpec { auth_mechanism: Some(AuthMechanism::XOAuth2), ..spec() };
+        let s = AccountSpec {
+            auth_mechanism: Some(AuthMechanism::XOAuth2),
+            ..spec()
+        };
         assert!(s.check_credential(CredentialKind::Password).is_err());
         assert!(s.check_credential(CredentialKind::OAuth2Token).is_ok());
     }

@@ -27,7 +27,10 @@ pub fn line(field: &str, value: &str, max: usize) -> Result<String> {
         return Err(Error::invalid(field, "is required"));
     }
     if value.chars().count() > max {
-        return Err(Error::invalid(field, format!("must be at most {max} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));
@@ -135,10 +138,12 @@ mod tests {
         assert!(email("f", "Alerts <a@example.com>", true).is_ok());
         assert!(email("f", "Alerts <a@example.com>", false).is_err());
         assert!(email("f", "not-an-address", false).is_err());
-        assert!(email("f", "a@example.com\r\nBcc: x@y.z", true)
-            .unwrap_err()
-            .to_string()
-            .contains("CR or LF"));
+        assert!(
+            email("f", "a@example.com\r\nBcc: x@y.z", true)
+                .unwrap_err()
+                .to_string()
+                .contains("CR or LF")
+        );
         assert_eq!(optional_email("f", " ").unwrap(), None);
     }
 

@@ -75,8 +75,11 @@ pub trait Store: Send + Sync + 'static {
         cipher: &Cipher,
     ) -> Result<Credential>;
     /// Deletes a credential; refused while accounts use it.
-    async fn delete_credential(&self, id: CredentialId, expected_version: Option<i64>)
-    -> Result<()>;
+    async fn delete_credential(
+        &self,
+        id: CredentialId,
+        expected_version: Option<i64>,
+    ) -> Result<()>;
     /// Decrypts a credential's secret, for the SMTP session that needs it.
     async fn credential_secret(&self, id: CredentialId, cipher: &Cipher) -> Result<Secret>;
 
@@ -158,6 +161,9 @@ mod tests {
         ));
         let err = DatabaseUrl::parse("mysql://u:hunter2@h/db").unwrap_err();
         assert!(!err.contains("hunter2"));
-        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:<redacted>@h/db");
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db"),
+            "postgres://u:<redacted>@h/db"
+        );
     }
 }

@@ -152,7 +152,11 @@ pub(super) fn list_accounts_query(
         StatusFilter::Enabled => sql.push_str(" AND enabled"),
         StatusFilter::Disabled => sql.push_str(" AND NOT enabled"),
     }
-    push(&mut sql, " ORDER BY id LIMIT $?", Bind::Int(i64::from(limit)));
+    push(
+        &mut sql,
+        " ORDER BY id LIMIT $?",
+        Bind::Int(i64::from(limit)),
+    );
     (sql, binds)
 }
 
@@ -177,8 +181,7 @@ pub(super) fn write_error(err: sqlx::Error, account_name: Option<&str>) -> Error
             }
             sqlx::error::ErrorKind::ForeignKeyViolation => {
                 return Error::FailedPrecondition(
-                    "a referenced credential does not exist (it may just have been deleted)"
-                        .into(),
+                    "a referenced credential does not exist (it may just have been deleted)".into(),
                 );
             }
             _ => {}
