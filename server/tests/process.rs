@@ -1,0 +1,189 @@
+//! The `mailplane` binary as an operator runs it: serve, CLI calls, SIGTERM, and start-up
+//! failures that exit non-zero with a message.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailplane");
+
+/// Starts `mailplane serve` on port 0 and returns the child, the address it logged, and a
+/// channel with its remaining log lines.
+fn serve(data_dir: &std::path::Path) -> (Child, String, mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("MAILPLANE_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server logs its address");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if v["fields"]["message"] == "mailplane listening" {
+            let addr = v["fields"]["addr"].as_str().unwrap().to_owned();
+            return (child, addr, rx);
+        }
+    }
+}
+
+fn cli(addr: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(["--server", addr])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn serve_cli_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, logs) = serve(dir.path());
+    let secret = "piped-secret-0d5e9b";
+
+    let out = cli(
+        &addr,
+        &[
+            "credentials",
+            "create",
+            "--display-name",
+            "Relay",
+            "--username",
+            "u",
+        ],
+        Some(&format!("{secret}\n")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("has_secret") && !stdout.contains(secret),
+        "{stdout}"
+    );
+
+    let out = cli(
+        &addr,
+        &[
+            "accounts",
+            "create",
+            "--name",
+            "Alerts",
+            "--sender",
+            "alerts@example.com",
+            "--host",
+            "smtp.example.com",
+            "--credential",
+            "1",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&addr, &["accounts", "list", "-o", "csv"], None);
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout).unwrap().lines().count() == 2);
+
+    let out = cli(&addr, &["accounts", "get", "42"], None);
+    assert!(!out.status.success(), "an error exits non-zero");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("accounts/42 not found"));
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM is a clean exit: {exit:?}");
+    let rest: Vec<String> = logs.iter().collect();
+    let all = rest.join("\n");
+    assert!(
+        all.contains("SIGTERM received") && all.contains("stopped"),
+        "{all}"
+    );
+    assert!(
+        !all.contains(secret),
+        "the secret is in no log line, even at debug level"
+    );
+}
+
+#[test]
+fn startup_failures_exit_non_zero_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "mysql://u:pw@h/db",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unsupported database URL") && !err.contains(":pw@"),
+        "{err}"
+    );
+
+    let config = dir.path().join("mailplane.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nlisten_port = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listen_port"),
+        "unknown keys are named"
+    );
+
+    std::fs::write(dir.path().join("mailplane.key"), "not a key").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("malformed"));
+}
