@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "mailplane/v1/accounts.proto",
         "mailplane/v1/credentials.proto",
+        "mailplane/v1/tests.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

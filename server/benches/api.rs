@@ -37,6 +37,7 @@ async fn run() {
         database_url: None,
         key_file: None,
         drain_timeout: Duration::from_secs(2),
+        smtp: mailplane_server::runner::SmtpSettings::default(),
     };
     // Create the schema, then seed in one statement: 100,000 creates over gRPC would measure
     // the seeding, not the listing.

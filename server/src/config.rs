@@ -1,7 +1,9 @@
 //! Resolving `serve`'s settings: flags win over `MAILPLANE_*` environment variables (clap reads
 //! both), which win over the TOML config file, which wins over the defaults.
 
+use crate::runner::SmtpSettings;
 use crate::server::{DEFAULT_PORT, ServerConfig};
+use mailplane_agent::smtp;
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,26 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// Seconds that in-flight calls may take to finish on shutdown.
     pub drain_timeout_secs: Option<u64>,
+    /// How test e-mails run.
+    #[serde(default)]
+    pub smtp: SmtpFileConfig,
+}
+
+/// The `[smtp]` table: how test e-mails run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpFileConfig {
+    /// Destinations allowed, as `CIDR [PORT|PORT-PORT]`; when any are given, only these are.
+    pub allow: Option<Vec<String>>,
+    /// Destinations denied, checked first. Replaces the default list (link-local and
+    /// metadata addresses, unspecified addresses); keep those in it.
+    pub deny: Option<Vec<String>>,
+    /// A PEM file with extra CA certificates for relays with an internal PKI.
+    pub extra_ca_file: Option<PathBuf>,
+    /// The most tests that may run at once on one account.
+    pub max_tests_per_account: Option<usize>,
+    /// Seconds a whole test may take.
+    pub test_deadline_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -61,11 +83,52 @@ pub struct Overrides {
     pub key_file: Option<PathBuf>,
     /// `--drain-timeout`.
     pub drain_timeout_secs: Option<u64>,
+    /// `--smtp-allow`.
+    pub smtp_allow: Vec<String>,
+    /// `--smtp-deny`.
+    pub smtp_deny: Vec<String>,
+    /// `--smtp-extra-ca`.
+    pub smtp_extra_ca: Option<PathBuf>,
+}
+
+fn rules(list: &[String]) -> Result<Vec<smtp::Rule>, String> {
+    list.iter()
+        .map(|r| r.parse::<smtp::Rule>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// The test settings from flags, the file and the defaults.
+fn smtp_settings(flags: &Overrides, file: &SmtpFileConfig) -> Result<SmtpSettings, String> {
+    let mut settings = SmtpSettings::default();
+    let allow = if flags.smtp_allow.is_empty() {
+        file.allow.clone().unwrap_or_default()
+    } else {
+        flags.smtp_allow.clone()
+    };
+    settings.policy.allow = rules(&allow)?;
+    if !flags.smtp_deny.is_empty() {
+        settings.policy.deny = rules(&flags.smtp_deny)?;
+    } else if let Some(deny) = &file.deny {
+        settings.policy.deny = rules(deny)?;
+    }
+    if let Some(path) = flags.smtp_extra_ca.as_ref().or(file.extra_ca_file.as_ref()) {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read the extra CA file {}: {e}", path.display()))?;
+        settings.extra_ca_pem = Some(pem);
+    }
+    if let Some(n) = file.max_tests_per_account {
+        settings.max_tests_per_account = n.max(1);
+    }
+    if let Some(secs) = file.test_deadline_secs {
+        settings.timeouts.overall = Duration::from_secs(secs.max(1));
+    }
+    Ok(settings)
 }
 
 /// Merges flags and environment over the file over the defaults.
-pub fn resolve(flags: Overrides, file: &FileConfig) -> ServerConfig {
-    ServerConfig {
+pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, String> {
+    let smtp = smtp_settings(&flags, &file.smtp)?;
+    Ok(ServerConfig {
         listen: flags.listen.or(file.listen).unwrap_or_else(default_listen),
         data_dir: flags
             .data_dir
@@ -79,7 +142,8 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> ServerConfig {
                 .or(file.drain_timeout_secs)
                 .unwrap_or(15),
         ),
-    }
+        smtp,
+    })
 }
 
 #[cfg(test)]
@@ -94,12 +158,23 @@ mod tests {
             listen: Some("127.0.0.1:9100".parse().unwrap()),
             ..Overrides::default()
         };
-        let c = resolve(flags, &file);
+        let c = resolve(flags, &file).unwrap();
         assert_eq!(c.listen.port(), 9100);
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/x"));
         assert_eq!(c.drain_timeout, Duration::from_secs(15));
-        let c = resolve(Overrides::default(), &FileConfig::default());
+        let c = resolve(Overrides::default(), &FileConfig::default()).unwrap();
+        assert!(!c.smtp.policy.deny.is_empty(), "link-local and metadata are denied by default");
         assert_eq!(c.listen, default_listen());
+    }
+
+    #[test]
+    fn smtp_rules_parse_and_bad_ones_are_named() {
+        let file: FileConfig =
+            toml::from_str("[smtp]\ndeny = [\"10.0.0.0/8\", \"127.0.0.1 25\"]").unwrap();
+        let c = resolve(Overrides::default(), &file).unwrap();
+        assert_eq!(c.smtp.policy.deny.len(), 2);
+        let flags = Overrides { smtp_allow: vec!["not-a-cidr".into()], ..Overrides::default() };
+        assert!(resolve(flags, &file).unwrap_err().contains("not-a-cidr"));
     }
 
     #[test]

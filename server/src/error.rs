@@ -29,6 +29,12 @@ pub enum Error {
     /// A resource with the same unique key already exists.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The server's policy forbids it (e.g. a denied SMTP destination).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A limit is reached; trying again later may succeed.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A concurrent change won: the caller's etag is stale.
     #[error("{0}")]
     Aborted(String),
@@ -58,6 +64,8 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(err.to_string()),
             Error::AlreadyExists(msg) => Status::already_exists(msg),
             Error::Aborted(msg) => Status::aborted(msg),
+            Error::PermissionDenied(msg) => Status::permission_denied(msg),
+            Error::ResourceExhausted(msg) => Status::resource_exhausted(msg),
             Error::Database(ref e) => {
                 tracing::error!(error = %e, "database error");
                 Status::internal("internal error; the server log has the details")

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod render;
+pub mod runner;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -27,6 +27,12 @@ fn main() -> ExitCode {
                 cli::accounts::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
+            Command::Tests(command) => {
+                let channel = cli::connect(&cli.client.server).await?;
+                let mut out = std::io::stdout().lock();
+                cli::tests::run(channel, cli.client.output, command, &mut out).await?;
+                Ok(())
+            }
             Command::Credentials(command) => {
                 let channel = cli::connect(&cli.client.server).await?;
                 let mut out = std::io::stdout().lock();
@@ -69,7 +75,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let config = config::resolve(overrides, &file);
+    let config = config::resolve(overrides, &file).map_err(anyhow::Error::msg)?;
     if args.dev {
         tracing::warn!(
             data_dir = %config.data_dir.display(),

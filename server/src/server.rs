@@ -2,10 +2,13 @@
 
 use crate::api::accounts::Accounts;
 use crate::api::credentials::Credentials;
+use crate::api::tests::Tests;
+use crate::runner::{SmtpSettings, TestRunner};
 use crate::crypto::{self, Cipher, KeyError};
 use crate::store::{self, DatabaseUrl, Store};
 use mailplane_proto::v1::credential_service_server::CredentialServiceServer;
 use mailplane_proto::v1::smtp_account_service_server::SmtpAccountServiceServer;
+use mailplane_proto::v1::smtp_test_service_server::SmtpTestServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +34,8 @@ pub struct ServerConfig {
     pub key_file: Option<PathBuf>,
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
+    /// How test e-mails run: destination policy, timeouts, limits.
+    pub smtp: SmtpSettings,
 }
 
 impl ServerConfig {
@@ -151,6 +156,16 @@ pub async fn serve(
 ) -> Result<(), StartupError> {
     let state = open_state(&config).await?;
     let local = listener.local_addr().ok();
+    let runner = TestRunner::new(
+        Arc::clone(&state.store),
+        state.cipher.clone(),
+        config.smtp.clone(),
+    );
+    match runner.close_stale().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(tests = n, "closed tests left unfinished by a previous run"),
+        Err(e) => tracing::error!(error = %e, "cannot close unfinished tests"),
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -159,6 +174,7 @@ pub async fn serve(
     health
         .set_serving::<CredentialServiceServer<Credentials>>()
         .await;
+    health.set_serving::<SmtpTestServiceServer<Tests>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -187,6 +203,7 @@ pub async fn serve(
             health
                 .set_not_serving::<CredentialServiceServer<Credentials>>()
                 .await;
+            health.set_not_serving::<SmtpTestServiceServer<Tests>>().await;
             let _ = drain_tx.send(());
         }
     };
@@ -203,7 +220,8 @@ pub async fn serve(
         .add_service(CredentialServiceServer::new(Credentials::new(
             Arc::clone(&state.store),
             state.cipher.clone(),
-        )));
+        )))
+        .add_service(SmtpTestServiceServer::new(Tests::new(runner)));
 
     if let Some(addr) = local {
         tracing::info!(%addr, "mailplane listening");

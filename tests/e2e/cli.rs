@@ -18,6 +18,7 @@ async fn mailplane(server: &TestServer, args: &[&str]) -> Result<String, CliErro
         Command::Credentials(c) => {
             cli::credentials::run(channel, cli.client.output, c, &mut out).await?
         }
+        Command::Tests(c) => cli::tests::run(channel, cli.client.output, c, &mut out).await?,
         Command::Serve(_) => unreachable!("not a client command"),
     }
     Ok(String::from_utf8(out).unwrap())

@@ -7,4 +7,5 @@ mod concurrency;
 mod credentials;
 mod discovery;
 mod paging;
+mod smtp;
 mod storage;

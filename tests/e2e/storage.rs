@@ -161,6 +161,7 @@ async fn unreachable_database_is_a_clear_startup_error() {
         database_url: Some("postgres://nobody:hunter2@127.0.0.1:1/none".into()),
         key_file: None,
         drain_timeout: std::time::Duration::from_secs(1),
+        smtp: mailplane_server::runner::SmtpSettings::default(),
     };
     let err = mailplane_server::server::open_state(&config)
         .await

@@ -4,3 +4,4 @@ pub mod accounts;
 pub mod convert;
 pub mod credentials;
 pub mod paging;
+pub mod tests;

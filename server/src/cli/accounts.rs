@@ -45,6 +45,9 @@ pub enum AccountsCommand {
         /// The account: its code or accounts/CODE.
         account: String,
     },
+    /// Send a test e-mail through the account and show each phase as it happens. Exits 0
+    /// only when the test succeeds.
+    Test(super::tests::TestArgs),
     /// Download the accounts report as CSV or JSON lines.
     Export {
         /// The file format.
@@ -339,7 +342,7 @@ pub async fn run(
     command: AccountsCommand,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let mut client = SmtpAccountServiceClient::new(channel);
+    let mut client = SmtpAccountServiceClient::new(channel.clone());
     match command {
         AccountsCommand::Create(fields) => {
             let (account, _) = fields.to_message();
@@ -423,6 +426,9 @@ pub async fn run(
                 .await?
                 .into_inner();
             output::one(out, format, &render::account_json(&updated))?;
+        }
+        AccountsCommand::Test(args) => {
+            return super::tests::run_test(channel, format, args, out).await;
         }
         AccountsCommand::Export {
             format: f,

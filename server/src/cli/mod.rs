@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod credentials;
 pub mod output;
+pub mod tests;
 
 use crate::config::{FileConfig, Overrides};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -48,6 +49,9 @@ pub enum Command {
     /// Manage the credentials that accounts authenticate with.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCommand),
+    /// Inspect test e-mails (run one with `mailplane accounts test`).
+    #[command(subcommand)]
+    Tests(tests::TestsCommand),
 }
 
 /// The log line format.
@@ -89,6 +93,17 @@ pub struct ServeArgs {
     /// Seconds that in-flight calls may take to finish after SIGTERM [default: 15].
     #[arg(long, env = "MAILPLANE_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<u64>,
+    /// Allow test e-mail only to these destinations ("CIDR [PORT|PORT-PORT]", repeatable).
+    #[arg(long, env = "MAILPLANE_SMTP_ALLOW", value_delimiter = ',')]
+    pub smtp_allow: Vec<String>,
+    /// Deny test e-mail to these destinations, replacing the default list of link-local,
+    /// cloud-metadata and unspecified addresses (e.g. --smtp-deny 169.254.0.0/16,fe80::/10,
+    /// 0.0.0.0/8,::/128,127.0.0.0/8,10.0.0.0/8 to deny loopback and private ranges too).
+    #[arg(long, env = "MAILPLANE_SMTP_DENY", value_delimiter = ',')]
+    pub smtp_deny: Vec<String>,
+    /// Extra CA certificates (PEM) to trust for relays with an internal PKI.
+    #[arg(long, env = "MAILPLANE_SMTP_EXTRA_CA")]
+    pub smtp_extra_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -107,6 +122,9 @@ impl ServeArgs {
             database_url: self.database_url.clone(),
             key_file: self.key_file.clone(),
             drain_timeout_secs: self.drain_timeout,
+            smtp_allow: self.smtp_allow.clone(),
+            smtp_deny: self.smtp_deny.clone(),
+            smtp_extra_ca: self.smtp_extra_ca.clone(),
         }
     }
 }
@@ -130,6 +148,9 @@ pub enum CliError {
     /// The command line or the input is unusable.
     #[error("{0}")]
     Usage(String),
+    /// A test e-mail ran and did not succeed (its verdict was printed).
+    #[error("{0}")]
+    TestFailed(String),
     /// Writing the output failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -6,12 +6,14 @@
 
 pub mod account;
 pub mod credential;
+pub mod smtp_test;
 pub mod validate;
 
 pub use account::{
     Account, AccountFilter, AccountId, AccountSpec, AuthMechanism, Security, StatusFilter,
 };
 pub use credential::{Credential, CredentialId, CredentialKind, CredentialSpec};
+pub use smtp_test::{Locale, StopAfter, StoredTest, TestName, TestRequest, TestState};
 
 /// Microseconds since the Unix epoch, the unit of every stored time.
 pub type Micros = i64;

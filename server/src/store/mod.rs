@@ -12,6 +12,7 @@ mod sqlite;
 use crate::crypto::{Cipher, Sealed};
 use crate::domain::{
     Account, AccountFilter, AccountId, AccountSpec, Credential, CredentialId, CredentialSpec,
+    Micros, StoredTest, TestName, TestState,
 };
 use crate::error::Result;
 use crate::secret::Secret;
@@ -82,6 +83,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Decrypts a credential's secret, for the SMTP session that needs it.
     async fn credential_secret(&self, id: CredentialId, cipher: &Cipher) -> Result<Secret>;
+
+    /// Stores a new test for `account`; `NotFound` if the account is gone.
+    async fn create_test(
+        &self,
+        account: AccountId,
+        state: TestState,
+        payload: &[u8],
+    ) -> Result<TestName>;
+    /// Replaces a test's state and payload.
+    async fn update_test(&self, name: TestName, state: TestState, payload: &[u8]) -> Result<()>;
+    /// Reads one test.
+    async fn get_test(&self, name: TestName) -> Result<StoredTest>;
+    /// Lists up to `limit` of an account's tests with ids below `before` (0: from the newest),
+    /// newest first.
+    async fn list_tests(&self, account: AccountId, before: i64, limit: u32)
+    -> Result<Vec<StoredTest>>;
+    /// Tests still queued or running that were created before `before`: left over by a server
+    /// that stopped without finishing them.
+    async fn stale_tests(&self, before: Micros) -> Result<Vec<StoredTest>>;
 
     /// The sealed key check, if the database has one.
     async fn key_check(&self) -> Result<Option<Sealed>>;

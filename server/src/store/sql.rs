@@ -215,7 +215,8 @@ macro_rules! sql_store {
         use $crate::domain::account::name_key;
         use $crate::domain::{
             now_micros, Account, AccountFilter, AccountId, AccountSpec, AuthMechanism,
-            Credential, CredentialId, CredentialKind, CredentialSpec, Security,
+            Credential, CredentialId, CredentialKind, CredentialSpec, Micros, Security,
+            StoredTest, TestName, TestState,
         };
         use $crate::error::{Error, Result};
         use $crate::secret::Secret;
@@ -395,6 +396,19 @@ macro_rules! sql_store {
             .execute(&mut *conn)
             .await?;
             Ok(())
+        }
+
+        fn test_from_row(row: &$row) -> Result<StoredTest> {
+            let state: String = row.try_get("state")?;
+            Ok(StoredTest {
+                name: TestName {
+                    account: AccountId(row.try_get("account_id")?),
+                    id: row.try_get("id")?,
+                },
+                state: TestState::parse(&state).ok_or_else(|| sql::bad_value("state", &state))?,
+                payload: row.try_get("payload")?,
+                create_time: row.try_get("create_time")?,
+            })
         }
 
         #[async_trait::async_trait]
@@ -722,6 +736,93 @@ macro_rules! sql_store {
                     }
                     Some(_) => Err(Error::FailedPrecondition(format!("{id} has no secret"))),
                 }
+            }
+
+            async fn create_test(
+                &self,
+                account: AccountId,
+                state: TestState,
+                payload: &[u8],
+            ) -> Result<TestName> {
+                let now = now_micros();
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO smtp_tests (account_id, state, payload, create_time, update_time) \
+                     SELECT id, $2, $3, $4, $4 FROM accounts WHERE id = $1 RETURNING id",
+                )
+                .bind(account.0)
+                .bind(state.as_str())
+                .bind(payload)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                match id {
+                    Some(id) => Ok(TestName { account, id }),
+                    None => Err(Error::NotFound(account.to_string())),
+                }
+            }
+
+            async fn update_test(
+                &self,
+                name: TestName,
+                state: TestState,
+                payload: &[u8],
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE smtp_tests SET state = $1, payload = $2, update_time = $3 \
+                     WHERE id = $4 AND account_id = $5",
+                )
+                .bind(state.as_str())
+                .bind(payload)
+                .bind(now_micros())
+                .bind(name.id)
+                .bind(name.account.0)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_test(&self, name: TestName) -> Result<StoredTest> {
+                let row = sqlx::query(
+                    "SELECT id, account_id, state, payload, create_time FROM smtp_tests \
+                     WHERE id = $1 AND account_id = $2",
+                )
+                .bind(name.id)
+                .bind(name.account.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(row) => test_from_row(&row),
+                    None => Err(Error::NotFound(name.to_string())),
+                }
+            }
+
+            async fn list_tests(
+                &self,
+                account: AccountId,
+                before: i64,
+                limit: u32,
+            ) -> Result<Vec<StoredTest>> {
+                let rows = sqlx::query(
+                    "SELECT id, account_id, state, payload, create_time FROM smtp_tests \
+                     WHERE account_id = $1 AND ($2 = 0 OR id < $2) ORDER BY id DESC LIMIT $3",
+                )
+                .bind(account.0)
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(test_from_row).collect()
+            }
+
+            async fn stale_tests(&self, before: Micros) -> Result<Vec<StoredTest>> {
+                let rows = sqlx::query(
+                    "SELECT id, account_id, state, payload, create_time FROM smtp_tests \
+                     WHERE state IN ('queued', 'running') AND create_time < $1 ORDER BY id",
+                )
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(test_from_row).collect()
             }
 
             async fn key_check(&self) -> Result<Option<Sealed>> {

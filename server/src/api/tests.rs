@@ -1,0 +1,166 @@
+//! `SmtpTestService`: the gRPC edge of test e-mails.
+
+use super::convert;
+use super::paging;
+use crate::domain::{Locale, StopAfter, TestName, TestRequest, validate};
+use crate::error::{Error, Result};
+use crate::runner::TestRunner;
+use futures::Stream;
+use mailplane_proto::v1 as pb;
+use pb::smtp_test_service_server::SmtpTestService;
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The longest subject.
+const MAX_SUBJECT: usize = 998;
+/// The largest body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Parses `accounts/{a}/tests/{t}`.
+pub fn test_name(field: &str, name: &str) -> Result<TestName> {
+    let invalid = || {
+        Error::invalid(
+            field,
+            format!("{name:?} is not a test name; expected accounts/{{id}}/tests/{{id}}"),
+        )
+    };
+    let (account, test) = name.trim().split_once("/tests/").ok_or_else(invalid)?;
+    let account = convert::account_id(field, account).map_err(|_| invalid())?;
+    let id = test.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(invalid)?;
+    Ok(TestName { account, id })
+}
+
+/// The test to run, validated, with the seeds' defaults filled in.
+impl TryFrom<pb::SmtpTest> for TestRequest {
+    type Error = Error;
+
+    fn try_from(msg: pb::SmtpTest) -> Result<Self> {
+        let to = validate::email("test.to", &msg.to, false)?;
+        let locale = Locale::parse(&msg.locale).ok_or_else(|| {
+            Error::invalid("test.locale", format!("{:?} is not supported; use en or pt-BR", msg.locale))
+        })?;
+        validate::no_crlf("test.subject", &msg.subject)?;
+        if msg.subject.chars().count() > MAX_SUBJECT {
+            return Err(Error::invalid("test.subject", format!("must be at most {MAX_SUBJECT} characters")));
+        }
+        if msg.body.len() > MAX_BODY {
+            return Err(Error::invalid("test.body", format!("must be at most {MAX_BODY} bytes")));
+        }
+        let stop_after = match pb::StopAfter::try_from(msg.stop_after)
+            .map_err(|_| Error::invalid("test.stop_after", format!("unknown value {}", msg.stop_after)))?
+        {
+            pb::StopAfter::Connect => StopAfter::Connect,
+            pb::StopAfter::Tls => StopAfter::Tls,
+            pb::StopAfter::Auth => StopAfter::Auth,
+            pb::StopAfter::Unspecified | pb::StopAfter::Delivery => StopAfter::Delivery,
+        };
+        let subject = if msg.subject.trim().is_empty() {
+            locale.default_subject().to_owned()
+        } else {
+            msg.subject
+        };
+        let body = if msg.body.trim().is_empty() {
+            locale.default_body().to_owned()
+        } else {
+            msg.body
+        };
+        Ok(Self { to, subject, body, locale, stop_after })
+    }
+}
+
+/// The test service.
+#[derive(Clone)]
+pub struct Tests {
+    runner: Arc<TestRunner>,
+}
+
+impl Tests {
+    /// A service running tests with `runner`.
+    pub fn new(runner: Arc<TestRunner>) -> Self {
+        Self { runner }
+    }
+}
+
+/// The stream of a watch.
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchTestResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SmtpTestService for Tests {
+    async fn create_test(
+        &self,
+        request: Request<pb::CreateTestRequest>,
+    ) -> Result<Response<pb::SmtpTest>, Status> {
+        let req = request.into_inner();
+        let account = convert::account_id("parent", &req.parent)?;
+        let test = req.test.ok_or_else(|| Error::invalid("test", "is required; give at least test.to"))?;
+        let request = TestRequest::try_from(test)?;
+        Ok(Response::new(self.runner.create(account, request).await?))
+    }
+
+    async fn get_test(
+        &self,
+        request: Request<pb::GetTestRequest>,
+    ) -> Result<Response<pb::SmtpTest>, Status> {
+        let name = test_name("name", &request.into_inner().name)?;
+        Ok(Response::new(self.runner.get(name).await?))
+    }
+
+    async fn list_tests(
+        &self,
+        request: Request<pb::ListTestsRequest>,
+    ) -> Result<Response<pb::ListTestsResponse>, Status> {
+        let req = request.into_inner();
+        let account = convert::account_id("parent", &req.parent)?;
+        let size = paging::page_size(req.page_size)?;
+        let context = account.to_string();
+        let before = paging::decode(&req.page_token, &context)?;
+        let rows = self.runner.list(account, before, size + 1).await?;
+        let (tests, next_page_token) = paging::finish(rows, size, &context, |t| {
+            test_name("name", &t.name).map_or(0, |n| n.id)
+        });
+        Ok(Response::new(pb::ListTestsResponse { tests, next_page_token }))
+    }
+
+    type WatchTestStream = WatchStream;
+
+    async fn watch_test(
+        &self,
+        request: Request<pb::WatchTestRequest>,
+    ) -> Result<Response<Self::WatchTestStream>, Status> {
+        let name = test_name("name", &request.into_inner().name)?;
+        let rx = self.runner.watch(name).await?;
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let n = test_name("n", "accounts/3/tests/9").unwrap();
+        assert_eq!((n.account.0, n.id), (3, 9));
+        assert_eq!(n.to_string(), "accounts/3/tests/9");
+        assert!(test_name("n", "accounts/3/tests/x").is_err());
+        assert!(test_name("n", "tests/9").is_err());
+    }
+
+    #[test]
+    fn defaults_follow_the_locale() {
+        let r = TestRequest::try_from(pb::SmtpTest {
+            to: "a@example.com".into(),
+            locale: "pt-BR".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(r.subject, "MENSAGEM DE TESTE!");
+        assert_eq!(r.body, "ATENÇÃO: ESTA É UMA MENSAGEM DE TESTE!");
+        assert_eq!(r.stop_after, StopAfter::Delivery);
+        let r = TestRequest::try_from(pb::SmtpTest { to: "a@example.com".into(), ..Default::default() }).unwrap();
+        assert_eq!(r.subject, "TEST MESSAGE!");
+        assert!(TestRequest::try_from(pb::SmtpTest { to: "nope".into(), ..Default::default() }).is_err());
+        assert!(TestRequest::try_from(pb::SmtpTest { to: "a@example.com".into(), subject: "x\r\nBcc: y".into(), ..Default::default() }).is_err());
+    }
+}
