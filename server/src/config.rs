@@ -163,7 +163,10 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/x"));
         assert_eq!(c.drain_timeout, Duration::from_secs(15));
         let c = resolve(Overrides::default(), &FileConfig::default()).unwrap();
-        assert!(!c.smtp.policy.deny.is_empty(), "link-local and metadata are denied by default");
+        assert!(
+            !c.smtp.policy.deny.is_empty(),
+            "link-local and metadata are denied by default"
+        );
         assert_eq!(c.listen, default_listen());
     }
 
@@ -173,7 +176,10 @@ mod tests {
             toml::from_str("[smtp]\ndeny = [\"10.0.0.0/8\", \"127.0.0.1 25\"]").unwrap();
         let c = resolve(Overrides::default(), &file).unwrap();
         assert_eq!(c.smtp.policy.deny.len(), 2);
-        let flags = Overrides { smtp_allow: vec!["not-a-cidr".into()], ..Overrides::default() };
+        let flags = Overrides {
+            smtp_allow: vec!["not-a-cidr".into()],
+            ..Overrides::default()
+        };
         assert!(resolve(flags, &file).unwrap_err().contains("not-a-cidr"));
     }
 

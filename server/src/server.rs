@@ -3,8 +3,8 @@
 use crate::api::accounts::Accounts;
 use crate::api::credentials::Credentials;
 use crate::api::tests::Tests;
-use crate::runner::{SmtpSettings, TestRunner};
 use crate::crypto::{self, Cipher, KeyError};
+use crate::runner::{SmtpSettings, TestRunner};
 use crate::store::{self, DatabaseUrl, Store};
 use mailplane_proto::v1::credential_service_server::CredentialServiceServer;
 use mailplane_proto::v1::smtp_account_service_server::SmtpAccountServiceServer;
@@ -203,7 +203,9 @@ pub async fn serve(
             health
                 .set_not_serving::<CredentialServiceServer<Credentials>>()
                 .await;
-            health.set_not_serving::<SmtpTestServiceServer<Tests>>().await;
+            health
+                .set_not_serving::<SmtpTestServiceServer<Tests>>()
+                .await;
             let _ = drain_tx.send(());
         }
     };

@@ -187,3 +187,189 @@ fn startup_failures_exit_non_zero_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed"));
 }
+
+/// The SMTP fixtures' env file (`deploy/smtp-fixtures/setup.sh` writes it).
+fn fixtures() -> std::collections::HashMap<String, String> {
+    let dir =
+        std::env::var("MAILPLANE_SMTP_FIXTURES").unwrap_or_else(|_| "/tmp/mailplane-smtp".into());
+    let text = std::fs::read_to_string(format!("{dir}/env")).unwrap_or_else(|e| {
+        panic!("the SMTP fixtures are not running ({dir}/env: {e}); run `bash deploy/smtp-fixtures/setup.sh`")
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// A whole run through the real binary, at debug level, against Postfix with AUTH: the secret
+/// must appear nowhere — not in a log line, the CLI's output, the transcript or the database.
+#[test]
+fn accounts_test_through_postfix_leaks_no_secret() {
+    let fx = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log-level",
+            "trace",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--smtp-extra-ca")
+        .arg(&fx["SMTP_CA"])
+        .env_remove("MAILPLANE_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, logs) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server logs its address");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["fields"]["message"] == "mailplane listening" {
+            break v["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let secret = &fx["SMTP_PASSWORD"];
+    let out = cli(
+        &addr,
+        &[
+            "credentials",
+            "create",
+            "--display-name",
+            "Fixture",
+            "--username",
+            &fx["SMTP_USER"],
+        ],
+        Some(secret),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = &fx["SMTP_PORT_SUBMISSION"];
+    let out = cli(
+        &addr,
+        &[
+            "accounts",
+            "create",
+            "--name",
+            "Relay",
+            "--sender",
+            "alerts@mailplane.test",
+            "--host",
+            "localhost",
+            "--port",
+            port,
+            "--security",
+            "starttls-required",
+            "--credential",
+            "1",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rcpt = format!("cli-{}@mailplane.test", std::process::id());
+    let out = cli(&addr, &["accounts", "test", "1", "--to", &rcpt], None);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the test succeeds and exits 0: {shown} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("AUTH") && shown.contains("SUCCEEDED"),
+        "{shown}"
+    );
+    let json = cli(
+        &addr,
+        &["tests", "get", "accounts/1/tests/1", "-o", "json"],
+        None,
+    );
+    let transcript = String::from_utf8_lossy(&json.stdout).into_owned();
+    assert!(
+        transcript.contains("<redacted>"),
+        "AUTH is shown redacted: {transcript}"
+    );
+
+    // A failing test exits non-zero with the verdict.
+    let out = cli(
+        &addr,
+        &[
+            "accounts",
+            "update",
+            "1",
+            "--port",
+            &fx["SMTP_PORT_EXPIRED"],
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let out = cli(
+        &addr,
+        &[
+            "accounts",
+            "test",
+            "1",
+            "--to",
+            &rcpt,
+            "--stop-after",
+            "tls",
+        ],
+        None,
+    );
+    assert!(!out.status.success(), "a failed test exits non-zero");
+    let verdict = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        verdict.contains("CERTIFICATE_EXPIRED") && verdict.contains("hint:"),
+        "{verdict}"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let all_logs: Vec<String> = logs.iter().collect();
+    assert!(all_logs.len() > 10, "debug logs were captured");
+    let mut haystacks = vec![
+        ("logs", all_logs.join("\n").into_bytes()),
+        ("CLI output", shown.into_bytes()),
+        ("transcript", transcript.into_bytes()),
+    ];
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("mailplane.db"))
+        {
+            haystacks.push(("database", std::fs::read(&path).unwrap()));
+        }
+    }
+    for (what, bytes) in haystacks {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret appears in the {what}"
+        );
+    }
+}

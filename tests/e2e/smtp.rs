@@ -19,7 +19,11 @@ async fn server(fx: &SmtpFixtures) -> TestServer {
 
 /// A credential for the fixtures' user (or a wrong password).
 async fn credential(server: &TestServer, fx: &SmtpFixtures, right: bool) -> String {
-    let secret = if right { fx.var("SMTP_PASSWORD") } else { "wrong-password".into() };
+    let secret = if right {
+        fx.var("SMTP_PASSWORD")
+    } else {
+        "wrong-password".into()
+    };
     server
         .credentials()
         .create_credential(pb::CreateCredentialRequest {
@@ -49,12 +53,21 @@ fn relay(name: &str, port: u32, security: pb::SecurityMode) -> pb::SmtpAccount {
 async fn run(server: &TestServer, account: &str, test: pb::SmtpTest) -> (Vec<Event>, pb::SmtpTest) {
     let mut c = server.tests();
     let created = c
-        .create_test(pb::CreateTestRequest { parent: account.into(), test: Some(test) })
+        .create_test(pb::CreateTestRequest {
+            parent: account.into(),
+            test: Some(test),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(created.state, i32::from(pb::TestState::Queued));
-    let mut stream = c.watch_test(pb::WatchTestRequest { name: created.name.clone() }).await.unwrap().into_inner();
+    let mut stream = c
+        .watch_test(pb::WatchTestRequest {
+            name: created.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut events = Vec::new();
     while let Some(msg) = tokio::time::timeout(Duration::from_secs(90), stream.message())
         .await
@@ -115,64 +128,152 @@ async fn delivers_with_every_header_and_a_full_transcript() {
             use_authentication: true,
             credential: cred,
             helo_name: "probe.mailplane.test".into(),
-            ..relay("Submission", fx.port("SMTP_PORT_SUBMISSION"), pb::SecurityMode::StarttlsRequired)
+            ..relay(
+                "Submission",
+                fx.port("SMTP_PORT_SUBMISSION"),
+                pb::SecurityMode::StarttlsRequired,
+            )
         },
     )
     .await;
     let rcpt = to("full");
-    let (events, done) = run(&server, &acct.name, pb::SmtpTest { to: rcpt.clone(), ..Default::default() }).await;
+    let (events, done) = run(
+        &server,
+        &acct.name,
+        pb::SmtpTest {
+            to: rcpt.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(state(&done), pb::TestState::Succeeded, "{:?}", done.result);
     let result = done.result.clone().unwrap();
-    assert!(!result.queue_id.is_empty(), "Postfix's queue id is reported: {result:?}");
+    assert!(
+        !result.queue_id.is_empty(),
+        "Postfix's queue id is reported: {result:?}"
+    );
     assert_eq!(done.subject, "TEST MESSAGE!");
     assert!(done.start_time.is_some() && done.end_time.is_some());
     assert_eq!(done.executed_by, "direct");
     assert_eq!(
         phases(&done),
         vec![
-            pb::Phase::DnsResolve, pb::Phase::TcpConnect, pb::Phase::Banner, pb::Phase::Ehlo,
-            pb::Phase::Starttls, pb::Phase::TlsHandshake, pb::Phase::Ehlo, pb::Phase::Auth,
-            pb::Phase::MailFrom, pb::Phase::RcptTo, pb::Phase::Data, pb::Phase::Quit,
+            pb::Phase::DnsResolve,
+            pb::Phase::TcpConnect,
+            pb::Phase::Banner,
+            pb::Phase::Ehlo,
+            pb::Phase::Starttls,
+            pb::Phase::TlsHandshake,
+            pb::Phase::Ehlo,
+            pb::Phase::Auth,
+            pb::Phase::MailFrom,
+            pb::Phase::RcptTo,
+            pb::Phase::Data,
+            pb::Phase::Quit,
         ]
     );
-    let tls = done.transcript.iter().find_map(|p| p.tls.clone()).expect("TLS details");
+    let tls = done
+        .transcript
+        .iter()
+        .find_map(|p| p.tls.clone())
+        .expect("TLS details");
     assert_eq!(tls.verification, i32::from(pb::Verification::Verified));
-    assert!(tls.protocol_version.contains("1.3") || tls.protocol_version.contains("1.2"), "{tls:?}");
+    assert!(
+        tls.protocol_version.contains("1.3") || tls.protocol_version.contains("1.2"),
+        "{tls:?}"
+    );
     assert!(!tls.cipher_suite.is_empty());
     let cert = tls.peer_certificate.unwrap();
-    assert!(cert.sans.iter().any(|s| s.contains("localhost")), "{cert:?}");
+    assert!(
+        cert.sans.iter().any(|s| s.contains("localhost")),
+        "{cert:?}"
+    );
     assert!(!cert.not_after.is_empty() && !cert.issuer.is_empty());
-    assert!(done.capabilities.iter().any(|c| c.starts_with("AUTH")), "{:?}", done.capabilities);
+    assert!(
+        done.capabilities.iter().any(|c| c.starts_with("AUTH")),
+        "{:?}",
+        done.capabilities
+    );
     // Live events: every phase started before it finished, and the stream ended with the test.
-    let started = events.iter().filter(|e| matches!(e, Event::PhaseStarted(_))).count();
-    let finished = events.iter().filter(|e| matches!(e, Event::PhaseFinished(_))).count();
+    let started = events
+        .iter()
+        .filter(|e| matches!(e, Event::PhaseStarted(_)))
+        .count();
+    let finished = events
+        .iter()
+        .filter(|e| matches!(e, Event::PhaseFinished(_)))
+        .count();
     assert_eq!(finished, done.transcript.len());
-    assert!(started >= finished - 1, "started {started}, finished {finished}");
+    assert!(
+        started >= finished - 1,
+        "started {started}, finished {finished}"
+    );
 
     let mail = fx.delivered(&rcpt).await;
     let headers = mail.split("\n\n").next().unwrap().to_owned();
-    assert!(headers.contains("Return-Path: <bounces@mailplane.test>"), "{headers}");
-    assert!(headers.contains("From: Alerts <alerts@mailplane.test>"), "{headers}");
-    assert!(headers.contains("Reply-To: replies@mailplane.test"), "{headers}");
-    assert!(headers.contains("Disposition-Notification-To: reads@mailplane.test") || headers.contains("Disposition-Notification-To: <reads@mailplane.test>"), "{headers}");
+    assert!(
+        headers.contains("Return-Path: <bounces@mailplane.test>"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("From: Alerts <alerts@mailplane.test>"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("Reply-To: replies@mailplane.test"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("Disposition-Notification-To: reads@mailplane.test")
+            || headers.contains("Disposition-Notification-To: <reads@mailplane.test>"),
+        "{headers}"
+    );
     assert!(headers.contains("Subject: TEST MESSAGE!"), "{headers}");
-    assert!(headers.contains("Message-ID: ") && headers.contains("Date: "), "{headers}");
-    assert!(headers.contains(&result.message_id), "the reported Message-ID is the one sent");
-    assert!(mail.contains("charset=UTF-8") || mail.contains("charset=\"UTF-8\""), "{mail}");
-    assert!(mail.contains("ATTENTION: THIS IS A TEST MESSAGE!"), "{mail}");
-    assert!(mail.contains("mailplane footer"), "the footer is appended: {mail}");
-    assert!(mail.contains("helo=probe.mailplane.test") || mail.contains("probe.mailplane.test"), "the HELO name is used");
+    assert!(
+        headers.contains("Message-ID: ") && headers.contains("Date: "),
+        "{headers}"
+    );
+    assert!(
+        headers.contains(&result.message_id),
+        "the reported Message-ID is the one sent"
+    );
+    assert!(
+        mail.contains("charset=UTF-8") || mail.contains("charset=\"UTF-8\""),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("ATTENTION: THIS IS A TEST MESSAGE!"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("mailplane footer"),
+        "the footer is appended: {mail}"
+    );
+    assert!(
+        mail.contains("helo=probe.mailplane.test") || mail.contains("probe.mailplane.test"),
+        "the HELO name is used"
+    );
 
     // The history keeps it.
     let list = server
         .tests()
-        .list_tests(pb::ListTestsRequest { parent: acct.name.clone(), ..Default::default() })
+        .list_tests(pb::ListTestsRequest {
+            parent: acct.name.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(list.tests.len(), 1);
     assert_eq!(list.tests[0].name, done.name);
-    let got = server.tests().get_test(pb::GetTestRequest { name: done.name.clone() }).await.unwrap().into_inner();
+    let got = server
+        .tests()
+        .get_test(pb::GetTestRequest {
+            name: done.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.transcript.len(), done.transcript.len());
     server.stop().await.unwrap();
 }
@@ -183,14 +284,54 @@ async fn security_modes_on_the_right_and_the_wrong_port() {
     let server = server(&fx).await;
     let cred = credential(&server, &fx, true).await;
     let mut a = server.accounts();
-    let (plain, submission, implicit) = (fx.port("SMTP_PORT_PLAIN"), fx.port("SMTP_PORT_SUBMISSION"), fx.port("SMTP_PORT_IMPLICIT"));
+    let (plain, submission, implicit) = (
+        fx.port("SMTP_PORT_PLAIN"),
+        fx.port("SMTP_PORT_SUBMISSION"),
+        fx.port("SMTP_PORT_IMPLICIT"),
+    );
     let cases = [
-        ("none on plain", plain, pb::SecurityMode::None, false, Ok(())),
-        ("opportunistic on plain", plain, pb::SecurityMode::StarttlsOpportunistic, false, Ok(())),
-        ("required on submission", submission, pb::SecurityMode::StarttlsRequired, true, Ok(())),
-        ("implicit on 465", implicit, pb::SecurityMode::ImplicitTls, true, Ok(())),
-        ("implicit on a STARTTLS port", submission, pb::SecurityMode::ImplicitTls, true, Err(pb::FailureClass::ProtocolMismatch)),
-        ("STARTTLS on the implicit port", implicit, pb::SecurityMode::StarttlsRequired, true, Err(pb::FailureClass::ProtocolMismatch)),
+        (
+            "none on plain",
+            plain,
+            pb::SecurityMode::None,
+            false,
+            Ok(()),
+        ),
+        (
+            "opportunistic on plain",
+            plain,
+            pb::SecurityMode::StarttlsOpportunistic,
+            false,
+            Ok(()),
+        ),
+        (
+            "required on submission",
+            submission,
+            pb::SecurityMode::StarttlsRequired,
+            true,
+            Ok(()),
+        ),
+        (
+            "implicit on 465",
+            implicit,
+            pb::SecurityMode::ImplicitTls,
+            true,
+            Ok(()),
+        ),
+        (
+            "implicit on a STARTTLS port",
+            submission,
+            pb::SecurityMode::ImplicitTls,
+            true,
+            Err(pb::FailureClass::ProtocolMismatch),
+        ),
+        (
+            "STARTTLS on the implicit port",
+            implicit,
+            pb::SecurityMode::StarttlsRequired,
+            true,
+            Err(pb::FailureClass::ProtocolMismatch),
+        ),
     ];
     for (i, (what, port, security, auth, expect)) in cases.into_iter().enumerate() {
         let acct = create_account(
@@ -202,18 +343,37 @@ async fn security_modes_on_the_right_and_the_wrong_port() {
             },
         )
         .await;
-        let (_, done) = run(&server, &acct.name, pb::SmtpTest { to: to("mode"), ..Default::default() }).await;
+        let (_, done) = run(
+            &server,
+            &acct.name,
+            pb::SmtpTest {
+                to: to("mode"),
+                ..Default::default()
+            },
+        )
+        .await;
         match expect {
-            Ok(()) => assert_eq!(state(&done), pb::TestState::Succeeded, "{what}: {:?}", done.result),
+            Ok(()) => assert_eq!(
+                state(&done),
+                pb::TestState::Succeeded,
+                "{what}: {:?}",
+                done.result
+            ),
             Err(want) => {
                 assert_eq!(state(&done), pb::TestState::Failed, "{what}");
                 assert_eq!(class(&done), want, "{what}: {:?}", done.result);
                 let hint = done.result.clone().unwrap().hint;
-                assert!(hint.contains("IMPLICIT_TLS") || hint.contains("STARTTLS"), "{what}: hint {hint:?}");
+                assert!(
+                    hint.contains("IMPLICIT_TLS") || hint.contains("STARTTLS"),
+                    "{what}: hint {hint:?}"
+                );
             }
         }
         if security == pb::SecurityMode::None {
-            assert!(!phases(&done).contains(&pb::Phase::TlsHandshake), "NONE never starts TLS");
+            assert!(
+                !phases(&done).contains(&pb::Phase::TlsHandshake),
+                "NONE never starts TLS"
+            );
         }
     }
     server.stop().await.unwrap();
@@ -227,9 +387,27 @@ async fn certificates_and_auth_failures_are_classified() {
     let wrong = credential(&server, &fx, false).await;
     let mut a = server.accounts();
     let cases = [
-        ("expired", fx.port("SMTP_PORT_EXPIRED"), false, None, pb::FailureClass::CertificateExpired),
-        ("unknown CA", fx.port("SMTP_PORT_UNKNOWN_CA"), false, None, pb::FailureClass::CertificateUntrusted),
-        ("wrong password", fx.port("SMTP_PORT_SUBMISSION"), false, Some(wrong.clone()), pb::FailureClass::AuthRejected),
+        (
+            "expired",
+            fx.port("SMTP_PORT_EXPIRED"),
+            false,
+            None,
+            pb::FailureClass::CertificateExpired,
+        ),
+        (
+            "unknown CA",
+            fx.port("SMTP_PORT_UNKNOWN_CA"),
+            false,
+            None,
+            pb::FailureClass::CertificateUntrusted,
+        ),
+        (
+            "wrong password",
+            fx.port("SMTP_PORT_SUBMISSION"),
+            false,
+            Some(wrong.clone()),
+            pb::FailureClass::AuthRejected,
+        ),
     ];
     for (i, (what, port, ignore, cred, want)) in cases.into_iter().enumerate() {
         let acct = create_account(
@@ -238,22 +416,58 @@ async fn certificates_and_auth_failures_are_classified() {
                 ignore_certificate_errors: ignore,
                 use_authentication: cred.is_some(),
                 credential: cred.unwrap_or_default(),
-                ..relay(&format!("cert {i}"), port, pb::SecurityMode::StarttlsRequired)
+                ..relay(
+                    &format!("cert {i}"),
+                    port,
+                    pb::SecurityMode::StarttlsRequired,
+                )
             },
         )
         .await;
-        let (_, done) = run(&server, &acct.name, pb::SmtpTest { to: to("cert"), ..Default::default() }).await;
-        assert_eq!(class(&done), want, "{what}: {:?}", done.result);
-        assert!(!done.result.clone().unwrap().hint.is_empty(), "{what} has a hint");
-    }
-    // Ignoring certificate errors gets through both bad certificates, and says so.
-    for (i, port) in [fx.port("SMTP_PORT_EXPIRED"), fx.port("SMTP_PORT_UNKNOWN_CA")].into_iter().enumerate() {
-        let acct = create_account(
-            &mut a,
-            pb::SmtpAccount { ignore_certificate_errors: true, ..relay(&format!("ignore {i}"), port, pb::SecurityMode::StarttlsRequired) },
+        let (_, done) = run(
+            &server,
+            &acct.name,
+            pb::SmtpTest {
+                to: to("cert"),
+                ..Default::default()
+            },
         )
         .await;
-        let (_, done) = run(&server, &acct.name, pb::SmtpTest { to: to("ignore"), ..Default::default() }).await;
+        assert_eq!(class(&done), want, "{what}: {:?}", done.result);
+        assert!(
+            !done.result.clone().unwrap().hint.is_empty(),
+            "{what} has a hint"
+        );
+    }
+    // Ignoring certificate errors gets through both bad certificates, and says so.
+    for (i, port) in [
+        fx.port("SMTP_PORT_EXPIRED"),
+        fx.port("SMTP_PORT_UNKNOWN_CA"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let acct = create_account(
+            &mut a,
+            pb::SmtpAccount {
+                ignore_certificate_errors: true,
+                ..relay(
+                    &format!("ignore {i}"),
+                    port,
+                    pb::SecurityMode::StarttlsRequired,
+                )
+            },
+        )
+        .await;
+        let (_, done) = run(
+            &server,
+            &acct.name,
+            pb::SmtpTest {
+                to: to("ignore"),
+                ..Default::default()
+            },
+        )
+        .await;
         assert_eq!(state(&done), pb::TestState::Succeeded, "{:?}", done.result);
         let tls = done.transcript.iter().find_map(|p| p.tls.clone()).unwrap();
         assert_eq!(tls.verification, i32::from(pb::Verification::Ignored));
@@ -271,7 +485,15 @@ async fn stop_after_and_locales() {
     let mut a = server.accounts();
     let acct = create_account(
         &mut a,
-        pb::SmtpAccount { use_authentication: true, credential: cred, ..relay("Stops", fx.port("SMTP_PORT_SUBMISSION"), pb::SecurityMode::StarttlsRequired) },
+        pb::SmtpAccount {
+            use_authentication: true,
+            credential: cred,
+            ..relay(
+                "Stops",
+                fx.port("SMTP_PORT_SUBMISSION"),
+                pb::SecurityMode::StarttlsRequired,
+            )
+        },
     )
     .await;
     for (stop, last) in [
@@ -280,15 +502,41 @@ async fn stop_after_and_locales() {
         (pb::StopAfter::Auth, pb::Phase::Auth),
     ] {
         let rcpt = to("stop");
-        let (_, done) = run(&server, &acct.name, pb::SmtpTest { to: rcpt, stop_after: stop.into(), ..Default::default() }).await;
-        assert_eq!(state(&done), pb::TestState::Succeeded, "{stop:?}: {:?}", done.result);
+        let (_, done) = run(
+            &server,
+            &acct.name,
+            pb::SmtpTest {
+                to: rcpt,
+                stop_after: stop.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            state(&done),
+            pb::TestState::Succeeded,
+            "{stop:?}: {:?}",
+            done.result
+        );
         let ph = phases(&done);
-        assert!(!ph.contains(&pb::Phase::MailFrom), "{stop:?} sends nothing: {ph:?}");
+        assert!(
+            !ph.contains(&pb::Phase::MailFrom),
+            "{stop:?} sends nothing: {ph:?}"
+        );
         let before_quit: Vec<_> = ph.iter().filter(|p| **p != pb::Phase::Quit).collect();
         assert_eq!(**before_quit.last().unwrap(), last, "{stop:?}: {ph:?}");
     }
     let rcpt = to("ptbr");
-    let (_, done) = run(&server, &acct.name, pb::SmtpTest { to: rcpt.clone(), locale: "pt-BR".into(), ..Default::default() }).await;
+    let (_, done) = run(
+        &server,
+        &acct.name,
+        pb::SmtpTest {
+            to: rcpt.clone(),
+            locale: "pt-BR".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(state(&done), pb::TestState::Succeeded);
     assert_eq!(done.subject, "MENSAGEM DE TESTE!");
     assert_eq!(done.body, "ATENÇÃO: ESTA É UMA MENSAGEM DE TESTE!");
@@ -307,26 +555,57 @@ async fn denied_destination_sends_nothing() {
     })
     .await;
     let mut a = server.accounts();
-    let acct = create_account(&mut a, relay("Denied", u32::from(port), pb::SecurityMode::None)).await;
+    let acct = create_account(
+        &mut a,
+        relay("Denied", u32::from(port), pb::SecurityMode::None),
+    )
+    .await;
     let acct_v4 = create_account(
         &mut a,
-        pb::SmtpAccount { host: "127.0.0.1".into(), ..relay("Denied v4", u32::from(port), pb::SecurityMode::None) },
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            ..relay("Denied v4", u32::from(port), pb::SecurityMode::None)
+        },
     )
     .await;
     let err = server
         .tests()
-        .create_test(pb::CreateTestRequest { parent: acct_v4.name.clone(), test: Some(pb::SmtpTest { to: to("deny"), ..Default::default() }) })
+        .create_test(pb::CreateTestRequest {
+            parent: acct_v4.name.clone(),
+            test: Some(pb::SmtpTest {
+                to: to("deny"),
+                ..Default::default()
+            }),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains("127.0.0.0/8"), "the rule is named: {}", err.message());
-    let listed = server.tests().list_tests(pb::ListTestsRequest { parent: acct_v4.name.clone(), ..Default::default() }).await.unwrap().into_inner();
+    assert!(
+        err.message().contains("127.0.0.0/8"),
+        "the rule is named: {}",
+        err.message()
+    );
+    let listed = server
+        .tests()
+        .list_tests(pb::ListTestsRequest {
+            parent: acct_v4.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.tests.is_empty(), "a refused test is not stored");
     // "localhost" may also resolve to ::1, which the rule does not cover: then the session
     // checks every address it tries and never connects to a denied one.
     match server
         .tests()
-        .create_test(pb::CreateTestRequest { parent: acct.name.clone(), test: Some(pb::SmtpTest { to: to("deny"), ..Default::default() }) })
+        .create_test(pb::CreateTestRequest {
+            parent: acct.name.clone(),
+            test: Some(pb::SmtpTest {
+                to: to("deny"),
+                ..Default::default()
+            }),
+        })
         .await
     {
         Err(e) => assert_eq!(e.code(), Code::PermissionDenied),
@@ -336,12 +615,20 @@ async fn denied_destination_sends_nothing() {
         }
     }
     let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
-    assert!(accepted.is_err(), "no packet reached the denied destination");
+    assert!(
+        accepted.is_err(),
+        "no packet reached the denied destination"
+    );
     server.stop().await.unwrap();
 }
 
 async fn wait(server: &TestServer, name: &str) -> pb::SmtpTest {
-    let mut stream = server.tests().watch_test(pb::WatchTestRequest { name: name.into() }).await.unwrap().into_inner();
+    let mut stream = server
+        .tests()
+        .watch_test(pb::WatchTestRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner();
     while let Some(msg) = stream.message().await.unwrap() {
         if let Some(Event::Finished(t)) = msg.event {
             return t;
@@ -363,14 +650,24 @@ async fn silent_server_times_out_at_the_banner_and_the_cap_holds() {
     let mut a = server.accounts();
     let acct = create_account(
         &mut a,
-        pb::SmtpAccount { host: "127.0.0.1".into(), ..relay("Silent", u32::from(port), pb::SecurityMode::None) },
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            ..relay("Silent", u32::from(port), pb::SecurityMode::None)
+        },
     )
     .await;
     let create = || {
         let mut c = server.tests();
         let parent = acct.name.clone();
         async move {
-            c.create_test(pb::CreateTestRequest { parent, test: Some(pb::SmtpTest { to: to("silent"), ..Default::default() }) }).await
+            c.create_test(pb::CreateTestRequest {
+                parent,
+                test: Some(pb::SmtpTest {
+                    to: to("silent"),
+                    ..Default::default()
+                }),
+            })
+            .await
         }
     };
     let first = create().await.unwrap().into_inner();
@@ -380,7 +677,11 @@ async fn silent_server_times_out_at_the_banner_and_the_cap_holds() {
     for name in [first.name, second.name] {
         let done = wait(&server, &name).await;
         assert_eq!(class(&done), pb::FailureClass::Timeout, "{:?}", done.result);
-        assert_eq!(done.result.unwrap().failed_phase, i32::from(pb::Phase::Banner), "it stalled at the banner");
+        assert_eq!(
+            done.result.unwrap().failed_phase,
+            i32::from(pb::Phase::Banner),
+            "it stalled at the banner"
+        );
     }
     // The slots are free again.
     let again = create().await.unwrap().into_inner();
@@ -391,27 +692,86 @@ async fn silent_server_times_out_at_the_banner_and_the_cap_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_and_bad_requests() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let server = TestServer::start(Backend::Postgres).await;
     let mut a = server.accounts();
     let acct = create_account(
         &mut a,
-        pb::SmtpAccount { host: "127.0.0.1".into(), ..relay("Refused", u32::from(port), pb::SecurityMode::None) },
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            ..relay("Refused", u32::from(port), pb::SecurityMode::None)
+        },
     )
     .await;
-    let (_, done) = run(&server, &acct.name, pb::SmtpTest { to: to("refused"), ..Default::default() }).await;
-    assert_eq!(class(&done), pb::FailureClass::ConnectionRefused, "{:?}", done.result);
+    let (_, done) = run(
+        &server,
+        &acct.name,
+        pb::SmtpTest {
+            to: to("refused"),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        class(&done),
+        pb::FailureClass::ConnectionRefused,
+        "{:?}",
+        done.result
+    );
     let mut t = server.tests();
     let bad = [
-        (pb::CreateTestRequest { parent: acct.name.clone(), test: Some(pb::SmtpTest { to: "nope".into(), ..Default::default() }) }, Code::InvalidArgument),
-        (pb::CreateTestRequest { parent: acct.name.clone(), test: None }, Code::InvalidArgument),
-        (pb::CreateTestRequest { parent: acct.name.clone(), test: Some(pb::SmtpTest { to: to("x"), locale: "fr".into(), ..Default::default() }) }, Code::InvalidArgument),
-        (pb::CreateTestRequest { parent: "accounts/999".into(), test: Some(pb::SmtpTest { to: to("x"), ..Default::default() }) }, Code::NotFound),
+        (
+            pb::CreateTestRequest {
+                parent: acct.name.clone(),
+                test: Some(pb::SmtpTest {
+                    to: "nope".into(),
+                    ..Default::default()
+                }),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::CreateTestRequest {
+                parent: acct.name.clone(),
+                test: None,
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::CreateTestRequest {
+                parent: acct.name.clone(),
+                test: Some(pb::SmtpTest {
+                    to: to("x"),
+                    locale: "fr".into(),
+                    ..Default::default()
+                }),
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            pb::CreateTestRequest {
+                parent: "accounts/999".into(),
+                test: Some(pb::SmtpTest {
+                    to: to("x"),
+                    ..Default::default()
+                }),
+            },
+            Code::NotFound,
+        ),
     ];
     for (req, code) in bad {
         assert_eq!(t.create_test(req).await.unwrap_err().code(), code);
     }
-    let err = t.get_test(pb::GetTestRequest { name: format!("{}/tests/999", acct.name) }).await.unwrap_err();
+    let err = t
+        .get_test(pb::GetTestRequest {
+            name: format!("{}/tests/999", acct.name),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     server.stop().await.unwrap();
 }

@@ -27,7 +27,11 @@ pub fn test_name(field: &str, name: &str) -> Result<TestName> {
     };
     let (account, test) = name.trim().split_once("/tests/").ok_or_else(invalid)?;
     let account = convert::account_id(field, account).map_err(|_| invalid())?;
-    let id = test.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(invalid)?;
+    let id = test
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(invalid)?;
     Ok(TestName { account, id })
 }
 
@@ -38,18 +42,30 @@ impl TryFrom<pb::SmtpTest> for TestRequest {
     fn try_from(msg: pb::SmtpTest) -> Result<Self> {
         let to = validate::email("test.to", &msg.to, false)?;
         let locale = Locale::parse(&msg.locale).ok_or_else(|| {
-            Error::invalid("test.locale", format!("{:?} is not supported; use en or pt-BR", msg.locale))
+            Error::invalid(
+                "test.locale",
+                format!("{:?} is not supported; use en or pt-BR", msg.locale),
+            )
         })?;
         validate::no_crlf("test.subject", &msg.subject)?;
         if msg.subject.chars().count() > MAX_SUBJECT {
-            return Err(Error::invalid("test.subject", format!("must be at most {MAX_SUBJECT} characters")));
+            return Err(Error::invalid(
+                "test.subject",
+                format!("must be at most {MAX_SUBJECT} characters"),
+            ));
         }
         if msg.body.len() > MAX_BODY {
-            return Err(Error::invalid("test.body", format!("must be at most {MAX_BODY} bytes")));
+            return Err(Error::invalid(
+                "test.body",
+                format!("must be at most {MAX_BODY} bytes"),
+            ));
         }
-        let stop_after = match pb::StopAfter::try_from(msg.stop_after)
-            .map_err(|_| Error::invalid("test.stop_after", format!("unknown value {}", msg.stop_after)))?
-        {
+        let stop_after = match pb::StopAfter::try_from(msg.stop_after).map_err(|_| {
+            Error::invalid(
+                "test.stop_after",
+                format!("unknown value {}", msg.stop_after),
+            )
+        })? {
             pb::StopAfter::Connect => StopAfter::Connect,
             pb::StopAfter::Tls => StopAfter::Tls,
             pb::StopAfter::Auth => StopAfter::Auth,
@@ -65,7 +81,13 @@ impl TryFrom<pb::SmtpTest> for TestRequest {
         } else {
             msg.body
         };
-        Ok(Self { to, subject, body, locale, stop_after })
+        Ok(Self {
+            to,
+            subject,
+            body,
+            locale,
+            stop_after,
+        })
     }
 }
 
@@ -93,7 +115,9 @@ impl SmtpTestService for Tests {
     ) -> Result<Response<pb::SmtpTest>, Status> {
         let req = request.into_inner();
         let account = convert::account_id("parent", &req.parent)?;
-        let test = req.test.ok_or_else(|| Error::invalid("test", "is required; give at least test.to"))?;
+        let test = req
+            .test
+            .ok_or_else(|| Error::invalid("test", "is required; give at least test.to"))?;
         let request = TestRequest::try_from(test)?;
         Ok(Response::new(self.runner.create(account, request).await?))
     }
@@ -119,7 +143,10 @@ impl SmtpTestService for Tests {
         let (tests, next_page_token) = paging::finish(rows, size, &context, |t| {
             test_name("name", &t.name).map_or(0, |n| n.id)
         });
-        Ok(Response::new(pb::ListTestsResponse { tests, next_page_token }))
+        Ok(Response::new(pb::ListTestsResponse {
+            tests,
+            next_page_token,
+        }))
     }
 
     type WatchTestStream = WatchStream;
@@ -130,7 +157,9 @@ impl SmtpTestService for Tests {
     ) -> Result<Response<Self::WatchTestStream>, Status> {
         let name = test_name("name", &request.into_inner().name)?;
         let rx = self.runner.watch(name).await?;
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 
@@ -158,9 +187,26 @@ mod tests {
         assert_eq!(r.subject, "MENSAGEM DE TESTE!");
         assert_eq!(r.body, "ATENÇÃO: ESTA É UMA MENSAGEM DE TESTE!");
         assert_eq!(r.stop_after, StopAfter::Delivery);
-        let r = TestRequest::try_from(pb::SmtpTest { to: "a@example.com".into(), ..Default::default() }).unwrap();
+        let r = TestRequest::try_from(pb::SmtpTest {
+            to: "a@example.com".into(),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(r.subject, "TEST MESSAGE!");
-        assert!(TestRequest::try_from(pb::SmtpTest { to: "nope".into(), ..Default::default() }).is_err());
-        assert!(TestRequest::try_from(pb::SmtpTest { to: "a@example.com".into(), subject: "x\r\nBcc: y".into(), ..Default::default() }).is_err());
+        assert!(
+            TestRequest::try_from(pb::SmtpTest {
+                to: "nope".into(),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            TestRequest::try_from(pb::SmtpTest {
+                to: "a@example.com".into(),
+                subject: "x\r\nBcc: y".into(),
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 }

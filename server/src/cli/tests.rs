@@ -77,16 +77,22 @@ fn phase_name(p: i32) -> String {
 }
 
 fn state_name(s: i32) -> String {
-    pb::TestState::try_from(s).map_or_else(|_| s.to_string(), |s| short(s.as_str_name(), "TEST_STATE_"))
+    pb::TestState::try_from(s)
+        .map_or_else(|_| s.to_string(), |s| short(s.as_str_name(), "TEST_STATE_"))
 }
 
 fn class_name(c: i32) -> String {
-    pb::FailureClass::try_from(c)
-        .map_or_else(|_| c.to_string(), |c| short(c.as_str_name(), "FAILURE_CLASS_"))
+    match pb::FailureClass::try_from(c) {
+        Ok(pb::FailureClass::Unspecified) => String::new(),
+        Ok(c) => short(c.as_str_name(), "FAILURE_CLASS_"),
+        Err(_) => c.to_string(),
+    }
 }
 
 fn millis(d: Option<&prost_types::Duration>) -> f64 {
-    d.map_or(0.0, |d| d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6)
+    d.map_or(0.0, |d| {
+        d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6
+    })
 }
 
 /// A phase as JSON.
@@ -123,7 +129,7 @@ pub fn test_json(t: &pb::SmtpTest) -> Value {
         "locale": t.locale,
         "stop_after": pb::StopAfter::try_from(t.stop_after).map_or_else(|_| String::new(), |s| short(s.as_str_name(), "STOP_AFTER_")),
         "failure_class": class_name(r.failure_class),
-        "failed_phase": phase_name(r.failed_phase),
+        "failed_phase": if r.failed_phase == 0 { String::new() } else { phase_name(r.failed_phase) },
         "message": r.message,
         "hint": r.hint,
         "queue_id": r.queue_id,
@@ -146,14 +152,23 @@ fn phase_line(p: &pb::PhaseResult) -> String {
         _ => "?",
     };
     let mut what = if p.reply_code > 0 {
-        format!("{} {}", p.reply_code, p.reply_text.lines().next().unwrap_or(""))
+        format!(
+            "{} {}",
+            p.reply_code,
+            p.reply_text.lines().next().unwrap_or("")
+        )
     } else {
         p.detail.first().cloned().unwrap_or_default()
     };
     if let Some(tls) = &p.tls {
         what = format!("{} {} {}", tls.protocol_version, tls.cipher_suite, what);
     }
-    format!("{mark} {:<14} {:>8.1} ms  {}", phase_name(p.phase), millis(p.duration.as_ref()), what.trim())
+    format!(
+        "{mark} {:<14} {:>8.1} ms  {}",
+        phase_name(p.phase),
+        millis(p.duration.as_ref()),
+        what.trim()
+    )
 }
 
 /// Prints the verdict of a finished test; true when it succeeded.
@@ -166,7 +181,14 @@ fn verdict(out: &mut impl Write, t: &pb::SmtpTest) -> std::io::Result<bool> {
             writeln!(out, "queue id: {}", r.queue_id)?;
         }
     } else {
-        writeln!(out, "{}: {} at {}: {}", state_name(t.state), class_name(r.failure_class), phase_name(r.failed_phase), r.message)?;
+        writeln!(
+            out,
+            "{}: {} at {}: {}",
+            state_name(t.state),
+            class_name(r.failure_class),
+            phase_name(r.failed_phase),
+            r.message
+        )?;
         if !r.hint.is_empty() {
             writeln!(out, "hint: {}", r.hint)?;
         }
@@ -177,7 +199,12 @@ fn verdict(out: &mut impl Write, t: &pb::SmtpTest) -> std::io::Result<bool> {
 
 /// Runs `accounts test`: creates the test, follows it phase by phase, prints the verdict.
 /// Fails (exit non-zero) unless the test succeeded.
-pub async fn run_test(channel: Channel, format: Format, args: TestArgs, out: &mut impl Write) -> Result<(), CliError> {
+pub async fn run_test(
+    channel: Channel,
+    format: Format,
+    args: TestArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let mut client = SmtpTestServiceClient::new(channel);
     let test = client
         .create_test(pb::CreateTestRequest {
@@ -201,7 +228,9 @@ pub async fn run_test(channel: Channel, format: Format, args: TestArgs, out: &mu
         .await?
         .into_inner();
     let mut stream = client
-        .watch_test(pb::WatchTestRequest { name: test.name.clone() })
+        .watch_test(pb::WatchTestRequest {
+            name: test.name.clone(),
+        })
         .await?
         .into_inner();
     let live = format == Format::Table;
@@ -211,7 +240,12 @@ pub async fn run_test(channel: Channel, format: Format, args: TestArgs, out: &mu
     let mut running: Option<String> = None;
     let mut frame = 0;
     if live {
-        writeln!(out, "testing {} → {}", test.name.split("/tests/").next().unwrap_or(""), test.to)?;
+        writeln!(
+            out,
+            "testing {} → {}",
+            test.name.split("/tests/").next().unwrap_or(""),
+            test.to
+        )?;
     }
     let finished = loop {
         tokio::select! {
@@ -253,7 +287,10 @@ pub async fn run_test(channel: Channel, format: Format, args: TestArgs, out: &mu
     if ok {
         Ok(())
     } else {
-        Err(CliError::TestFailed(format!("{} did not succeed", finished.name)))
+        Err(CliError::TestFailed(format!(
+            "{} did not succeed",
+            finished.name
+        )))
     }
 }
 
@@ -267,10 +304,19 @@ const COLUMNS: [(&str, &str); 6] = [
 ];
 
 /// Runs a `tests` command.
-pub async fn run(channel: Channel, format: Format, command: TestsCommand, out: &mut impl Write) -> Result<(), CliError> {
+pub async fn run(
+    channel: Channel,
+    format: Format,
+    command: TestsCommand,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let mut client = SmtpTestServiceClient::new(channel);
     match command {
-        TestsCommand::List { account, page_size, page_token } => {
+        TestsCommand::List {
+            account,
+            page_size,
+            page_token,
+        } => {
             let page = client
                 .list_tests(pb::ListTestsRequest {
                     parent: resource_name("accounts", &account),
@@ -286,12 +332,17 @@ pub async fn run(channel: Channel, format: Format, command: TestsCommand, out: &
             }
         }
         TestsCommand::Get { test } => {
-            let t = client.get_test(pb::GetTestRequest { name: test }).await?.into_inner();
+            let t = client
+                .get_test(pb::GetTestRequest { name: test })
+                .await?
+                .into_inner();
             if format == Format::Table {
                 for p in &t.transcript {
                     writeln!(out, "{}", phase_line(p))?;
                 }
-                if t.state == i32::from(pb::TestState::Queued) || t.state == i32::from(pb::TestState::Running) {
+                if t.state == i32::from(pb::TestState::Queued)
+                    || t.state == i32::from(pb::TestState::Running)
+                {
                     writeln!(out, "{}", state_name(t.state))?;
                     writeln!(out, "test: {}", t.name)?;
                 } else {

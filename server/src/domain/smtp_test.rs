@@ -158,6 +158,9 @@ mod tests {
         assert_eq!(Locale::parse(""), Some(Locale::En));
         assert_eq!(Locale::parse("fr"), None);
         assert_eq!(Locale::PtBr.default_subject(), "MENSAGEM DE TESTE!");
-        assert_eq!(Locale::En.default_body(), "ATTENTION: THIS IS A TEST MESSAGE!");
+        assert_eq!(
+            Locale::En.default_body(),
+            "ATTENTION: THIS IS A TEST MESSAGE!"
+        );
     }
 }

@@ -32,7 +32,10 @@ impl LiveTest {
 
     /// Publishes an event and records how it changes the snapshot.
     pub fn publish(&self, event: pb::WatchTestResponse, update: impl FnOnce(&mut pb::SmtpTest)) {
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         update(&mut inner.snapshot);
         inner.history.push(event.clone());
         // No receivers is fine: nobody is watching.
@@ -41,7 +44,10 @@ impl LiveTest {
 
     /// The test as it stands.
     pub fn snapshot(&self) -> pb::SmtpTest {
-        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.snapshot.clone()
     }
 
@@ -52,7 +58,10 @@ impl LiveTest {
         Vec<pb::WatchTestResponse>,
         broadcast::Receiver<pb::WatchTestResponse>,
     ) {
-        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (inner.history.clone(), inner.tx.subscribe())
     }
 }

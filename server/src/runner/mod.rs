@@ -100,11 +100,15 @@ impl TestRunner {
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, usize>> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<TestName, Arc<LiveTest>>> {
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The longest a test can run: the session's deadline plus a margin.
@@ -163,7 +167,11 @@ impl TestRunner {
     }
 
     /// Stores a test and starts its session in the background.
-    pub async fn create(self: &Arc<Self>, account: AccountId, request: TestRequest) -> Result<pb::SmtpTest> {
+    pub async fn create(
+        self: &Arc<Self>,
+        account: AccountId,
+        request: TestRequest,
+    ) -> Result<pb::SmtpTest> {
         let account = self.store.get_account(account).await?;
         if account.spec.use_network_connector {
             return Err(Error::FailedPrecondition(format!(
@@ -206,7 +214,9 @@ impl TestRunner {
         tokio::spawn(async move {
             let _slot = slot;
             let deadline = runner.guard_deadline();
-            let result = tokio::time::timeout(deadline, runner.execute(name, &account, &request, &live)).await;
+            let result =
+                tokio::time::timeout(deadline, runner.execute(name, &account, &request, &live))
+                    .await;
             let mut finished = live.snapshot();
             if result.is_err() {
                 finished.state = pb::TestState::Failed.into();
@@ -223,7 +233,11 @@ impl TestRunner {
                 Ok(pb::TestState::Cancelled) => TestState::Cancelled,
                 _ => TestState::Failed,
             };
-            if let Err(e) = runner.store.update_test(name, state, &finished.encode_to_vec()).await {
+            if let Err(e) = runner
+                .store
+                .update_test(name, state, &finished.encode_to_vec())
+                .await
+            {
                 tracing::error!(test = %name, error = %e, "cannot store the test's result");
             }
             tracing::info!(test = %name, state = state.as_str(), "test finished");
@@ -255,7 +269,13 @@ impl TestRunner {
     }
 
     /// Runs the session, publishing each phase, and records the outcome in the snapshot.
-    async fn execute(&self, name: TestName, account: &Account, request: &TestRequest, live: &LiveTest) {
+    async fn execute(
+        &self,
+        name: TestName,
+        account: &Account,
+        request: &TestRequest,
+        live: &LiveTest,
+    ) {
         let started = now_micros();
         live.publish(pb::WatchTestResponse { event: None }, |t| {
             t.state = pb::TestState::Running.into();
@@ -278,7 +298,11 @@ impl TestRunner {
                 return;
             }
         };
-        if let Err(e) = self.store.update_test(name, TestState::Running, &live.snapshot().encode_to_vec()).await {
+        if let Err(e) = self
+            .store
+            .update_test(name, TestState::Running, &live.snapshot().encode_to_vec())
+            .await
+        {
             tracing::warn!(test = %name, error = %e, "cannot store the running state");
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(32);
@@ -315,7 +339,11 @@ impl TestRunner {
     }
 
     /// The session settings for an account: every field of the account, and its secret.
-    async fn session_config(&self, account: &Account, request: &TestRequest) -> Result<smtp::SessionConfig> {
+    async fn session_config(
+        &self,
+        account: &Account,
+        request: &TestRequest,
+    ) -> Result<smtp::SessionConfig> {
         let s = &account.spec;
         let mut config = smtp::SessionConfig::new(
             s.host.clone(),
@@ -395,7 +423,10 @@ impl TestRunner {
             let (history, mut events) = live.subscribe();
             tokio::spawn(async move {
                 for event in history.into_iter().filter(|e| e.event.is_some()) {
-                    let done = matches!(event.event, Some(pb::watch_test_response::Event::Finished(_)));
+                    let done = matches!(
+                        event.event,
+                        Some(pb::watch_test_response::Event::Finished(_))
+                    );
                     if tx.send(Ok(event)).await.is_err() || done {
                         return;
                     }
@@ -404,7 +435,10 @@ impl TestRunner {
                     match events.recv().await {
                         Ok(event) if event.event.is_none() => {}
                         Ok(event) => {
-                            let done = matches!(event.event, Some(pb::watch_test_response::Event::Finished(_)));
+                            let done = matches!(
+                                event.event,
+                                Some(pb::watch_test_response::Event::Finished(_))
+                            );
                             if tx.send(Ok(event)).await.is_err() || done {
                                 return;
                             }
@@ -426,15 +460,25 @@ impl TestRunner {
             loop {
                 for phase in test.transcript.iter().skip(sent) {
                     let event = pb::watch_test_response::Event::PhaseFinished(phase.clone());
-                    if tx.send(Ok(pb::WatchTestResponse { event: Some(event) })).await.is_err() {
+                    if tx
+                        .send(Ok(pb::WatchTestResponse { event: Some(event) }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
                 sent = test.transcript.len();
-                let state = pb::TestState::try_from(test.state).unwrap_or(pb::TestState::Unspecified);
-                if matches!(state, pb::TestState::Succeeded | pb::TestState::Failed | pb::TestState::Cancelled) {
+                let state =
+                    pb::TestState::try_from(test.state).unwrap_or(pb::TestState::Unspecified);
+                if matches!(
+                    state,
+                    pb::TestState::Succeeded | pb::TestState::Failed | pb::TestState::Cancelled
+                ) {
                     let event = pb::watch_test_response::Event::Finished(test);
-                    let _ = tx.send(Ok(pb::WatchTestResponse { event: Some(event) })).await;
+                    let _ = tx
+                        .send(Ok(pb::WatchTestResponse { event: Some(event) }))
+                        .await;
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -451,7 +495,12 @@ impl TestRunner {
     }
 
     /// A page of an account's tests, newest first.
-    pub async fn list(&self, account: AccountId, before: i64, limit: u32) -> Result<Vec<pb::SmtpTest>> {
+    pub async fn list(
+        &self,
+        account: AccountId,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<pb::SmtpTest>> {
         self.store.get_account(account).await?;
         let stored = self.store.list_tests(account, before, limit).await?;
         let mut out = Vec::with_capacity(stored.len());
@@ -481,7 +530,9 @@ fn forward(live: &LiveTest, event: smtp::PhaseEvent) {
             let result = transcript::phase_result(&record);
             live.publish(
                 pb::WatchTestResponse {
-                    event: Some(pb::watch_test_response::Event::PhaseFinished(result.clone())),
+                    event: Some(pb::watch_test_response::Event::PhaseFinished(
+                        result.clone(),
+                    )),
                 },
                 |t| t.transcript.push(result),
             );

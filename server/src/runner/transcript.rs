@@ -80,7 +80,11 @@ pub fn phase_result(r: &smtp::PhaseRecord) -> pb::PhaseResult {
         duration: prost_types::Duration::try_from(r.duration).ok(),
         commands: r.commands.clone(),
         reply_code: r.reply.as_ref().map_or(0, |reply| i32::from(reply.code)),
-        reply_text: r.reply.as_ref().map(|reply| reply.lines.join("\n")).unwrap_or_default(),
+        reply_text: r
+            .reply
+            .as_ref()
+            .map(|reply| reply.lines.join("\n"))
+            .unwrap_or_default(),
         detail: r.detail.clone(),
         tls: r.tls.as_ref().map(tls),
     }

@@ -97,8 +97,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_test(&self, name: TestName) -> Result<StoredTest>;
     /// Lists up to `limit` of an account's tests with ids below `before` (0: from the newest),
     /// newest first.
-    async fn list_tests(&self, account: AccountId, before: i64, limit: u32)
-    -> Result<Vec<StoredTest>>;
+    async fn list_tests(
+        &self,
+        account: AccountId,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredTest>>;
     /// Tests still queued or running that were created before `before`: left over by a server
     /// that stopped without finishing them.
     async fn stale_tests(&self, before: Micros) -> Result<Vec<StoredTest>>;

@@ -1,0 +1,841 @@
+//! The SMTP session against a scripted peer: outcomes, classes, hints, timeouts, wire
+//! bytes, redaction and `stop_after`.
+
+// Test helpers outside #[test] functions may unwrap too: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use mailplane_agent::smtp::*;
+use support::peer::{self, PeerLog, Step, TestCa};
+use tokio::task::JoinHandle;
+
+const SECRET: &str = "hunter2-Sup3r-Secret";
+
+fn message() -> MessageSpec {
+    MessageSpec {
+        sender: "Alice <alice@example.org>".into(),
+        recipients: vec!["bob@example.net".into()],
+        reply_to: Some("replies@example.org".into()),
+        return_path: Some("bounces@example.org".into()),
+        disposition_notification_to: Some("alice@example.org".into()),
+        subject: "scripted test".into(),
+        body:
+            "first\nbare LF\rbare CR\n.\nafter lone dot\r\n.leading dot\r\n\r\n.\r\nsmuggled\r\n."
+                .into(),
+        footer: Some("-- footer".into()),
+        charset: None,
+        plain_text_only: true,
+    }
+}
+
+fn config(port: u16, security: Security) -> SessionConfig {
+    let mut c = SessionConfig::new("127.0.0.1", port, security);
+    c.helo_name = Some("client.example.org".into());
+    c.message = Some(message());
+    c.timeouts = Timeouts::all(Duration::from_secs(5));
+    c
+}
+
+async fn run(config: &SessionConfig) -> SessionReport {
+    run_session(config, &DestinationPolicy::default(), None)
+        .await
+        .unwrap()
+}
+
+async fn finish(peer: JoinHandle<PeerLog>) -> PeerLog {
+    let log = tokio::time::timeout(Duration::from_secs(5), peer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.error, None, "peer script: {log:?}");
+    log
+}
+
+fn failure(report: &SessionReport) -> &Failure {
+    report
+        .failure()
+        .unwrap_or_else(|| panic!("expected a failure: {report:#?}"))
+}
+
+const EHLO_PLAIN: &str =
+    "250-mail.example.net\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN XOAUTH2\r\n250 8BITMIME";
+const EHLO_STARTTLS: &str = "250-mail.example.net\r\n250-STARTTLS\r\n250 8BITMIME";
+const EHLO_AUTH: &str = "250-mail.example.net\r\n250 AUTH PLAIN LOGIN";
+
+fn delivery_steps() -> Vec<Step> {
+    vec![
+        Step::Expect("MAIL FROM:<bounces@example.org>"),
+        Step::Say("250 2.1.0 Ok"),
+        Step::Expect("RCPT TO:<bob@example.net>"),
+        Step::Say("250 2.1.5 Ok"),
+        Step::Expect("DATA"),
+        Step::Say("354 End data with <CR><LF>.<CR><LF>"),
+        Step::ReadData,
+        Step::Say("250 2.0.0 Ok: queued as 4Xyz12"),
+        Step::Expect("QUIT"),
+        Step::Say("221 2.0.0 Bye"),
+    ]
+}
+
+/// A tracing subscriber that writes everything (TRACE) into a buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn capture_tracing() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn success_with_queue_id_wire_bytes_headers_and_redaction() {
+    let (logs, _guard) = capture_tracing();
+    let mut steps = vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO client.example.org"),
+        Step::Say(EHLO_PLAIN),
+        Step::Expect("AUTH PLAIN "),
+        Step::Say("235 2.7.0 Authentication successful"),
+    ];
+    steps.extend(delivery_steps());
+    let (port, peer) = peer::start(steps).await;
+    let mut cfg = config(port, Security::None);
+    cfg.auth = Some(Credentials::new(
+        AuthMechanism::Plain,
+        "alice",
+        Secret::new(SECRET),
+    ));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let report = run_session(&cfg, &DestinationPolicy::default(), Some(&tx))
+        .await
+        .unwrap();
+    drop(tx);
+    let log = finish(peer).await;
+
+    let success = report.success().unwrap_or_else(|| panic!("{report:#?}"));
+    assert_eq!(success.queue_id.as_deref(), Some("4Xyz12"));
+    assert_eq!(success.stopped_after, StopAfter::Delivery);
+    let phases: Vec<(Phase, PhaseStatus)> = report
+        .transcript
+        .iter()
+        .map(|r| (r.phase, r.status))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            (Phase::Dns, PhaseStatus::Ok),
+            (Phase::Connect, PhaseStatus::Ok),
+            (Phase::Banner, PhaseStatus::Ok),
+            (Phase::Ehlo, PhaseStatus::Ok),
+            (Phase::StartTls, PhaseStatus::Skipped),
+            (Phase::TlsHandshake, PhaseStatus::Skipped),
+            (Phase::Auth, PhaseStatus::Ok),
+            (Phase::MailFrom, PhaseStatus::Ok),
+            (Phase::RcptTo, PhaseStatus::Ok),
+            (Phase::Data, PhaseStatus::Ok),
+            (Phase::Quit, PhaseStatus::Ok),
+        ]
+    );
+    assert!(
+        report
+            .capabilities
+            .iter()
+            .any(|c| c == "AUTH PLAIN LOGIN XOAUTH2")
+    );
+    let banner = report.phases(Phase::Banner).next().unwrap();
+    assert_eq!(banner.reply.as_ref().unwrap().code, 220);
+
+    // Live events: a Started and a Finished per record, in order.
+    let mut events = Vec::new();
+    while let Some(e) = rx.recv().await {
+        events.push(e);
+    }
+    assert_eq!(events.len(), report.transcript.len() * 2);
+    for (pair, rec) in events.chunks(2).zip(&report.transcript) {
+        assert_eq!(pair[0], PhaseEvent::Started(rec.phase));
+        assert_eq!(pair[1], PhaseEvent::Finished(Box::new(rec.clone())));
+    }
+
+    // The wire: AUTH PLAIN really carried the secret, and nothing else shows it.
+    let payload = B64.encode(format!("\0alice\0{SECRET}"));
+    assert!(
+        log.lines
+            .iter()
+            .any(|l| *l == format!("AUTH PLAIN {payload}")),
+        "{:?}",
+        log.lines
+    );
+    let auth = report.phases(Phase::Auth).next().unwrap();
+    assert_eq!(auth.commands, ["AUTH PLAIN <redacted>"]);
+    let transcript = format!("{report:?} {report:#?} {events:?} {cfg:?}");
+    assert!(!transcript.contains(SECRET) && !transcript.contains(&payload));
+    let logs = logs.text();
+    assert!(logs.contains("C: AUTH PLAIN <redacted>"), "{logs}");
+    assert!(logs.contains("S: 250 2.0.0 Ok: queued as 4Xyz12"), "{logs}");
+    assert!(!logs.contains(SECRET) && !logs.contains(&payload), "{logs}");
+
+    // DATA: CRLF only, dot-stuffed, one terminator at the very end.
+    let data = &log.data;
+    for (i, b) in data.iter().enumerate() {
+        if *b == b'\n' {
+            assert_eq!(data[i - 1], b'\r', "bare LF at {i}");
+        }
+        if *b == b'\r' {
+            assert_eq!(data[i + 1], b'\n', "bare CR at {i}");
+        }
+    }
+    let text = String::from_utf8(data.clone()).unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(
+        body,
+        "first\r\nbare LF\r\nbare CR\r\n..\r\nafter lone dot\r\n..leading dot\r\n\r\n..\r\nsmuggled\r\n..\r\n\r\n-- footer\r\n.\r\n"
+    );
+    assert_eq!(text.matches("\r\n.\r\n").count(), 1);
+    assert!(text.ends_with("\r\n.\r\n"));
+    for header in [
+        "From: Alice <alice@example.org>\r\n",
+        "To: bob@example.net\r\n",
+        "Reply-To: replies@example.org\r\n",
+        "Disposition-Notification-To: alice@example.org\r\n",
+        "Subject: scripted test\r\n",
+        &format!("Message-ID: {}\r\n", report.message_id.as_deref().unwrap()),
+    ] {
+        assert!(text.contains(header), "missing {header:?} in {text}");
+    }
+    assert!(text.contains("\r\nDate: "), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: text/plain; charset=utf-8\r\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn silent_banner_times_out_at_banner() {
+    let (port, _peer) = peer::start(vec![Step::Stall]).await;
+    let mut cfg = config(port, Security::StartTlsRequired);
+    cfg.timeouts.banner = Duration::from_millis(300);
+    let t0 = Instant::now();
+    let report = run(&cfg).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::Timeout, Phase::Banner),
+        "{f}"
+    );
+    assert!(f.hint.contains("IMPLICIT_TLS"), "{f}");
+    assert!(f.message.contains("300ms"), "{f}");
+    assert_eq!(
+        report.transcript.last().unwrap().status,
+        PhaseStatus::Failed
+    );
+}
+
+#[tokio::test]
+async fn overall_deadline_bounds_a_slow_phase() {
+    let (port, _peer) =
+        peer::start(vec![Step::Say("220 hi"), Step::Expect("EHLO"), Step::Stall]).await;
+    let mut cfg = config(port, Security::None);
+    cfg.timeouts.overall = Duration::from_millis(400);
+    let t0 = Instant::now();
+    let report = run(&cfg).await;
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::Timeout, Phase::Ehlo),
+        "{f}"
+    );
+    assert!(f.message.contains("overall deadline"), "{f}");
+}
+
+fn up_to_rcpt() -> Vec<Step> {
+    vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say(EHLO_PLAIN),
+        Step::Expect("MAIL FROM:"),
+        Step::Say("250 2.1.0 Ok"),
+        Step::Expect("RCPT TO:<bob@example.net>"),
+    ]
+}
+
+#[tokio::test]
+async fn rcpt_451_is_temporary() {
+    let mut steps = up_to_rcpt();
+    steps.extend([
+        Step::Say("451 4.7.1 Greylisted, try again later"),
+        Step::Expect("QUIT"),
+        Step::Say("221 Bye"),
+    ]);
+    let (port, peer) = peer::start(steps).await;
+    let report = run(&config(port, Security::StartTlsOpportunistic)).await;
+    finish(peer).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::TemporaryFailure, Phase::RcptTo),
+        "{f}"
+    );
+    assert!(
+        f.hint.contains("451") && f.hint.contains("retry later"),
+        "{f}"
+    );
+    assert_eq!(f.reply.as_ref().unwrap().enhanced.as_deref(), Some("4.7.1"));
+    // Opportunistic without STARTTLS on offer continued in clear.
+    assert_eq!(
+        report.phases(Phase::StartTls).next().unwrap().status,
+        PhaseStatus::Skipped
+    );
+    assert_eq!(report.transcript.last().unwrap().phase, Phase::Quit);
+}
+
+#[tokio::test]
+async fn rcpt_550_is_recipient_rejected() {
+    let mut steps = up_to_rcpt();
+    steps.extend([
+        Step::Say("550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown"),
+        Step::Expect("QUIT"),
+        Step::Say("221 Bye"),
+    ]);
+    let (port, peer) = peer::start(steps).await;
+    let report = run(&config(port, Security::None)).await;
+    finish(peer).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::RecipientRejected, Phase::RcptTo),
+        "{f}"
+    );
+    assert!(
+        f.hint.contains("550") && f.hint.contains("User unknown"),
+        "{f}"
+    );
+}
+
+#[tokio::test]
+async fn auth_535_is_rejected_and_login_secret_is_redacted() {
+    let (logs, _guard) = capture_tracing();
+    let (port, peer) = peer::start(vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say(EHLO_AUTH),
+        Step::Expect("AUTH LOGIN"),
+        Step::Say("334 VXNlcm5hbWU6"),
+        Step::Expect("YWxpY2U="),
+        Step::Say("334 UGFzc3dvcmQ6"),
+        Step::Expect(""),
+        // A hostile server echoing the password must not get it into the transcript.
+        Step::Raw(
+            format!("535-5.7.8 echo {SECRET}\r\n535 5.7.8 Error: authentication failed\r\n")
+                .into_bytes(),
+        ),
+        Step::Expect("QUIT"),
+        Step::Say("221 Bye"),
+    ])
+    .await;
+    let mut cfg = config(port, Security::None);
+    cfg.auth = Some(Credentials::new(
+        AuthMechanism::Login,
+        "alice",
+        Secret::new(SECRET),
+    ));
+    let report = run(&cfg).await;
+    let log = finish(peer).await;
+    assert_eq!(log.lines[3], B64.encode(SECRET));
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::AuthRejected, Phase::Auth),
+        "{f}"
+    );
+    let auth = report.phases(Phase::Auth).next().unwrap();
+    assert_eq!(auth.commands, ["AUTH LOGIN", "YWxpY2U=", "<redacted>"]);
+    let all = format!("{report:?}{report:#?}{}", logs.text());
+    assert!(
+        !all.contains(SECRET) && !all.contains(&B64.encode(SECRET)),
+        "{all}"
+    );
+    assert!(all.contains("echo <redacted>"));
+}
+
+#[tokio::test]
+async fn mechanism_not_offered() {
+    let (port, peer) = peer::start(vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say("250-mail.example.net\r\n250 AUTH LOGIN"),
+        Step::Expect("QUIT"),
+        Step::Say("221 Bye"),
+    ])
+    .await;
+    let mut cfg = config(port, Security::None);
+    cfg.auth = Some(Credentials::new(
+        AuthMechanism::Plain,
+        "alice",
+        Secret::new(SECRET),
+    ));
+    let report = run(&cfg).await;
+    finish(peer).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::AuthMechanismUnsupported, Phase::Auth),
+        "{f}"
+    );
+    assert_eq!(f.hint, "server does not offer AUTH PLAIN (offers: LOGIN)");
+}
+
+#[tokio::test]
+async fn xoauth2_success_stop_after_auth() {
+    let (port, peer) = peer::start(vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say(EHLO_PLAIN),
+        Step::Expect("AUTH XOAUTH2 "),
+        Step::Say("235 2.7.0 Accepted"),
+        Step::Expect("QUIT"),
+        Step::Say("221 Bye"),
+    ])
+    .await;
+    let mut cfg = config(port, Security::None);
+    cfg.auth = Some(Credentials::new(
+        AuthMechanism::XOAuth2,
+        "alice@example.org",
+        Secret::new(SECRET),
+    ));
+    cfg.stop_after = StopAfter::Auth;
+    let report = run(&cfg).await;
+    let log = finish(peer).await;
+    let sent = log.lines[1].strip_prefix("AUTH XOAUTH2 ").unwrap();
+    assert_eq!(
+        B64.decode(sent).unwrap(),
+        format!("user=alice@example.org\x01auth=Bearer {SECRET}\x01\x01").into_bytes()
+    );
+    assert_eq!(report.success().unwrap().stopped_after, StopAfter::Auth);
+    assert_eq!(
+        report.phases(Phase::MailFrom).next().unwrap().status,
+        PhaseStatus::Skipped
+    );
+    assert!(!format!("{report:?}").contains(SECRET));
+}
+
+#[tokio::test]
+async fn connection_dropped_mid_data() {
+    let mut steps = up_to_rcpt();
+    steps.extend([
+        Step::Say("250 2.1.5 Ok"),
+        Step::Expect("DATA"),
+        Step::Say("354 go ahead"),
+        Step::ReadSomeThenClose(10),
+    ]);
+    let (port, peer) = peer::start(steps).await;
+    let report = run(&config(port, Security::None)).await;
+    finish(peer).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::TemporaryFailure, Phase::Data),
+        "{f}"
+    );
+}
+
+#[tokio::test]
+async fn final_dot_timeout_fires_at_data() {
+    let mut steps = up_to_rcpt();
+    steps.extend([
+        Step::Say("250 2.1.5 Ok"),
+        Step::Expect("DATA"),
+        Step::Say("354 go ahead"),
+        Step::ReadData,
+        Step::Stall,
+    ]);
+    let (port, _peer) = peer::start(steps).await;
+    let mut cfg = config(port, Security::None);
+    cfg.timeouts.data_end = Duration::from_millis(300);
+    let report = run(&cfg).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::Timeout, Phase::Data),
+        "{f}"
+    );
+    assert!(f.hint.contains("did not confirm the message"), "{f}");
+}
+
+#[tokio::test]
+async fn starttls_required_but_not_offered() {
+    let (port, peer) = peer::start(vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say(EHLO_PLAIN),
+        Step::Expect("QUIT"),
+        Step::Say("221 Bye"),
+    ])
+    .await;
+    let mut cfg = config(port, Security::StartTlsRequired);
+    cfg.auth = Some(Credentials::new(
+        AuthMechanism::Plain,
+        "alice",
+        Secret::new(SECRET),
+    ));
+    let report = run(&cfg).await;
+    let log = finish(peer).await;
+    // Nothing sensitive went out: only EHLO and QUIT.
+    assert_eq!(log.lines, ["EHLO client.example.org", "QUIT"]);
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::StartTlsUnavailable, Phase::StartTls),
+        "{f}"
+    );
+    assert_eq!(
+        f.hint,
+        "server offers no STARTTLS; STARTTLS_REQUIRED refuses to send in clear"
+    );
+}
+
+fn tls_config(port: u16, ca: &TestCa) -> SessionConfig {
+    let mut cfg = config(port, Security::StartTlsRequired);
+    cfg.host = "localhost".into();
+    cfg.extra_ca_pem = Some(ca.pem.clone().into_bytes());
+    cfg
+}
+
+fn starttls_steps(server: Arc<rustls::ServerConfig>) -> Vec<Step> {
+    vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say(EHLO_STARTTLS),
+        Step::Expect("STARTTLS"),
+        Step::Say("220 2.0.0 Ready to start TLS"),
+        Step::Tls(server),
+    ]
+}
+
+#[tokio::test]
+async fn starttls_with_valid_certificate_delivers() {
+    let ca = TestCa::new("mailplane test CA");
+    let mut steps = starttls_steps(ca.server_config(&["localhost"], false));
+    steps.extend([
+        Step::Expect("EHLO client.example.org"),
+        Step::Say(EHLO_AUTH),
+    ]);
+    steps.extend(delivery_steps());
+    let (port, peer) = peer::start(steps).await;
+    let report = run(&tls_config(port, &ca)).await;
+    finish(peer).await;
+    assert_eq!(
+        report
+            .success()
+            .unwrap_or_else(|| panic!("{report:#?}"))
+            .queue_id
+            .as_deref(),
+        Some("4Xyz12")
+    );
+    assert_eq!(report.phases(Phase::Ehlo).count(), 2);
+    let tls = report
+        .phases(Phase::TlsHandshake)
+        .next()
+        .unwrap()
+        .tls
+        .clone()
+        .unwrap();
+    assert_eq!(tls.verification, Verification::Verified);
+    assert_eq!(tls.protocol_version, "TLSv1.3");
+    assert!(tls.cipher_suite.starts_with("TLS13_"), "{tls:?}");
+    let cert = tls.peer_certificate.unwrap();
+    assert_eq!(cert.sans, ["localhost"]);
+    assert!(
+        cert.subject.contains("localhost") && cert.issuer.contains("mailplane test CA"),
+        "{cert:?}"
+    );
+    assert_eq!(report.capabilities, ["AUTH PLAIN LOGIN"]);
+}
+
+async fn starttls_failure(
+    server: Arc<rustls::ServerConfig>,
+    ca: &TestCa,
+    ignore: bool,
+) -> SessionReport {
+    let mut steps = starttls_steps(server);
+    if ignore {
+        steps.extend([
+            Step::Expect("EHLO"),
+            Step::Say(EHLO_AUTH),
+            Step::Expect("QUIT"),
+            Step::Say("221 Bye"),
+        ]);
+    }
+    let (port, peer) = peer::start(steps).await;
+    let mut cfg = tls_config(port, ca);
+    cfg.ignore_certificate_errors = ignore;
+    cfg.stop_after = StopAfter::Tls;
+    let report = run(&cfg).await;
+    let log = tokio::time::timeout(Duration::from_secs(5), peer)
+        .await
+        .unwrap()
+        .unwrap();
+    if ignore {
+        assert_eq!(log.error, None);
+    }
+    report
+}
+
+#[tokio::test]
+async fn expired_certificate() {
+    let ca = TestCa::new("mailplane test CA");
+    let report = starttls_failure(ca.server_config(&["localhost"], true), &ca, false).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::CertificateExpired, Phase::TlsHandshake),
+        "{f}"
+    );
+    assert_eq!(f.hint, "certificate expired on 2021-01-01T00:00:00Z");
+    let tls = report
+        .phases(Phase::TlsHandshake)
+        .next()
+        .unwrap()
+        .tls
+        .clone()
+        .unwrap();
+    assert!(
+        matches!(tls.verification, Verification::Failed { .. }),
+        "{tls:?}"
+    );
+
+    let report = starttls_failure(ca.server_config(&["localhost"], true), &ca, true).await;
+    assert_eq!(
+        report
+            .success()
+            .unwrap_or_else(|| panic!("{report:#?}"))
+            .stopped_after,
+        StopAfter::Tls
+    );
+    let tls = report
+        .phases(Phase::TlsHandshake)
+        .next()
+        .unwrap()
+        .tls
+        .clone()
+        .unwrap();
+    match tls.verification {
+        Verification::IgnoredByConfig { reason } => {
+            assert!(reason.to_lowercase().contains("expired"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unknown_ca() {
+    let ca = TestCa::new("mailplane test CA");
+    let other = TestCa::new("somebody else's CA");
+    let report = starttls_failure(other.server_config(&["localhost"], false), &ca, false).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::CertificateUntrusted, Phase::TlsHandshake),
+        "{f}"
+    );
+    assert!(f.hint.contains("somebody else's CA"), "{f}");
+}
+
+#[tokio::test]
+async fn wrong_name() {
+    let ca = TestCa::new("mailplane test CA");
+    let report = starttls_failure(ca.server_config(&["mail.example.org"], false), &ca, false).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::CertificateNameMismatch, Phase::TlsHandshake),
+        "{f}"
+    );
+    assert_eq!(f.hint, "certificate is for mail.example.org, not localhost");
+}
+
+#[tokio::test]
+async fn implicit_tls_against_plain_smtp_port() {
+    let (port, _peer) =
+        peer::start(vec![Step::Say("220 mail.example.net ESMTP"), Step::Stall]).await;
+    let report = run(&config(port, Security::ImplicitTls)).await;
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::ProtocolMismatch, Phase::TlsHandshake),
+        "{f}"
+    );
+    assert_eq!(
+        f.hint,
+        format!("port {port} speaks plain SMTP (STARTTLS); set security to STARTTLS_REQUIRED")
+    );
+}
+
+#[tokio::test]
+async fn plaintext_against_tls_bytes() {
+    let (port, _peer) = peer::start(vec![
+        Step::Raw(b"\x15\x03\x03\x00\x02\x02\x28".to_vec()),
+        Step::Stall,
+    ])
+    .await;
+    let mut cfg = config(port, Security::StartTlsRequired);
+    cfg.timeouts.banner = Duration::from_millis(500);
+    let report = run(&cfg).await;
+    let f = failure(&report);
+    assert_eq!(f.phase, Phase::Banner, "{f}");
+    assert_eq!(f.class, FailureClass::ProtocolMismatch, "{f}");
+    assert_eq!(
+        f.hint,
+        format!("port {port} speaks implicit TLS; set security to IMPLICIT_TLS")
+    );
+}
+
+#[tokio::test]
+async fn implicit_tls_delivers() {
+    let ca = TestCa::new("mailplane test CA");
+    let mut steps = vec![
+        Step::Tls(ca.server_config(&["localhost"], false)),
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say(EHLO_AUTH),
+    ];
+    steps.extend(delivery_steps());
+    let (port, peer) = peer::start(steps).await;
+    let mut cfg = tls_config(port, &ca);
+    cfg.security = Security::ImplicitTls;
+    let report = run(&cfg).await;
+    finish(peer).await;
+    assert!(report.success().is_some(), "{report:#?}");
+    let order: Vec<Phase> = report.transcript.iter().map(|r| r.phase).take(5).collect();
+    assert_eq!(
+        order,
+        [
+            Phase::Dns,
+            Phase::Connect,
+            Phase::TlsHandshake,
+            Phase::Banner,
+            Phase::Ehlo
+        ]
+    );
+}
+
+#[tokio::test]
+async fn stop_after_connect() {
+    let (port, peer) = peer::start(vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say(EHLO_STARTTLS),
+        Step::Expect("QUIT"),
+        Step::Say("221 Bye"),
+    ])
+    .await;
+    let mut cfg = config(port, Security::StartTlsRequired);
+    cfg.stop_after = StopAfter::Connect;
+    cfg.message = None;
+    let report = run(&cfg).await;
+    finish(peer).await;
+    assert_eq!(report.success().unwrap().stopped_after, StopAfter::Connect);
+    for phase in [
+        Phase::StartTls,
+        Phase::TlsHandshake,
+        Phase::Auth,
+        Phase::MailFrom,
+        Phase::RcptTo,
+        Phase::Data,
+    ] {
+        assert_eq!(
+            report.phases(phase).next().unwrap().status,
+            PhaseStatus::Skipped,
+            "{phase}"
+        );
+    }
+    assert_eq!(report.transcript.last().unwrap().phase, Phase::Quit);
+}
+
+#[tokio::test]
+async fn destination_policy_blocks_before_connecting() {
+    // Nothing listens on this port: a connect attempt would say CONNECTION_REFUSED.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let policy = DestinationPolicy::with_rules(vec!["127.0.0.0/8".parse().unwrap()], Vec::new());
+    let report = run_session(&config(port, Security::None), &policy, None)
+        .await
+        .unwrap();
+    let f = failure(&report);
+    assert_eq!(
+        (f.class, f.phase),
+        (FailureClass::DestinationNotAllowed, Phase::Connect),
+        "{f}"
+    );
+    assert!(f.message.contains("deny 127.0.0.0/8"), "{f}");
+
+    let report = run(&config(port, Security::None)).await;
+    assert_eq!(failure(&report).class, FailureClass::ConnectionRefused);
+}
+
+#[tokio::test]
+async fn bad_configuration_is_an_error_before_connecting() {
+    let mut cfg = config(1, Security::None);
+    cfg.helo_name = Some("bad name\r\nRSET".into());
+    assert!(matches!(
+        run_session(&cfg, &DestinationPolicy::default(), None).await,
+        Err(SessionError::InvalidHeloName(_))
+    ));
+    let mut cfg = config(1, Security::None);
+    cfg.message = None;
+    assert!(matches!(
+        run_session(&cfg, &DestinationPolicy::default(), None).await,
+        Err(SessionError::MissingMessage)
+    ));
+    let mut cfg = config(1, Security::StartTlsRequired);
+    cfg.extra_ca_pem = Some(b"not pem".to_vec());
+    assert!(matches!(
+        run_session(&cfg, &DestinationPolicy::default(), None).await,
+        Err(SessionError::Tls(_))
+    ));
+}
+
+#[tokio::test]
+async fn dns_failure() {
+    let mut cfg = config(25, Security::None);
+    cfg.host = "does-not-exist.invalid".into();
+    let report = run(&cfg).await;
+    let f = failure(&report);
+    assert_eq!((f.class, f.phase), (FailureClass::Dns, Phase::Dns), "{f}");
+}

@@ -1,0 +1,187 @@
+//! A scripted SMTP peer for the session tests: it accepts one connection on
+//! 127.0.0.1:0 and plays a list of [`Step`]s, recording what the client sent.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// One step of a script.
+pub enum Step {
+    /// Send these bytes as they are.
+    Raw(Vec<u8>),
+    /// Send one reply line (CRLF is added).
+    Say(&'static str),
+    /// Read one line and check that it starts with this text (case-insensitive).
+    Expect(&'static str),
+    /// Read message data up to and including the terminating `.` line.
+    ReadData,
+    /// Read some message data (at least `n` bytes) and then hang up.
+    ReadSomeThenClose(usize),
+    /// Start TLS as a server with this configuration.
+    Tls(Arc<ServerConfig>),
+    /// Say nothing for a long time (the client's timeout must fire first).
+    Stall,
+    /// Hang up.
+    Close,
+}
+
+/// What the peer saw.
+#[derive(Debug, Default)]
+pub struct PeerLog {
+    /// Every command line received (without CRLF), outside DATA.
+    pub lines: Vec<String>,
+    /// The raw DATA bytes, including the terminating ".\r\n".
+    pub data: Vec<u8>,
+    /// The first script violation, if any.
+    pub error: Option<String>,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Binds 127.0.0.1:0 and plays `steps` on the first connection.
+pub async fn start(steps: Vec<Step>) -> (u16, JoinHandle<PeerLog>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = tokio::spawn(async move {
+        let mut log = PeerLog::default();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let stream: Box<dyn Io> = Box::new(tcp);
+        if let Err(e) = play(stream, steps, &mut log).await {
+            log.error = Some(e);
+        }
+        log
+    });
+    (port, handle)
+}
+
+async fn read_line(reader: &mut BufReader<Box<dyn Io>>) -> Result<Vec<u8>, String> {
+    let mut line = Vec::new();
+    let n = reader
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err("client closed the connection".into());
+    }
+    Ok(line)
+}
+
+async fn play(stream: Box<dyn Io>, steps: Vec<Step>, log: &mut PeerLog) -> Result<(), String> {
+    let mut reader = BufReader::new(stream);
+    for step in steps {
+        match step {
+            Step::Raw(bytes) => reader
+                .get_mut()
+                .write_all(&bytes)
+                .await
+                .map_err(|e| e.to_string())?,
+            Step::Say(line) => {
+                let mut bytes = line.as_bytes().to_vec();
+                bytes.extend_from_slice(b"\r\n");
+                reader
+                    .get_mut()
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Step::Expect(prefix) => {
+                let line = read_line(&mut reader).await?;
+                let text = String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
+                log.lines.push(text.clone());
+                if !text
+                    .to_ascii_uppercase()
+                    .starts_with(&prefix.to_ascii_uppercase())
+                {
+                    return Err(format!("expected {prefix:?}, got {text:?}"));
+                }
+            }
+            Step::ReadData => loop {
+                let line = read_line(&mut reader).await?;
+                log.data.extend_from_slice(&line);
+                if line == b".\r\n" {
+                    break;
+                }
+            },
+            Step::ReadSomeThenClose(n) => {
+                while log.data.len() < n {
+                    let line = read_line(&mut reader).await?;
+                    log.data.extend_from_slice(&line);
+                }
+                return Ok(());
+            }
+            Step::Tls(config) => {
+                if !reader.buffer().is_empty() {
+                    return Err("client sent data before the TLS handshake".into());
+                }
+                let inner = reader.into_inner();
+                let tls = tokio_rustls::TlsAcceptor::from(config)
+                    .accept(inner)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                reader = BufReader::new(Box::new(tls));
+            }
+            Step::Stall => tokio::time::sleep(Duration::from_secs(60)).await,
+            Step::Close => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// A test CA made at run time.
+pub struct TestCa {
+    /// The CA certificate, PEM.
+    pub pem: String,
+    der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    /// A new CA called `name`.
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A server configuration with a certificate for `names`, expired when `expired`.
+    pub fn server_config(&self, names: &[&str], expired: bool) -> Arc<ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone(), self.der.clone()], key)
+                .unwrap();
+        Arc::new(config)
+    }
+}
