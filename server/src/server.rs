@@ -2,7 +2,7 @@
 
 use crate::api::accounts::Accounts;
 use crate::api::credentials::Credentials;
-use crate::api::tests::Tests;
+use crate::api::smtp_tests::Tests;
 use crate::crypto::{self, Cipher, KeyError};
 use crate::runner::{SmtpSettings, TestRunner};
 use crate::store::{self, DatabaseUrl, Store};

@@ -1,6 +1,10 @@
 //! The `mailplane` binary as an operator runs it: serve, CLI calls, SIGTERM, and start-up
 //! failures that exit non-zero with a message.
 
+// Helpers of integration tests are not `#[test]` functions, so clippy's test allowances do not
+// reach them; a panic is how a test reports, and every spawned server is waited for or killed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

@@ -1,6 +1,10 @@
 //! End-to-end tests: the real server, on SQLite and on PostgreSQL, driven over gRPC.
 //! One test binary with modules, so that linking happens once.
 
+// Test bodies here are async fns called from generated `#[tokio::test]`s, which clippy's test
+// allowances do not reach; a panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod accounts;
 mod cli;
 mod concurrency;

@@ -318,10 +318,10 @@ impl SmtpFixtures {
             for sub in ["new", "cur"] {
                 if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
                     for entry in entries.flatten() {
-                        if let Ok(text) = std::fs::read_to_string(entry.path()) {
-                            if text.contains(needle) {
-                                return text;
-                            }
+                        if let Ok(text) = std::fs::read_to_string(entry.path())
+                            && text.contains(needle)
+                        {
+                            return text;
                         }
                     }
                 }

@@ -4,4 +4,4 @@ pub mod accounts;
 pub mod convert;
 pub mod credentials;
 pub mod paging;
-pub mod tests;
+pub mod smtp_tests;

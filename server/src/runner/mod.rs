@@ -365,24 +365,24 @@ impl TestRunner {
             StopAfter::Auth => smtp::StopAfter::Auth,
             StopAfter::Delivery => smtp::StopAfter::Delivery,
         };
-        if s.use_authentication {
-            if let Some(id) = s.credential {
-                let credential = self.store.get_credential(id).await?;
-                let secret = self.store.credential_secret(id, &self.cipher).await?;
-                let mechanism = match s
-                    .auth_mechanism
-                    .unwrap_or(AuthMechanism::for_kind(credential.spec.kind))
-                {
-                    AuthMechanism::Plain => smtp::AuthMechanism::Plain,
-                    AuthMechanism::Login => smtp::AuthMechanism::Login,
-                    AuthMechanism::XOAuth2 => smtp::AuthMechanism::XOAuth2,
-                };
-                config.auth = Some(smtp::Credentials::new(
-                    mechanism,
-                    credential.spec.username,
-                    smtp::Secret::new(secret.expose()),
-                ));
-            }
+        if s.use_authentication
+            && let Some(id) = s.credential
+        {
+            let credential = self.store.get_credential(id).await?;
+            let secret = self.store.credential_secret(id, &self.cipher).await?;
+            let mechanism = match s
+                .auth_mechanism
+                .unwrap_or(AuthMechanism::for_kind(credential.spec.kind))
+            {
+                AuthMechanism::Plain => smtp::AuthMechanism::Plain,
+                AuthMechanism::Login => smtp::AuthMechanism::Login,
+                AuthMechanism::XOAuth2 => smtp::AuthMechanism::XOAuth2,
+            };
+            config.auth = Some(smtp::Credentials::new(
+                mechanism,
+                credential.spec.username,
+                smtp::Secret::new(secret.expose()),
+            ));
         }
         config.message = Some(smtp::MessageSpec {
             sender: s.sender_email.clone(),
