@@ -47,6 +47,68 @@ pub struct SmtpFileConfig {
     pub max_tests_per_account: Option<usize>,
     /// Seconds a whole test may take.
     pub test_deadline_secs: Option<u64>,
+    /// Per-phase timeouts in seconds; unset ones keep their defaults (RFC 5321 §4.5.3.2,
+    /// scaled down for an interactive test).
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+}
+
+/// The `[smtp.timeouts]` table, in seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// Resolving the host.
+    pub dns: Option<u64>,
+    /// Opening the TCP connection.
+    pub connect: Option<u64>,
+    /// Waiting for the greeting.
+    pub banner: Option<u64>,
+    /// EHLO.
+    pub ehlo: Option<u64>,
+    /// The STARTTLS command.
+    pub starttls: Option<u64>,
+    /// The TLS handshake.
+    pub tls_handshake: Option<u64>,
+    /// AUTH.
+    pub auth: Option<u64>,
+    /// MAIL FROM.
+    pub mail_from: Option<u64>,
+    /// RCPT TO.
+    pub rcpt_to: Option<u64>,
+    /// The DATA command.
+    pub data_init: Option<u64>,
+    /// Each block of the message.
+    pub data_block: Option<u64>,
+    /// The reply to the final dot.
+    pub data_end: Option<u64>,
+    /// QUIT.
+    pub quit: Option<u64>,
+}
+
+impl TimeoutsFile {
+    /// Applies the timeouts that are set.
+    fn apply(&self, t: &mut smtp::Timeouts) {
+        let pairs = [
+            (self.dns, &mut t.dns),
+            (self.connect, &mut t.connect),
+            (self.banner, &mut t.banner),
+            (self.ehlo, &mut t.ehlo),
+            (self.starttls, &mut t.starttls),
+            (self.tls_handshake, &mut t.tls_handshake),
+            (self.auth, &mut t.auth),
+            (self.mail_from, &mut t.mail_from),
+            (self.rcpt_to, &mut t.rcpt_to),
+            (self.data_init, &mut t.data_init),
+            (self.data_block, &mut t.data_block),
+            (self.data_end, &mut t.data_end),
+            (self.quit, &mut t.quit),
+        ];
+        for (secs, slot) in pairs {
+            if let Some(secs) = secs {
+                *slot = Duration::from_secs(secs.max(1));
+            }
+        }
+    }
 }
 
 impl FileConfig {
@@ -122,6 +184,7 @@ fn smtp_settings(flags: &Overrides, file: &SmtpFileConfig) -> Result<SmtpSetting
     if let Some(secs) = file.test_deadline_secs {
         settings.timeouts.overall = Duration::from_secs(secs.max(1));
     }
+    file.timeouts.apply(&mut settings.timeouts);
     Ok(settings)
 }
 
@@ -172,15 +235,26 @@ mod tests {
 
     #[test]
     fn smtp_rules_parse_and_bad_ones_are_named() {
-        let file: FileConfig =
-            toml::from_str("[smtp]\ndeny = [\"10.0.0.0/8\", \"127.0.0.1 25\"]").unwrap();
+        let file: FileConfig = toml::from_str(
+            "[smtp]\ndeny = [\"10.0.0.0/8\", \"127.0.0.1 25\"]\n[smtp.timeouts]\nbanner = 7",
+        )
+        .unwrap();
         let c = resolve(Overrides::default(), &file).unwrap();
         assert_eq!(c.smtp.policy.deny.len(), 2);
+        assert_eq!(c.smtp.timeouts.banner, Duration::from_secs(7));
         let flags = Overrides {
             smtp_allow: vec!["not-a-cidr".into()],
             ..Overrides::default()
         };
         assert!(resolve(flags, &file).unwrap_err().contains("not-a-cidr"));
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let file: FileConfig = toml::from_str(include_str!("../../deploy/mailplane.toml")).unwrap();
+        let c = resolve(Overrides::default(), &file).unwrap();
+        assert_eq!(c.listen.port(), 7750);
+        assert_eq!(c.smtp.max_tests_per_account, 4);
     }
 
     #[test]

@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 /// The port `mailplane serve` listens on by default, on 127.0.0.1.
@@ -228,7 +227,10 @@ pub async fn serve(
     if let Some(addr) = local {
         tracing::info!(%addr, "mailplane listening");
     }
-    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    // Without TCP_NODELAY, a response larger than one segment waits for the client's delayed
+    // ACK (about 40 ms) before its tail is sent.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serving = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(serving);
     let drain_deadline = async {
         if drain_rx.await.is_ok() {
