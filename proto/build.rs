@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mailplane/v1/accounts.proto",
         "mailplane/v1/credentials.proto",
         "mailplane/v1/tests.proto",
+        "mailplane/v1/connectors.proto",
+        "mailplane/v1/agent.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
