@@ -20,6 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // The generated `connect` constructor would clash with AgentService.Connect; clients
+        // are built from a channel instead.
+        .build_transport(false)
         .compile_fds(fds)?;
     Ok(())
 }

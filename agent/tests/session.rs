@@ -839,3 +839,224 @@ async fn dns_failure() {
     let f = failure(&report);
     assert_eq!((f.class, f.phase), (FailureClass::Dns, Phase::Dns), "{f}");
 }
+
+/// Every timeout (and the overall deadline) for the failure tests below: the failure must
+/// come from what the server said, well before any of these fire.
+const QUICK: Duration = Duration::from_secs(2);
+
+/// Runs `cfg` with [`QUICK`] timeouts and checks that it ended before any of them.
+async fn run_quick(mut cfg: SessionConfig) -> SessionReport {
+    cfg.timeouts = Timeouts::all(QUICK);
+    let t0 = Instant::now();
+    let report = run(&cfg).await;
+    let took = t0.elapsed();
+    assert!(
+        took < QUICK,
+        "took {took:?}, so a timeout fired instead of the server's answer: {report:#?}"
+    );
+    report
+}
+
+/// The failure, checked for `class`, `phase`, a hint, and a failed record for `phase`.
+fn expect_failure(report: &SessionReport, class: FailureClass, phase: Phase) -> &Failure {
+    let f = failure(report);
+    assert_eq!((f.class, f.phase), (class, phase), "{f}");
+    assert!(!f.hint.trim().is_empty(), "empty hint: {f}");
+    let rec = report.phases(phase).last().unwrap();
+    assert_eq!(rec.status, PhaseStatus::Failed, "{rec:?}");
+    f
+}
+
+#[tokio::test]
+async fn mail_from_553_is_sender_rejected() {
+    let (port, peer) = peer::start(vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say(EHLO_PLAIN),
+        Step::Expect("MAIL FROM:<bounces@example.org>"),
+        Step::Say("553 5.7.1 <bounces@example.org>: Sender address rejected: not owned by user"),
+        Step::Expect("QUIT"),
+        Step::Say("221 2.0.0 Bye"),
+    ])
+    .await;
+    let report = run_quick(config(port, Security::None)).await;
+    let log = finish(peer).await;
+    let f = expect_failure(&report, FailureClass::SenderRejected, Phase::MailFrom);
+    assert!(
+        f.hint.contains("553") && f.hint.contains("Sender address rejected"),
+        "{f}"
+    );
+    assert_eq!(f.reply.as_ref().unwrap().code, 553);
+    assert_eq!(f.reply.as_ref().unwrap().enhanced.as_deref(), Some("5.7.1"));
+    // No RCPT TO or DATA after the refusal, just a polite QUIT.
+    assert_eq!(
+        log.lines,
+        [
+            "EHLO client.example.org",
+            "MAIL FROM:<bounces@example.org>",
+            "QUIT"
+        ]
+    );
+    assert_eq!(report.phases(Phase::RcptTo).count(), 0);
+    let quit = report.transcript.last().unwrap();
+    assert_eq!((quit.phase, quit.status), (Phase::Quit, PhaseStatus::Ok));
+}
+
+#[tokio::test]
+async fn final_dot_554_is_message_rejected() {
+    let mut steps = up_to_rcpt();
+    steps.extend([
+        Step::Say("250 2.1.5 Ok"),
+        Step::Expect("DATA"),
+        Step::Say("354 End data with <CR><LF>.<CR><LF>"),
+        Step::ReadData,
+        Step::Say("554 5.7.1 Message rejected: spam content detected"),
+        Step::Expect("QUIT"),
+        Step::Say("221 2.0.0 Bye"),
+    ]);
+    let (port, peer) = peer::start(steps).await;
+    let report = run_quick(config(port, Security::None)).await;
+    let log = finish(peer).await;
+    let f = expect_failure(&report, FailureClass::MessageRejected, Phase::Data);
+    assert!(
+        f.hint.contains("554") && f.hint.contains("spam content detected"),
+        "{f}"
+    );
+    assert_eq!(f.reply.as_ref().unwrap().code, 554);
+    // The whole message went out before the refusal.
+    assert!(log.data.ends_with(b"\r\n.\r\n"));
+    let data = report.phases(Phase::Data).next().unwrap();
+    assert_eq!(data.commands, ["DATA", "."]);
+    assert_eq!(data.reply.as_ref().unwrap().code, 554);
+    assert_eq!(log.lines.last().map(String::as_str), Some("QUIT"));
+    assert_eq!(report.transcript.last().unwrap().phase, Phase::Quit);
+}
+
+#[tokio::test]
+async fn banner_554_and_ehlo_5xx_are_permanent_failures() {
+    // RFC 5321 §3.1: a 554 greeting means "no SMTP service here"; the client should QUIT.
+    let (port, peer) = peer::start(vec![
+        Step::Say("554 5.3.2 mail.example.net: no SMTP service for you"),
+        Step::Expect("QUIT"),
+        Step::Say("221 2.0.0 Bye"),
+    ])
+    .await;
+    let report = run_quick(config(port, Security::StartTlsRequired)).await;
+    let log = finish(peer).await;
+    let f = expect_failure(&report, FailureClass::PermanentFailure, Phase::Banner);
+    assert!(
+        f.hint.contains("554") && f.hint.contains("no SMTP service"),
+        "{f}"
+    );
+    assert_eq!(log.lines, ["QUIT"]);
+    assert_eq!(report.phases(Phase::Ehlo).count(), 0);
+
+    let (port, peer) = peer::start(vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO client.example.org"),
+        Step::Say("550 5.7.1 client.example.org: access denied"),
+        Step::Expect("QUIT"),
+        Step::Say("221 2.0.0 Bye"),
+    ])
+    .await;
+    let report = run_quick(config(port, Security::None)).await;
+    finish(peer).await;
+    let f = expect_failure(&report, FailureClass::PermanentFailure, Phase::Ehlo);
+    assert!(
+        f.hint.contains("550") && f.hint.contains("access denied"),
+        "{f}"
+    );
+    assert_eq!(report.phases(Phase::MailFrom).count(), 0);
+}
+
+/// What the peer does after `220` to STARTTLS, in a STARTTLS handshake that fails.
+async fn failed_handshake(after_starttls: Vec<Step>) -> (SessionReport, PeerLog) {
+    let mut steps = vec![
+        Step::Say("220 mail.example.net ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say(EHLO_STARTTLS),
+        Step::Expect("STARTTLS"),
+        Step::Say("220 2.0.0 Ready to start TLS"),
+    ];
+    steps.extend(after_starttls);
+    let (port, peer) = peer::start(steps).await;
+    let mut cfg = config(port, Security::StartTlsRequired);
+    cfg.auth = Some(Credentials::new(
+        AuthMechanism::Plain,
+        "alice",
+        Secret::new(SECRET),
+    ));
+    let report = run_quick(cfg).await;
+    let log = finish(peer).await;
+    let f = expect_failure(&report, FailureClass::TlsHandshake, Phase::TlsHandshake);
+    // The connection is unusable: nothing follows the failed handshake, in clear or not.
+    assert_eq!(
+        report.transcript.last().unwrap().phase,
+        Phase::TlsHandshake,
+        "{f}"
+    );
+    assert_eq!(log.lines, ["EHLO client.example.org", "STARTTLS"], "{f}");
+    let tls = report
+        .phases(Phase::TlsHandshake)
+        .next()
+        .unwrap()
+        .tls
+        .clone()
+        .unwrap();
+    assert!(
+        matches!(tls.verification, Verification::Failed { .. }),
+        "{tls:?}"
+    );
+    assert_eq!(tls.peer_certificate, None);
+    (report, log)
+}
+
+#[tokio::test]
+async fn tls_handshake_failures() {
+    // A legacy server that speaks only TLS 1.0 answers the ClientHello in TLS 1.0.
+    let (report, log) = failed_handshake(vec![
+        Step::ExpectClientHello,
+        Step::Raw(peer::tls10_server_hello()),
+        Step::ReadUntilClosed,
+    ])
+    .await;
+    let f = failure(&report);
+    assert_eq!(
+        f.hint,
+        "the server supports no TLS version or cipher this client accepts (TLS 1.2+)"
+    );
+    assert!(f.message.contains("TLS handshake failed"), "{f}");
+    // The client said why before it hung up: a fatal protocol_version alert.
+    assert_eq!(log.tail.first(), Some(&0x15), "{:02x?}", log.tail);
+    assert!(log.tail.ends_with(&[2, 70]), "{:02x?}", log.tail);
+
+    // A server that aborts with a handshake_failure alert (no common version or cipher).
+    let (report, _) = failed_handshake(vec![
+        Step::ExpectClientHello,
+        Step::Raw(b"\x15\x03\x03\x00\x02\x02\x28".to_vec()),
+        Step::ReadUntilClosed,
+    ])
+    .await;
+    let f = failure(&report);
+    assert!(
+        f.hint.contains("alert") && f.hint.contains("HandshakeFailure"),
+        "{f}"
+    );
+
+    // A server that answers the ClientHello with something that is not TLS.
+    let (report, _) = failed_handshake(vec![
+        Step::ExpectClientHello,
+        Step::Say("500 5.5.1 what is this?"),
+        Step::ReadUntilClosed,
+    ])
+    .await;
+    let f = failure(&report);
+    assert!(f.message.contains("TLS handshake failed"), "{f}");
+    assert_eq!(f.hint, FailureClass::TlsHandshake.default_hint());
+
+    // A server that hangs up in the middle of the handshake.
+    let (report, _) = failed_handshake(vec![Step::ExpectClientHello, Step::Close]).await;
+    let f = failure(&report);
+    assert!(f.message.contains("TLS handshake failed"), "{f}");
+    assert_eq!(f.hint, FailureClass::TlsHandshake.default_hint());
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -27,6 +27,11 @@ pub enum Step {
     ReadSomeThenClose(usize),
     /// Start TLS as a server with this configuration.
     Tls(Arc<ServerConfig>),
+    /// Read one plaintext TLS record and check that it carries a ClientHello (the
+    /// client's first handshake flight), without answering it.
+    ExpectClientHello,
+    /// Read until the client hangs up, keeping what it sent in [`PeerLog::tail`].
+    ReadUntilClosed,
     /// Say nothing for a long time (the client's timeout must fire first).
     Stall,
     /// Hang up.
@@ -40,6 +45,8 @@ pub struct PeerLog {
     pub lines: Vec<String>,
     /// The raw DATA bytes, including the terminating ".\r\n".
     pub data: Vec<u8>,
+    /// What the client sent during [`Step::ReadUntilClosed`].
+    pub tail: Vec<u8>,
     /// The first script violation, if any.
     pub error: Option<String>,
 }
@@ -131,11 +138,54 @@ async fn play(stream: Box<dyn Io>, steps: Vec<Step>, log: &mut PeerLog) -> Resul
                     .map_err(|e| e.to_string())?;
                 reader = BufReader::new(Box::new(tls));
             }
+            Step::ExpectClientHello => {
+                let mut header = [0u8; 5];
+                reader
+                    .read_exact(&mut header)
+                    .await
+                    .map_err(|e| format!("reading a TLS record header: {e}"))?;
+                let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+                let mut body = vec![0u8; len];
+                reader
+                    .read_exact(&mut body)
+                    .await
+                    .map_err(|e| format!("reading a TLS record body: {e}"))?;
+                // Content type 22 (handshake), handshake type 1 (ClientHello).
+                if header[0] != 22 || body.first() != Some(&1) {
+                    return Err(format!(
+                        "expected a ClientHello, got record header {header:02x?}"
+                    ));
+                }
+            }
+            Step::ReadUntilClosed => {
+                reader
+                    .read_to_end(&mut log.tail)
+                    .await
+                    .map_err(|e| format!("reading until the client hangs up: {e}"))?;
+            }
             Step::Stall => tokio::time::sleep(Duration::from_secs(60)).await,
             Step::Close => return Ok(()),
         }
     }
     Ok(())
+}
+
+/// A plaintext TLS record with a ServerHello that selects TLS 1.0 (and
+/// `TLS_RSA_WITH_AES_128_CBC_SHA`): what a legacy server that speaks nothing newer
+/// answers to a modern ClientHello.
+pub fn tls10_server_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x01]; // server_version TLS 1.0
+    body.extend_from_slice(&[0x11; 32]); // random
+    body.push(0); // empty session id
+    body.extend_from_slice(&[0x00, 0x2f]); // cipher suite
+    body.push(0); // null compression
+    let len = u32::try_from(body.len()).unwrap().to_be_bytes();
+    let mut handshake = vec![2, len[1], len[2], len[3]]; // ServerHello
+    handshake.extend_from_slice(&body);
+    let len = u16::try_from(handshake.len()).unwrap().to_be_bytes();
+    let mut record = vec![22, 0x03, 0x01, len[0], len[1]];
+    record.extend_from_slice(&handshake);
+    record
 }
 
 /// A test CA made at run time.
