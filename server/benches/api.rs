@@ -32,12 +32,9 @@ fn main() {
 async fn run() {
     let dir = tempfile::tempdir().unwrap();
     let config = mailplane_server::ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        database_url: None,
-        key_file: None,
         drain_timeout: Duration::from_secs(2),
-        smtp: mailplane_server::runner::SmtpSettings::default(),
+        agent_listen: None,
+        ..mailplane_server::ServerConfig::new(dir.path().to_path_buf())
     };
     // Create the schema, then seed in one statement: 100,000 creates over gRPC would measure
     // the seeding, not the listing.

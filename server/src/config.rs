@@ -2,7 +2,7 @@
 //! both), which win over the TOML config file, which wins over the defaults.
 
 use crate::runner::SmtpSettings;
-use crate::server::{DEFAULT_PORT, ServerConfig};
+use crate::server::{DEFAULT_AGENT_PORT, DEFAULT_PORT, ServerConfig};
 use mailplane_agent::smtp;
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -30,6 +30,10 @@ pub struct FileConfig {
     /// How test e-mails run.
     #[serde(default)]
     pub smtp: SmtpFileConfig,
+    /// Where agents connect (TLS), or `"off"`.
+    pub agent_listen: Option<String>,
+    /// Names and addresses agents reach the agent listener by.
+    pub agent_tls_names: Option<Vec<String>>,
 }
 
 /// The `[smtp]` table: how test e-mails run.
@@ -151,6 +155,10 @@ pub struct Overrides {
     pub smtp_deny: Vec<String>,
     /// `--smtp-extra-ca`.
     pub smtp_extra_ca: Option<PathBuf>,
+    /// `--agent-listen`.
+    pub agent_listen: Option<String>,
+    /// `--agent-tls-name`.
+    pub agent_tls_names: Vec<String>,
 }
 
 fn rules(list: &[String]) -> Result<Vec<smtp::Rule>, String> {
@@ -188,9 +196,51 @@ fn smtp_settings(flags: &Overrides, file: &SmtpFileConfig) -> Result<SmtpSetting
     Ok(settings)
 }
 
+/// The agent listener's address: `off` disables it.
+fn agent_listen(flags: &Overrides, file: &FileConfig) -> Result<Option<SocketAddr>, String> {
+    match flags
+        .agent_listen
+        .as_deref()
+        .or(file.agent_listen.as_deref())
+    {
+        None => Ok(Some(SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            DEFAULT_AGENT_PORT,
+        )))),
+        Some("off") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("agent listen address {text:?}: {e}; use HOST:PORT or off")),
+    }
+}
+
+/// The names the agent listener's certificate covers by default: loopback, and this host.
+fn default_agent_tls_names() -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            names.push(host.to_owned());
+        }
+    }
+    names
+}
+
 /// Merges flags and environment over the file over the defaults.
 pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, String> {
     let smtp = smtp_settings(&flags, &file.smtp)?;
+    let agent_listen = agent_listen(&flags, file)?;
+    let mut agent_tls_names = default_agent_tls_names();
+    if !flags.agent_tls_names.is_empty() {
+        agent_tls_names.extend(flags.agent_tls_names.iter().cloned());
+    } else if let Some(names) = &file.agent_tls_names {
+        agent_tls_names.extend(names.iter().cloned());
+    }
     Ok(ServerConfig {
         listen: flags.listen.or(file.listen).unwrap_or_else(default_listen),
         data_dir: flags
@@ -206,6 +256,9 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, Stri
                 .unwrap_or(15),
         ),
         smtp,
+        agent_listen,
+        agent_tls_names,
+        agent_heartbeat: Duration::from_secs(10),
     })
 }
 

@@ -29,6 +29,9 @@ pub enum Error {
     /// A resource with the same unique key already exists.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The caller's credentials (e.g. an enrollment token or a certificate) are not valid.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The server's policy forbids it (e.g. a denied SMTP destination).
     #[error("{0}")]
     PermissionDenied(String),
@@ -65,6 +68,7 @@ impl From<Error> for Status {
             Error::AlreadyExists(msg) => Status::already_exists(msg),
             Error::Aborted(msg) => Status::aborted(msg),
             Error::PermissionDenied(msg) => Status::permission_denied(msg),
+            Error::Unauthenticated(msg) => Status::unauthenticated(msg),
             Error::ResourceExhausted(msg) => Status::resource_exhausted(msg),
             Error::Database(ref e) => {
                 tracing::error!(error = %e, "database error");

@@ -17,5 +17,6 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tunnel;
 
 pub use server::{ServerConfig, StartupError, run, serve};

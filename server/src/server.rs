@@ -1,12 +1,18 @@
 //! `mailplane serve`: opens the database and the key, then serves the API until shutdown.
 
 use crate::api::accounts::Accounts;
+use crate::api::connectors::Connectors;
 use crate::api::credentials::Credentials;
 use crate::api::smtp_tests::Tests;
 use crate::crypto::{self, Cipher, KeyError};
 use crate::runner::{SmtpSettings, TestRunner};
 use crate::store::{self, DatabaseUrl, Store};
+use crate::tunnel::ca::AgentCa;
+use crate::tunnel::registry::Registry;
+use crate::tunnel::service::AgentApi;
+use mailplane_proto::v1::agent_service_server::AgentServiceServer;
 use mailplane_proto::v1::credential_service_server::CredentialServiceServer;
+use mailplane_proto::v1::network_connector_service_server::NetworkConnectorServiceServer;
 use mailplane_proto::v1::smtp_account_service_server::SmtpAccountServiceServer;
 use mailplane_proto::v1::smtp_test_service_server::SmtpTestServiceServer;
 use std::future::Future;
@@ -19,6 +25,22 @@ use tonic_health::ServingStatus;
 
 /// The port `mailplane serve` listens on by default, on 127.0.0.1.
 pub const DEFAULT_PORT: u16 = 7750;
+/// The port of the agents' TLS listener by default.
+pub const DEFAULT_AGENT_PORT: u16 = 7751;
+
+/// The listeners `serve` runs on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// The API.
+    pub api: TcpListener,
+    /// The agents' TLS listener, if agents are served.
+    pub agent: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(api: TcpListener) -> Self {
+        Self { api, agent: None }
+    }
+}
 
 /// Everything `serve` needs, resolved from flags, environment and config file.
 #[derive(Debug, Clone)]
@@ -35,9 +57,35 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// How test e-mails run: destination policy, timeouts, limits.
     pub smtp: SmtpSettings,
+    /// Where agents connect (TLS, client certificates); `None` serves no agents.
+    pub agent_listen: Option<SocketAddr>,
+    /// The names and addresses agents reach the agent listener by; its certificate covers
+    /// them, together with the listener's own address.
+    pub agent_tls_names: Vec<String>,
+    /// How often the server and agents exchange heartbeats; three missed ones end a stream.
+    pub agent_heartbeat: Duration,
 }
 
 impl ServerConfig {
+    /// The defaults, with data in `data_dir`: the API on 127.0.0.1:7750, agents on
+    /// 127.0.0.1:7751, SQLite, the key file in the data dir.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            data_dir,
+            database_url: None,
+            key_file: None,
+            drain_timeout: Duration::from_secs(15),
+            smtp: SmtpSettings::default(),
+            agent_listen: Some(SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                DEFAULT_AGENT_PORT,
+            ))),
+            agent_tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            agent_heartbeat: Duration::from_secs(10),
+        }
+    }
+
     /// The key file in use.
     pub fn key_path(&self) -> PathBuf {
         self.key_file
@@ -137,28 +185,43 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartupError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    serve(listener, config, shutdown).await
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })
+    };
+    let api = bind(config.listen).await?;
+    let agent = match config.agent_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    serve(Listeners { api, agent }, config, shutdown).await
 }
 
 /// Serves on an already bound listener until `shutdown` completes: health turns NOT_SERVING,
 /// the listener closes, and in-flight calls get `drain_timeout` to finish.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
+    let Listeners {
+        api: listener,
+        agent: agent_listener,
+    } = listeners.into();
     let state = open_state(&config).await?;
     let local = listener.local_addr().ok();
+    let registry = Arc::new(Registry::default());
+    let ca = Arc::new(
+        AgentCa::load_or_create(&*state.store, &state.cipher)
+            .await
+            .map_err(|e| StartupError::Config(format!("agent CA: {e}")))?,
+    );
     let runner = TestRunner::new(
         Arc::clone(&state.store),
         state.cipher.clone(),
         config.smtp.clone(),
+        Arc::clone(&registry),
     );
     match runner.close_stale().await {
         Ok(0) => {}
@@ -188,8 +251,10 @@ pub async fn serve(
         .map_err(|e| StartupError::Serve(e.to_string()))?;
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal = {
         let health = health.clone();
+        let registry = Arc::clone(&registry);
         async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
@@ -205,6 +270,9 @@ pub async fn serve(
             health
                 .set_not_serving::<SmtpTestServiceServer<Tests>>()
                 .await;
+            // Agents reconnect elsewhere (another replica, or this one after a restart).
+            registry.close_all();
+            let _ = stop_tx.send(true);
             let _ = drain_tx.send(());
         }
     };
@@ -222,15 +290,38 @@ pub async fn serve(
             Arc::clone(&state.store),
             state.cipher.clone(),
         )))
-        .add_service(SmtpTestServiceServer::new(Tests::new(runner)));
+        .add_service(SmtpTestServiceServer::new(Tests::new(runner)))
+        .add_service(NetworkConnectorServiceServer::new(Connectors::new(
+            Arc::clone(&state.store),
+            Arc::clone(&registry),
+            Arc::clone(&ca),
+        )));
 
     if let Some(addr) = local {
         tracing::info!(%addr, "mailplane listening");
     }
+    let agents = match agent_listener {
+        Some(listener) => {
+            let api = AgentApi::new(
+                Arc::clone(&state.store),
+                Arc::clone(&ca),
+                Arc::clone(&registry),
+                config.agent_heartbeat,
+            );
+            Some(agent_server(listener, &config, &ca, api, stop_rx)?)
+        }
+        None => None,
+    };
     // Without TCP_NODELAY, a response larger than one segment waits for the client's delayed
     // ACK (about 40 ms) before its tail is sent.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serving = router.serve_with_incoming_shutdown(incoming, signal);
+    let serving = async move {
+        match agents {
+            Some(agents) => tokio::try_join!(serving, agents).map(|_| ()),
+            None => serving.await,
+        }
+    };
     tokio::pin!(serving);
     let drain_deadline = async {
         if drain_rx.await.is_ok() {
@@ -247,4 +338,44 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The agents' listener: TLS with the CA's server certificate, and client certificates checked
+/// against the same CA. `Enroll` has no certificate yet, so one is optional at the TLS layer;
+/// every other call of `AgentService` requires it.
+fn agent_server(
+    listener: TcpListener,
+    config: &ServerConfig,
+    ca: &AgentCa,
+    api: AgentApi,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, StartupError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError::Config(format!("agent listener: {e}")))?;
+    let mut names = config.agent_tls_names.clone();
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    names.sort();
+    names.dedup();
+    let (cert, key) = ca
+        .server_identity(&names)
+        .map_err(|e| StartupError::Config(format!("agent listener certificate: {e}")))?;
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .client_ca_root(Certificate::from_pem(ca.cert_pem()))
+        .client_auth_optional(true);
+    let router = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .map_err(|e| StartupError::Config(format!("agent listener TLS: {e}")))?
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(AgentServiceServer::new(api));
+    tracing::info!(%addr, names = ?names, "agent listener (TLS) listening");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }))
 }

@@ -66,6 +66,7 @@ async fn create_get_and_defaults(server: &TestServer) {
         .into_inner();
     assert_eq!(got, created);
 
+    let connector = server.create_connector("Datacenter B").await;
     let full = create_account(
         &mut c,
         pb::SmtpAccount {
@@ -80,7 +81,7 @@ async fn create_get_and_defaults(server: &TestServer) {
             charset: "ISO-8859-1".into(),
             plain_text_only: true,
             attachment_size_limit_bytes: 10 << 20,
-            network_connector: "connectors/7".into(),
+            network_connector: connector.name.clone(),
             use_network_connector: true,
             sender_email: "Ops Team <ops@example.com>".into(),
             ..account("Full")
@@ -91,7 +92,7 @@ async fn create_get_and_defaults(server: &TestServer) {
     assert_eq!(full.return_path_email, "bounces@example.com");
     assert_eq!(full.confirmation_email, "reads@example.com");
     assert_eq!(full.footer_text, "-- \nSent by mailplane");
-    assert_eq!(full.network_connector, "connectors/7");
+    assert_eq!(full.network_connector, connector.name);
     assert_eq!(full.sender_email, "Ops Team <ops@example.com>");
     assert_eq!(full.attachment_size_limit_bytes, 10 << 20);
 }
@@ -265,6 +266,16 @@ async fn every_validation_rule_refuses_and_changes_nothing(server: &TestServer) 
             },
             Code::InvalidArgument,
             "network_connector",
+        ),
+        (
+            "connector that does not exist",
+            pb::SmtpAccount {
+                use_network_connector: true,
+                network_connector: "connectors/999".into(),
+                ..account("x25")
+            },
+            Code::FailedPrecondition,
+            "connectors/999",
         ),
         (
             "malformed connector",

@@ -156,12 +156,8 @@ async fn wrong_or_missing_key_fails_at_startup() {
 async fn unreachable_database_is_a_clear_startup_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = mailplane_server::ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
         database_url: Some("postgres://nobody:hunter2@127.0.0.1:1/none".into()),
-        key_file: None,
-        drain_timeout: std::time::Duration::from_secs(1),
-        smtp: mailplane_server::runner::SmtpSettings::default(),
+        ..mailplane_server::ServerConfig::new(dir.path().to_path_buf())
     };
     let err = mailplane_server::server::open_state(&config)
         .await

@@ -107,11 +107,10 @@ impl TestServer {
         };
         let config = mailplane_server::ServerConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: data_dir.path().to_path_buf(),
             database_url: pg.as_ref().map(|p| p.url.clone()),
-            key_file: None,
             drain_timeout: Duration::from_secs(5),
-            smtp: mailplane_server::runner::SmtpSettings::default(),
+            agent_listen: None,
+            ..mailplane_server::ServerConfig::new(data_dir.path().to_path_buf())
         };
         let mut config = config;
         configure(&mut config);
@@ -152,6 +151,29 @@ impl TestServer {
     /// A test e-mail client.
     pub fn tests(&self) -> pb::smtp_test_service_client::SmtpTestServiceClient<Channel> {
         pb::smtp_test_service_client::SmtpTestServiceClient::new(self.channel.clone())
+    }
+
+    /// A network connector client.
+    pub fn connectors(
+        &self,
+    ) -> pb::network_connector_service_client::NetworkConnectorServiceClient<Channel> {
+        pb::network_connector_service_client::NetworkConnectorServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+
+    /// Creates a connector and returns it.
+    pub async fn create_connector(&self, display_name: &str) -> pb::Connector {
+        self.connectors()
+            .create_connector(pb::CreateConnectorRequest {
+                connector: Some(pb::Connector {
+                    display_name: display_name.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("create connector")
+            .into_inner()
     }
 
     /// A credential client.

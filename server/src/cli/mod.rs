@@ -104,6 +104,18 @@ pub struct ServeArgs {
     /// Extra CA certificates (PEM) to trust for relays with an internal PKI.
     #[arg(long, env = "MAILPLANE_SMTP_EXTRA_CA")]
     pub smtp_extra_ca: Option<PathBuf>,
+    /// Where network-connector agents connect (TLS with client certificates), HOST:PORT or
+    /// "off" [default: 127.0.0.1:7751]. Agents dial out to it from their networks.
+    #[arg(long, env = "MAILPLANE_AGENT_LISTEN")]
+    pub agent_listen: Option<String>,
+    /// A host name or address agents use to reach the agent listener; its certificate covers
+    /// it (repeatable; loopback and this host's name are always covered).
+    #[arg(
+        long = "agent-tls-name",
+        env = "MAILPLANE_AGENT_TLS_NAMES",
+        value_delimiter = ','
+    )]
+    pub agent_tls_names: Vec<String>,
 }
 
 impl ServeArgs {
@@ -125,6 +137,8 @@ impl ServeArgs {
             smtp_allow: self.smtp_allow.clone(),
             smtp_deny: self.smtp_deny.clone(),
             smtp_extra_ca: self.smtp_extra_ca.clone(),
+            agent_listen: self.agent_listen.clone(),
+            agent_tls_names: self.agent_tls_names.clone(),
         }
     }
 }

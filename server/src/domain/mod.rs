@@ -5,6 +5,7 @@
 //! update (after its field mask is applied) check exactly the same things.
 
 pub mod account;
+pub mod connector;
 pub mod credential;
 pub mod smtp_test;
 pub mod validate;
@@ -12,6 +13,7 @@ pub mod validate;
 pub use account::{
     Account, AccountFilter, AccountId, AccountSpec, AuthMechanism, Security, StatusFilter,
 };
+pub use connector::{AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec};
 pub use credential::{Credential, CredentialId, CredentialKind, CredentialSpec};
 pub use smtp_test::{Locale, StopAfter, StoredTest, TestName, TestRequest, TestState};
 

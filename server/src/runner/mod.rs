@@ -7,17 +7,19 @@
 //! closed at the next start.
 
 mod live;
-pub mod transcript;
 
 use crate::api::convert::timestamp;
 use crate::crypto::Cipher;
+use crate::domain::ConnectorId;
 use crate::domain::{
     Account, AccountId, AuthMechanism, Security, StopAfter, StoredTest, TestName, TestRequest,
     TestState, now_micros,
 };
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::tunnel::registry::Registry;
 use live::LiveTest;
+use mailplane_agent::convert;
 use mailplane_agent::smtp::{self, DestinationCheck as _};
 use mailplane_proto::v1 as pb;
 use prost::Message as _;
@@ -36,6 +38,8 @@ pub struct SmtpSettings {
     pub extra_ca_pem: Option<Vec<u8>>,
     /// The most tests that may run at once on one account.
     pub max_tests_per_account: usize,
+    /// How long a test waits for a live agent of its account's connector.
+    pub connector_wait: Duration,
 }
 
 impl Default for SmtpSettings {
@@ -48,6 +52,7 @@ impl Default for SmtpSettings {
             timeouts: smtp::Timeouts::default(),
             extra_ca_pem: None,
             max_tests_per_account: 4,
+            connector_wait: Duration::from_secs(30),
         }
     }
 }
@@ -57,6 +62,7 @@ pub struct TestRunner {
     store: Arc<dyn Store>,
     cipher: Cipher,
     settings: SmtpSettings,
+    registry: Arc<Registry>,
     live: Mutex<HashMap<TestName, Arc<LiveTest>>>,
     running: Mutex<HashMap<AccountId, usize>>,
 }
@@ -89,11 +95,17 @@ pub fn decode(stored: &StoredTest) -> Result<pb::SmtpTest> {
 
 impl TestRunner {
     /// A runner over `store`.
-    pub fn new(store: Arc<dyn Store>, cipher: Cipher, settings: SmtpSettings) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cipher: Cipher,
+        settings: SmtpSettings,
+        registry: Arc<Registry>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             cipher,
             settings,
+            registry,
             live: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
         })
@@ -111,9 +123,10 @@ impl TestRunner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The longest a test can run: the session's deadline plus a margin.
+    /// The longest a test can run: the session's deadline, the wait for an agent (through a
+    /// connector, up to a few replicas), and a margin.
     pub fn guard_deadline(&self) -> Duration {
-        self.settings.timeouts.overall + Duration::from_secs(5)
+        self.settings.timeouts.overall * 2 + self.settings.connector_wait + Duration::from_secs(5)
     }
 
     /// Closes tests that a previous server left queued or running: their sessions are gone.
@@ -173,15 +186,10 @@ impl TestRunner {
         request: TestRequest,
     ) -> Result<pb::SmtpTest> {
         let account = self.store.get_account(account).await?;
-        if account.spec.use_network_connector {
-            return Err(Error::FailedPrecondition(format!(
-                "{} sends through network connector connectors/{}, and connector dispatch is not \
-                 available in this release; turn use_network_connector off to test directly",
-                account.id,
-                account.spec.network_connector.unwrap_or_default()
-            )));
+        // Through a connector, the agent's own allowlist decides; this server never connects.
+        if !account.spec.use_network_connector {
+            self.check_destination(&account).await?;
         }
-        self.check_destination(&account).await?;
         let slot = self.take_slot(account.id)?;
 
         let mut test = pb::SmtpTest {
@@ -268,7 +276,8 @@ impl TestRunner {
         })
     }
 
-    /// Runs the session, publishing each phase, and records the outcome in the snapshot.
+    /// Runs the session (here, or on an agent of the account's connector), publishing each
+    /// phase, and records the outcome in the snapshot.
     async fn execute(
         &self,
         name: TestName,
@@ -284,17 +293,13 @@ impl TestRunner {
         let config = match self.session_config(account, request).await {
             Ok(c) => c,
             Err(e) => {
-                live.publish(pb::WatchTestResponse { event: None }, |t| {
-                    t.state = pb::TestState::Failed.into();
-                    t.end_time = Some(timestamp(now_micros()));
-                    t.result = Some(pb::TestResult {
-                        failure_class: pb::FailureClass::AuthRejected.into(),
-                        failed_phase: pb::Phase::Auth.into(),
-                        message: format!("cannot read the account's credential: {e}"),
-                        hint: "check the credential the account names".into(),
-                        ..Default::default()
-                    });
-                });
+                fail(
+                    live,
+                    pb::FailureClass::AuthRejected,
+                    pb::Phase::Auth,
+                    format!("cannot read the account's credential: {e}"),
+                    "check the credential the account names",
+                );
                 return;
             }
         };
@@ -305,9 +310,24 @@ impl TestRunner {
         {
             tracing::warn!(test = %name, error = %e, "cannot store the running state");
         }
+        match account
+            .spec
+            .network_connector
+            .filter(|_| account.spec.use_network_connector)
+        {
+            Some(connector) => {
+                self.execute_remote(name, ConnectorId(connector), &config, live)
+                    .await
+            }
+            None => self.execute_local(&config, live).await,
+        }
+    }
+
+    /// Runs the session in this process.
+    async fn execute_local(&self, config: &smtp::SessionConfig, live: &LiveTest) {
         let (tx, mut rx) = tokio::sync::mpsc::channel(32);
         let report = {
-            let session = smtp::run_session(&config, &self.settings.policy, Some(&tx));
+            let session = smtp::run_session(config, &self.settings.policy, Some(&tx));
             tokio::pin!(session);
             loop {
                 tokio::select! {
@@ -320,21 +340,123 @@ impl TestRunner {
         while let Ok(event) = rx.try_recv() {
             forward(live, event);
         }
-        let now = now_micros();
         match report {
-            Ok(report) => live.publish(pb::WatchTestResponse { event: None }, |t| {
-                transcript::finish(t, &report, now);
-            }),
-            Err(e) => live.publish(pb::WatchTestResponse { event: None }, |t| {
-                t.state = pb::TestState::Failed.into();
-                t.end_time = Some(timestamp(now));
-                t.result = Some(pb::TestResult {
-                    failure_class: pb::FailureClass::PermanentFailure.into(),
-                    message: format!("the session could not start: {e}"),
-                    hint: "check the account's settings".into(),
-                    ..Default::default()
-                });
-            }),
+            Ok(report) => finish(live, convert::outcome(&report), None),
+            Err(e) => fail(
+                live,
+                pb::FailureClass::PermanentFailure,
+                pb::Phase::Unspecified,
+                format!("the session could not start: {e}"),
+                "check the account's settings",
+            ),
+        }
+    }
+
+    /// Runs the session on the least-loaded live agent of `connector`. An agent that goes away
+    /// before DATA started hands the job to another replica; after DATA the test fails with
+    /// `CONNECTOR_LOST`, because the message may already be on its way and must not be sent
+    /// twice.
+    async fn execute_remote(
+        &self,
+        name: TestName,
+        connector: ConnectorId,
+        config: &smtp::SessionConfig,
+        live: &LiveTest,
+    ) {
+        let job = convert::job_from_config(name.to_string(), config);
+        let wait = self.settings.connector_wait;
+        let mut lost: Vec<String> = Vec::new();
+        loop {
+            let Some(mut dispatched) = self.registry.dispatch(connector, job.clone(), wait).await
+            else {
+                fail(
+                    live,
+                    pb::FailureClass::ConnectorOffline,
+                    pb::Phase::Unspecified,
+                    format!(
+                        "no live agent of {connector} within {wait:?}{}",
+                        retried(&lost)
+                    ),
+                    &format!(
+                        "start mailplane-agent for {connector} (see `mailplane connectors get {}`)",
+                        connector.0
+                    ),
+                );
+                return;
+            };
+            let agent = dispatched.agent.name.to_string();
+            tracing::info!(test = %name, %agent, "test dispatched to agent");
+            live.publish(pb::WatchTestResponse { event: None }, |t| {
+                t.executed_by.clone_from(&agent)
+            });
+            let mut data_started = false;
+            let mut outcome = None;
+            while let Some(update) = dispatched.updates.recv().await {
+                match update {
+                    pb::job_update::Update::PhaseStarted(p) => {
+                        data_started |= p == i32::from(pb::Phase::Data);
+                        live.publish(
+                            pb::WatchTestResponse {
+                                event: Some(pb::watch_test_response::Event::PhaseStarted(p)),
+                            },
+                            |_| {},
+                        );
+                    }
+                    pb::job_update::Update::PhaseFinished(r) => {
+                        data_started |= r.phase == i32::from(pb::Phase::Data);
+                        live.publish(
+                            pb::WatchTestResponse {
+                                event: Some(pb::watch_test_response::Event::PhaseFinished(
+                                    r.clone(),
+                                )),
+                            },
+                            |t| t.transcript.push(r),
+                        );
+                    }
+                    pb::job_update::Update::Finished(o) => {
+                        outcome = Some(o);
+                        break;
+                    }
+                }
+            }
+            drop(dispatched);
+            match outcome {
+                Some(outcome) => {
+                    let note = (!lost.is_empty()).then(|| retried(&lost));
+                    finish(live, outcome, note);
+                    return;
+                }
+                None if data_started => {
+                    tracing::warn!(test = %name, %agent, "agent lost after DATA started; not re-sending");
+                    fail(
+                        live,
+                        pb::FailureClass::ConnectorLost,
+                        pb::Phase::Data,
+                        format!(
+                            "{agent} went away after the message was sent; it was not re-sent, because it may already have been delivered"
+                        ),
+                        "look for the message at the relay (or the recipient) before testing again",
+                    );
+                    return;
+                }
+                None => {
+                    tracing::warn!(test = %name, %agent, "agent lost before DATA; retrying on another replica");
+                    lost.push(agent);
+                    if lost.len() >= 3 {
+                        fail(
+                            live,
+                            pb::FailureClass::ConnectorLost,
+                            pb::Phase::Unspecified,
+                            format!(
+                                "agents went away before the session finished{}",
+                                retried(&lost)
+                            ),
+                            "check the agents' logs and their link to the server",
+                        );
+                        return;
+                    }
+                }
+            }
         }
     }
 
@@ -515,19 +637,64 @@ impl TestRunner {
     }
 }
 
+/// Records a finished session on the test: state, result, capabilities and end time.
+fn finish(live: &LiveTest, outcome: pb::JobOutcome, note: Option<String>) {
+    let now = now_micros();
+    live.publish(pb::WatchTestResponse { event: None }, |t| {
+        t.state = if outcome.succeeded {
+            pb::TestState::Succeeded
+        } else {
+            pb::TestState::Failed
+        }
+        .into();
+        t.capabilities = outcome.capabilities;
+        t.end_time = Some(timestamp(now));
+        let mut result = outcome.result.unwrap_or_default();
+        if let Some(note) = note {
+            result.message.push_str(&note);
+        }
+        t.result = Some(result);
+    });
+}
+
+/// Records a failure that the session itself did not report.
+fn fail(live: &LiveTest, class: pb::FailureClass, phase: pb::Phase, message: String, hint: &str) {
+    let now = now_micros();
+    live.publish(pb::WatchTestResponse { event: None }, |t| {
+        t.state = pb::TestState::Failed.into();
+        t.end_time = Some(timestamp(now));
+        t.result = Some(pb::TestResult {
+            failure_class: class.into(),
+            failed_phase: phase.into(),
+            message,
+            hint: hint.to_owned(),
+            ..Default::default()
+        });
+    });
+}
+
+/// A note naming the agents that went away before a job finished.
+fn retried(lost: &[String]) -> String {
+    if lost.is_empty() {
+        String::new()
+    } else {
+        format!(" (retried after {} went away before DATA)", lost.join(", "))
+    }
+}
+
 /// Publishes a session event to the test's watchers.
 fn forward(live: &LiveTest, event: smtp::PhaseEvent) {
     match event {
         smtp::PhaseEvent::Started(phase) => live.publish(
             pb::WatchTestResponse {
                 event: Some(pb::watch_test_response::Event::PhaseStarted(
-                    transcript::phase(phase).into(),
+                    convert::phase(phase).into(),
                 )),
             },
             |_| {},
         ),
         smtp::PhaseEvent::Finished(record) => {
-            let result = transcript::phase_result(&record);
+            let result = convert::phase_result(&record);
             live.publish(
                 pb::WatchTestResponse {
                     event: Some(pb::watch_test_response::Event::PhaseFinished(

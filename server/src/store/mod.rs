@@ -11,8 +11,9 @@ mod sqlite;
 
 use crate::crypto::{Cipher, Sealed};
 use crate::domain::{
-    Account, AccountFilter, AccountId, AccountSpec, Credential, CredentialId, CredentialSpec,
-    Micros, StoredTest, TestName, TestState,
+    Account, AccountFilter, AccountId, AccountSpec, AgentName, AgentRecord, Connector, ConnectorId,
+    ConnectorSpec, Credential, CredentialId, CredentialSpec, Micros, StoredTest, TestName,
+    TestState,
 };
 use crate::error::Result;
 use crate::secret::Secret;
@@ -28,6 +29,9 @@ pub type AccountEdit<'a> = &'a (dyn Fn(&mut AccountSpec) -> Result<()> + Send + 
 
 /// A change to a credential's non-secret fields, applied like [`AccountEdit`].
 pub type CredentialEdit<'a> = &'a (dyn Fn(&mut CredentialSpec) -> Result<()> + Send + Sync);
+
+/// A change to a connector, applied like [`AccountEdit`].
+pub type ConnectorEdit<'a> = &'a (dyn Fn(&mut ConnectorSpec) -> Result<()> + Send + Sync);
 
 /// What the server needs from a database.
 #[async_trait::async_trait]
@@ -106,6 +110,56 @@ pub trait Store: Send + Sync + 'static {
     /// Tests still queued or running that were created before `before`: left over by a server
     /// that stopped without finishing them.
     async fn stale_tests(&self, before: Micros) -> Result<Vec<StoredTest>>;
+
+    /// Creates a connector.
+    async fn create_connector(&self, spec: ConnectorSpec) -> Result<Connector>;
+    /// Reads one connector.
+    async fn get_connector(&self, id: ConnectorId) -> Result<Connector>;
+    /// Lists up to `limit` connectors with ids above `after`, ordered by id.
+    async fn list_connectors(&self, after: i64, limit: u32) -> Result<Vec<Connector>>;
+    /// Applies `edit` to a connector whose version is `expected_version` (when given).
+    async fn update_connector(
+        &self,
+        id: ConnectorId,
+        expected_version: Option<i64>,
+        edit: ConnectorEdit<'_>,
+    ) -> Result<Connector>;
+    /// Deletes a connector; refused while accounts use it.
+    async fn delete_connector(&self, id: ConnectorId, expected_version: Option<i64>) -> Result<()>;
+    /// Stores the hash of a new enrollment token.
+    async fn create_enrollment_token(
+        &self,
+        connector: ConnectorId,
+        token_hash: &str,
+        expire_time: Micros,
+    ) -> Result<()>;
+    /// Uses up an enrollment token and records a new agent, in one transaction; a token that
+    /// is unknown, used or expired gives `Unauthenticated`.
+    async fn enroll_agent(
+        &self,
+        token_hash: &str,
+        hostname: &str,
+        version: &str,
+    ) -> Result<AgentRecord>;
+    /// Records the certificate an agent now authenticates with.
+    async fn set_agent_certificate(
+        &self,
+        agent: AgentName,
+        fingerprint: &str,
+        not_after: Micros,
+    ) -> Result<()>;
+    /// The agent whose certificate has this SHA-256 fingerprint.
+    async fn agent_by_fingerprint(&self, fingerprint: &str) -> Result<Option<AgentRecord>>;
+    /// A connector's agents, ordered by id.
+    async fn list_agents(&self, connector: ConnectorId) -> Result<Vec<AgentRecord>>;
+    /// Revokes an agent.
+    async fn revoke_agent(&self, agent: AgentName) -> Result<AgentRecord>;
+    /// Records that an agent was heard from.
+    async fn touch_agent(&self, agent: AgentName, hostname: &str, version: &str) -> Result<()>;
+    /// A value of the installation's metadata.
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Stores a metadata value unless one exists (the first writer wins among replicas).
+    async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<()>;
 
     /// The sealed key check, if the database has one.
     async fn key_check(&self) -> Result<Option<Sealed>>;

@@ -215,13 +215,14 @@ macro_rules! sql_store {
         use $crate::domain::account::name_key;
         use $crate::domain::{
             now_micros, Account, AccountFilter, AccountId, AccountSpec, AuthMechanism,
-            Credential, CredentialId, CredentialKind, CredentialSpec, Micros, Security,
-            StoredTest, TestName, TestState,
+            AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec, Credential,
+            CredentialId, CredentialKind, CredentialSpec, Micros, Security, StoredTest, TestName,
+            TestState,
         };
         use $crate::error::{Error, Result};
         use $crate::secret::Secret;
         use $crate::store::sql::{self, Bind};
-        use $crate::store::{AccountEdit, CredentialEdit, Store};
+        use $crate::store::{AccountEdit, ConnectorEdit, CredentialEdit, Store};
         use sqlx::Row as _;
 
         type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>;
@@ -371,6 +372,78 @@ macro_rules! sql_store {
             }
         }
 
+        /// Checks that the connector an account names exists.
+        async fn check_account_connector(conn: &mut Conn, spec: &AccountSpec) -> Result<()> {
+            let Some(id) = spec.network_connector.map(ConnectorId) else {
+                return Ok(());
+            };
+            match fetch_connector(conn, id).await {
+                Ok(_) => Ok(()),
+                Err(Error::NotFound(_)) => Err(Error::FailedPrecondition(format!(
+                    "network connector {id} does not exist; create it first (mailplane \
+                     connectors create) or name an existing one"
+                ))),
+                Err(e) => Err(e),
+            }
+        }
+
+        fn connector_from_row(row: &$row) -> Result<Connector> {
+            Ok(Connector {
+                id: ConnectorId(row.try_get("id")?),
+                spec: ConnectorSpec {
+                    display_name: row.try_get("display_name")?,
+                    description: row.try_get("description")?,
+                },
+                version: row.try_get("version")?,
+                create_time: row.try_get("create_time")?,
+                update_time: row.try_get("update_time")?,
+            })
+        }
+
+        fn agent_from_row(row: &$row) -> Result<AgentRecord> {
+            Ok(AgentRecord {
+                name: AgentName {
+                    connector: ConnectorId(row.try_get("connector_id")?),
+                    id: row.try_get("id")?,
+                },
+                hostname: row.try_get("hostname")?,
+                version: row.try_get("version")?,
+                cert_not_after: row.try_get("cert_not_after")?,
+                revoked: row.try_get("revoked")?,
+                enroll_time: row.try_get("enroll_time")?,
+                last_heartbeat_time: row.try_get("last_heartbeat_time")?,
+            })
+        }
+
+        const AGENT_COLUMNS: &str = "id, connector_id, hostname, version, cert_not_after, \
+             revoked, enroll_time, last_heartbeat_time";
+
+        async fn fetch_connector(conn: &mut Conn, id: ConnectorId) -> Result<Connector> {
+            let row = sqlx::query(
+                "SELECT id, display_name, description, version, create_time, update_time \
+                 FROM connectors WHERE id = $1",
+            )
+            .bind(id.0)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match row {
+                Some(row) => connector_from_row(&row),
+                None => Err(Error::NotFound(id.to_string())),
+            }
+        }
+
+        fn connector_write_error(err: sqlx::Error, name: &str) -> Error {
+            if let sqlx::Error::Database(db) = &err
+                && db.kind() == sqlx::error::ErrorKind::UniqueViolation
+            {
+                return Error::AlreadyExists(format!(
+                    "a connector named {name:?} already exists (names are compared \
+                     case-insensitively); choose another display_name"
+                ));
+            }
+            Error::Database(err)
+        }
+
         async fn account_count(conn: &mut Conn) -> Result<i64> {
             Ok(sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
                 .fetch_one(&mut *conn)
@@ -416,6 +489,7 @@ macro_rules! sql_store {
             async fn create_account(&self, mut spec: AccountSpec) -> Result<Account> {
                 let mut w = self.begin_write().await?;
                 check_account_credential(&mut w.tx, &mut spec).await?;
+                check_account_connector(&mut w.tx, &spec).await?;
                 if account_count(&mut w.tx).await? == 0 {
                     if !spec.enabled {
                         return Err(Error::FailedPrecondition(
@@ -502,6 +576,7 @@ macro_rules! sql_store {
                 }
                 spec.check()?;
                 check_account_credential(&mut w.tx, &mut spec).await?;
+                check_account_connector(&mut w.tx, &spec).await?;
                 let now = now_micros();
                 if spec.is_default && !current.spec.is_default {
                     sqlx::query(sql::CLEAR_DEFAULT)
@@ -823,6 +898,284 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(test_from_row).collect()
+            }
+
+            async fn create_connector(&self, spec: ConnectorSpec) -> Result<Connector> {
+                let now = now_micros();
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO connectors (display_name, name_key, description, version, \
+                     create_time, update_time) VALUES ($1, $2, $3, 1, $4, $4) RETURNING id",
+                )
+                .bind(&spec.display_name)
+                .bind(name_key(&spec.display_name))
+                .bind(&spec.description)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| connector_write_error(e, &spec.display_name))?;
+                Ok(Connector {
+                    id: ConnectorId(id),
+                    spec,
+                    version: 1,
+                    create_time: now,
+                    update_time: now,
+                })
+            }
+
+            async fn get_connector(&self, id: ConnectorId) -> Result<Connector> {
+                let mut conn = self.pool.acquire().await?;
+                fetch_connector(&mut conn, id).await
+            }
+
+            async fn list_connectors(&self, after: i64, limit: u32) -> Result<Vec<Connector>> {
+                let rows = sqlx::query(
+                    "SELECT id, display_name, description, version, create_time, update_time \
+                     FROM connectors WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(connector_from_row).collect()
+            }
+
+            async fn update_connector(
+                &self,
+                id: ConnectorId,
+                expected_version: Option<i64>,
+                edit: ConnectorEdit<'_>,
+            ) -> Result<Connector> {
+                let mut w = self.begin_write().await?;
+                let current = fetch_connector(&mut w.tx, id).await?;
+                if let Some(v) = expected_version.filter(|v| *v != current.version) {
+                    return Err(sql::stale(&id.to_string(), v, current.version));
+                }
+                let mut spec = current.spec.clone();
+                edit(&mut spec)?;
+                let now = now_micros();
+                sqlx::query(
+                    "UPDATE connectors SET display_name = $1, name_key = $2, description = $3, \
+                     version = version + 1, update_time = $4 WHERE id = $5",
+                )
+                .bind(&spec.display_name)
+                .bind(name_key(&spec.display_name))
+                .bind(&spec.description)
+                .bind(now)
+                .bind(id.0)
+                .execute(&mut *w.tx)
+                .await
+                .map_err(|e| connector_write_error(e, &spec.display_name))?;
+                w.tx.commit().await?;
+                Ok(Connector { id, spec, version: current.version + 1, create_time: current.create_time, update_time: now })
+            }
+
+            async fn delete_connector(
+                &self,
+                id: ConnectorId,
+                expected_version: Option<i64>,
+            ) -> Result<()> {
+                let mut w = self.begin_write().await?;
+                let current = fetch_connector(&mut w.tx, id).await?;
+                if let Some(v) = expected_version.filter(|v| *v != current.version) {
+                    return Err(sql::stale(&id.to_string(), v, current.version));
+                }
+                let users: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT id, account_name FROM accounts WHERE network_connector_id = $1 \
+                     ORDER BY id",
+                )
+                .bind(id.0)
+                .fetch_all(&mut *w.tx)
+                .await?;
+                if !users.is_empty() {
+                    let names: Vec<String> = users
+                        .iter()
+                        .map(|(aid, name)| format!("{} ({name})", AccountId(*aid)))
+                        .collect();
+                    return Err(Error::FailedPrecondition(format!(
+                        "{id} is used by {}; point those accounts elsewhere first",
+                        names.join(", ")
+                    )));
+                }
+                sqlx::query("DELETE FROM connectors WHERE id = $1")
+                    .bind(id.0)
+                    .execute(&mut *w.tx)
+                    .await?;
+                w.tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_enrollment_token(
+                &self,
+                connector: ConnectorId,
+                token_hash: &str,
+                expire_time: Micros,
+            ) -> Result<()> {
+                let inserted = sqlx::query(
+                    "INSERT INTO enrollment_tokens (connector_id, token_hash, expire_time, \
+                     create_time) SELECT id, $2, $3, $4 FROM connectors WHERE id = $1",
+                )
+                .bind(connector.0)
+                .bind(token_hash)
+                .bind(expire_time)
+                .bind(now_micros())
+                .execute(&self.pool)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    return Err(Error::NotFound(connector.to_string()));
+                }
+                Ok(())
+            }
+
+            async fn enroll_agent(
+                &self,
+                token_hash: &str,
+                hostname: &str,
+                version: &str,
+            ) -> Result<AgentRecord> {
+                let mut w = self.begin_write().await?;
+                let now = now_micros();
+                let row: Option<(i64, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT connector_id, expire_time, used_time FROM enrollment_tokens \
+                     WHERE token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&mut *w.tx)
+                .await?;
+                let connector = match row {
+                    None => {
+                        return Err(Error::Unauthenticated(
+                            "the enrollment token is not valid; create one with `mailplane \
+                             connectors token CONNECTOR`"
+                                .into(),
+                        ));
+                    }
+                    Some((_, _, Some(_))) => {
+                        return Err(Error::Unauthenticated(
+                            "the enrollment token was already used (each token enrolls one \
+                             agent); create a new one with `mailplane connectors token`"
+                                .into(),
+                        ));
+                    }
+                    Some((_, expire, None)) if expire <= now => {
+                        return Err(Error::Unauthenticated(
+                            "the enrollment token has expired; create a new one with \
+                             `mailplane connectors token`"
+                                .into(),
+                        ));
+                    }
+                    Some((connector, _, None)) => connector,
+                };
+                sqlx::query("UPDATE enrollment_tokens SET used_time = $1 WHERE token_hash = $2")
+                    .bind(now)
+                    .bind(token_hash)
+                    .execute(&mut *w.tx)
+                    .await?;
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO agents (connector_id, hostname, version, enroll_time) \
+                     VALUES ($1, $2, $3, $4) RETURNING id",
+                )
+                .bind(connector)
+                .bind(hostname)
+                .bind(version)
+                .bind(now)
+                .fetch_one(&mut *w.tx)
+                .await?;
+                w.tx.commit().await?;
+                Ok(AgentRecord {
+                    name: AgentName { connector: ConnectorId(connector), id },
+                    hostname: hostname.to_owned(),
+                    version: version.to_owned(),
+                    cert_not_after: None,
+                    revoked: false,
+                    enroll_time: now,
+                    last_heartbeat_time: None,
+                })
+            }
+
+            async fn set_agent_certificate(
+                &self,
+                agent: AgentName,
+                fingerprint: &str,
+                not_after: Micros,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE agents SET cert_fingerprint = $1, cert_not_after = $2 \
+                     WHERE id = $3 AND connector_id = $4",
+                )
+                .bind(fingerprint)
+                .bind(not_after)
+                .bind(agent.id)
+                .bind(agent.connector.0)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn agent_by_fingerprint(&self, fingerprint: &str) -> Result<Option<AgentRecord>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE cert_fingerprint = $1"
+                ))
+                .bind(fingerprint)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(agent_from_row).transpose()
+            }
+
+            async fn list_agents(&self, connector: ConnectorId) -> Result<Vec<AgentRecord>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {AGENT_COLUMNS} FROM agents WHERE connector_id = $1 ORDER BY id"
+                ))
+                .bind(connector.0)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(agent_from_row).collect()
+            }
+
+            async fn revoke_agent(&self, agent: AgentName) -> Result<AgentRecord> {
+                let row = sqlx::query(&format!(
+                    "UPDATE agents SET revoked = TRUE WHERE id = $1 AND connector_id = $2 \
+                     RETURNING {AGENT_COLUMNS}"
+                ))
+                .bind(agent.id)
+                .bind(agent.connector.0)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(row) => agent_from_row(&row),
+                    None => Err(Error::NotFound(agent.to_string())),
+                }
+            }
+
+            async fn touch_agent(&self, agent: AgentName, hostname: &str, version: &str) -> Result<()> {
+                sqlx::query(
+                    "UPDATE agents SET last_heartbeat_time = $1, hostname = $2, version = $3 \
+                     WHERE id = $4",
+                )
+                .bind(now_micros())
+                .bind(hostname)
+                .bind(version)
+                .bind(agent.id)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+                Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn key_check(&self) -> Result<Option<Sealed>> {

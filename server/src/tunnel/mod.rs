@@ -1,0 +1,6 @@
+//! The server side of network connectors: the agents' CA, their TLS listener, and dispatch of
+//! SMTP sessions to them over their outbound streams.
+
+pub mod ca;
+pub mod registry;
+pub mod service;

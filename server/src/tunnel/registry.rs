@@ -1,0 +1,254 @@
+//! The agents connected to this server, and job dispatch to them.
+//!
+//! Each live agent has an outbound channel (its stream) and a table of the jobs it runs. A job
+//! goes to the least-loaded live replica of its connector; when that agent's stream ends, every
+//! job it held sees its update channel close, and the runner decides whether to retry.
+
+use crate::domain::{AgentName, ConnectorId, Micros, now_micros};
+use mailplane_proto::v1 as pb;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tonic::Status;
+
+/// The sending half of an agent's stream.
+pub type Outbound = mpsc::Sender<Result<pb::ConnectResponse, Status>>;
+
+/// Updates of one job, as the agent sends them.
+pub type Updates = mpsc::UnboundedReceiver<pb::job_update::Update>;
+
+/// An agent with a live stream to this server.
+pub struct LiveAgent {
+    /// Its name.
+    pub name: AgentName,
+    /// The host it reported.
+    pub hostname: String,
+    /// The version it reported.
+    pub version: String,
+    /// When its stream connected.
+    pub connected_since: Micros,
+    /// The most jobs it takes at once.
+    pub max_jobs: u32,
+    session: u64,
+    last_heartbeat: AtomicI64,
+    in_flight: AtomicU32,
+    draining: AtomicBool,
+    outbound: Outbound,
+    jobs: Mutex<HashMap<String, mpsc::UnboundedSender<pb::job_update::Update>>>,
+    close: watch::Sender<bool>,
+}
+
+impl LiveAgent {
+    /// A live agent for a new stream; `close` is signalled to end the stream.
+    pub fn new(
+        name: AgentName,
+        hello: &pb::AgentHello,
+        outbound: Outbound,
+        close: watch::Sender<bool>,
+    ) -> Self {
+        static SESSIONS: AtomicU64 = AtomicU64::new(1);
+        Self {
+            name,
+            hostname: hello.hostname.clone(),
+            version: hello.version.clone(),
+            connected_since: now_micros(),
+            max_jobs: hello.max_concurrent_jobs.clamp(1, 1024),
+            session: SESSIONS.fetch_add(1, Ordering::Relaxed),
+            last_heartbeat: AtomicI64::new(now_micros()),
+            in_flight: AtomicU32::new(0),
+            draining: AtomicBool::new(false),
+            outbound,
+            jobs: Mutex::new(HashMap::new()),
+            close,
+        }
+    }
+
+    fn jobs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<pb::job_update::Update>>>
+    {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Jobs it runs now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// When it was last heard from.
+    pub fn last_heartbeat(&self) -> Micros {
+        self.last_heartbeat.load(Ordering::Relaxed)
+    }
+
+    /// Records that it was heard from.
+    pub fn heard(&self) {
+        self.last_heartbeat.store(now_micros(), Ordering::Relaxed);
+    }
+
+    /// Whether it is draining (takes no new jobs).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks it draining.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Hands an update from the agent to the job's runner; false if the job is unknown.
+    pub fn route(&self, job_id: &str, update: pb::job_update::Update) -> bool {
+        let finished = matches!(update, pb::job_update::Update::Finished(_));
+        let mut jobs = self.jobs();
+        let delivered = jobs.get(job_id).is_some_and(|tx| tx.send(update).is_ok());
+        if finished {
+            jobs.remove(job_id);
+        }
+        delivered
+    }
+
+    /// Ends its stream (revocation).
+    pub fn close(&self) {
+        let _ = self.close.send(true);
+    }
+}
+
+/// The live agents of this server.
+#[derive(Default)]
+pub struct Registry {
+    agents: Mutex<HashMap<i64, Arc<LiveAgent>>>,
+    changed: Notify,
+}
+
+/// A job handed to an agent. Dropping it frees the agent's slot.
+pub struct Dispatched {
+    /// The agent running it.
+    pub agent: Arc<LiveAgent>,
+    /// The job's updates; closed without `Finished` when the agent went away.
+    pub updates: Updates,
+    job_id: String,
+    registry: Arc<Registry>,
+}
+
+impl Drop for Dispatched {
+    fn drop(&mut self) {
+        self.agent.jobs().remove(&self.job_id);
+        self.agent.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.registry.changed.notify_waiters();
+    }
+}
+
+impl Registry {
+    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<LiveAgent>>> {
+        self.agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds an agent's new stream, closing any older stream of the same agent.
+    pub fn register(&self, agent: Arc<LiveAgent>) {
+        let old = self.agents().insert(agent.name.id, agent);
+        if let Some(old) = old {
+            old.close();
+            old.jobs().clear();
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Removes an agent's stream (if it is still the current one) and fails its jobs over.
+    pub fn unregister(&self, agent: &LiveAgent) {
+        let mut agents = self.agents();
+        if agents
+            .get(&agent.name.id)
+            .is_some_and(|a| a.session == agent.session)
+        {
+            agents.remove(&agent.name.id);
+        }
+        drop(agents);
+        // Closing the job channels tells each runner that its agent is gone.
+        agent.jobs().clear();
+        self.changed.notify_waiters();
+    }
+
+    /// The live agent with this id.
+    pub fn get(&self, agent_id: i64) -> Option<Arc<LiveAgent>> {
+        self.agents().get(&agent_id).cloned()
+    }
+
+    /// Closes every agent's stream (shutdown).
+    pub fn close_all(&self) {
+        for agent in self.agents().values() {
+            agent.close();
+        }
+    }
+
+    /// Closes an agent's stream, if it has one here.
+    pub fn close(&self, agent_id: i64) {
+        if let Some(agent) = self.get(agent_id) {
+            agent.close();
+        }
+    }
+
+    /// The least-loaded agent of `connector` that takes jobs.
+    fn pick(&self, connector: ConnectorId) -> Option<Arc<LiveAgent>> {
+        self.agents()
+            .values()
+            .filter(|a| {
+                a.name.connector == connector && !a.is_draining() && a.in_flight() < a.max_jobs
+            })
+            .min_by_key(|a| (a.in_flight(), a.name.id))
+            .cloned()
+    }
+
+    /// Sends `job` to the least-loaded live replica of `connector`, waiting up to `wait` for one
+    /// to be there. `None` when none came.
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        connector: ConnectorId,
+        job: pb::SmtpJob,
+        wait: Duration,
+    ) -> Option<Dispatched> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(agent) = self.pick(connector) {
+                let (tx, updates) = mpsc::unbounded_channel();
+                agent.jobs().insert(job.job_id.clone(), tx);
+                agent.in_flight.fetch_add(1, Ordering::Relaxed);
+                let dispatched = Dispatched {
+                    agent: Arc::clone(&agent),
+                    updates,
+                    job_id: job.job_id.clone(),
+                    registry: Arc::clone(self),
+                };
+                let message = pb::ConnectResponse {
+                    event: Some(pb::connect_response::Event::Job(job.clone())),
+                };
+                if agent.outbound.send(Ok(message)).await.is_ok() {
+                    return Some(dispatched);
+                }
+                // Its stream is gone; forget it and try another.
+                drop(dispatched);
+                self.unregister(&agent);
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The live agents of `connector`.
+    pub fn live(&self, connector: ConnectorId) -> Vec<Arc<LiveAgent>> {
+        self.agents()
+            .values()
+            .filter(|a| a.name.connector == connector)
+            .cloned()
+            .collect()
+    }
+}

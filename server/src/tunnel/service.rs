@@ -1,0 +1,234 @@
+//! `AgentService`: enrollment, certificate renewal and the agents' job streams.
+
+use super::ca::{self, AgentCa};
+use super::registry::{LiveAgent, Registry};
+use crate::domain::{AgentRecord, validate};
+use crate::error::Error;
+use crate::store::Store;
+use futures::StreamExt as _;
+use mailplane_proto::v1 as pb;
+use pb::agent_service_server::AgentService;
+use sha2::{Digest, Sha256};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The hash under which an enrollment token is stored. Tokens carry 256 random bits, so a
+/// fast hash is enough: nothing is gained by guessing against it.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
+/// The agent-facing service.
+pub struct AgentApi {
+    store: Arc<dyn Store>,
+    ca: Arc<AgentCa>,
+    registry: Arc<Registry>,
+    heartbeat: Duration,
+}
+
+impl AgentApi {
+    /// The service; the server sends a heartbeat every `heartbeat`, and a stream silent for
+    /// three of them is considered dead.
+    pub fn new(
+        store: Arc<dyn Store>,
+        ca: Arc<AgentCa>,
+        registry: Arc<Registry>,
+        heartbeat: Duration,
+    ) -> Self {
+        Self {
+            store,
+            ca,
+            registry,
+            heartbeat,
+        }
+    }
+
+    /// The enrolled agent that holds the request's client certificate.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<(AgentRecord, String), Status> {
+        let certs = request.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("a client certificate is required; enroll the agent first")
+        })?;
+        let leaf = certs.first().ok_or_else(|| {
+            Status::unauthenticated("a client certificate is required; enroll the agent first")
+        })?;
+        let fingerprint = ca::fingerprint(leaf.as_ref());
+        let agent = self
+            .store
+            .agent_by_fingerprint(&fingerprint)
+            .await?
+            .ok_or_else(|| {
+                Status::unauthenticated("this client certificate belongs to no enrolled agent")
+            })?;
+        if agent.revoked {
+            return Err(Status::permission_denied(format!(
+                "{} was revoked; enroll it again with a new token",
+                agent.name
+            )));
+        }
+        Ok((agent, fingerprint))
+    }
+}
+
+fn timestamp(micros: i64) -> prost_types::Timestamp {
+    crate::api::convert::timestamp(micros)
+}
+
+type ConnectStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::ConnectResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let req = request.into_inner();
+        if req.token.trim().is_empty() {
+            return Err(Error::invalid("token", "is required").into());
+        }
+        let hostname = validate::line("hostname", &req.hostname, 253)?;
+        let version = validate::line(
+            "version",
+            if req.version.is_empty() {
+                "unknown"
+            } else {
+                &req.version
+            },
+            64,
+        )?;
+        // Check the CSR before the token is used up, so a malformed request costs no token.
+        rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem).map_err(|e| {
+            Error::invalid("csr_pem", format!("is not a valid PKCS#10 request: {e}"))
+        })?;
+        let agent = self
+            .store
+            .enroll_agent(&token_hash(&req.token), &hostname, &version)
+            .await?;
+        let issued = self.ca.sign_agent(&req.csr_pem, agent.name)?;
+        self.store
+            .set_agent_certificate(agent.name, &issued.fingerprint, issued.not_after)
+            .await?;
+        tracing::info!(agent = %agent.name, %hostname, "agent enrolled");
+        Ok(Response::new(pb::EnrollResponse {
+            agent: agent.name.to_string(),
+            certificate_pem: issued.pem,
+            ca_certificate_pem: self.ca.cert_pem().to_owned(),
+            expire_time: Some(timestamp(issued.not_after)),
+        }))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewCertificateRequest>,
+    ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
+        let (agent, _) = self.authenticate(&request).await?;
+        let issued = self
+            .ca
+            .sign_agent(&request.into_inner().csr_pem, agent.name)?;
+        self.store
+            .set_agent_certificate(agent.name, &issued.fingerprint, issued.not_after)
+            .await?;
+        tracing::info!(agent = %agent.name, "agent certificate renewed");
+        Ok(Response::new(pb::RenewCertificateResponse {
+            certificate_pem: issued.pem,
+            expire_time: Some(timestamp(issued.not_after)),
+        }))
+    }
+
+    type ConnectStream = ConnectStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::ConnectRequest>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let (agent, fingerprint) = self.authenticate(&request).await?;
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(self.heartbeat * 3, inbound.message()).await {
+            Ok(Ok(Some(pb::ConnectRequest {
+                event: Some(pb::connect_request::Event::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(status),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the stream must start with an AgentHello",
+                ));
+            }
+        };
+        self.store
+            .touch_agent(agent.name, &hello.hostname, &hello.version)
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (close_tx, mut close_rx) = tokio::sync::watch::channel(false);
+        let (ended_tx, mut ended_rx) = tokio::sync::watch::channel(false);
+        let live = Arc::new(LiveAgent::new(agent.name, &hello, tx.clone(), close_tx));
+        self.registry.register(Arc::clone(&live));
+        tracing::info!(agent = %agent.name, hostname = %hello.hostname, version = %hello.version, "agent connected");
+
+        let (store, registry, heartbeat) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.registry),
+            self.heartbeat,
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(heartbeat);
+            let silence = heartbeat * 3;
+            let mut deadline = tokio::time::Instant::now() + silence;
+            let reason = loop {
+                tokio::select! {
+                    message = inbound.message() => match message {
+                        Ok(Some(message)) => {
+                            live.heard();
+                            deadline = tokio::time::Instant::now() + silence;
+                            match message.event {
+                                Some(pb::connect_request::Event::JobUpdate(update)) => {
+                                    if let Some(u) = update.update {
+                                        live.route(&update.job_id, u);
+                                    }
+                                }
+                                Some(pb::connect_request::Event::Draining(_)) => {
+                                    tracing::info!(agent = %live.name, "agent draining");
+                                    live.set_draining();
+                                }
+                                Some(pb::connect_request::Event::Heartbeat(_)) => {
+                                    // Revocation on another replica reaches this one here.
+                                    match store.agent_by_fingerprint(&fingerprint).await {
+                                        Ok(Some(a)) if !a.revoked => {
+                                            let _ = store.touch_agent(live.name, &live.hostname, &live.version).await;
+                                        }
+                                        Ok(_) => break "revoked",
+                                        Err(e) => tracing::warn!(error = %e, "cannot check the agent"),
+                                    }
+                                }
+                                Some(pb::connect_request::Event::Hello(_)) | None => {}
+                            }
+                        }
+                        Ok(None) => break "the agent closed the stream",
+                        Err(_) => break "the stream failed",
+                    },
+                    _ = close_rx.changed() => break "revoked",
+                    _ = tick.tick() => {
+                        let beat = pb::ConnectResponse { event: Some(pb::connect_response::Event::Heartbeat(pb::ServerHeartbeat {})) };
+                        if tx.send(Ok(beat)).await.is_err() {
+                            break "the agent went away";
+                        }
+                    }
+                    () = tokio::time::sleep_until(deadline) => break "no heartbeat for three intervals",
+                }
+            };
+            if reason == "revoked" {
+                let _ = tx
+                    .send(Err(Status::permission_denied("this agent was revoked")))
+                    .await;
+            }
+            registry.unregister(&live);
+            let _ = ended_tx.send(true);
+            tracing::info!(agent = %live.name, reason, "agent disconnected");
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).take_until(async move {
+            let _ = ended_rx.wait_for(|ended| *ended).await;
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
