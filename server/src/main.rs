@@ -27,6 +27,12 @@ fn main() -> ExitCode {
                 cli::accounts::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
+            Command::Connectors(command) => {
+                let channel = cli::connect(&cli.client.server).await?;
+                let mut out = std::io::stdout().lock();
+                cli::connectors::run(channel, cli.client.output, command, &mut out).await?;
+                Ok(())
+            }
             Command::Tests(command) => {
                 let channel = cli::connect(&cli.client.server).await?;
                 let mut out = std::io::stdout().lock();

@@ -19,6 +19,9 @@ async fn mailplane(server: &TestServer, args: &[&str]) -> Result<String, CliErro
             cli::credentials::run(channel, cli.client.output, c, &mut out).await?
         }
         Command::Tests(c) => cli::tests::run(channel, cli.client.output, c, &mut out).await?,
+        Command::Connectors(c) => {
+            cli::connectors::run(channel, cli.client.output, c, &mut out).await?
+        }
         Command::Serve(_) => unreachable!("not a client command"),
     }
     Ok(String::from_utf8(out).unwrap())

@@ -8,6 +8,7 @@
 mod accounts;
 mod cli;
 mod concurrency;
+mod connectors;
 mod credentials;
 mod discovery;
 mod paging;

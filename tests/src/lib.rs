@@ -77,6 +77,8 @@ impl PgDatabase {
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its agent listener listens, if it has one.
+    pub agent_addr: Option<SocketAddr>,
     /// A connected channel.
     pub channel: Channel,
     /// Its data dir (SQLite file, key file).
@@ -127,13 +129,29 @@ impl TestServer {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
+        // An agent listener is served when the config asks for one (at its address, port 0
+        // picks a free port).
+        let agent = match config.agent_listen {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .expect("bind the agent listener"),
+            ),
+            None => None,
+        };
+        let agent_addr = agent.as_ref().map(|l| l.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(mailplane_server::serve(listener, config.clone(), async {
+        let listeners = mailplane_server::server::Listeners {
+            api: listener,
+            agent,
+        };
+        let task = tokio::spawn(mailplane_server::serve(listeners, config.clone(), async {
             let _ = rx.await;
         }));
         let channel = connect(addr, &task).await;
         Self {
             addr,
+            agent_addr,
             channel,
             data_dir,
             pg,

@@ -2,6 +2,7 @@
 //! of a running server, chosen with `--server` or `MAILPLANE_ADDR`.
 
 pub mod accounts;
+pub mod connectors;
 pub mod credentials;
 pub mod output;
 pub mod tests;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Manage the credentials that accounts authenticate with.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCommand),
+    /// Manage network connectors and their agents.
+    #[command(subcommand)]
+    Connectors(connectors::ConnectorsCommand),
     /// Inspect test e-mails (run one with `mailplane accounts test`).
     #[command(subcommand)]
     Tests(tests::TestsCommand),
