@@ -1,4 +1,64 @@
 //! `mailplane-agent`: the network connector, and the SMTP session library that both the
 //! agent and the server's direct path run, so that every send takes one code path.
+//!
+//! The agent runs inside a restricted network, dials out to the server's agent listener
+//! over TLS and holds one `AgentService.Connect` stream: the server sends `SmtpJob`s, the
+//! agent runs each with [`smtp::run_session`] (limited to its `allowed_destinations`) and
+//! streams the phases and the outcome back.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mailplane_agent::AgentError> {
+//! use mailplane_agent::{AgentConfig, run};
+//! let config = AgentConfig::new(
+//!     "https://mailplane.example.org:7751",
+//!     "/etc/mailplane-agent/server-ca.pem",
+//!     "/var/lib/mailplane-agent",
+//!     vec!["smtp.corp.example:587".into()],
+//! );
+//! run(config, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
 
+use std::future::Future;
+
+pub mod allowlist;
+mod channel;
+pub mod config;
+pub mod convert;
+pub mod enroll;
+pub mod error;
 pub mod smtp;
+pub mod state;
+pub mod tunnel;
+
+pub use config::{AgentConfig, LogFormat, Token};
+pub use enroll::Enrolled;
+pub use error::AgentError;
+
+use allowlist::Allowlist;
+
+/// Runs the agent until `shutdown` completes: enrolls first when there is no state and a
+/// token is configured, then holds the stream to the server (reconnecting with backoff),
+/// runs jobs, and on shutdown drains (see [`tunnel::run`]). Refuses to start without
+/// `allowed_destinations`.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let allow = Allowlist::parse(&config.allowed_destinations)?;
+    channel::server_name(&config)?;
+    if state::load(&config.state_dir)?.is_none() {
+        if config.enrollment_token.is_none() {
+            return Err(AgentError::NotEnrolled(config.state_dir.clone()));
+        }
+        enroll::enroll(&config).await?;
+    }
+    tunnel::run(config, allow, shutdown).await
+}
+
+/// Enrolls with the configured token and writes the state directory; refuses when the
+/// agent is already enrolled.
+pub async fn enroll(config: &AgentConfig) -> Result<Enrolled, AgentError> {
+    channel::server_name(config)?;
+    enroll::enroll(config).await
+}

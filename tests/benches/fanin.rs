@@ -21,7 +21,10 @@ fn main() {
     // Each agent is a socket here and one in the server; raise the limit for both.
     let limit = rlimit::increase_nofile_limit(1 << 20).unwrap();
     println!("open file limit: {limit}");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }
 
@@ -37,7 +40,17 @@ fn rss_kib(pid: u32) -> u64 {
 /// Starts the server and returns it with its API and agent addresses.
 fn start_server(bin: &str, dir: &std::path::Path) -> (Child, String, String) {
     let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "warn,mailplane_server::server=info"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log-level",
+            "warn,mailplane_server::server=info",
+        ])
         .arg("--data-dir")
         .arg(dir)
         .env_remove("MAILPLANE_DATABASE_URL")
@@ -48,7 +61,10 @@ fn start_server(bin: &str, dir: &std::path::Path) -> (Child, String, String) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (mut api, mut agent) = (None, None);
     while api.is_none() || agent.is_none() {
-        let line = lines.next().expect("the server logs its addresses").unwrap();
+        let line = lines
+            .next()
+            .expect("the server logs its addresses")
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let addr = v["fields"]["addr"].as_str().map(str::to_owned);
         match v["fields"]["message"].as_str() {
@@ -70,19 +86,31 @@ struct Identityish {
 async fn enroll(agent_addr: &str, ca: &str, token: String) -> Identityish {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "fanin");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fanin");
     let csr = params.serialize_request(&key).unwrap().pem().unwrap();
     let channel = tls_channel(agent_addr, ca, None).await;
     let resp = AgentServiceClient::new(channel)
-        .enroll(pb::EnrollRequest { token, csr_pem: csr, hostname: "fanin".into(), version: "bench".into() })
+        .enroll(pb::EnrollRequest {
+            token,
+            csr_pem: csr,
+            hostname: "fanin".into(),
+            version: "bench".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    Identityish { cert: resp.certificate_pem, key: key.serialize_pem() }
+    Identityish {
+        cert: resp.certificate_pem,
+        key: key.serialize_pem(),
+    }
 }
 
 async fn tls_channel(agent_addr: &str, ca: &str, id: Option<&Identityish>) -> Channel {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
     if let Some(id) = id {
         tls = tls.identity(Identity::from_pem(&id.cert, &id.key));
     }
@@ -105,7 +133,11 @@ async fn connect_idle(agent_addr: &str, ca: &str, id: &Identityish) -> Idle {
     let channel = tls_channel(agent_addr, ca, Some(id)).await;
     let (up, rx) = tokio::sync::mpsc::channel(4);
     up.send(pb::ConnectRequest {
-        event: Some(pb::connect_request::Event::Hello(pb::AgentHello { hostname: "fanin".into(), version: "bench".into(), max_concurrent_jobs: 1 })),
+        event: Some(pb::connect_request::Event::Hello(pb::AgentHello {
+            hostname: "fanin".into(),
+            version: "bench".into(),
+            max_concurrent_jobs: 1,
+        })),
     })
     .await
     .unwrap();
@@ -124,16 +156,30 @@ async fn run() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
-    let bin = std::env::var("MAILPLANE_BIN").unwrap_or_else(|_| format!("{target}/release/mailplane"));
-    assert!(std::path::Path::new(&bin).exists(), "build the server first: cargo build --release -p mailplane-server ({bin})");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
+    let bin =
+        std::env::var("MAILPLANE_BIN").unwrap_or_else(|_| format!("{target}/release/mailplane"));
+    assert!(
+        std::path::Path::new(&bin).exists(),
+        "build the server first: cargo build --release -p mailplane-server ({bin})"
+    );
     let dir = tempfile::tempdir().unwrap();
     let (mut child, api, agent_addr) = start_server(&bin, dir.path());
     let pid = child.id();
-    let api_channel = Endpoint::from_shared(format!("http://{api}")).unwrap().connect().await.unwrap();
+    let api_channel = Endpoint::from_shared(format!("http://{api}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut connectors = NetworkConnectorServiceClient::new(api_channel);
     let connector = connectors
-        .create_connector(pb::CreateConnectorRequest { connector: Some(pb::Connector { display_name: "fan-in".into(), ..Default::default() }) })
+        .create_connector(pb::CreateConnectorRequest {
+            connector: Some(pb::Connector {
+                display_name: "fan-in".into(),
+                ..Default::default()
+            }),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -147,7 +193,10 @@ async fn run() {
         let mut tokens = Vec::with_capacity(batch);
         for _ in 0..batch {
             let t = connectors
-                .create_enrollment_token(pb::CreateEnrollmentTokenRequest { parent: connector.name.clone(), ttl: None })
+                .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+                    parent: connector.name.clone(),
+                    ttl: None,
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -167,7 +216,8 @@ async fn run() {
     println!("server RSS with no agent connected: {baseline} KiB");
     let mut idle: Vec<Idle> = Vec::with_capacity(max);
     let heartbeat = {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<tokio::sync::mpsc::Sender<pb::ConnectRequest>>();
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<tokio::sync::mpsc::Sender<pb::ConnectRequest>>();
         tokio::spawn(async move {
             let mut senders = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -197,11 +247,23 @@ async fn run() {
             }
         }
         // Let allocations settle: the last streams were registered when their Connect returned.
-        let got = connectors.get_connector(pb::GetConnectorRequest { name: connector.name.clone() }).await.unwrap().into_inner();
-        let online = got.agents.iter().filter(|a| a.status == i32::from(pb::AgentStatus::Online)).count();
+        let got = connectors
+            .get_connector(pb::GetConnectorRequest {
+                name: connector.name.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let online = got
+            .agents
+            .iter()
+            .filter(|a| a.status == i32::from(pb::AgentStatus::Online))
+            .count();
         let rss = rss_kib(pid);
         let per = (rss.saturating_sub(baseline)) as f64 / n as f64;
-        println!("N = {n}: {online} agents online, server RSS {rss} KiB, {per:.1} KiB per idle agent (target <= 64 KiB)");
+        println!(
+            "N = {n}: {online} agents online, server RSS {rss} KiB, {per:.1} KiB per idle agent (target <= 64 KiB)"
+        );
     }
     drop(idle);
     let _ = child.kill();

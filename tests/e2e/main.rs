@@ -11,6 +11,7 @@ mod concurrency;
 mod connectors;
 mod credentials;
 mod discovery;
+mod netns;
 mod paging;
 mod smtp;
 mod storage;

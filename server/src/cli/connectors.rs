@@ -274,7 +274,7 @@ pub async fn run(
                     .map_or_else(|| "ca.pem".to_owned(), |p| p.display().to_string());
                 writeln!(
                     out,
-                    "  mailplane-agent enroll --server https://SERVER:7751 --server-ca {ca} --token {}",
+                    "  mailplane-agent enroll --server https://SERVER:7751 --server-ca {ca} --enrollment-token {}",
                     token.token
                 )?;
                 if ca_file.is_none() {

@@ -13,8 +13,8 @@ use tokio::sync::{Mutex, MutexGuard};
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// SQLite has one writer at a time. Queuing writers here, rather than letting deferred
-    /// transactions race to upgrade their locks, avoids `SQLITE_BUSY` under concurrent calls.
+    /// SQLite has one writer at a time; queuing this process's writers here keeps them from
+    /// spinning on the database lock.
     write_lock: Mutex<()>,
 }
 
@@ -50,8 +50,10 @@ impl SqliteStore {
 
     async fn begin_write(&self) -> Result<Write<'_>, sqlx::Error> {
         let guard = self.write_lock.lock().await;
+        // IMMEDIATE takes the write lock up front (waiting out other writers, such as another
+        // process, with the busy timeout) instead of failing when a read upgrades to a write.
         Ok(Write {
-            tx: self.pool.begin().await?,
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
             _guard: guard,
         })
     }

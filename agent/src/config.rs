@@ -1,0 +1,513 @@
+//! The agent's configuration: command-line flags over `MAILPLANE_AGENT_*` environment
+//! variables over a TOML file (`--config`) over defaults.
+//!
+//! ```toml
+//! server = "https://mailplane.example.org:7751"
+//! server_ca = "/etc/mailplane-agent/server-ca.pem"
+//! allowed_destinations = ["smtp.corp.example:587", "10.20.0.0/16:25"]
+//! # enrollment_token = "..."   # first start only; better passed in the environment
+//! # server_name = "mailplane.example.org"
+//! # state_dir = "/var/lib/mailplane-agent"
+//! # max_concurrent_jobs = 8
+//! # heartbeat_interval = "10s"
+//! # drain_timeout = "30s"
+//! # log_format = "text"        # or "json"
+//! # log_level = "info"
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::tunnel::BackoffPolicy;
+
+/// An enrollment token. Its `Debug` prints `<redacted>` and it has no `Display`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Token(token.into())
+    }
+
+    /// The token itself; only for putting it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Token {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Token(s.trim().to_owned()))
+    }
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The server's agent listener, e.g. `https://mailplane.example.org:7751`.
+    pub server: String,
+    /// The CA (PEM file) that signs the server's agent listener certificate.
+    pub server_ca: PathBuf,
+    /// The TLS name to expect in the server's certificate; the URL's host when unset.
+    pub server_name: Option<String>,
+    /// Where the key, certificates and agent name live.
+    pub state_dir: PathBuf,
+    /// The one-time enrollment token (used only when there is no state yet).
+    pub enrollment_token: Option<Token>,
+    /// Where jobs may connect: `HOST[:PORT|:PORT-PORT]` patterns (see [`crate::allowlist`]).
+    /// Required: the agent refuses to run with an empty list.
+    pub allowed_destinations: Vec<String>,
+    /// The most jobs run at once.
+    pub max_concurrent_jobs: u32,
+    /// How often the agent sends a heartbeat. No message from the server for three
+    /// intervals means the link is dead.
+    pub heartbeat_interval: Duration,
+    /// How long in-flight jobs may take to finish on shutdown.
+    pub drain_timeout: Duration,
+    /// The log format.
+    pub log_format: LogFormat,
+    /// The log filter, e.g. `info` or `mailplane_agent=debug,info`.
+    pub log_level: String,
+    /// How long connecting to the server may take.
+    pub connect_timeout: Duration,
+    /// Reconnection delays.
+    pub backoff: BackoffPolicy,
+    /// How often the certificate's remaining lifetime is checked.
+    pub renew_check_interval: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with defaults for everything but the essentials.
+    pub fn new(
+        server: impl Into<String>,
+        server_ca: impl Into<PathBuf>,
+        state_dir: impl Into<PathBuf>,
+        allowed_destinations: Vec<String>,
+    ) -> Self {
+        AgentConfig {
+            server: server.into(),
+            server_ca: server_ca.into(),
+            server_name: None,
+            state_dir: state_dir.into(),
+            enrollment_token: None,
+            allowed_destinations,
+            max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            log_format: LogFormat::Text,
+            log_level: DEFAULT_LOG_LEVEL.to_owned(),
+            connect_timeout: Duration::from_secs(10),
+            backoff: BackoffPolicy::default(),
+            renew_check_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The default of `max_concurrent_jobs`.
+pub const DEFAULT_MAX_CONCURRENT_JOBS: u32 = 8;
+/// The default of `heartbeat_interval`.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// The default of `drain_timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default of `log_level`.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The default state directory: `/var/lib/mailplane-agent` for root, otherwise
+/// `$XDG_STATE_HOME/mailplane-agent` (`~/.local/state/mailplane-agent`).
+pub fn default_state_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to the process's effective user.
+    let is_root = match std::fs::metadata("/proc/self") {
+        Ok(m) => m.uid() == 0,
+        Err(_) => dirs::home_dir().is_some_and(|h| h == Path::new("/root")),
+    };
+    if is_root {
+        return PathBuf::from("/var/lib/mailplane-agent");
+    }
+    dirs::state_dir()
+        .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("mailplane-agent")
+}
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid configuration file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A required setting is missing.
+    #[error("`{0}` is required (flag --{1}, environment {2}, or the configuration file)")]
+    Missing(&'static str, &'static str, &'static str),
+    /// A duration does not parse.
+    #[error("invalid duration {0:?} for {1} (use e.g. 10s, 500ms, 2m)")]
+    Duration(String, &'static str),
+    /// A value is out of range.
+    #[error("invalid {0}: {1}")]
+    Invalid(&'static str, String),
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (use e.g. 10s, 500ms, 2m)"))?;
+    match unit.trim() {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!(
+            "invalid duration {text:?} (use e.g. 10s, 500ms, 2m)"
+        )),
+    }
+}
+
+/// A duration in the file: a number of seconds or a string such as `"10s"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum FileDuration {
+    Secs(u64),
+    Text(String),
+}
+
+impl FileDuration {
+    fn resolve(&self, name: &'static str) -> Result<Duration, ConfigError> {
+        match self {
+            FileDuration::Secs(n) => Ok(Duration::from_secs(*n)),
+            FileDuration::Text(t) => {
+                parse_duration(t).map_err(|_| ConfigError::Duration(t.clone(), name))
+            }
+        }
+    }
+}
+
+/// The TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: Option<String>,
+    server_ca: Option<PathBuf>,
+    server_name: Option<String>,
+    state_dir: Option<PathBuf>,
+    enrollment_token: Option<Token>,
+    allowed_destinations: Option<Vec<String>>,
+    max_concurrent_jobs: Option<u32>,
+    heartbeat_interval: Option<FileDuration>,
+    drain_timeout: Option<FileDuration>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+}
+
+/// The configuration flags (each also read from a `MAILPLANE_AGENT_*` variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// A TOML configuration file; flags and environment variables override its settings.
+    #[arg(long, env = "MAILPLANE_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The server's agent listener, e.g. <https://mailplane.example.org:7751>.
+    #[arg(long, env = "MAILPLANE_AGENT_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The CA certificate (PEM file) that signs the server's agent listener certificate.
+    #[arg(long, env = "MAILPLANE_AGENT_SERVER_CA", value_name = "FILE")]
+    pub server_ca: Option<PathBuf>,
+    /// The name to expect in the server's certificate (default: the URL's host).
+    #[arg(long, env = "MAILPLANE_AGENT_SERVER_NAME", value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Where the agent keeps its key and certificates (default: /var/lib/mailplane-agent
+    /// for root, ~/.local/state/mailplane-agent otherwise).
+    #[arg(long, env = "MAILPLANE_AGENT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The one-time enrollment token (`mailplane connectors token`); used only when the
+    /// state directory holds no enrollment yet. Prefer the environment variable.
+    #[arg(
+        long,
+        env = "MAILPLANE_AGENT_ENROLLMENT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub enrollment_token: Option<Token>,
+    /// A destination jobs may reach: HOST[:PORT|:PORT-PORT], where HOST is a DNS name,
+    /// *.suffix, an IP address or a CIDR (IPv6 in brackets before a port). Repeat the flag, or separate
+    /// patterns with commas. At least one is required to run.
+    #[arg(
+        long = "allow",
+        visible_alias = "allowed-destinations",
+        env = "MAILPLANE_AGENT_ALLOWED_DESTINATIONS",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub allowed_destinations: Vec<String>,
+    /// The most SMTP sessions run at once [default: 8].
+    #[arg(long, env = "MAILPLANE_AGENT_MAX_CONCURRENT_JOBS", value_name = "N")]
+    pub max_concurrent_jobs: Option<u32>,
+    /// How often to send a heartbeat, e.g. 10s [default: 10s].
+    #[arg(long, env = "MAILPLANE_AGENT_HEARTBEAT_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// How long running jobs may take to finish on shutdown [default: 30s].
+    #[arg(long, env = "MAILPLANE_AGENT_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+    /// The log format [default: text].
+    #[arg(long, env = "MAILPLANE_AGENT_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// The log filter, e.g. info, debug, or mailplane_agent=debug,info [default: info].
+    #[arg(long, env = "MAILPLANE_AGENT_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+impl ConfigArgs {
+    /// Reads the file named by `--config` (if any) and merges: flags and environment
+    /// over the file over defaults.
+    pub fn resolve(&self) -> Result<AgentConfig, ConfigError> {
+        let file = match &self.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+            }
+        };
+        self.merge(file)
+    }
+
+    fn merge(&self, file: FileConfig) -> Result<AgentConfig, ConfigError> {
+        let server = self
+            .server
+            .clone()
+            .or(file.server)
+            .ok_or(ConfigError::Missing(
+                "server",
+                "server",
+                "MAILPLANE_AGENT_SERVER",
+            ))?;
+        let server_ca = self
+            .server_ca
+            .clone()
+            .or(file.server_ca)
+            .ok_or(ConfigError::Missing(
+                "server_ca",
+                "server-ca",
+                "MAILPLANE_AGENT_SERVER_CA",
+            ))?;
+        let state_dir = self
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(default_state_dir);
+        let allowed = if self.allowed_destinations.is_empty() {
+            file.allowed_destinations.unwrap_or_default()
+        } else {
+            self.allowed_destinations.clone()
+        };
+        let mut c = AgentConfig::new(server, server_ca, state_dir, allowed);
+        c.server_name = self.server_name.clone().or(file.server_name);
+        c.enrollment_token = self
+            .enrollment_token
+            .clone()
+            .or(file.enrollment_token)
+            .filter(|t| !t.expose().is_empty());
+        if let Some(n) = self.max_concurrent_jobs.or(file.max_concurrent_jobs) {
+            if n == 0 {
+                return Err(ConfigError::Invalid(
+                    "max_concurrent_jobs",
+                    "must be at least 1".into(),
+                ));
+            }
+            c.max_concurrent_jobs = n;
+        }
+        c.heartbeat_interval = match (self.heartbeat_interval, &file.heartbeat_interval) {
+            (Some(d), _) => d,
+            (None, Some(d)) => d.resolve("heartbeat_interval")?,
+            (None, None) => DEFAULT_HEARTBEAT_INTERVAL,
+        };
+        if c.heartbeat_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "heartbeat_interval",
+                "must be more than 0".into(),
+            ));
+        }
+        c.drain_timeout = match (self.drain_timeout, &file.drain_timeout) {
+            (Some(d), _) => d,
+            (None, Some(d)) => d.resolve("drain_timeout")?,
+            (None, None) => DEFAULT_DRAIN_TIMEOUT,
+        };
+        c.log_format = self.log_format.or(file.log_format).unwrap_or_default();
+        c.log_level = self
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ConfigArgs,
+    }
+
+    fn parse(argv: &[&str]) -> ConfigArgs {
+        let mut full = vec!["agent"];
+        full.extend_from_slice(argv);
+        Cli::try_parse_from(full).unwrap().args
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10d").is_err());
+    }
+
+    #[test]
+    fn flags_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            r#"
+server = "https://file.example:7751"
+server_ca = "/file/ca.pem"
+server_name = "file-name"
+allowed_destinations = ["file.example:25"]
+max_concurrent_jobs = 3
+heartbeat_interval = "5s"
+drain_timeout = 7
+enrollment_token = "file-token-value"
+log_format = "json"
+"#,
+        )
+        .unwrap();
+        let config = path.to_str().unwrap();
+
+        let c = parse(&["--config", config]).resolve().unwrap();
+        assert_eq!(c.server, "https://file.example:7751");
+        assert_eq!(c.server_ca, PathBuf::from("/file/ca.pem"));
+        assert_eq!(c.server_name.as_deref(), Some("file-name"));
+        assert_eq!(c.allowed_destinations, vec!["file.example:25".to_owned()]);
+        assert_eq!(c.max_concurrent_jobs, 3);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.drain_timeout, Duration::from_secs(7));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.state_dir, default_state_dir());
+        let token = c.enrollment_token.clone().unwrap();
+        assert_eq!(token.expose(), "file-token-value");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("file-token-value"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+
+        let c = parse(&[
+            "--config",
+            config,
+            "--server",
+            "https://flag.example:1",
+            "--allow",
+            "a.example:25,b.example",
+            "--allow",
+            "10.0.0.0/8",
+            "--max-concurrent-jobs",
+            "9",
+            "--heartbeat-interval",
+            "250ms",
+            "--log-format",
+            "text",
+            "--state-dir",
+            "/flag/state",
+        ])
+        .resolve()
+        .unwrap();
+        assert_eq!(c.server, "https://flag.example:1");
+        assert_eq!(c.server_ca, PathBuf::from("/file/ca.pem"));
+        assert_eq!(
+            c.allowed_destinations,
+            vec!["a.example:25", "b.example", "10.0.0.0/8"]
+        );
+        assert_eq!(c.max_concurrent_jobs, 9);
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(c.drain_timeout, Duration::from_secs(7));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.state_dir, PathBuf::from("/flag/state"));
+
+        // Defaults, and the required settings.
+        let c = parse(&["--server", "https://s:1", "--server-ca", "/ca.pem"])
+            .resolve()
+            .unwrap();
+        assert_eq!(c.max_concurrent_jobs, 8);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert!(c.allowed_destinations.is_empty());
+        assert!(c.enrollment_token.is_none());
+        assert!(matches!(
+            parse(&["--server-ca", "/ca.pem"]).resolve(),
+            Err(ConfigError::Missing("server", ..))
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "server = \"https://s:1\"\nsevrer_ca = \"x\"\n").unwrap();
+        let err = parse(&["--config", path.to_str().unwrap()])
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("sevrer_ca"), "{err}");
+    }
+}

@@ -1,0 +1,595 @@
+//! Conversions between the session library ([`crate::smtp`]) and the API
+//! (`mailplane.v1`), shared by the agent and the server so that both describe a session
+//! the same way.
+//!
+//! [`job_from_config`] and [`config_from_job`] are inverses: a [`smtp::SessionConfig`]
+//! survives the trip through an [`pb::SmtpJob`] unchanged (optional strings travel as
+//! empty strings, so `Some("")` comes back as `None`).
+
+use std::time::Duration;
+
+use mailplane_proto::v1 as pb;
+
+use crate::smtp;
+
+/// A job that cannot become a session configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// The port is 0 or above 65535.
+    #[error("invalid port {0}")]
+    InvalidPort(u32),
+    /// An enum field holds a value this version does not know.
+    #[error("unknown {field} value {value}")]
+    UnknownEnum {
+        /// The field.
+        field: &'static str,
+        /// The value.
+        value: i32,
+    },
+    /// Authentication is requested without a mechanism.
+    #[error("auth.mechanism is not set")]
+    MissingAuthMechanism,
+    /// A timeout is negative or out of range.
+    #[error("invalid timeout {0}")]
+    InvalidTimeout(&'static str),
+}
+
+/// The API's phase for a session phase.
+pub fn phase(p: smtp::Phase) -> pb::Phase {
+    match p {
+        smtp::Phase::Dns => pb::Phase::DnsResolve,
+        smtp::Phase::Connect => pb::Phase::TcpConnect,
+        smtp::Phase::Banner => pb::Phase::Banner,
+        smtp::Phase::Ehlo => pb::Phase::Ehlo,
+        smtp::Phase::StartTls => pb::Phase::Starttls,
+        smtp::Phase::TlsHandshake => pb::Phase::TlsHandshake,
+        smtp::Phase::Auth => pb::Phase::Auth,
+        smtp::Phase::MailFrom => pb::Phase::MailFrom,
+        smtp::Phase::RcptTo => pb::Phase::RcptTo,
+        smtp::Phase::Data => pb::Phase::Data,
+        smtp::Phase::Quit => pb::Phase::Quit,
+    }
+}
+
+/// The API's failure class for a session's.
+pub fn failure_class(c: smtp::FailureClass) -> pb::FailureClass {
+    match c {
+        smtp::FailureClass::Dns => pb::FailureClass::Dns,
+        smtp::FailureClass::ConnectionRefused => pb::FailureClass::ConnectionRefused,
+        smtp::FailureClass::Timeout => pb::FailureClass::Timeout,
+        smtp::FailureClass::TlsHandshake => pb::FailureClass::TlsHandshake,
+        smtp::FailureClass::CertificateExpired => pb::FailureClass::CertificateExpired,
+        smtp::FailureClass::CertificateUntrusted => pb::FailureClass::CertificateUntrusted,
+        smtp::FailureClass::CertificateNameMismatch => pb::FailureClass::CertificateNameMismatch,
+        smtp::FailureClass::StartTlsUnavailable => pb::FailureClass::StarttlsUnavailable,
+        smtp::FailureClass::AuthRejected => pb::FailureClass::AuthRejected,
+        smtp::FailureClass::AuthMechanismUnsupported => pb::FailureClass::AuthMechanismUnsupported,
+        smtp::FailureClass::SenderRejected => pb::FailureClass::SenderRejected,
+        smtp::FailureClass::RecipientRejected => pb::FailureClass::RecipientRejected,
+        smtp::FailureClass::MessageRejected => pb::FailureClass::MessageRejected,
+        smtp::FailureClass::TemporaryFailure => pb::FailureClass::TemporaryFailure,
+        smtp::FailureClass::PermanentFailure => pb::FailureClass::PermanentFailure,
+        smtp::FailureClass::ProtocolMismatch => pb::FailureClass::ProtocolMismatch,
+        smtp::FailureClass::DestinationNotAllowed => pb::FailureClass::DestinationNotAllowed,
+    }
+}
+
+fn phase_status(s: smtp::PhaseStatus) -> pb::PhaseStatus {
+    match s {
+        smtp::PhaseStatus::Ok => pb::PhaseStatus::Ok,
+        smtp::PhaseStatus::Failed => pb::PhaseStatus::Failed,
+        smtp::PhaseStatus::Skipped => pb::PhaseStatus::Skipped,
+    }
+}
+
+fn tls(info: &smtp::TlsInfo) -> pb::TlsDetails {
+    let (verification, detail) = match &info.verification {
+        smtp::Verification::Verified => (pb::Verification::Verified, String::new()),
+        smtp::Verification::IgnoredByConfig { reason } => {
+            (pb::Verification::Ignored, reason.clone())
+        }
+        smtp::Verification::Failed { reason } => (pb::Verification::Failed, reason.clone()),
+    };
+    pb::TlsDetails {
+        protocol_version: info.protocol_version.clone(),
+        cipher_suite: info.cipher_suite.clone(),
+        peer_certificate: info.peer_certificate.as_ref().map(|c| pb::PeerCertificate {
+            subject: c.subject.clone(),
+            issuer: c.issuer.clone(),
+            sans: c.sans.clone(),
+            not_before: c.not_before.clone(),
+            not_after: c.not_after.clone(),
+        }),
+        verification: verification.into(),
+        verification_detail: detail,
+    }
+}
+
+/// One transcript entry. The reply text is the reply's lines joined by `\n`.
+pub fn phase_result(r: &smtp::PhaseRecord) -> pb::PhaseResult {
+    pb::PhaseResult {
+        phase: phase(r.phase).into(),
+        status: phase_status(r.status).into(),
+        duration: prost_types::Duration::try_from(r.duration).ok(),
+        commands: r.commands.clone(),
+        reply_code: r.reply.as_ref().map_or(0, |reply| i32::from(reply.code)),
+        reply_text: r
+            .reply
+            .as_ref()
+            .map(|reply| reply.lines.join("\n"))
+            .unwrap_or_default(),
+        detail: r.detail.clone(),
+        tls: r.tls.as_ref().map(tls),
+    }
+}
+
+/// How a session ended, for the agent's stream (and the server's test record).
+///
+/// On success the message is `accepted: <code> <text>` after delivery, or
+/// `stopped after <X> as asked` when the session stopped early.
+pub fn outcome(report: &smtp::SessionReport) -> pb::JobOutcome {
+    let message_id = report.message_id.clone().unwrap_or_default();
+    let (succeeded, result) = match &report.outcome {
+        smtp::Outcome::Success(s) => (
+            true,
+            pb::TestResult {
+                message: match s.final_reply.as_ref() {
+                    Some(reply) => format!("accepted: {} {}", reply.code, reply.lines.join(" ")),
+                    None => format!("stopped after {:?} as asked", s.stopped_after),
+                },
+                queue_id: s.queue_id.clone().unwrap_or_default(),
+                message_id,
+                ..Default::default()
+            },
+        ),
+        smtp::Outcome::Failure(f) => (
+            false,
+            pb::TestResult {
+                failure_class: failure_class(f.class).into(),
+                failed_phase: phase(f.phase).into(),
+                message: f.message.clone(),
+                hint: f.hint.clone(),
+                queue_id: String::new(),
+                message_id,
+            },
+        ),
+    };
+    pb::JobOutcome {
+        succeeded,
+        result: Some(result),
+        capabilities: report.capabilities.clone(),
+    }
+}
+
+fn security_to_pb(s: smtp::Security) -> pb::SecurityMode {
+    match s {
+        smtp::Security::None => pb::SecurityMode::None,
+        smtp::Security::StartTlsOpportunistic => pb::SecurityMode::StarttlsOpportunistic,
+        smtp::Security::StartTlsRequired => pb::SecurityMode::StarttlsRequired,
+        smtp::Security::ImplicitTls => pb::SecurityMode::ImplicitTls,
+    }
+}
+
+fn security_from_pb(value: i32) -> Result<smtp::Security, ConvertError> {
+    match pb::SecurityMode::try_from(value) {
+        // Unset means STARTTLS_REQUIRED, as on account creation.
+        Ok(pb::SecurityMode::Unspecified | pb::SecurityMode::StarttlsRequired) => {
+            Ok(smtp::Security::StartTlsRequired)
+        }
+        Ok(pb::SecurityMode::None) => Ok(smtp::Security::None),
+        Ok(pb::SecurityMode::StarttlsOpportunistic) => Ok(smtp::Security::StartTlsOpportunistic),
+        Ok(pb::SecurityMode::ImplicitTls) => Ok(smtp::Security::ImplicitTls),
+        Err(_) => Err(ConvertError::UnknownEnum {
+            field: "security",
+            value,
+        }),
+    }
+}
+
+fn mechanism_to_pb(m: smtp::AuthMechanism) -> pb::AuthMechanism {
+    match m {
+        smtp::AuthMechanism::Plain => pb::AuthMechanism::Plain,
+        smtp::AuthMechanism::Login => pb::AuthMechanism::Login,
+        smtp::AuthMechanism::XOAuth2 => pb::AuthMechanism::Xoauth2,
+    }
+}
+
+fn mechanism_from_pb(value: i32) -> Result<smtp::AuthMechanism, ConvertError> {
+    match pb::AuthMechanism::try_from(value) {
+        Ok(pb::AuthMechanism::Plain) => Ok(smtp::AuthMechanism::Plain),
+        Ok(pb::AuthMechanism::Login) => Ok(smtp::AuthMechanism::Login),
+        Ok(pb::AuthMechanism::Xoauth2) => Ok(smtp::AuthMechanism::XOAuth2),
+        Ok(pb::AuthMechanism::Unspecified) => Err(ConvertError::MissingAuthMechanism),
+        Err(_) => Err(ConvertError::UnknownEnum {
+            field: "auth.mechanism",
+            value,
+        }),
+    }
+}
+
+fn stop_after_to_pb(s: smtp::StopAfter) -> pb::StopAfter {
+    match s {
+        smtp::StopAfter::Connect => pb::StopAfter::Connect,
+        smtp::StopAfter::Tls => pb::StopAfter::Tls,
+        smtp::StopAfter::Auth => pb::StopAfter::Auth,
+        smtp::StopAfter::Delivery => pb::StopAfter::Delivery,
+    }
+}
+
+fn stop_after_from_pb(value: i32) -> Result<smtp::StopAfter, ConvertError> {
+    match pb::StopAfter::try_from(value) {
+        Ok(pb::StopAfter::Connect) => Ok(smtp::StopAfter::Connect),
+        Ok(pb::StopAfter::Tls) => Ok(smtp::StopAfter::Tls),
+        Ok(pb::StopAfter::Auth) => Ok(smtp::StopAfter::Auth),
+        Ok(pb::StopAfter::Delivery | pb::StopAfter::Unspecified) => Ok(smtp::StopAfter::Delivery),
+        Err(_) => Err(ConvertError::UnknownEnum {
+            field: "stop_after",
+            value,
+        }),
+    }
+}
+
+fn duration_to_pb(d: Duration) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(d).ok()
+}
+
+fn duration_from_pb(
+    d: Option<&prost_types::Duration>,
+    default: Duration,
+    field: &'static str,
+) -> Result<Duration, ConvertError> {
+    match d {
+        None => Ok(default),
+        Some(d) => Duration::try_from(*d).map_err(|_| ConvertError::InvalidTimeout(field)),
+    }
+}
+
+fn timeouts_to_pb(t: &smtp::Timeouts) -> pb::JobTimeouts {
+    pb::JobTimeouts {
+        dns: duration_to_pb(t.dns),
+        connect: duration_to_pb(t.connect),
+        banner: duration_to_pb(t.banner),
+        ehlo: duration_to_pb(t.ehlo),
+        starttls: duration_to_pb(t.starttls),
+        tls_handshake: duration_to_pb(t.tls_handshake),
+        auth: duration_to_pb(t.auth),
+        mail_from: duration_to_pb(t.mail_from),
+        rcpt_to: duration_to_pb(t.rcpt_to),
+        data_init: duration_to_pb(t.data_init),
+        data_block: duration_to_pb(t.data_block),
+        data_end: duration_to_pb(t.data_end),
+        quit: duration_to_pb(t.quit),
+        overall: duration_to_pb(t.overall),
+    }
+}
+
+fn timeouts_from_pb(t: Option<&pb::JobTimeouts>) -> Result<smtp::Timeouts, ConvertError> {
+    let d = smtp::Timeouts::default();
+    let Some(t) = t else {
+        return Ok(d);
+    };
+    Ok(smtp::Timeouts {
+        dns: duration_from_pb(t.dns.as_ref(), d.dns, "dns")?,
+        connect: duration_from_pb(t.connect.as_ref(), d.connect, "connect")?,
+        banner: duration_from_pb(t.banner.as_ref(), d.banner, "banner")?,
+        ehlo: duration_from_pb(t.ehlo.as_ref(), d.ehlo, "ehlo")?,
+        starttls: duration_from_pb(t.starttls.as_ref(), d.starttls, "starttls")?,
+        tls_handshake: duration_from_pb(
+            t.tls_handshake.as_ref(),
+            d.tls_handshake,
+            "tls_handshake",
+        )?,
+        auth: duration_from_pb(t.auth.as_ref(), d.auth, "auth")?,
+        mail_from: duration_from_pb(t.mail_from.as_ref(), d.mail_from, "mail_from")?,
+        rcpt_to: duration_from_pb(t.rcpt_to.as_ref(), d.rcpt_to, "rcpt_to")?,
+        data_init: duration_from_pb(t.data_init.as_ref(), d.data_init, "data_init")?,
+        data_block: duration_from_pb(t.data_block.as_ref(), d.data_block, "data_block")?,
+        data_end: duration_from_pb(t.data_end.as_ref(), d.data_end, "data_end")?,
+        quit: duration_from_pb(t.quit.as_ref(), d.quit, "quit")?,
+        overall: duration_from_pb(t.overall.as_ref(), d.overall, "overall")?,
+    })
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// The job that runs `config` on an agent. The secret goes into the job: send it only
+/// over the agent's mTLS stream, and never log the job.
+pub fn job_from_config(job_id: impl Into<String>, config: &smtp::SessionConfig) -> pb::SmtpJob {
+    pb::SmtpJob {
+        job_id: job_id.into(),
+        host: config.host.clone(),
+        port: u32::from(config.port),
+        security: security_to_pb(config.security).into(),
+        ignore_certificate_errors: config.ignore_certificate_errors,
+        extra_ca_pem: config.extra_ca_pem.clone().unwrap_or_default(),
+        helo_name: config.helo_name.clone().unwrap_or_default(),
+        auth: config.auth.as_ref().map(|c| pb::JobAuth {
+            mechanism: mechanism_to_pb(c.mechanism).into(),
+            username: c.username.clone(),
+            secret: c.secret.expose().to_owned(),
+        }),
+        stop_after: stop_after_to_pb(config.stop_after).into(),
+        timeouts: Some(timeouts_to_pb(&config.timeouts)),
+        message: config.message.as_ref().map(|m| pb::JobMessage {
+            sender: m.sender.clone(),
+            recipients: m.recipients.clone(),
+            reply_to: m.reply_to.clone().unwrap_or_default(),
+            return_path: m.return_path.clone().unwrap_or_default(),
+            disposition_notification_to: m.disposition_notification_to.clone().unwrap_or_default(),
+            subject: m.subject.clone(),
+            body: m.body.clone(),
+            footer: m.footer.clone().unwrap_or_default(),
+            charset: m.charset.clone().unwrap_or_default(),
+            plain_text_only: m.plain_text_only,
+        }),
+    }
+}
+
+/// The session configuration a job asks for. Unset timeouts take the library's defaults;
+/// an unset security mode means STARTTLS_REQUIRED and an unset `stop_after` DELIVERY.
+pub fn config_from_job(job: &pb::SmtpJob) -> Result<smtp::SessionConfig, ConvertError> {
+    let port = u16::try_from(job.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(ConvertError::InvalidPort(job.port))?;
+    let auth = match &job.auth {
+        None => None,
+        Some(a) => Some(smtp::Credentials::new(
+            mechanism_from_pb(a.mechanism)?,
+            a.username.clone(),
+            smtp::Secret::new(a.secret.clone()),
+        )),
+    };
+    Ok(smtp::SessionConfig {
+        host: job.host.clone(),
+        port,
+        security: security_from_pb(job.security)?,
+        ignore_certificate_errors: job.ignore_certificate_errors,
+        extra_ca_pem: (!job.extra_ca_pem.is_empty()).then(|| job.extra_ca_pem.clone()),
+        helo_name: non_empty(&job.helo_name),
+        auth,
+        stop_after: stop_after_from_pb(job.stop_after)?,
+        timeouts: timeouts_from_pb(job.timeouts.as_ref())?,
+        message: job.message.as_ref().map(|m| smtp::MessageSpec {
+            sender: m.sender.clone(),
+            recipients: m.recipients.clone(),
+            reply_to: non_empty(&m.reply_to),
+            return_path: non_empty(&m.return_path),
+            disposition_notification_to: non_empty(&m.disposition_notification_to),
+            subject: m.subject.clone(),
+            body: m.body.clone(),
+            footer: non_empty(&m.footer),
+            charset: non_empty(&m.charset),
+            plain_text_only: m.plain_text_only,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_config() -> smtp::SessionConfig {
+        let mut c = smtp::SessionConfig::new("smtp.example.org", 587, smtp::Security::ImplicitTls);
+        c.ignore_certificate_errors = true;
+        c.extra_ca_pem = Some(b"-----BEGIN CERTIFICATE-----\nabc\n".to_vec());
+        c.helo_name = Some("client.example.org".into());
+        c.auth = Some(smtp::Credentials::new(
+            smtp::AuthMechanism::XOAuth2,
+            "alice",
+            smtp::Secret::new("tok"),
+        ));
+        c.stop_after = smtp::StopAfter::Auth;
+        let ms = |n: u64| Duration::from_millis(n);
+        c.timeouts = smtp::Timeouts {
+            dns: ms(1),
+            connect: ms(2),
+            banner: ms(3),
+            ehlo: ms(4),
+            starttls: ms(5),
+            tls_handshake: ms(6),
+            auth: ms(7),
+            mail_from: ms(8),
+            rcpt_to: ms(9),
+            data_init: ms(10),
+            data_block: ms(11),
+            data_end: ms(12),
+            quit: ms(13),
+            overall: ms(14_001),
+        };
+        c.message = Some(smtp::MessageSpec {
+            sender: "Alice <alice@example.org>".into(),
+            recipients: vec!["bob@example.net".into(), "carol@example.net".into()],
+            reply_to: Some("r@example.org".into()),
+            return_path: Some("b@example.org".into()),
+            disposition_notification_to: Some("d@example.org".into()),
+            subject: "sübject".into(),
+            body: "body\n".into(),
+            footer: Some("foot".into()),
+            charset: Some("ISO-8859-1".into()),
+            plain_text_only: true,
+        });
+        c
+    }
+
+    #[test]
+    fn round_trip_every_field() {
+        let c = full_config();
+        let job = job_from_config("job-1", &c);
+        assert_eq!(job.job_id, "job-1");
+        assert_eq!(config_from_job(&job).unwrap(), c);
+
+        for security in [
+            smtp::Security::None,
+            smtp::Security::StartTlsOpportunistic,
+            smtp::Security::StartTlsRequired,
+            smtp::Security::ImplicitTls,
+        ] {
+            for stop in [
+                smtp::StopAfter::Connect,
+                smtp::StopAfter::Tls,
+                smtp::StopAfter::Auth,
+                smtp::StopAfter::Delivery,
+            ] {
+                for mech in [
+                    smtp::AuthMechanism::Plain,
+                    smtp::AuthMechanism::Login,
+                    smtp::AuthMechanism::XOAuth2,
+                ] {
+                    let mut c = full_config();
+                    c.security = security;
+                    c.stop_after = stop;
+                    if let Some(a) = c.auth.as_mut() {
+                        a.mechanism = mech;
+                    }
+                    assert_eq!(config_from_job(&job_from_config("j", &c)).unwrap(), c);
+                }
+            }
+        }
+
+        let minimal = smtp::SessionConfig::new("[2001:db8::1]", 25, smtp::Security::None);
+        assert_eq!(
+            config_from_job(&job_from_config("j", &minimal)).unwrap(),
+            minimal
+        );
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let job = pb::SmtpJob {
+            host: "h".into(),
+            port: 25,
+            ..Default::default()
+        };
+        let c = config_from_job(&job).unwrap();
+        assert_eq!(c.security, smtp::Security::StartTlsRequired);
+        assert_eq!(c.stop_after, smtp::StopAfter::Delivery);
+        assert_eq!(c.timeouts, smtp::Timeouts::default());
+        assert!(c.auth.is_none() && c.message.is_none());
+
+        let bad_port = pb::SmtpJob {
+            port: 70000,
+            ..job.clone()
+        };
+        assert_eq!(
+            config_from_job(&bad_port),
+            Err(ConvertError::InvalidPort(70000))
+        );
+        let bad_enum = pb::SmtpJob {
+            security: 99,
+            ..job.clone()
+        };
+        assert!(matches!(
+            config_from_job(&bad_enum),
+            Err(ConvertError::UnknownEnum { .. })
+        ));
+        let no_mech = pb::SmtpJob {
+            auth: Some(pb::JobAuth::default()),
+            ..job.clone()
+        };
+        assert_eq!(
+            config_from_job(&no_mech),
+            Err(ConvertError::MissingAuthMechanism)
+        );
+        let negative = pb::SmtpJob {
+            timeouts: Some(pb::JobTimeouts {
+                quit: Some(prost_types::Duration {
+                    seconds: -1,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..job
+        };
+        assert_eq!(
+            config_from_job(&negative),
+            Err(ConvertError::InvalidTimeout("quit"))
+        );
+    }
+
+    #[test]
+    fn every_failure_class_maps() {
+        for c in smtp::FailureClass::ALL {
+            assert_ne!(failure_class(c), pb::FailureClass::Unspecified);
+        }
+    }
+
+    #[test]
+    fn outcome_and_phase_result() {
+        let mut rec = smtp::PhaseRecord::new(smtp::Phase::TlsHandshake, smtp::PhaseStatus::Ok);
+        rec.duration = Duration::from_millis(1500);
+        rec.reply = Some(smtp::Reply {
+            code: 250,
+            enhanced: None,
+            lines: vec!["a".into(), "b".into()],
+        });
+        rec.tls = Some(smtp::TlsInfo {
+            protocol_version: "TLSv1.3".into(),
+            cipher_suite: "X".into(),
+            peer_certificate: Some(smtp::CertificateInfo {
+                subject: "CN=x".into(),
+                ..Default::default()
+            }),
+            verification: smtp::Verification::IgnoredByConfig {
+                reason: "expired".into(),
+            },
+        });
+        let r = phase_result(&rec);
+        assert_eq!(r.phase(), pb::Phase::TlsHandshake);
+        assert_eq!(r.status(), pb::PhaseStatus::Ok);
+        assert_eq!(r.reply_code, 250);
+        assert_eq!(r.reply_text, "a\nb");
+        assert_eq!(
+            r.duration,
+            Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 500_000_000
+            })
+        );
+        let tls = r.tls.unwrap();
+        assert_eq!(tls.verification(), pb::Verification::Ignored);
+        assert_eq!(tls.verification_detail, "expired");
+        assert_eq!(tls.peer_certificate.unwrap().subject, "CN=x");
+
+        let report = smtp::SessionReport {
+            transcript: vec![rec],
+            capabilities: vec!["STARTTLS".into()],
+            message_id: Some("<m@x>".into()),
+            outcome: smtp::Outcome::Success(smtp::Success {
+                stopped_after: smtp::StopAfter::Delivery,
+                queue_id: Some("Q1".into()),
+                final_reply: Some(smtp::Reply {
+                    code: 250,
+                    enhanced: Some("2.0.0".into()),
+                    lines: vec!["2.0.0 Ok: queued as Q1".into()],
+                }),
+            }),
+        };
+        let o = outcome(&report);
+        assert!(o.succeeded);
+        let res = o.result.unwrap();
+        assert_eq!(res.message, "accepted: 250 2.0.0 Ok: queued as Q1");
+        assert_eq!(res.queue_id, "Q1");
+        assert_eq!(res.message_id, "<m@x>");
+        assert_eq!(o.capabilities, vec!["STARTTLS".to_owned()]);
+
+        let failed = smtp::SessionReport {
+            outcome: smtp::Outcome::Failure(smtp::Failure {
+                class: smtp::FailureClass::AuthRejected,
+                phase: smtp::Phase::Auth,
+                message: "535".into(),
+                hint: "check".into(),
+                reply: None,
+            }),
+            ..report
+        };
+        let o = outcome(&failed);
+        assert!(!o.succeeded);
+        let res = o.result.unwrap();
+        assert_eq!(res.failure_class(), pb::FailureClass::AuthRejected);
+        assert_eq!(res.failed_phase(), pb::Phase::Auth);
+        assert_eq!((res.message.as_str(), res.hint.as_str()), ("535", "check"));
+    }
+}

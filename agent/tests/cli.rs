@@ -1,0 +1,100 @@
+//! The `mailplane-agent` binary: `check-config` and where settings come from (flags over
+//! `MAILPLANE_AGENT_*` variables over the file over defaults).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+const TOKEN: &str = "cli-TOKEN-5e2d0c";
+
+fn agent(args: &[&str], envs: &[(&str, &str)]) -> (Output, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailplane-agent"));
+    cmd.args(args);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MAILPLANE_AGENT_")) {
+        cmd.env_remove(k);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+#[test]
+fn check_config_precedence_and_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not checked here").unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "server = \"https://file.example:7751\"\nserver_ca = {ca:?}\n\
+             allowed_destinations = [\"file.example:25\"]\nmax_concurrent_jobs = 2\n\
+             drain_timeout = \"45s\"\nstate_dir = {:?}\n",
+            dir.path().join("state")
+        ),
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+
+    // The file alone: not enrolled and no token, so a problem.
+    let (out, text) = agent(&["check-config", "--config", config], &[]);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("https://file.example:7751"), "{text}");
+    assert!(text.contains("file.example:25"), "{text}");
+    assert!(text.contains("max_concurrent_jobs:  2"), "{text}");
+    assert!(text.contains("45s"), "{text}");
+    assert!(text.contains("mailplane-agent enroll"), "{text}");
+
+    // The environment beats the file; a flag beats the environment. With a token the
+    // missing state is fine (run enrolls), and the token is never printed.
+    let envs = [
+        ("MAILPLANE_AGENT_SERVER", "https://env.example:1"),
+        ("MAILPLANE_AGENT_MAX_CONCURRENT_JOBS", "5"),
+        (
+            "MAILPLANE_AGENT_ALLOWED_DESTINATIONS",
+            "env.example:587,10.0.0.0/8",
+        ),
+        ("MAILPLANE_AGENT_ENROLLMENT_TOKEN", TOKEN),
+    ];
+    let (out, text) = agent(
+        &[
+            "check-config",
+            "--config",
+            config,
+            "--max-concurrent-jobs",
+            "7",
+        ],
+        &envs,
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("https://env.example:1"), "{text}");
+    assert!(text.contains("env.example:587, 10.0.0.0/8"), "{text}");
+    assert!(text.contains("max_concurrent_jobs:  7"), "{text}");
+    assert!(text.contains("enrollment_token:     set"), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
+
+    // Invalid patterns and unknown keys are problems.
+    let (out, text) = agent(
+        &["check-config", "--config", config, "--allow", "bad pattern"],
+        &envs,
+    );
+    assert!(!out.status.success());
+    assert!(text.contains("invalid destination pattern"), "{text}");
+    std::fs::write(&file, "sever = \"x\"\n").unwrap();
+    let (out, text) = agent(&["check-config", "--config", config], &[]);
+    assert!(!out.status.success());
+    assert!(text.contains("sever"), "{text}");
+
+    // --help documents every flag, without the token's value.
+    let (out, text) = agent(&["run", "--help"], &envs);
+    assert!(out.status.success());
+    assert!(text.contains("MAILPLANE_AGENT_ENROLLMENT_TOKEN"), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
+}
