@@ -398,6 +398,17 @@ mod tests {
         args: ConfigArgs,
     }
 
+    #[test]
+    fn the_example_config_parses() {
+        let file: FileConfig =
+            toml::from_str(include_str!("../../deploy/mailplane-agent.toml")).unwrap();
+        assert_eq!(file.allowed_destinations.map(|a| a.len()), Some(2));
+        assert!(
+            file.enrollment_token.is_none(),
+            "the example keeps no token"
+        );
+    }
+
     fn parse(argv: &[&str]) -> ConfigArgs {
         let mut full = vec!["agent"];
         full.extend_from_slice(argv);

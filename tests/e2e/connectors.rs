@@ -520,11 +520,10 @@ async fn jobs_go_to_an_agent_and_fail_over_before_data_only() {
     // Two agents, the first drops before DATA: the job completes on the second.
     let mut b = FakeAgent::connect(&server, &second).await.unwrap();
     let name = start_test(&server, &acct.name).await;
-    let (job, taker, other) = tokio::select! {
-        j = a.next_job() => (j, "a", ()),
-        j = b.next_job() => (j, "b", ()),
+    let (job, taker) = tokio::select! {
+        j = a.next_job() => (j, "a"),
+        j = b.next_job() => (j, "b"),
     };
-    let _ = other;
     let (mut survivor, survivor_name) = if taker == "a" {
         drop(a);
         (b, second.name.clone())
