@@ -20,6 +20,8 @@ fn serve(data_dir: &std::path::Path) -> (Child, String, mpsc::Receiver<String>) 
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--log-level",
@@ -155,6 +157,8 @@ fn startup_failures_exit_non_zero_with_a_message() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
             "--database-url",
             "mysql://u:pw@h/db",
         ])
@@ -184,7 +188,14 @@ fn startup_failures_exit_non_zero_with_a_message() {
 
     std::fs::write(dir.path().join("mailplane.key"), "not a key").unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "off",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -215,6 +226,8 @@ fn accounts_test_through_postfix_leaks_no_secret() {
         .args([
             "serve",
             "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
             "127.0.0.1:0",
             "--log-format",
             "json",
