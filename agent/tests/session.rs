@@ -970,7 +970,10 @@ async fn banner_554_and_ehlo_5xx_are_permanent_failures() {
 }
 
 /// What the peer does after `220` to STARTTLS, in a STARTTLS handshake that fails.
-async fn failed_handshake(after_starttls: Vec<Step>) -> (SessionReport, PeerLog) {
+async fn failed_handshake(
+    after_starttls: Vec<Step>,
+    class: FailureClass,
+) -> (SessionReport, PeerLog) {
     let mut steps = vec![
         Step::Say("220 mail.example.net ESMTP"),
         Step::Expect("EHLO"),
@@ -988,7 +991,7 @@ async fn failed_handshake(after_starttls: Vec<Step>) -> (SessionReport, PeerLog)
     ));
     let report = run_quick(cfg).await;
     let log = finish(peer).await;
-    let f = expect_failure(&report, FailureClass::TlsHandshake, Phase::TlsHandshake);
+    let f = expect_failure(&report, class, Phase::TlsHandshake);
     // The connection is unusable: nothing follows the failed handshake, in clear or not.
     assert_eq!(
         report.transcript.last().unwrap().phase,
@@ -1014,11 +1017,14 @@ async fn failed_handshake(after_starttls: Vec<Step>) -> (SessionReport, PeerLog)
 #[tokio::test]
 async fn tls_handshake_failures() {
     // A legacy server that speaks only TLS 1.0 answers the ClientHello in TLS 1.0.
-    let (report, log) = failed_handshake(vec![
-        Step::ExpectClientHello,
-        Step::Raw(peer::tls10_server_hello()),
-        Step::ReadUntilClosed,
-    ])
+    let (report, log) = failed_handshake(
+        vec![
+            Step::ExpectClientHello,
+            Step::Raw(peer::tls10_server_hello()),
+            Step::ReadUntilClosed,
+        ],
+        FailureClass::TlsHandshake,
+    )
     .await;
     let f = failure(&report);
     assert_eq!(
@@ -1031,11 +1037,14 @@ async fn tls_handshake_failures() {
     assert!(log.tail.ends_with(&[2, 70]), "{:02x?}", log.tail);
 
     // A server that aborts with a handshake_failure alert (no common version or cipher).
-    let (report, _) = failed_handshake(vec![
-        Step::ExpectClientHello,
-        Step::Raw(b"\x15\x03\x03\x00\x02\x02\x28".to_vec()),
-        Step::ReadUntilClosed,
-    ])
+    let (report, _) = failed_handshake(
+        vec![
+            Step::ExpectClientHello,
+            Step::Raw(b"\x15\x03\x03\x00\x02\x02\x28".to_vec()),
+            Step::ReadUntilClosed,
+        ],
+        FailureClass::TlsHandshake,
+    )
     .await;
     let f = failure(&report);
     assert!(
@@ -1043,20 +1052,28 @@ async fn tls_handshake_failures() {
         "{f}"
     );
 
-    // A server that answers the ClientHello with something that is not TLS.
-    let (report, _) = failed_handshake(vec![
-        Step::ExpectClientHello,
-        Step::Say("500 5.5.1 what is this?"),
-        Step::ReadUntilClosed,
-    ])
+    // A server that accepts STARTTLS, then answers the ClientHello with something that is not
+    // TLS: the port does not really speak TLS.
+    let (report, _) = failed_handshake(
+        vec![
+            Step::ExpectClientHello,
+            Step::Say("500 5.5.1 what is this?"),
+            Step::ReadUntilClosed,
+        ],
+        FailureClass::ProtocolMismatch,
+    )
+    .await;
+    let f = failure(&report);
+    assert!(f.message.contains("did not answer in TLS"), "{f}");
+    assert!(f.hint.contains("did not speak TLS"), "{f}");
+
+    // A server that hangs up in the middle of the handshake.
+    let (report, _) = failed_handshake(
+        vec![Step::ExpectClientHello, Step::Close],
+        FailureClass::TlsHandshake,
+    )
     .await;
     let f = failure(&report);
     assert!(f.message.contains("TLS handshake failed"), "{f}");
-    assert_eq!(f.hint, FailureClass::TlsHandshake.default_hint());
-
-    // A server that hangs up in the middle of the handshake.
-    let (report, _) = failed_handshake(vec![Step::ExpectClientHello, Step::Close]).await;
-    let f = failure(&report);
-    assert!(f.message.contains("TLS handshake failed"), "{f}");
-    assert_eq!(f.hint, FailureClass::TlsHandshake.default_hint());
+    assert!(f.hint.contains("hung up during the TLS handshake"), "{f}");
 }

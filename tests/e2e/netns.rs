@@ -565,9 +565,53 @@ async fn connector_reaches_a_relay_that_only_the_agent_can_reach() {
     );
     sink.wait_for(&format!("to={rcpt}"), Duration::from_secs(10))
         .await;
+
+    // The agent restarts: on SIGTERM it drains and exits cleanly, and it comes back from its
+    // state directory alone (the token is used up).
+    Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut agent = agent;
+    let status = agent.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the agent exits cleanly on SIGTERM: {status:?}"
+    );
+    assert!(
+        agent.text().contains("drained; stream closed"),
+        "{}",
+        agent.text()
+    );
+    let restarted = Proc::spawn({
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &net.agent_ns])
+            .arg(binary("mailplane-agent"))
+            .args(["run", "--log-format", "json", "--log-level", "debug"]);
+        c.args([
+            "--server",
+            &format!("https://{}", server.agents),
+            "--allow",
+            &format!("{}:2525", net.relay_ip),
+        ]);
+        c.arg("--server-ca")
+            .arg(&ca)
+            .arg("--state-dir")
+            .arg(&agent_state);
+        c
+    });
+    wait_online(&server, &connector.name).await;
+    let rcpt = format!("restarted-{:08x}@example.com", rand::random::<u32>());
+    let done = finished(&server, &via.name, &rcpt).await;
+    assert_eq!(
+        done.state,
+        i32::from(pb::TestState::Succeeded),
+        "{:?}",
+        done.result
+    );
     server.stop();
 
-    let logs = agent.text();
+    let logs = format!("{}\n{}", agent.text(), restarted.text());
     assert!(logs.contains("reconnecting in"), "the backoff is logged");
     assert!(
         !logs.contains(secret),
@@ -582,6 +626,7 @@ async fn connector_reaches_a_relay_that_only_the_agent_can_reach() {
         std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
         0o600
     );
+    drop(restarted);
     drop(agent);
     drop(sink);
     drop(net);

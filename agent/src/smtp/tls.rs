@@ -298,6 +298,20 @@ pub(crate) fn classify_handshake_error(
             info,
         };
     }
+    // The server said yes to STARTTLS, then answered the ClientHello with something that is
+    // not TLS at all: the port does not really speak TLS (or a middlebox strips it).
+    if let Some(e @ rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
+        rustls_err
+    {
+        return TlsFailure {
+            class: FailureClass::ProtocolMismatch,
+            message: format!("the server accepted STARTTLS but did not answer in TLS ({e})"),
+            hint: "the server accepted STARTTLS and then did not speak TLS; it may be \
+                   misconfigured, or a proxy on the path breaks STARTTLS"
+                .to_owned(),
+            info,
+        };
+    }
     let message = match rustls_err {
         Some(e) => format!("TLS handshake failed: {e}"),
         None => format!("TLS handshake failed: {err}"),
@@ -310,6 +324,11 @@ pub(crate) fn classify_handshake_error(
         }
         Some(rustls::Error::PeerIncompatible(_)) => {
             "the server supports no TLS version or cipher this client accepts (TLS 1.2+)".to_owned()
+        }
+        _ if err.kind() == io::ErrorKind::UnexpectedEof => {
+            "the server hung up during the TLS handshake; it may accept no TLS version or \
+             cipher this client offers (TLS 1.2+), or limit connections"
+                .to_owned()
         }
         _ => FailureClass::TlsHandshake.default_hint().to_owned(),
     };
