@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use mailplane_proto::v1 as pb;
+use mailplane_tests::rss_kib;
 use mailplane_tests::{Backend, SmtpFixtures, TestServer};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,15 +25,6 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(run());
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 async fn run_test(server: &TestServer, account: &str, i: usize) -> Duration {

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use mailplane_proto::v1 as pb;
+use mailplane_tests::rss_kib;
 use pb::agent_service_client::AgentServiceClient;
 use pb::network_connector_service_client::NetworkConnectorServiceClient;
 use std::io::{BufRead, BufReader};
@@ -26,15 +27,6 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(run());
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// Starts the server and returns it with its API and agent addresses.

@@ -190,14 +190,32 @@ pub(super) fn write_error(err: sqlx::Error, account_name: Option<&str>) -> Error
     Error::Database(err)
 }
 
-/// `Aborted` for a stale etag.
-pub(super) fn stale(name: &str, expected: i64, current: i64) -> Error {
-    Error::Aborted(format!(
-        "{name} was changed by someone else (your etag {} is stale, the current one is {}); \
-         read it again and reapply your change",
-        crate::domain::etag(expected),
-        crate::domain::etag(current)
-    ))
+/// `Aborted` when the caller's etag names another version than the current one.
+pub(super) fn check_version(name: &str, expected: Option<i64>, current: i64) -> Result<(), Error> {
+    match expected {
+        Some(expected) if expected != current => Err(Error::Aborted(format!(
+            "{name} was changed by someone else (your etag {} is stale, the current one is {}); \
+             read it again and reapply your change",
+            crate::domain::etag(expected),
+            crate::domain::etag(current)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `FailedPrecondition` naming the accounts that still use `name`.
+pub(super) fn in_use(name: &str, users: &[(i64, String)], advice: &str) -> Result<(), Error> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = users
+        .iter()
+        .map(|(id, account)| format!("{} ({account})", crate::domain::AccountId(*id)))
+        .collect();
+    Err(Error::FailedPrecondition(format!(
+        "{name} is used by {}; {advice}",
+        names.join(", ")
+    )))
 }
 
 /// A decoding error for a stored value this version does not understand.
@@ -557,9 +575,7 @@ macro_rules! sql_store {
             ) -> Result<Account> {
                 let mut w = self.begin_write().await?;
                 let current = fetch_account(&mut w.tx, id).await?;
-                if let Some(v) = expected_version.filter(|v| *v != current.version) {
-                    return Err(sql::stale(&id.to_string(), v, current.version));
-                }
+                sql::check_version(&id.to_string(), expected_version, current.version)?;
                 let mut spec = current.spec.clone();
                 edit(&mut spec)?;
                 if current.spec.is_default && !spec.is_default {
@@ -610,9 +626,7 @@ macro_rules! sql_store {
             ) -> Result<()> {
                 let mut w = self.begin_write().await?;
                 let current = fetch_account(&mut w.tx, id).await?;
-                if let Some(v) = expected_version.filter(|v| *v != current.version) {
-                    return Err(sql::stale(&id.to_string(), v, current.version));
-                }
+                sql::check_version(&id.to_string(), expected_version, current.version)?;
                 if current.spec.is_default && account_count(&mut w.tx).await? > 1 {
                     return Err(Error::FailedPrecondition(format!(
                         "{id} is the default account and other accounts exist; make another \
@@ -711,9 +725,7 @@ macro_rules! sql_store {
             ) -> Result<Credential> {
                 let mut w = self.begin_write().await?;
                 let current = fetch_credential(&mut w.tx, id).await?;
-                if let Some(v) = expected_version.filter(|v| *v != current.version) {
-                    return Err(sql::stale(&id.to_string(), v, current.version));
-                }
+                sql::check_version(&id.to_string(), expected_version, current.version)?;
                 let mut spec = current.spec.clone();
                 edit(&mut spec)?;
                 if spec.kind != current.spec.kind {
@@ -765,25 +777,18 @@ macro_rules! sql_store {
             ) -> Result<()> {
                 let mut w = self.begin_write().await?;
                 let current = fetch_credential(&mut w.tx, id).await?;
-                if let Some(v) = expected_version.filter(|v| *v != current.version) {
-                    return Err(sql::stale(&id.to_string(), v, current.version));
-                }
+                sql::check_version(&id.to_string(), expected_version, current.version)?;
                 let users: Vec<(i64, String)> = sqlx::query_as(
                     "SELECT id, account_name FROM accounts WHERE credential_id = $1 ORDER BY id",
                 )
                 .bind(id.0)
                 .fetch_all(&mut *w.tx)
                 .await?;
-                if !users.is_empty() {
-                    let names: Vec<String> = users
-                        .iter()
-                        .map(|(aid, name)| format!("{} ({name})", AccountId(*aid)))
-                        .collect();
-                    return Err(Error::FailedPrecondition(format!(
-                        "{id} is used by {}; point those accounts at another credential first",
-                        names.join(", ")
-                    )));
-                }
+                sql::in_use(
+                    &id.to_string(),
+                    &users,
+                    "point those accounts at another credential first",
+                )?;
                 sqlx::query("DELETE FROM credentials WHERE id = $1")
                     .bind(id.0)
                     .execute(&mut *w.tx)
@@ -947,9 +952,7 @@ macro_rules! sql_store {
             ) -> Result<Connector> {
                 let mut w = self.begin_write().await?;
                 let current = fetch_connector(&mut w.tx, id).await?;
-                if let Some(v) = expected_version.filter(|v| *v != current.version) {
-                    return Err(sql::stale(&id.to_string(), v, current.version));
-                }
+                sql::check_version(&id.to_string(), expected_version, current.version)?;
                 let mut spec = current.spec.clone();
                 edit(&mut spec)?;
                 let now = now_micros();
@@ -976,9 +979,7 @@ macro_rules! sql_store {
             ) -> Result<()> {
                 let mut w = self.begin_write().await?;
                 let current = fetch_connector(&mut w.tx, id).await?;
-                if let Some(v) = expected_version.filter(|v| *v != current.version) {
-                    return Err(sql::stale(&id.to_string(), v, current.version));
-                }
+                sql::check_version(&id.to_string(), expected_version, current.version)?;
                 let users: Vec<(i64, String)> = sqlx::query_as(
                     "SELECT id, account_name FROM accounts WHERE network_connector_id = $1 \
                      ORDER BY id",
@@ -986,16 +987,7 @@ macro_rules! sql_store {
                 .bind(id.0)
                 .fetch_all(&mut *w.tx)
                 .await?;
-                if !users.is_empty() {
-                    let names: Vec<String> = users
-                        .iter()
-                        .map(|(aid, name)| format!("{} ({name})", AccountId(*aid)))
-                        .collect();
-                    return Err(Error::FailedPrecondition(format!(
-                        "{id} is used by {}; point those accounts elsewhere first",
-                        names.join(", ")
-                    )));
-                }
+                sql::in_use(&id.to_string(), &users, "point those accounts elsewhere first")?;
                 sqlx::query("DELETE FROM connectors WHERE id = $1")
                     .bind(id.0)
                     .execute(&mut *w.tx)
