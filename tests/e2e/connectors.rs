@@ -11,7 +11,11 @@ use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 async fn server() -> TestServer {
-    TestServer::start_configured(Backend::Sqlite, |c| {
+    server_on(Backend::Sqlite).await
+}
+
+async fn server_on(backend: Backend) -> TestServer {
+    TestServer::start_configured(backend, |c| {
         c.agent_listen = Some("127.0.0.1:0".parse().unwrap());
         c.smtp.connector_wait = Duration::from_secs(2);
     })
@@ -245,7 +249,16 @@ fn class(t: &pb::SmtpTest) -> pb::FailureClass {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_crud_and_deletion_rules() {
-    let server = server().await;
+    connector_crud_and_deletion_rules_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_crud_and_deletion_rules_postgres() {
+    connector_crud_and_deletion_rules_on(Backend::Postgres).await;
+}
+
+async fn connector_crud_and_deletion_rules_on(backend: Backend) {
+    let server = server_on(backend).await;
     let mut c = server.connectors();
     let dc = server.create_connector("Datacenter B").await;
     assert_eq!(dc.name, format!("connectors/{}", dc.id));
@@ -418,7 +431,16 @@ async fn enrollment_tokens_are_hashed_single_use_and_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_need_a_certificate_and_revocation_closes_them_within_3s() {
-    let server = server().await;
+    streams_need_a_certificate_and_revocation_closes_them_within_3s_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_need_a_certificate_and_revocation_closes_them_within_3s_postgres() {
+    streams_need_a_certificate_and_revocation_closes_them_within_3s_on(Backend::Postgres).await;
+}
+
+async fn streams_need_a_certificate_and_revocation_closes_them_within_3s_on(backend: Backend) {
+    let server = server_on(backend).await;
     let dc = server.create_connector("Revocable").await;
     let t = token(&server, &dc.name).await;
     let who = enroll(&server, &t).await.unwrap();
@@ -479,7 +501,16 @@ async fn streams_need_a_certificate_and_revocation_closes_them_within_3s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_go_to_an_agent_and_fail_over_before_data_only() {
-    let server = server().await;
+    jobs_go_to_an_agent_and_fail_over_before_data_only_on(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_go_to_an_agent_and_fail_over_before_data_only_postgres() {
+    jobs_go_to_an_agent_and_fail_over_before_data_only_on(Backend::Postgres).await;
+}
+
+async fn jobs_go_to_an_agent_and_fail_over_before_data_only_on(backend: Backend) {
+    let server = server_on(backend).await;
     let (dc, acct) = connector_account(&server, "Dispatch").await;
     let first = enroll(&server, &token(&server, &dc.name).await)
         .await
