@@ -223,11 +223,22 @@ pub async fn serve(
         config.smtp.clone(),
         Arc::clone(&registry),
     );
-    match runner.close_stale().await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(tests = n, "closed tests left unfinished by a previous run"),
-        Err(e) => tracing::error!(error = %e, "cannot close unfinished tests"),
-    }
+    // Tests that a server (this one before a crash, or another replica) left unfinished past
+    // any possible deadline are closed now and then, so that none stays RUNNING.
+    let sweeper = {
+        let runner = Arc::clone(&runner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                match runner.close_stale().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(tests = n, "closed tests left unfinished"),
+                    Err(e) => tracing::error!(error = %e, "cannot close unfinished tests"),
+                }
+            }
+        })
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -290,7 +301,7 @@ pub async fn serve(
             Arc::clone(&state.store),
             state.cipher.clone(),
         )))
-        .add_service(SmtpTestServiceServer::new(Tests::new(runner)))
+        .add_service(SmtpTestServiceServer::new(Tests::new(Arc::clone(&runner))))
         .add_service(NetworkConnectorServiceServer::new(Connectors::new(
             Arc::clone(&state.store),
             Arc::clone(&registry),
@@ -336,6 +347,8 @@ pub async fn serve(
             tracing::warn!(timeout = ?config.drain_timeout, "drain timeout reached; closing remaining calls");
         }
     }
+    sweeper.abort();
+    runner.cancel_running().await;
     tracing::info!("stopped");
     Ok(())
 }

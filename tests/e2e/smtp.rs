@@ -775,3 +775,60 @@ async fn refused_connection_and_bad_requests() {
     assert_eq!(err.code(), Code::NotFound);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaves_no_test_running() {
+    // A relay that never greets: the test is mid-session when the server stops.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = TestServer::start(Backend::Sqlite).await;
+    let mut a = server.accounts();
+    let acct = create_account(
+        &mut a,
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            ..relay("Stalled", u32::from(port), pb::SecurityMode::None)
+        },
+    )
+    .await;
+    let test = server
+        .tests()
+        .create_test(pb::CreateTestRequest {
+            parent: acct.name.clone(),
+            test: Some(pb::SmtpTest {
+                to: to("stalled"),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Wait until the session is waiting for the banner.
+    let mut watch = server
+        .tests()
+        .watch_test(pb::WatchTestRequest {
+            name: test.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let msg = watch.message().await.unwrap().unwrap();
+        if matches!(msg.event, Some(Event::PhaseStarted(p)) if p == i32::from(pb::Phase::Banner)) {
+            break;
+        }
+    }
+    drop(watch);
+    let config = server.config.clone();
+    let (stopped, _data) = server.stop_keeping_data().await;
+    stopped.unwrap();
+    let state = mailplane_server::server::open_state(&config).await.unwrap();
+    let name = mailplane_server::api::smtp_tests::test_name("name", &test.name).unwrap();
+    let stored = state.store.get_test(name).await.unwrap();
+    assert_eq!(
+        stored.state,
+        mailplane_server::domain::TestState::Cancelled,
+        "nothing is left RUNNING"
+    );
+    drop(listener);
+}

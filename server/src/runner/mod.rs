@@ -149,6 +149,33 @@ impl TestRunner {
         Ok(stale.len())
     }
 
+    /// Cancels the tests still running in this process (shutdown): their sessions end with
+    /// the process, and no test may be left RUNNING.
+    pub async fn cancel_running(&self) {
+        let live: Vec<(TestName, Arc<LiveTest>)> = self
+            .lock_live()
+            .iter()
+            .map(|(name, live)| (*name, Arc::clone(live)))
+            .collect();
+        for (name, live) in live {
+            let mut test = live.snapshot();
+            test.state = pb::TestState::Cancelled.into();
+            test.end_time = Some(timestamp(now_micros()));
+            test.result = Some(pb::TestResult {
+                message: "the server shut down before this test finished".into(),
+                hint: "run the test again".into(),
+                ..Default::default()
+            });
+            if let Err(e) = self
+                .store
+                .update_test(name, TestState::Cancelled, &test.encode_to_vec())
+                .await
+            {
+                tracing::error!(test = %name, error = %e, "cannot cancel the test");
+            }
+        }
+    }
+
     /// Checks the destination before anything is stored or sent: when every address the host
     /// resolves to is denied, the test is refused with the rule named.
     async fn check_destination(&self, account: &Account) -> Result<()> {
