@@ -223,6 +223,20 @@ pub async fn serve(
         config.smtp.clone(),
         Arc::clone(&registry),
     );
+    // Revocation through another replica reaches the streams held here within two seconds.
+    let revocations = {
+        let (store, registry) = (Arc::clone(&state.store), Arc::clone(&registry));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                every.tick().await;
+                match store.revoked_agent_ids().await {
+                    Ok(ids) => ids.into_iter().for_each(|id| registry.close(id)),
+                    Err(e) => tracing::warn!(error = %e, "cannot check revoked agents"),
+                }
+            }
+        })
+    };
     // Tests that a server (this one before a crash, or another replica) left unfinished past
     // any possible deadline are closed now and then, so that none stays RUNNING.
     let sweeper = {
@@ -348,6 +362,7 @@ pub async fn serve(
         }
     }
     sweeper.abort();
+    revocations.abort();
     runner.cancel_running().await;
     tracing::info!("stopped");
     Ok(())

@@ -668,3 +668,48 @@ async fn the_least_loaded_replica_gets_the_job() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_renew_and_the_old_one_stops_working() {
+    let server = server_on(Backend::Postgres).await;
+    let dc = server.create_connector("Renewing").await;
+    let who = enroll(&server, &token(&server, &dc.name).await)
+        .await
+        .unwrap();
+    let original_cert = who.cert_pem.clone();
+    let tls_id = tls(&who.ca_pem).identity(Identity::from_pem(&who.cert_pem, &who.key_pem));
+    let mut client = AgentServiceClient::new(channel(&server, tls_id).await);
+    let key = rcgen::KeyPair::from_pem(&who.key_pem).unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let renewed = client
+        .renew_certificate(pb::RenewCertificateRequest { csr_pem: csr })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(renewed.certificate_pem, who.cert_pem);
+    assert!(renewed.expire_time.is_some());
+    let new_id = Enrolled {
+        cert_pem: renewed.certificate_pem,
+        ..who
+    };
+    FakeAgent::connect(&server, &new_id)
+        .await
+        .expect("the renewed certificate works");
+    let old = Enrolled {
+        name: new_id.name.clone(),
+        ca_pem: new_id.ca_pem.clone(),
+        cert_pem: original_cert,
+        key_pem: new_id.key_pem.clone(),
+    };
+    let err = FakeAgent::connect(&server, &old)
+        .await
+        .err()
+        .expect("the replaced certificate is refused");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    server.stop().await.unwrap();
+}

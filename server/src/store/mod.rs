@@ -154,6 +154,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_agents(&self, connector: ConnectorId) -> Result<Vec<AgentRecord>>;
     /// Revokes an agent.
     async fn revoke_agent(&self, agent: AgentName) -> Result<AgentRecord>;
+    /// The ids of every revoked agent.
+    async fn revoked_agent_ids(&self) -> Result<Vec<i64>>;
     /// Records that an agent was heard from.
     async fn touch_agent(&self, agent: AgentName, hostname: &str, version: &str) -> Result<()>;
     /// A value of the installation's metadata.

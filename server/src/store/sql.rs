@@ -1138,6 +1138,12 @@ macro_rules! sql_store {
                 }
             }
 
+            async fn revoked_agent_ids(&self) -> Result<Vec<i64>> {
+                Ok(sqlx::query_scalar("SELECT id FROM agents WHERE revoked ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
             async fn touch_agent(&self, agent: AgentName, hostname: &str, version: &str) -> Result<()> {
                 sqlx::query(
                     "UPDATE agents SET last_heartbeat_time = $1, hostname = $2, version = $3 \
