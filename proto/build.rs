@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mailplane/v1/tests.proto",
         "mailplane/v1/connectors.proto",
         "mailplane/v1/agent.proto",
+        "mailplane/v1/tokens.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

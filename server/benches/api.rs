@@ -57,8 +57,14 @@ async fn run() {
         .await
         .unwrap();
 
-    get_throughput(&channel).await;
-    list_latency(&channel).await;
+    // Every API call carries the first admin token, as a client's would.
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let authed = tonic::service::interceptor::InterceptedService::new(
+        channel.clone(),
+        mailplane_server::cli::Bearer::new(Some(token.trim())).unwrap(),
+    );
+    get_throughput(&channel, &authed).await;
+    list_latency(&authed).await;
 
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
@@ -116,7 +122,7 @@ where
     total as f64 / secs
 }
 
-async fn get_throughput(channel: &Channel) {
+async fn get_throughput(channel: &Channel, authed: &mailplane_server::cli::Conn) {
     let secs: f64 = std::env::var("MAILPLANE_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -131,7 +137,7 @@ async fn get_throughput(channel: &Channel) {
         }
     };
     let get = {
-        let channel = channel.clone();
+        let channel = authed.clone();
         move || {
             let mut c = SmtpAccountServiceClient::new(channel.clone());
             async move {
@@ -164,7 +170,7 @@ async fn get_throughput(channel: &Channel) {
     println!("GetAccount / baseline ratio: {:.2} (target >= 0.5)", g / e);
 }
 
-async fn list_latency(channel: &Channel) {
+async fn list_latency(channel: &mailplane_server::cli::Conn) {
     let mut c = SmtpAccountServiceClient::new(channel.clone());
     let f = pb::AccountFilter::default;
     let cases: Vec<(&str, pb::AccountFilter)> = vec![

@@ -259,6 +259,7 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, Stri
         agent_listen,
         agent_tls_names,
         agent_heartbeat: Duration::from_secs(10),
+        print_bootstrap_token: false,
     })
 }
 

@@ -60,6 +60,8 @@ pub struct Sealed {
 #[derive(Clone)]
 pub struct Cipher {
     aead: Aes256Gcm,
+    /// The raw key, kept only to derive purpose-bound subkeys from it.
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for Cipher {
@@ -76,6 +78,7 @@ impl Cipher {
         (
             Self {
                 aead: Aes256Gcm::new(&key),
+                key: key.into(),
             },
             hex,
         )
@@ -83,12 +86,10 @@ impl Cipher {
 
     /// A cipher from the hex text of a key file.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = hex::decode(text.trim()).ok()?;
-        if bytes.len() != 32 {
-            return None;
-        }
+        let bytes: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
         Some(Self {
             aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
+            key: bytes,
         })
     }
 
@@ -129,6 +130,16 @@ impl Cipher {
             .map_err(|_| {
                 crate::error::Error::Crypto("decryption failed (wrong key or tampered data)".into())
             })
+    }
+
+    /// A subkey for one purpose (HMAC-SHA256 of `label` under the key), so that, for example,
+    /// token hashes never share a key with encryption.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// The key check to keep in the database.

@@ -22,25 +22,31 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Accounts(command) => {
-                let channel = cli::connect(&cli.client.server).await?;
+                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
                 let mut out = std::io::stdout().lock();
                 cli::accounts::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
             Command::Connectors(command) => {
-                let channel = cli::connect(&cli.client.server).await?;
+                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
                 let mut out = std::io::stdout().lock();
                 cli::connectors::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
+            Command::Tokens(command) => {
+                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
+                let mut out = std::io::stdout().lock();
+                cli::tokens::run(channel, cli.client.output, command, &mut out).await?;
+                Ok(())
+            }
             Command::Tests(command) => {
-                let channel = cli::connect(&cli.client.server).await?;
+                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
                 let mut out = std::io::stdout().lock();
                 cli::tests::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
             Command::Credentials(command) => {
-                let channel = cli::connect(&cli.client.server).await?;
+                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
                 let mut out = std::io::stdout().lock();
                 cli::credentials::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
@@ -81,7 +87,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let config = config::resolve(overrides, &file).map_err(anyhow::Error::msg)?;
+    let mut config = config::resolve(overrides, &file).map_err(anyhow::Error::msg)?;
+    config.print_bootstrap_token = args.dev;
     if args.dev {
         tracing::warn!(
             data_dir = %config.data_dir.display(),

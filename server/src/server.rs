@@ -4,6 +4,9 @@ use crate::api::accounts::Accounts;
 use crate::api::connectors::Connectors;
 use crate::api::credentials::Credentials;
 use crate::api::smtp_tests::Tests;
+use crate::api::tokens::Tokens;
+use crate::auth::Authenticator;
+use crate::auth::layer::AuthLayer;
 use crate::crypto::{self, Cipher, KeyError};
 use crate::runner::{SmtpSettings, TestRunner};
 use crate::store::{self, DatabaseUrl, Store};
@@ -15,6 +18,7 @@ use mailplane_proto::v1::credential_service_server::CredentialServiceServer;
 use mailplane_proto::v1::network_connector_service_server::NetworkConnectorServiceServer;
 use mailplane_proto::v1::smtp_account_service_server::SmtpAccountServiceServer;
 use mailplane_proto::v1::smtp_test_service_server::SmtpTestServiceServer;
+use mailplane_proto::v1::token_service_server::TokenServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +68,8 @@ pub struct ServerConfig {
     pub agent_tls_names: Vec<String>,
     /// How often the server and agents exchange heartbeats; three missed ones end a stream.
     pub agent_heartbeat: Duration,
+    /// Print the first admin token on the console, not only to its file (development mode).
+    pub print_bootstrap_token: bool,
 }
 
 impl ServerConfig {
@@ -83,6 +89,7 @@ impl ServerConfig {
             ))),
             agent_tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             agent_heartbeat: Duration::from_secs(10),
+            print_bootstrap_token: false,
         }
     }
 
@@ -211,6 +218,16 @@ pub async fn serve(
     } = listeners.into();
     let state = open_state(&config).await?;
     let local = listener.local_addr().ok();
+    let auth = Arc::new(Authenticator::new(Arc::clone(&state.store), &state.cipher));
+    match crate::auth::bootstrap(&*state.store, &auth, &config.data_dir).await {
+        Ok(Some(token)) if config.print_bootstrap_token => {
+            eprintln!(
+                "\nFirst admin token (development mode):\n\n    export MAILPLANE_TOKEN={token}\n"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return Err(StartupError::Config(format!("first admin token: {e}"))),
+    }
     let registry = Arc::new(Registry::default());
     let ca = Arc::new(
         AgentCa::load_or_create(&*state.store, &state.cipher)
@@ -303,6 +320,7 @@ pub async fn serve(
     };
 
     let router = tonic::transport::Server::builder()
+        .layer(AuthLayer::new(Arc::clone(&auth)))
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
@@ -316,6 +334,10 @@ pub async fn serve(
             state.cipher.clone(),
         )))
         .add_service(SmtpTestServiceServer::new(Tests::new(Arc::clone(&runner))))
+        .add_service(TokenServiceServer::new(Tokens::new(
+            Arc::clone(&state.store),
+            Arc::clone(&auth),
+        )))
         .add_service(NetworkConnectorServiceServer::new(Connectors::new(
             Arc::clone(&state.store),
             Arc::clone(&registry),

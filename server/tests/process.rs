@@ -55,9 +55,18 @@ fn serve(data_dir: &std::path::Path) -> (Child, String, mpsc::Receiver<String>) 
     }
 }
 
-fn cli(addr: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+/// The first admin token, which the server wrote to its data dir.
+fn admin_token(data_dir: &std::path::Path) -> String {
+    std::fs::read_to_string(data_dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn cli(addr: &str, token: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let mut child = Command::new(BIN)
         .args(["--server", addr])
+        .env("MAILPLANE_TOKEN", token)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -76,10 +85,21 @@ fn cli(addr: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
 fn serve_cli_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr, logs) = serve(dir.path());
+    let token = admin_token(dir.path());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("admin.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the first admin token is written 0600");
+    let out = cli(&addr, "", &["accounts", "list"], None);
+    assert!(!out.status.success(), "no token, no access");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
     let secret = "piped-secret-0d5e9b";
 
     let out = cli(
         &addr,
+        &token,
         &[
             "credentials",
             "create",
@@ -103,6 +123,7 @@ fn serve_cli_and_sigterm() {
 
     let out = cli(
         &addr,
+        &token,
         &[
             "accounts",
             "create",
@@ -122,11 +143,11 @@ fn serve_cli_and_sigterm() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cli(&addr, &["accounts", "list", "-o", "csv"], None);
+    let out = cli(&addr, &token, &["accounts", "list", "-o", "csv"], None);
     assert!(out.status.success());
     assert!(String::from_utf8(out.stdout).unwrap().lines().count() == 2);
 
-    let out = cli(&addr, &["accounts", "get", "42"], None);
+    let out = cli(&addr, &token, &["accounts", "get", "42"], None);
     assert!(!out.status.success(), "an error exits non-zero");
     assert!(String::from_utf8_lossy(&out.stderr).contains("accounts/42 not found"));
 
@@ -262,8 +283,10 @@ fn accounts_test_through_postfix_leaks_no_secret() {
         }
     };
     let secret = &fx["SMTP_PASSWORD"];
+    let token = admin_token(dir.path());
     let out = cli(
         &addr,
+        &token,
         &[
             "credentials",
             "create",
@@ -282,6 +305,7 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     let port = &fx["SMTP_PORT_SUBMISSION"];
     let out = cli(
         &addr,
+        &token,
         &[
             "accounts",
             "create",
@@ -307,7 +331,12 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     );
 
     let rcpt = format!("cli-{}@mailplane.test", std::process::id());
-    let out = cli(&addr, &["accounts", "test", "1", "--to", &rcpt], None);
+    let out = cli(
+        &addr,
+        &token,
+        &["accounts", "test", "1", "--to", &rcpt],
+        None,
+    );
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -320,6 +349,7 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     );
     let json = cli(
         &addr,
+        &token,
         &["tests", "get", "accounts/1/tests/1", "-o", "json"],
         None,
     );
@@ -332,6 +362,7 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     // A failing test exits non-zero with the verdict.
     let out = cli(
         &addr,
+        &token,
         &[
             "accounts",
             "update",
@@ -344,6 +375,7 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     assert!(out.status.success());
     let out = cli(
         &addr,
+        &token,
         &[
             "accounts",
             "test",

@@ -164,7 +164,11 @@ async fn run() {
         .connect()
         .await
         .unwrap();
-    let mut connectors = NetworkConnectorServiceClient::new(api_channel);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let mut connectors = NetworkConnectorServiceClient::new(mailplane_tests::with_token(
+        &api_channel,
+        Some(token.trim()),
+    ));
     let connector = connectors
         .create_connector(pb::CreateConnectorRequest {
             connector: Some(pb::Connector {

@@ -7,11 +7,17 @@ use mailplane_tests::{Backend, TestServer};
 /// Runs `mailplane ARGS…` against `server` and returns stdout.
 async fn mailplane(server: &TestServer, args: &[&str]) -> Result<String, CliError> {
     let addr = format!("http://{}", server.addr);
-    let argv = ["mailplane", "--server", addr.as_str()]
-        .into_iter()
-        .chain(args.iter().copied());
+    let argv = [
+        "mailplane",
+        "--server",
+        addr.as_str(),
+        "--token",
+        server.admin_token.as_str(),
+    ]
+    .into_iter()
+    .chain(args.iter().copied());
     let cli = Cli::try_parse_from(argv).map_err(|e| CliError::Usage(e.to_string()))?;
-    let channel = cli::connect(&cli.client.server).await?;
+    let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
     let mut out = Vec::new();
     match cli.command {
         Command::Accounts(c) => cli::accounts::run(channel, cli.client.output, c, &mut out).await?,
@@ -19,6 +25,7 @@ async fn mailplane(server: &TestServer, args: &[&str]) -> Result<String, CliErro
             cli::credentials::run(channel, cli.client.output, c, &mut out).await?
         }
         Command::Tests(c) => cli::tests::run(channel, cli.client.output, c, &mut out).await?,
+        Command::Tokens(c) => cli::tokens::run(channel, cli.client.output, c, &mut out).await?,
         Command::Connectors(c) => {
             cli::connectors::run(channel, cli.client.output, c, &mut out).await?
         }
@@ -179,7 +186,7 @@ async fn unreachable_server_says_what_to_do() {
         .local_addr()
         .unwrap()
         .port();
-    let err = cli::connect(&format!("127.0.0.1:{port}"))
+    let err = cli::connect(&format!("127.0.0.1:{port}"), None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("mailplane serve"), "{err}");

@@ -225,7 +225,7 @@ fn binary(name: &str) -> std::path::PathBuf {
 /// The server, running in its namespace, and a channel to its API.
 struct Server {
     proc: Proc,
-    channel: tonic::transport::Channel,
+    channel: mailplane_tests::Conn,
     api: String,
     agents: String,
 }
@@ -264,11 +264,13 @@ impl Server {
             addr("mailplane listening").unwrap(),
             addr("agent listener (TLS) listening").unwrap(),
         );
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
+        let raw = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
             .unwrap()
             .connect()
             .await
             .unwrap();
+        let token = std::fs::read_to_string(mailplane_server::auth::bootstrap_file(data)).unwrap();
+        let channel = mailplane_tests::with_token(&raw, Some(token.trim()));
         Self {
             proc,
             channel,
@@ -277,17 +279,14 @@ impl Server {
         }
     }
 
-    fn tests(
-        &self,
-    ) -> pb::smtp_test_service_client::SmtpTestServiceClient<tonic::transport::Channel> {
+    fn tests(&self) -> pb::smtp_test_service_client::SmtpTestServiceClient<mailplane_tests::Conn> {
         pb::smtp_test_service_client::SmtpTestServiceClient::new(self.channel.clone())
     }
 
     fn connectors(
         &self,
-    ) -> pb::network_connector_service_client::NetworkConnectorServiceClient<
-        tonic::transport::Channel,
-    > {
+    ) -> pb::network_connector_service_client::NetworkConnectorServiceClient<mailplane_tests::Conn>
+    {
         pb::network_connector_service_client::NetworkConnectorServiceClient::new(
             self.channel.clone(),
         )

@@ -12,7 +12,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// A connection that sends an API token.
+pub type Conn = mailplane_server::cli::Conn;
+
+/// `channel`, sending `token` with each call.
+pub fn with_token(channel: &Channel, token: Option<&str>) -> Conn {
+    InterceptedService::new(
+        channel.clone(),
+        mailplane_server::cli::Bearer::new(token).expect("a header-safe token"),
+    )
+}
 
 /// The PostgreSQL server the tests create their databases on.
 pub fn postgres_admin_url() -> String {
@@ -79,8 +91,12 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Where its agent listener listens, if it has one.
     pub agent_addr: Option<SocketAddr>,
-    /// A connected channel.
-    pub channel: Channel,
+    /// A connected channel that sends the first admin token.
+    pub channel: Conn,
+    /// The same connection without credentials.
+    pub raw: Channel,
+    /// The first admin token, which the server wrote to its data dir.
+    pub admin_token: String,
     /// Its data dir (SQLite file, key file).
     pub data_dir: tempfile::TempDir,
     /// Its PostgreSQL database, if any.
@@ -148,11 +164,18 @@ impl TestServer {
         let task = tokio::spawn(mailplane_server::serve(listeners, config.clone(), async {
             let _ = rx.await;
         }));
-        let channel = connect(addr, &task).await;
+        let raw = connect(addr, &task).await;
+        let admin_token =
+            std::fs::read_to_string(mailplane_server::auth::bootstrap_file(&config.data_dir))
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_default();
+        let channel = with_token(&raw, Some(&admin_token));
         Self {
             addr,
             agent_addr,
             channel,
+            raw,
+            admin_token,
             data_dir,
             pg,
             config,
@@ -162,19 +185,19 @@ impl TestServer {
     }
 
     /// An account client.
-    pub fn accounts(&self) -> SmtpAccountServiceClient<Channel> {
+    pub fn accounts(&self) -> SmtpAccountServiceClient<Conn> {
         SmtpAccountServiceClient::new(self.channel.clone())
     }
 
     /// A test e-mail client.
-    pub fn tests(&self) -> pb::smtp_test_service_client::SmtpTestServiceClient<Channel> {
+    pub fn tests(&self) -> pb::smtp_test_service_client::SmtpTestServiceClient<Conn> {
         pb::smtp_test_service_client::SmtpTestServiceClient::new(self.channel.clone())
     }
 
     /// A network connector client.
     pub fn connectors(
         &self,
-    ) -> pb::network_connector_service_client::NetworkConnectorServiceClient<Channel> {
+    ) -> pb::network_connector_service_client::NetworkConnectorServiceClient<Conn> {
         pb::network_connector_service_client::NetworkConnectorServiceClient::new(
             self.channel.clone(),
         )
@@ -195,7 +218,7 @@ impl TestServer {
     }
 
     /// A credential client.
-    pub fn credentials(&self) -> CredentialServiceClient<Channel> {
+    pub fn credentials(&self) -> CredentialServiceClient<Conn> {
         CredentialServiceClient::new(self.channel.clone())
     }
 
@@ -272,7 +295,7 @@ pub fn account(name: &str) -> pb::SmtpAccount {
 
 /// Creates an account and returns it.
 pub async fn create_account(
-    client: &mut SmtpAccountServiceClient<Channel>,
+    client: &mut SmtpAccountServiceClient<Conn>,
     msg: pb::SmtpAccount,
 ) -> pb::SmtpAccount {
     client

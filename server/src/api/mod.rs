@@ -6,3 +6,4 @@ pub mod convert;
 pub mod credentials;
 pub mod paging;
 pub mod smtp_tests;
+pub mod tokens;

@@ -1,5 +1,6 @@
 //! `mailplane accounts …`.
 
+use super::Conn;
 use super::output::{self, Format};
 use super::{CliError, resource_name};
 use crate::render;
@@ -7,7 +8,6 @@ use clap::{Args, Subcommand, ValueEnum};
 use mailplane_proto::v1 as pb;
 use pb::smtp_account_service_client::SmtpAccountServiceClient;
 use std::io::Write;
-use tonic::transport::Channel;
 
 /// The account commands.
 #[derive(Debug, Subcommand)]
@@ -337,7 +337,7 @@ const COLUMNS: [(&str, &str); 8] = [
 
 /// Runs an account command against the server on `channel`.
 pub async fn run(
-    channel: Channel,
+    channel: Conn,
     format: Format,
     command: AccountsCommand,
     out: &mut impl Write,

@@ -1,5 +1,6 @@
 //! `mailplane connectors …`: network connectors, enrollment tokens, agent revocation.
 
+use super::Conn;
 use super::output::{self, Format};
 use super::{CliError, resource_name};
 use clap::{Args, Subcommand};
@@ -7,7 +8,6 @@ use mailplane_proto::v1 as pb;
 use pb::network_connector_service_client::NetworkConnectorServiceClient;
 use serde_json::{Value, json};
 use std::io::Write;
-use tonic::transport::Channel;
 
 /// The connector commands.
 #[derive(Debug, Subcommand)]
@@ -145,7 +145,7 @@ fn print_connector(out: &mut impl Write, format: Format, c: &pb::Connector) -> s
 
 /// Runs a connector command.
 pub async fn run(
-    channel: Channel,
+    channel: Conn,
     format: Format,
     command: ConnectorsCommand,
     out: &mut impl Write,

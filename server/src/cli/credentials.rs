@@ -1,6 +1,7 @@
 //! `mailplane credentials …`. Secrets are read from a prompt or standard input, never argv,
 //! where they would show in `ps` and shell history.
 
+use super::Conn;
 use super::output::{self, Format};
 use super::{CliError, resource_name};
 use crate::render;
@@ -8,7 +9,6 @@ use clap::{Args, Subcommand, ValueEnum};
 use mailplane_proto::v1 as pb;
 use pb::credential_service_client::CredentialServiceClient;
 use std::io::{IsTerminal, Read, Write};
-use tonic::transport::Channel;
 
 /// The credential commands.
 #[derive(Debug, Subcommand)]
@@ -129,7 +129,7 @@ const COLUMNS: [(&str, &str); 5] = [
 
 /// Runs a credential command against the server on `channel`.
 pub async fn run(
-    channel: Channel,
+    channel: Conn,
     format: Format,
     command: CredentialsCommand,
     out: &mut impl Write,

@@ -6,12 +6,51 @@ pub mod connectors;
 pub mod credentials;
 pub mod output;
 pub mod tests;
+pub mod tokens;
 
 use crate::config::{FileConfig, Overrides};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// A connection to the server that sends the API token with every call.
+pub type Conn = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// Sends `token` (`None`: no credentials).
+    pub fn new(token: Option<&str>) -> Result<Self, CliError> {
+        match token.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) => format!("Bearer {t}")
+                .parse()
+                .map(|v| Self(Some(v)))
+                .map_err(|_| {
+                    CliError::Usage("the API token has characters a header cannot carry".into())
+                }),
+            None => Ok(Self(None)),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// The server address the CLI uses by default.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7750";
@@ -37,6 +76,10 @@ pub struct ClientArgs {
     /// How to print results.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = output::Format::Table)]
     pub output: output::Format,
+    /// The API token (from `mailplane tokens create`, or the first admin token the server
+    /// wrote to DATA_DIR/admin.token). Prefer the environment variable to the flag.
+    #[arg(long, global = true, env = "MAILPLANE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// The top-level commands.
@@ -53,6 +96,9 @@ pub enum Command {
     /// Manage network connectors and their agents.
     #[command(subcommand)]
     Connectors(connectors::ConnectorsCommand),
+    /// Manage API tokens (admin).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Inspect test e-mails (run one with `mailplane accounts test`).
     #[command(subcommand)]
     Tests(tests::TestsCommand),
@@ -178,8 +224,15 @@ fn describe_status(status: &tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
 
-/// Connects to the server at `addr` (`host:port` or a URL).
-pub async fn connect(addr: &str) -> Result<Channel, CliError> {
+/// Connects to the server at `addr` (`host:port` or a URL), sending `token` with each call.
+pub async fn connect(addr: &str, token: Option<&str>) -> Result<Conn, CliError> {
+    let bearer = Bearer::new(token)?;
+    let channel = connect_channel(addr).await?;
+    Ok(InterceptedService::new(channel, bearer))
+}
+
+/// Connects to the server at `addr` without credentials.
+async fn connect_channel(addr: &str) -> Result<Channel, CliError> {
     let url = if addr.contains("://") {
         addr.to_owned()
     } else {

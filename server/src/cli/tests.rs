@@ -1,6 +1,7 @@
 //! `mailplane accounts test` and `mailplane tests …`: run a test e-mail and show each phase
 //! live, then a verdict.
 
+use super::Conn;
 use super::output::{self, Format};
 use super::{CliError, resource_name};
 use clap::{Args, Subcommand, ValueEnum};
@@ -10,7 +11,6 @@ use pb::watch_test_response::Event;
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// Where a test stops.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -200,7 +200,7 @@ fn verdict(out: &mut impl Write, t: &pb::SmtpTest) -> std::io::Result<bool> {
 /// Runs `accounts test`: creates the test, follows it phase by phase, prints the verdict.
 /// Fails (exit non-zero) unless the test succeeded.
 pub async fn run_test(
-    channel: Channel,
+    channel: Conn,
     format: Format,
     args: TestArgs,
     out: &mut impl Write,
@@ -305,7 +305,7 @@ const COLUMNS: [(&str, &str); 6] = [
 
 /// Runs a `tests` command.
 pub async fn run(
-    channel: Channel,
+    channel: Conn,
     format: Format,
     command: TestsCommand,
     out: &mut impl Write,

@@ -8,6 +8,7 @@ pub mod account;
 pub mod connector;
 pub mod credential;
 pub mod smtp_test;
+pub mod token;
 pub mod validate;
 
 pub use account::{
@@ -16,6 +17,7 @@ pub use account::{
 pub use connector::{AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec};
 pub use credential::{Credential, CredentialId, CredentialKind, CredentialSpec};
 pub use smtp_test::{Locale, StopAfter, StoredTest, TestName, TestRequest, TestState};
+pub use token::{Role, TokenRecord};
 
 /// Microseconds since the Unix epoch, the unit of every stored time.
 pub type Micros = i64;

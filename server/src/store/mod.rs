@@ -12,8 +12,8 @@ mod sqlite;
 use crate::crypto::{Cipher, Sealed};
 use crate::domain::{
     Account, AccountFilter, AccountId, AccountSpec, AgentName, AgentRecord, Connector, ConnectorId,
-    ConnectorSpec, Credential, CredentialId, CredentialSpec, Micros, StoredTest, TestName,
-    TestState,
+    ConnectorSpec, Credential, CredentialId, CredentialSpec, Micros, Role, StoredTest, TestName,
+    TestState, TokenRecord,
 };
 use crate::error::Result;
 use crate::secret::Secret;
@@ -158,6 +158,24 @@ pub trait Store: Send + Sync + 'static {
     async fn revoked_agent_ids(&self) -> Result<Vec<i64>>;
     /// Records that an agent was heard from.
     async fn touch_agent(&self, agent: AgentName, hostname: &str, version: &str) -> Result<()>;
+    /// Creates an API token with the keyed hash of its secret.
+    async fn create_token(
+        &self,
+        display_name: &str,
+        role: Role,
+        secret_hash: &str,
+        expire_time: Option<Micros>,
+    ) -> Result<TokenRecord>;
+    /// A token and its secret's hash, for authentication.
+    async fn token_for_auth(&self, id: i64) -> Result<Option<(TokenRecord, String)>>;
+    /// Lists up to `limit` tokens with ids above `after`.
+    async fn list_tokens(&self, after: i64, limit: u32) -> Result<Vec<TokenRecord>>;
+    /// Revokes a token.
+    async fn revoke_token(&self, id: i64) -> Result<TokenRecord>;
+    /// Records that a token was used.
+    async fn touch_token(&self, id: i64) -> Result<()>;
+    /// How many tokens exist (revoked ones too).
+    async fn token_count(&self) -> Result<i64>;
     /// A value of the installation's metadata.
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Stores a metadata value unless one exists (the first writer wins among replicas).

@@ -234,8 +234,8 @@ macro_rules! sql_store {
         use $crate::domain::{
             now_micros, Account, AccountFilter, AccountId, AccountSpec, AuthMechanism,
             AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec, Credential,
-            CredentialId, CredentialKind, CredentialSpec, Micros, Security, StoredTest, TestName,
-            TestState,
+            CredentialId, CredentialKind, CredentialSpec, Micros, Role, Security, StoredTest,
+            TestName, TestState, TokenRecord,
         };
         use $crate::error::{Error, Result};
         use $crate::secret::Secret;
@@ -430,6 +430,22 @@ macro_rules! sql_store {
                 revoked: row.try_get("revoked")?,
                 enroll_time: row.try_get("enroll_time")?,
                 last_heartbeat_time: row.try_get("last_heartbeat_time")?,
+            })
+        }
+
+        const TOKEN_COLUMNS: &str = "id, display_name, role, expire_time, revoked, \
+             create_time, last_use_time";
+
+        fn token_from_row(row: &$row) -> Result<TokenRecord> {
+            let role: String = row.try_get("role")?;
+            Ok(TokenRecord {
+                id: row.try_get("id")?,
+                display_name: row.try_get("display_name")?,
+                role: Role::parse(&role).ok_or_else(|| sql::bad_value("role", &role))?,
+                expire_time: row.try_get("expire_time")?,
+                revoked: row.try_get("revoked")?,
+                create_time: row.try_get("create_time")?,
+                last_use_time: row.try_get("last_use_time")?,
             })
         }
 
@@ -1156,6 +1172,93 @@ macro_rules! sql_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn create_token(
+                &self,
+                display_name: &str,
+                role: Role,
+                secret_hash: &str,
+                expire_time: Option<Micros>,
+            ) -> Result<TokenRecord> {
+                let now = now_micros();
+                let row = sqlx::query(&format!(
+                    "INSERT INTO api_tokens (display_name, name_key, role, secret_hash, \
+                     expire_time, create_time) VALUES ($1, $2, $3, $4, $5, $6) \
+                     RETURNING {TOKEN_COLUMNS}"
+                ))
+                .bind(display_name)
+                .bind(name_key(display_name))
+                .bind(role.as_str())
+                .bind(secret_hash)
+                .bind(expire_time)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db)
+                        if db.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+                    {
+                        Error::AlreadyExists(format!(
+                            "a token named {display_name:?} already exists; choose another \
+                             display_name"
+                        ))
+                    }
+                    _ => Error::Database(e),
+                })?;
+                token_from_row(&row)
+            }
+
+            async fn token_for_auth(&self, id: i64) -> Result<Option<(TokenRecord, String)>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {TOKEN_COLUMNS}, secret_hash FROM api_tokens WHERE id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(row) => Ok(Some((token_from_row(&row)?, row.try_get("secret_hash")?))),
+                    None => Ok(None),
+                }
+            }
+
+            async fn list_tokens(&self, after: i64, limit: u32) -> Result<Vec<TokenRecord>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(token_from_row).collect()
+            }
+
+            async fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
+                let row = sqlx::query(&format!(
+                    "UPDATE api_tokens SET revoked = TRUE WHERE id = $1 RETURNING {TOKEN_COLUMNS}"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(row) => token_from_row(&row),
+                    None => Err(Error::NotFound(format!("tokens/{id}"))),
+                }
+            }
+
+            async fn touch_token(&self, id: i64) -> Result<()> {
+                sqlx::query("UPDATE api_tokens SET last_use_time = $1 WHERE id = $2")
+                    .bind(now_micros())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn token_count(&self) -> Result<i64> {
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
+                    .fetch_one(&self.pool)
+                    .await?)
             }
 
             async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
