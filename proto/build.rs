@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mailplane/v1/connectors.proto",
         "mailplane/v1/agent.proto",
         "mailplane/v1/tokens.proto",
+        "mailplane/v1/audit.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

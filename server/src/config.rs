@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub agent_listen: Option<String>,
     /// Names and addresses agents reach the agent listener by.
     pub agent_tls_names: Option<Vec<String>>,
+    /// Append audit events as JSON lines to this file (`-`: standard output).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// The `[smtp]` table: how test e-mails run.
@@ -159,6 +161,8 @@ pub struct Overrides {
     pub agent_listen: Option<String>,
     /// `--agent-tls-name`.
     pub agent_tls_names: Vec<String>,
+    /// `--audit-log`.
+    pub audit_log: Option<PathBuf>,
 }
 
 fn rules(list: &[String]) -> Result<Vec<smtp::Rule>, String> {
@@ -260,6 +264,7 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, Stri
         agent_tls_names,
         agent_heartbeat: Duration::from_secs(10),
         print_bootstrap_token: false,
+        audit_log: flags.audit_log.or_else(|| file.audit_log.clone()),
     })
 }
 

@@ -6,6 +6,7 @@
 //! port 0, so they exercise the real entry point.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

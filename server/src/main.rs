@@ -33,6 +33,12 @@ fn main() -> ExitCode {
                 cli::connectors::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
+            Command::Audit(command) => {
+                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
+                let mut out = std::io::stdout().lock();
+                cli::audit::run(channel, cli.client.output, command, &mut out).await?;
+                Ok(())
+            }
             Command::Tokens(command) => {
                 let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
                 let mut out = std::io::stdout().lock();

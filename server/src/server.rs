@@ -1,6 +1,7 @@
 //! `mailplane serve`: opens the database and the key, then serves the API until shutdown.
 
 use crate::api::accounts::Accounts;
+use crate::api::audit::Audit;
 use crate::api::connectors::Connectors;
 use crate::api::credentials::Credentials;
 use crate::api::smtp_tests::Tests;
@@ -14,6 +15,7 @@ use crate::tunnel::ca::AgentCa;
 use crate::tunnel::registry::Registry;
 use crate::tunnel::service::AgentApi;
 use mailplane_proto::v1::agent_service_server::AgentServiceServer;
+use mailplane_proto::v1::audit_service_server::AuditServiceServer;
 use mailplane_proto::v1::credential_service_server::CredentialServiceServer;
 use mailplane_proto::v1::network_connector_service_server::NetworkConnectorServiceServer;
 use mailplane_proto::v1::smtp_account_service_server::SmtpAccountServiceServer;
@@ -70,6 +72,8 @@ pub struct ServerConfig {
     pub agent_heartbeat: Duration,
     /// Print the first admin token on the console, not only to its file (development mode).
     pub print_bootstrap_token: bool,
+    /// Append every audit event as a JSON line to this file (`-`: standard output), for a SIEM.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -90,6 +94,7 @@ impl ServerConfig {
             agent_tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             agent_heartbeat: Duration::from_secs(10),
             print_bootstrap_token: false,
+            audit_log: None,
         }
     }
 
@@ -240,6 +245,10 @@ pub async fn serve(
         config.smtp.clone(),
         Arc::clone(&registry),
     );
+    let audit_sink = config
+        .audit_log
+        .clone()
+        .map(|path| tokio::spawn(audit_sink(Arc::clone(&state.store), path)));
     // Revocation through another replica reaches the streams held here within two seconds.
     let revocations = {
         let (store, registry) = (Arc::clone(&state.store), Arc::clone(&registry));
@@ -334,6 +343,9 @@ pub async fn serve(
             state.cipher.clone(),
         )))
         .add_service(SmtpTestServiceServer::new(Tests::new(Arc::clone(&runner))))
+        .add_service(AuditServiceServer::new(Audit::new(Arc::clone(
+            &state.store,
+        ))))
         .add_service(TokenServiceServer::new(Tokens::new(
             Arc::clone(&state.store),
             Arc::clone(&auth),
@@ -384,6 +396,9 @@ pub async fn serve(
         }
     }
     sweeper.abort();
+    if let Some(sink) = audit_sink {
+        sink.abort();
+    }
     revocations.abort();
     runner.cancel_running().await;
     tracing::info!("stopped");
@@ -428,4 +443,50 @@ fn agent_server(
     Ok(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     }))
+}
+
+/// Copies audit events, as they commit, to a JSON-lines file or standard output. It starts
+/// after the newest event present at start-up, and reads only committed rows, in order.
+async fn audit_sink(store: Arc<dyn Store>, path: PathBuf) {
+    use std::io::Write as _;
+    let mut last = match store.list_audit_events(&Default::default(), 0, 1).await {
+        Ok(newest) => newest.first().map_or(0, |e| e.id),
+        Err(e) => {
+            tracing::error!(error = %e, "audit log export: cannot read the log");
+            return;
+        }
+    };
+    let mut out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(file) => Box::new(file),
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "audit log export: cannot open");
+                return;
+            }
+        }
+    };
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        let events = match store.audit_events_after(last, 500).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit log export: cannot read the log");
+                continue;
+            }
+        };
+        for event in &events {
+            if writeln!(out, "{}", event.json()).is_err() {
+                tracing::error!("audit log export: cannot write");
+            }
+            last = event.id;
+        }
+        let _ = out.flush();
+    }
 }

@@ -26,6 +26,7 @@ async fn mailplane(server: &TestServer, args: &[&str]) -> Result<String, CliErro
         }
         Command::Tests(c) => cli::tests::run(channel, cli.client.output, c, &mut out).await?,
         Command::Tokens(c) => cli::tokens::run(channel, cli.client.output, c, &mut out).await?,
+        Command::Audit(c) => cli::audit::run(channel, cli.client.output, c, &mut out).await?,
         Command::Connectors(c) => {
             cli::connectors::run(channel, cli.client.output, c, &mut out).await?
         }

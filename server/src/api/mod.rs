@@ -1,6 +1,7 @@
 //! The gRPC edge: the services of `mailplane.v1`, plus health and reflection.
 
 pub mod accounts;
+pub mod audit;
 pub mod connectors;
 pub mod convert;
 pub mod credentials;

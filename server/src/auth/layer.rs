@@ -72,15 +72,31 @@ where
                 .get::<tonic::transport::server::TcpConnectInfo>()
                 .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
                 .map(|a| a.ip());
+            let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
             match auth.check(&path, authorization.as_deref(), peer).await {
                 Ok(actor) => {
+                    let context = crate::audit::AuditContext {
+                        actor: actor.as_ref().map_or_else(
+                            || "anonymous".to_owned(),
+                            |a| format!("tokens/{} ({})", a.token_id, a.name),
+                        ),
+                        peer: peer_text,
+                        rpc: path,
+                    };
                     if let Some(actor) = actor {
                         request.extensions_mut().insert(actor);
                     }
-                    inner.call(request).await
+                    // Store mutations made while serving this call record this context.
+                    crate::audit::CONTEXT
+                        .scope(context, inner.call(request))
+                        .await
                 }
                 Err(status) => {
                     tracing::info!(%path, peer = ?peer, code = ?status.code(), "call refused");
+                    // Refusals by role were recorded with their actor already.
+                    if status.code() == tonic::Code::Unauthenticated {
+                        auth.record_denied(&path, &peer_text, &status, None).await;
+                    }
                     Ok(status.into_http())
                 }
             }

@@ -169,6 +169,10 @@ pub const TABLE: &[(&str, Access)] = &[
         "/mailplane.v1.TokenService/RevokeToken",
         Access::Role(Role::Admin),
     ),
+    (
+        "/mailplane.v1.AuditService/ListEvents",
+        Access::Role(Role::Admin),
+    ),
 ];
 
 /// What `path` needs.
@@ -231,6 +235,32 @@ impl Authenticator {
         NewToken {
             hash: hex::encode(mac.finalize().into_bytes()),
             secret,
+        }
+    }
+
+    /// Records a refused call in the audit log. A flood of refused calls from one address is
+    /// cut short by the rate limit, so the log cannot be filled by a guesser.
+    pub async fn record_denied(
+        &self,
+        path: &str,
+        peer: &str,
+        status: &Status,
+        actor: Option<&Actor>,
+    ) {
+        if status.code() == tonic::Code::ResourceExhausted {
+            return;
+        }
+        let context = crate::audit::AuditContext {
+            actor: actor.map_or_else(
+                || "unauthenticated".to_owned(),
+                |a| format!("tokens/{} ({})", a.token_id, a.name),
+            ),
+            peer: peer.to_owned(),
+            rpc: path.to_owned(),
+        };
+        let reason = format!("{:?}: {}", status.code(), status.message());
+        if let Err(e) = self.store.record_denied(&context, &reason).await {
+            tracing::warn!(error = %e, "cannot record a refused call");
         }
     }
 
@@ -299,10 +329,13 @@ impl Authenticator {
             }
         };
         if !actor.role.allows(needed) {
-            return Err(Status::permission_denied(format!(
+            let status = Status::permission_denied(format!(
                 "the {} role may not call {path}",
                 actor.role.as_str()
-            )));
+            ));
+            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+            self.record_denied(path, &peer, &status, Some(&actor)).await;
+            return Err(status);
         }
         Ok(Some(actor))
     }
@@ -455,7 +488,7 @@ mod tests {
                 }
             }
         }
-        assert!(count >= 26, "the API has {count} RPCs");
+        assert!(count >= 27, "the API has {count} RPCs");
         assert_eq!(
             access("/mailplane.v1.Unknown/Thing"),
             Access::Role(Role::Admin)

@@ -2,6 +2,7 @@
 //! of a running server, chosen with `--server` or `MAILPLANE_ADDR`.
 
 pub mod accounts;
+pub mod audit;
 pub mod connectors;
 pub mod credentials;
 pub mod output;
@@ -96,6 +97,9 @@ pub enum Command {
     /// Manage network connectors and their agents.
     #[command(subcommand)]
     Connectors(connectors::ConnectorsCommand),
+    /// Read the audit log (admin).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Manage API tokens (admin).
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -166,6 +170,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub agent_tls_names: Vec<String>,
+    /// Append every audit event as a JSON line to this file ("-" for standard output), for a
+    /// SIEM or syslog forwarder.
+    #[arg(long, env = "MAILPLANE_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -189,6 +197,7 @@ impl ServeArgs {
             smtp_extra_ca: self.smtp_extra_ca.clone(),
             agent_listen: self.agent_listen.clone(),
             agent_tls_names: self.agent_tls_names.clone(),
+            audit_log: self.audit_log.clone(),
         }
     }
 }

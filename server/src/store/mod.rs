@@ -176,6 +176,21 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_token(&self, id: i64) -> Result<()>;
     /// How many tokens exist (revoked ones too).
     async fn token_count(&self) -> Result<i64>;
+    /// Records a refused call in the audit log.
+    async fn record_denied(&self, ctx: &crate::audit::AuditContext, reason: &str) -> Result<()>;
+    /// Audit events matching `filter` with ids below `before` (0: from the newest), newest first.
+    async fn list_audit_events(
+        &self,
+        filter: &crate::audit::AuditFilter,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::AuditEvent>>;
+    /// Audit events with ids above `after`, oldest first (for the export sink).
+    async fn audit_events_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::audit::AuditEvent>>;
     /// A value of the installation's metadata.
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Stores a metadata value unless one exists (the first writer wins among replicas).

@@ -111,6 +111,20 @@ pub(super) fn like_contains(needle: &str) -> String {
     out
 }
 
+/// A `LIKE` pattern matching `needle` as a substring, case and all.
+pub(super) fn like_contains_exact_case(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
 /// The query for a page of accounts after id `after`, and its binds.
 pub(super) fn list_accounts_query(
     filter: &AccountFilter,
@@ -478,6 +492,52 @@ macro_rules! sql_store {
             Error::Database(err)
         }
 
+        /// Records an audit event for the current call, in the caller's transaction.
+        async fn record(conn: &mut Conn, resource: &str, diff: serde_json::Value) -> Result<()> {
+            let ctx = $crate::audit::current();
+            sqlx::query(
+                "INSERT INTO audit_events (time, actor, peer, rpc, resource, outcome, diff) \
+                 VALUES ($1, $2, $3, $4, $5, 'ok', $6)",
+            )
+            .bind(now_micros())
+            .bind(&ctx.actor)
+            .bind(&ctx.peer)
+            .bind(&ctx.rpc)
+            .bind(resource)
+            .bind(diff.to_string())
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        fn account_json(a: &Account) -> serde_json::Value {
+            $crate::render::account_json(&a.into())
+        }
+
+        fn credential_json(c: &Credential) -> serde_json::Value {
+            $crate::render::credential_json(&c.into())
+        }
+
+        fn connector_json(c: &Connector) -> serde_json::Value {
+            serde_json::json!({
+                "display_name": c.spec.display_name,
+                "description": c.spec.description,
+            })
+        }
+
+        fn event_from_row(row: &$row) -> Result<$crate::audit::AuditEvent> {
+            Ok($crate::audit::AuditEvent {
+                id: row.try_get("id")?,
+                time: row.try_get("time")?,
+                actor: row.try_get("actor")?,
+                peer: row.try_get("peer")?,
+                rpc: row.try_get("rpc")?,
+                resource: row.try_get("resource")?,
+                outcome: row.try_get("outcome")?,
+                diff: row.try_get("diff")?,
+            })
+        }
+
         async fn account_count(conn: &mut Conn) -> Result<i64> {
             Ok(sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
                 .fetch_one(&mut *conn)
@@ -550,14 +610,17 @@ macro_rules! sql_store {
                     .await
                     .map_err(|e| sql::write_error(e, Some(&spec.account_name)))?
                     .try_get("id")?;
-                w.tx.commit().await?;
-                Ok(Account {
+                let account = Account {
                     id: AccountId(id),
                     spec,
                     version: 1,
                     create_time: now,
                     update_time: now,
-                })
+                };
+                let diff = $crate::audit::diff(None, Some(&account_json(&account)));
+                record(&mut w.tx, &account.id.to_string(), diff).await?;
+                w.tx.commit().await?;
+                Ok(account)
             }
 
             async fn get_account(&self, id: AccountId) -> Result<Account> {
@@ -625,14 +688,17 @@ macro_rules! sql_store {
                     .execute(&mut *w.tx)
                     .await
                     .map_err(|e| sql::write_error(e, Some(&spec.account_name)))?;
-                w.tx.commit().await?;
-                Ok(Account {
+                let account = Account {
                     id,
                     spec,
                     version,
                     create_time: current.create_time,
                     update_time: now,
-                })
+                };
+                let diff = $crate::audit::diff(Some(&account_json(&current)), Some(&account_json(&account)));
+                record(&mut w.tx, &id.to_string(), diff).await?;
+                w.tx.commit().await?;
+                Ok(account)
             }
 
             async fn delete_account(
@@ -653,6 +719,7 @@ macro_rules! sql_store {
                     .bind(id.0)
                     .execute(&mut *w.tx)
                     .await?;
+                record(&mut w.tx, &id.to_string(), $crate::audit::diff(Some(&account_json(&current)), None)).await?;
                 w.tx.commit().await?;
                 Ok(())
             }
@@ -685,6 +752,8 @@ macro_rules! sql_store {
                 .await
                 .map_err(|e| sql::write_error(e, None))?;
                 let account = fetch_account(&mut w.tx, id).await?;
+                let diff = $crate::audit::diff(Some(&account_json(&current)), Some(&account_json(&account)));
+                record(&mut w.tx, &id.to_string(), diff).await?;
                 w.tx.commit().await?;
                 Ok(account)
             }
@@ -710,6 +779,9 @@ macro_rules! sql_store {
                 let id = CredentialId(id);
                 seal_secret(&mut w.tx, id, secret, cipher, now).await?;
                 let created = fetch_credential(&mut w.tx, id).await?;
+                let mut after = credential_json(&created);
+                after["secret"] = serde_json::Value::from($crate::audit::REDACTED);
+                record(&mut w.tx, &id.to_string(), $crate::audit::diff(None, Some(&after))).await?;
                 w.tx.commit().await?;
                 Ok(created)
             }
@@ -782,6 +854,14 @@ macro_rules! sql_store {
                     seal_secret(&mut w.tx, id, secret, cipher, now).await?;
                 }
                 let updated = fetch_credential(&mut w.tx, id).await?;
+                let mut diff = $crate::audit::diff(Some(&credential_json(&current)), Some(&credential_json(&updated)));
+                if new_secret.is_some() {
+                    diff["secret"] = serde_json::json!({
+                        "before": $crate::audit::REDACTED,
+                        "after": $crate::audit::REDACTED,
+                    });
+                }
+                record(&mut w.tx, &id.to_string(), diff).await?;
                 w.tx.commit().await?;
                 Ok(updated)
             }
@@ -810,6 +890,7 @@ macro_rules! sql_store {
                     .execute(&mut *w.tx)
                     .await
                     .map_err(|e| sql::write_error(e, None))?;
+                record(&mut w.tx, &id.to_string(), $crate::audit::diff(Some(&credential_json(&current)), None)).await?;
                 w.tx.commit().await?;
                 Ok(())
             }
@@ -841,6 +922,7 @@ macro_rules! sql_store {
                 payload: &[u8],
             ) -> Result<TestName> {
                 let now = now_micros();
+                let mut w = self.begin_write().await?;
                 let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO smtp_tests (account_id, state, payload, create_time, update_time) \
                      SELECT id, $2, $3, $4, $4 FROM accounts WHERE id = $1 RETURNING id",
@@ -849,12 +931,23 @@ macro_rules! sql_store {
                 .bind(state.as_str())
                 .bind(payload)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *w.tx)
                 .await?;
-                match id {
-                    Some(id) => Ok(TestName { account, id }),
-                    None => Err(Error::NotFound(account.to_string())),
-                }
+                let Some(id) = id else {
+                    return Err(Error::NotFound(account.to_string()));
+                };
+                let name = TestName { account, id };
+                let test = <mailplane_proto::v1::SmtpTest as prost::Message>::decode(payload)
+                    .unwrap_or_default();
+                let started = serde_json::json!({
+                    "account": account.to_string(),
+                    "to": test.to,
+                    "subject": test.subject,
+                    "stop_after": test.stop_after,
+                });
+                record(&mut w.tx, &name.to_string(), $crate::audit::diff(None, Some(&started))).await?;
+                w.tx.commit().await?;
+                Ok(name)
             }
 
             async fn update_test(
@@ -923,6 +1016,7 @@ macro_rules! sql_store {
 
             async fn create_connector(&self, spec: ConnectorSpec) -> Result<Connector> {
                 let now = now_micros();
+                let mut w = self.begin_write().await?;
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO connectors (display_name, name_key, description, version, \
                      create_time, update_time) VALUES ($1, $2, $3, 1, $4, $4) RETURNING id",
@@ -931,16 +1025,19 @@ macro_rules! sql_store {
                 .bind(name_key(&spec.display_name))
                 .bind(&spec.description)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *w.tx)
                 .await
                 .map_err(|e| connector_write_error(e, &spec.display_name))?;
-                Ok(Connector {
+                let connector = Connector {
                     id: ConnectorId(id),
                     spec,
                     version: 1,
                     create_time: now,
                     update_time: now,
-                })
+                };
+                record(&mut w.tx, &connector.id.to_string(), $crate::audit::diff(None, Some(&connector_json(&connector)))).await?;
+                w.tx.commit().await?;
+                Ok(connector)
             }
 
             async fn get_connector(&self, id: ConnectorId) -> Result<Connector> {
@@ -984,8 +1081,10 @@ macro_rules! sql_store {
                 .execute(&mut *w.tx)
                 .await
                 .map_err(|e| connector_write_error(e, &spec.display_name))?;
+                let connector = Connector { id, spec, version: current.version + 1, create_time: current.create_time, update_time: now };
+                record(&mut w.tx, &id.to_string(), $crate::audit::diff(Some(&connector_json(&current)), Some(&connector_json(&connector)))).await?;
                 w.tx.commit().await?;
-                Ok(Connector { id, spec, version: current.version + 1, create_time: current.create_time, update_time: now })
+                Ok(connector)
             }
 
             async fn delete_connector(
@@ -1008,6 +1107,7 @@ macro_rules! sql_store {
                     .bind(id.0)
                     .execute(&mut *w.tx)
                     .await?;
+                record(&mut w.tx, &id.to_string(), $crate::audit::diff(Some(&connector_json(&current)), None)).await?;
                 w.tx.commit().await?;
                 Ok(())
             }
@@ -1018,6 +1118,7 @@ macro_rules! sql_store {
                 token_hash: &str,
                 expire_time: Micros,
             ) -> Result<()> {
+                let mut w = self.begin_write().await?;
                 let inserted = sqlx::query(
                     "INSERT INTO enrollment_tokens (connector_id, token_hash, expire_time, \
                      create_time) SELECT id, $2, $3, $4 FROM connectors WHERE id = $1",
@@ -1026,11 +1127,17 @@ macro_rules! sql_store {
                 .bind(token_hash)
                 .bind(expire_time)
                 .bind(now_micros())
-                .execute(&self.pool)
+                .execute(&mut *w.tx)
                 .await?;
                 if inserted.rows_affected() == 0 {
                     return Err(Error::NotFound(connector.to_string()));
                 }
+                let made = serde_json::json!({
+                    "enrollment_token": $crate::audit::REDACTED,
+                    "enrollment_token_expire_time": $crate::api::convert::timestamp(expire_time).to_string(),
+                });
+                record(&mut w.tx, &connector.to_string(), $crate::audit::diff(None, Some(&made))).await?;
+                w.tx.commit().await?;
                 Ok(())
             }
 
@@ -1088,6 +1195,9 @@ macro_rules! sql_store {
                 .bind(now)
                 .fetch_one(&mut *w.tx)
                 .await?;
+                let name = AgentName { connector: ConnectorId(connector), id };
+                let enrolled = serde_json::json!({ "hostname": hostname, "version": version });
+                record(&mut w.tx, &name.to_string(), $crate::audit::diff(None, Some(&enrolled))).await?;
                 w.tx.commit().await?;
                 Ok(AgentRecord {
                     name: AgentName { connector: ConnectorId(connector), id },
@@ -1140,18 +1250,23 @@ macro_rules! sql_store {
             }
 
             async fn revoke_agent(&self, agent: AgentName) -> Result<AgentRecord> {
+                let mut w = self.begin_write().await?;
                 let row = sqlx::query(&format!(
                     "UPDATE agents SET revoked = TRUE WHERE id = $1 AND connector_id = $2 \
                      RETURNING {AGENT_COLUMNS}"
                 ))
                 .bind(agent.id)
                 .bind(agent.connector.0)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *w.tx)
                 .await?;
-                match row {
-                    Some(row) => agent_from_row(&row),
-                    None => Err(Error::NotFound(agent.to_string())),
-                }
+                let Some(row) = row else {
+                    return Err(Error::NotFound(agent.to_string()));
+                };
+                let record_ = agent_from_row(&row)?;
+                let diff = serde_json::json!({ "revoked": { "before": false, "after": true } });
+                record(&mut w.tx, &agent.to_string(), diff).await?;
+                w.tx.commit().await?;
+                Ok(record_)
             }
 
             async fn revoked_agent_ids(&self) -> Result<Vec<i64>> {
@@ -1182,6 +1297,7 @@ macro_rules! sql_store {
                 expire_time: Option<Micros>,
             ) -> Result<TokenRecord> {
                 let now = now_micros();
+                let mut w = self.begin_write().await?;
                 let row = sqlx::query(&format!(
                     "INSERT INTO api_tokens (display_name, name_key, role, secret_hash, \
                      expire_time, create_time) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -1193,7 +1309,7 @@ macro_rules! sql_store {
                 .bind(secret_hash)
                 .bind(expire_time)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *w.tx)
                 .await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db)
@@ -1206,7 +1322,16 @@ macro_rules! sql_store {
                     }
                     _ => Error::Database(e),
                 })?;
-                token_from_row(&row)
+                let token = token_from_row(&row)?;
+                let made = serde_json::json!({
+                    "display_name": token.display_name,
+                    "role": token.role.as_str(),
+                    "expire_time": token.expire_time,
+                    "token": $crate::audit::REDACTED,
+                });
+                record(&mut w.tx, &format!("tokens/{}", token.id), $crate::audit::diff(None, Some(&made))).await?;
+                w.tx.commit().await?;
+                Ok(token)
             }
 
             async fn token_for_auth(&self, id: i64) -> Result<Option<(TokenRecord, String)>> {
@@ -1234,16 +1359,21 @@ macro_rules! sql_store {
             }
 
             async fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
+                let mut w = self.begin_write().await?;
                 let row = sqlx::query(&format!(
                     "UPDATE api_tokens SET revoked = TRUE WHERE id = $1 RETURNING {TOKEN_COLUMNS}"
                 ))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *w.tx)
                 .await?;
-                match row {
-                    Some(row) => token_from_row(&row),
-                    None => Err(Error::NotFound(format!("tokens/{id}"))),
-                }
+                let Some(row) = row else {
+                    return Err(Error::NotFound(format!("tokens/{id}")));
+                };
+                let token = token_from_row(&row)?;
+                let diff = serde_json::json!({ "revoked": { "before": false, "after": true } });
+                record(&mut w.tx, &format!("tokens/{id}"), diff).await?;
+                w.tx.commit().await?;
+                Ok(token)
             }
 
             async fn touch_token(&self, id: i64) -> Result<()> {
@@ -1259,6 +1389,56 @@ macro_rules! sql_store {
                 Ok(sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
                     .fetch_one(&self.pool)
                     .await?)
+            }
+
+            async fn record_denied(&self, ctx: &$crate::audit::AuditContext, reason: &str) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO audit_events (time, actor, peer, rpc, resource, outcome, diff) \
+                     VALUES ($1, $2, $3, $4, '', 'denied', $5)",
+                )
+                .bind(now_micros())
+                .bind(&ctx.actor)
+                .bind(&ctx.peer)
+                .bind(&ctx.rpc)
+                .bind(serde_json::json!({ "reason": reason }).to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_audit_events(
+                &self,
+                filter: &$crate::audit::AuditFilter,
+                before: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::audit::AuditEvent>> {
+                let rows = sqlx::query(
+                    "SELECT id, time, actor, peer, rpc, resource, outcome, diff FROM audit_events \
+                     WHERE ($1 = 0 OR id < $1) AND ($2 = '' OR resource = $2) \
+                     AND ($3 = '' OR actor LIKE $3 ESCAPE '\\') AND time >= $4 AND time < $5 \
+                     ORDER BY id DESC LIMIT $6",
+                )
+                .bind(before)
+                .bind(filter.resource.clone().unwrap_or_default())
+                .bind(filter.actor.as_deref().map(sql::like_contains_exact_case).unwrap_or_default())
+                .bind(filter.start.unwrap_or(i64::MIN))
+                .bind(filter.end.unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(event_from_row).collect()
+            }
+
+            async fn audit_events_after(&self, after: i64, limit: u32) -> Result<Vec<$crate::audit::AuditEvent>> {
+                let rows = sqlx::query(
+                    "SELECT id, time, actor, peer, rpc, resource, outcome, diff FROM audit_events \
+                     WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(event_from_row).collect()
             }
 
             async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {

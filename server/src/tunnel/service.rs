@@ -84,6 +84,10 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         let req = request.into_inner();
         if req.token.trim().is_empty() {
             return Err(Error::invalid("token", "is required").into());
@@ -102,9 +106,17 @@ impl AgentService for AgentApi {
         rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem).map_err(|e| {
             Error::invalid("csr_pem", format!("is not a valid PKCS#10 request: {e}"))
         })?;
-        let agent = self
-            .store
-            .enroll_agent(&token_hash(&req.token), &hostname, &version)
+        let context = crate::audit::AuditContext {
+            actor: "enrollment token".into(),
+            peer,
+            rpc: "/mailplane.v1.AgentService/Enroll".into(),
+        };
+        let agent = crate::audit::CONTEXT
+            .scope(
+                context,
+                self.store
+                    .enroll_agent(&token_hash(&req.token), &hostname, &version),
+            )
             .await?;
         let issued = self.ca.sign_agent(&req.csr_pem, agent.name)?;
         self.store

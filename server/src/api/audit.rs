@@ -1,0 +1,82 @@
+//! `AuditService`: reading the audit log. There is no call to change or delete an event.
+
+use super::convert::timestamp;
+use super::paging;
+use crate::audit::{AuditEvent, AuditFilter};
+use crate::domain::validate;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use mailplane_proto::v1 as pb;
+use pb::audit_service_server::AuditService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The audit service.
+pub struct Audit {
+    store: Arc<dyn Store>,
+}
+
+impl Audit {
+    /// The service.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+fn micros(field: &str, ts: &prost_types::Timestamp) -> Result<i64> {
+    ts.seconds
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(i64::from(ts.nanos) / 1000))
+        .ok_or_else(|| Error::invalid(field, "is out of range"))
+}
+
+fn render(e: &AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id,
+        time: Some(timestamp(e.time)),
+        actor: e.actor.clone(),
+        peer: e.peer.clone(),
+        rpc: e.rpc.clone(),
+        resource: e.resource.clone(),
+        outcome: e.outcome.clone(),
+        diff: e.diff.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for Audit {
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let req = request.into_inner();
+        validate::no_crlf("resource", &req.resource)?;
+        validate::no_crlf("actor", &req.actor)?;
+        let filter = AuditFilter {
+            resource: (!req.resource.trim().is_empty()).then(|| req.resource.trim().to_owned()),
+            actor: (!req.actor.trim().is_empty()).then(|| req.actor.trim().to_owned()),
+            start: req
+                .start_time
+                .as_ref()
+                .map(|t| micros("start_time", t))
+                .transpose()?,
+            end: req
+                .end_time
+                .as_ref()
+                .map(|t| micros("end_time", t))
+                .transpose()?,
+        };
+        let size = paging::page_size(req.page_size)?;
+        let context = filter.fingerprint();
+        let before = paging::decode(&req.page_token, &context)?;
+        let rows = self
+            .store
+            .list_audit_events(&filter, before, size + 1)
+            .await?;
+        let (rows, next_page_token) = paging::finish(rows, size, &context, |e| e.id);
+        Ok(Response::new(pb::ListEventsResponse {
+            events: rows.iter().map(render).collect(),
+            next_page_token,
+        }))
+    }
+}
