@@ -2,7 +2,7 @@
 //! both), which win over the TOML config file, which wins over the defaults.
 
 use crate::runner::SmtpSettings;
-use crate::server::{DEFAULT_AGENT_PORT, DEFAULT_PORT, ServerConfig};
+use crate::server::{ApiTls, DEFAULT_AGENT_PORT, DEFAULT_PORT, ServerConfig};
 use mailplane_agent::smtp;
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -36,6 +36,12 @@ pub struct FileConfig {
     pub agent_tls_names: Option<Vec<String>>,
     /// Append audit events as JSON lines to this file (`-`: standard output).
     pub audit_log: Option<PathBuf>,
+    /// The API's TLS certificate chain (PEM); with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The API's TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Serve the API without TLS.
+    pub insecure_plaintext: Option<bool>,
 }
 
 /// The `[smtp]` table: how test e-mails run.
@@ -163,6 +169,12 @@ pub struct Overrides {
     pub agent_tls_names: Vec<String>,
     /// `--audit-log`.
     pub audit_log: Option<PathBuf>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `--insecure-plaintext` (or `--dev`).
+    pub insecure_plaintext: bool,
 }
 
 fn rules(list: &[String]) -> Result<Vec<smtp::Rule>, String> {
@@ -198,6 +210,24 @@ fn smtp_settings(flags: &Overrides, file: &SmtpFileConfig) -> Result<SmtpSetting
     }
     file.timeouts.apply(&mut settings.timeouts);
     Ok(settings)
+}
+
+/// TLS on the API: on by default, with the server's own CA unless files are given.
+fn api_tls(flags: &Overrides, file: &FileConfig) -> Result<ApiTls, String> {
+    if flags.insecure_plaintext || file.insecure_plaintext == Some(true) {
+        return Ok(ApiTls::Off);
+    }
+    let cert = flags.tls_cert.clone().or_else(|| file.tls_cert.clone());
+    let key = flags.tls_key.clone().or_else(|| file.tls_key.clone());
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(ApiTls::Files { cert, key }),
+        (None, None) => Ok(ApiTls::OwnCa),
+        _ => Err(
+            "give both --tls-cert and --tls-key, or neither (the server's own CA signs a \
+                  certificate then)"
+                .into(),
+        ),
+    }
 }
 
 /// The agent listener's address: `off` disables it.
@@ -239,6 +269,7 @@ fn default_agent_tls_names() -> Vec<String> {
 pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, String> {
     let smtp = smtp_settings(&flags, &file.smtp)?;
     let agent_listen = agent_listen(&flags, file)?;
+    let api_tls = api_tls(&flags, file)?;
     let mut agent_tls_names = default_agent_tls_names();
     if !flags.agent_tls_names.is_empty() {
         agent_tls_names.extend(flags.agent_tls_names.iter().cloned());
@@ -264,6 +295,7 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, Stri
         agent_tls_names,
         agent_heartbeat: Duration::from_secs(10),
         print_bootstrap_token: false,
+        api_tls,
         audit_log: flags.audit_log.or_else(|| file.audit_log.clone()),
     })
 }

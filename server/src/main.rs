@@ -20,39 +20,43 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(args, cli.client.insecure_plaintext).await,
             Command::Accounts(command) => {
-                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
+                let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();
                 cli::accounts::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
             Command::Connectors(command) => {
-                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
+                let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();
                 cli::connectors::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
+            Command::Server(cli::ServerCommand::Info { data_dir }) => {
+                cli::server_info(data_dir, &mut std::io::stdout().lock())?;
+                Ok(())
+            }
             Command::Audit(command) => {
-                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
+                let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();
                 cli::audit::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
             Command::Tokens(command) => {
-                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
+                let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();
                 cli::tokens::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
             Command::Tests(command) => {
-                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
+                let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();
                 cli::tests::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
             Command::Credentials(command) => {
-                let channel = cli::connect(&cli.client.server, cli.client.token.as_deref()).await?;
+                let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();
                 cli::credentials::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
@@ -68,7 +72,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, insecure_plaintext: bool) -> anyhow::Result<()> {
     let file = args.file_config().map_err(anyhow::Error::msg)?;
     let json = match args.log_format {
         Some(f) => f == LogFormat::Json,
@@ -82,6 +86,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(json, &level);
 
     let mut overrides = args.overrides();
+    overrides.insecure_plaintext |= insecure_plaintext;
     // Development mode keeps nothing: a fresh data dir that is removed on exit.
     let _dev_dir = if args.dev && overrides.data_dir.is_none() {
         let dir = tempfile::Builder::new()
@@ -98,9 +103,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.dev {
         tracing::warn!(
             data_dir = %config.data_dir.display(),
-            "DEVELOPMENT MODE: data is thrown away on exit; try `mailplane accounts list` \
-             with MAILPLANE_ADDR=http://{}",
-            config.listen
+            listen = %config.listen,
+            "DEVELOPMENT MODE: plaintext API, and the data is thrown away on exit"
         );
     }
     mailplane_server::run(config, shutdown_signal())

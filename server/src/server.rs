@@ -48,6 +48,23 @@ impl From<TcpListener> for Listeners {
     }
 }
 
+/// How the API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTls {
+    /// Plain text (development mode, or `--insecure-plaintext`).
+    Off,
+    /// TLS with a certificate signed by the server's own CA (`DATA_DIR/ca.pem`), made anew at
+    /// each start for the names in `agent_tls_names`.
+    OwnCa,
+    /// TLS with this certificate and key (PEM files).
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
+}
+
 /// Everything `serve` needs, resolved from flags, environment and config file.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -74,6 +91,8 @@ pub struct ServerConfig {
     pub print_bootstrap_token: bool,
     /// Append every audit event as a JSON line to this file (`-`: standard output), for a SIEM.
     pub audit_log: Option<PathBuf>,
+    /// TLS on the API.
+    pub api_tls: ApiTls,
 }
 
 impl ServerConfig {
@@ -95,6 +114,7 @@ impl ServerConfig {
             agent_heartbeat: Duration::from_secs(10),
             print_bootstrap_token: false,
             audit_log: None,
+            api_tls: ApiTls::Off,
         }
     }
 
@@ -227,7 +247,8 @@ pub async fn serve(
     match crate::auth::bootstrap(&*state.store, &auth, &config.data_dir).await {
         Ok(Some(token)) if config.print_bootstrap_token => {
             eprintln!(
-                "\nFirst admin token (development mode):\n\n    export MAILPLANE_TOKEN={token}\n"
+                "\nDevelopment mode: plaintext API. In another shell:\n\n    export \
+                 MAILPLANE_INSECURE_PLAINTEXT=true MAILPLANE_TOKEN={token}\n"
             );
         }
         Ok(_) => {}
@@ -328,7 +349,20 @@ pub async fn serve(
         }
     };
 
-    let router = tonic::transport::Server::builder()
+    // The CA certificate is public: agents and CLI users verify the server with it.
+    let ca_file = config.data_dir.join("ca.pem");
+    if let Err(e) = std::fs::write(&ca_file, ca.cert_pem()) {
+        tracing::warn!(file = %ca_file.display(), error = %e, "cannot write the CA certificate");
+    }
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = api_identity(&config, &ca, local)? {
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| StartupError::Config(format!("API TLS: {e}")))?;
+    } else {
+        tracing::warn!("the API is served WITHOUT TLS (development mode or --insecure-plaintext)");
+    }
+    let router = builder
         .layer(AuthLayer::new(Arc::clone(&auth)))
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -488,5 +522,45 @@ async fn audit_sink(store: Arc<dyn Store>, path: PathBuf) {
             last = event.id;
         }
         let _ = out.flush();
+    }
+}
+
+/// The API's TLS identity, if it is served with TLS.
+fn api_identity(
+    config: &ServerConfig,
+    ca: &AgentCa,
+    local: Option<SocketAddr>,
+) -> Result<Option<tonic::transport::Identity>, StartupError> {
+    match &config.api_tls {
+        ApiTls::Off => Ok(None),
+        ApiTls::Files { cert, key } => {
+            let read = |p: &PathBuf| {
+                std::fs::read(p)
+                    .map_err(|e| StartupError::Config(format!("API TLS: {}: {e}", p.display())))
+            };
+            tracing::info!(cert = %cert.display(), "API served with TLS (certificate from files)");
+            Ok(Some(tonic::transport::Identity::from_pem(
+                read(cert)?,
+                read(key)?,
+            )))
+        }
+        ApiTls::OwnCa => {
+            let mut names = config.agent_tls_names.clone();
+            if let Some(ip) = local.map(|a| a.ip()).filter(|ip| !ip.is_unspecified()) {
+                names.push(ip.to_string());
+            }
+            names.sort();
+            names.dedup();
+            let (cert, key) = ca
+                .server_identity(&names)
+                .map_err(|e| StartupError::Config(format!("API TLS certificate: {e}")))?;
+            tracing::info!(
+                ca = %config.data_dir.join("ca.pem").display(),
+                ca_sha256 = %crate::tunnel::ca::pem_fingerprint(ca.cert_pem()).unwrap_or_default(),
+                names = ?names,
+                "API served with TLS; clients verify it with the CA file (mailplane --tls-ca)"
+            );
+            Ok(Some(tonic::transport::Identity::from_pem(cert, key)))
+        }
     }
 }

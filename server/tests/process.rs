@@ -63,10 +63,17 @@ fn admin_token(data_dir: &std::path::Path) -> String {
         .to_owned()
 }
 
-fn cli(addr: &str, token: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+fn cli(
+    addr: &str,
+    token: &str,
+    ca: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     let mut child = Command::new(BIN)
         .args(["--server", addr])
         .env("MAILPLANE_TOKEN", token)
+        .env("MAILPLANE_CACERT", ca)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -86,20 +93,41 @@ fn serve_cli_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr, logs) = serve(dir.path());
     let token = admin_token(dir.path());
+    let ca = dir.path().join("ca.pem");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.path().join("admin.token"))
             .unwrap()
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "the first admin token is written 0600");
-    let out = cli(&addr, "", &["accounts", "list"], None);
+    let out = cli(&addr, "", &ca, &["accounts", "list"], None);
     assert!(!out.status.success(), "no token, no access");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"));
+    // The API speaks TLS by default: a plaintext client gets nowhere.
+    let out = cli(
+        &addr,
+        &token,
+        &ca,
+        &["--insecure-plaintext", "accounts", "list"],
+        None,
+    );
+    assert!(!out.status.success(), "plaintext is refused when TLS is on");
+    let info = Command::new(BIN)
+        .args(["server", "info", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(
+        info.contains("CA SHA-256") && info.contains("ca.pem"),
+        "{info}"
+    );
     let secret = "piped-secret-0d5e9b";
 
     let out = cli(
         &addr,
         &token,
+        &ca,
         &[
             "credentials",
             "create",
@@ -124,6 +152,7 @@ fn serve_cli_and_sigterm() {
     let out = cli(
         &addr,
         &token,
+        &ca,
         &[
             "accounts",
             "create",
@@ -143,11 +172,11 @@ fn serve_cli_and_sigterm() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cli(&addr, &token, &["accounts", "list", "-o", "csv"], None);
+    let out = cli(&addr, &token, &ca, &["accounts", "list", "-o", "csv"], None);
     assert!(out.status.success());
     assert!(String::from_utf8(out.stdout).unwrap().lines().count() == 2);
 
-    let out = cli(&addr, &token, &["accounts", "get", "42"], None);
+    let out = cli(&addr, &token, &ca, &["accounts", "get", "42"], None);
     assert!(!out.status.success(), "an error exits non-zero");
     assert!(String::from_utf8_lossy(&out.stderr).contains("accounts/42 not found"));
 
@@ -284,9 +313,11 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     };
     let secret = &fx["SMTP_PASSWORD"];
     let token = admin_token(dir.path());
+    let ca = dir.path().join("ca.pem");
     let out = cli(
         &addr,
         &token,
+        &ca,
         &[
             "credentials",
             "create",
@@ -306,6 +337,7 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     let out = cli(
         &addr,
         &token,
+        &ca,
         &[
             "accounts",
             "create",
@@ -334,6 +366,7 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     let out = cli(
         &addr,
         &token,
+        &ca,
         &["accounts", "test", "1", "--to", &rcpt],
         None,
     );
@@ -350,6 +383,7 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     let json = cli(
         &addr,
         &token,
+        &ca,
         &["tests", "get", "accounts/1/tests/1", "-o", "json"],
         None,
     );
@@ -363,6 +397,7 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     let out = cli(
         &addr,
         &token,
+        &ca,
         &[
             "accounts",
             "update",
@@ -376,6 +411,7 @@ fn accounts_test_through_postfix_leaks_no_secret() {
     let out = cli(
         &addr,
         &token,
+        &ca,
         &[
             "accounts",
             "test",

@@ -30,7 +30,7 @@ async fn mailplane(server: &TestServer, args: &[&str]) -> Result<String, CliErro
         Command::Connectors(c) => {
             cli::connectors::run(channel, cli.client.output, c, &mut out).await?
         }
-        Command::Serve(_) => unreachable!("not a client command"),
+        Command::Serve(_) | Command::Server(_) => unreachable!("not a client command"),
     }
     Ok(String::from_utf8(out).unwrap())
 }

@@ -237,8 +237,10 @@ impl Server {
             let mut c = Command::new("ip");
             c.args(["netns", "exec", &net.server_ns])
                 .arg(binary("mailplane"));
+            // The test talks plain gRPC to it; TLS on the API is covered by the process tests.
             c.args([
                 "serve",
+                "--insecure-plaintext",
                 "--log-format",
                 "json",
                 "--listen",

@@ -54,7 +54,7 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 /// The server address the CLI uses by default.
-pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7750";
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7750";
 
 /// mailplane: a control plane for the SMTP accounts your systems send e-mail through.
 #[derive(Debug, Parser)]
@@ -81,6 +81,14 @@ pub struct ClientArgs {
     /// wrote to DATA_DIR/admin.token). Prefer the environment variable to the flag.
     #[arg(long, global = true, env = "MAILPLANE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The CA (PEM file) that signs the server's TLS certificate: the server's DATA_DIR/ca.pem
+    /// [default: that file, when this host runs the server].
+    #[arg(long, global = true, env = "MAILPLANE_CACERT")]
+    pub tls_ca: Option<PathBuf>,
+    /// Talk to the server (or, with `serve`, serve the API) without TLS. Only for development
+    /// or behind a TLS-terminating proxy.
+    #[arg(long, global = true, env = "MAILPLANE_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 /// The top-level commands.
@@ -97,6 +105,9 @@ pub enum Command {
     /// Manage network connectors and their agents.
     #[command(subcommand)]
     Connectors(connectors::ConnectorsCommand),
+    /// Facts about the server installed on this host.
+    #[command(subcommand)]
+    Server(ServerCommand),
     /// Read the audit log (admin).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -106,6 +117,52 @@ pub enum Command {
     /// Inspect test e-mails (run one with `mailplane accounts test`).
     #[command(subcommand)]
     Tests(tests::TestsCommand),
+}
+
+/// `mailplane server …`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Print the CA certificate that clients and agents verify the server with, and its
+    /// SHA-256 fingerprint (read from the data dir).
+    Info {
+        /// The server's data dir [default: ~/.local/share/mailplane].
+        #[arg(long, env = "MAILPLANE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs `mailplane server info`.
+pub fn server_info(
+    data_dir: Option<PathBuf>,
+    out: &mut impl std::io::Write,
+) -> Result<(), CliError> {
+    let dir = data_dir.unwrap_or_else(crate::config::default_data_dir);
+    let ca = dir.join("ca.pem");
+    let pem = std::fs::read_to_string(&ca).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read {} ({e}); has `mailplane serve` run with this data dir?",
+            ca.display()
+        ))
+    })?;
+    let fingerprint = crate::tunnel::ca::pem_fingerprint(&pem).unwrap_or_default();
+    writeln!(out, "data dir         {}", dir.display())?;
+    writeln!(out, "CA certificate   {}", ca.display())?;
+    writeln!(out, "CA SHA-256       {fingerprint}")?;
+    let token = crate::auth::bootstrap_file(&dir);
+    if token.exists() {
+        writeln!(
+            out,
+            "first admin token {} (delete it once you have made your own tokens)",
+            token.display()
+        )?;
+    }
+    writeln!(
+        out,
+        "\nClients: mailplane --tls-ca {} …   Agents: --server-ca {}",
+        ca.display(),
+        ca.display()
+    )?;
+    Ok(())
 }
 
 /// The log line format.
@@ -174,6 +231,13 @@ pub struct ServeArgs {
     /// SIEM or syslog forwarder.
     #[arg(long, env = "MAILPLANE_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
+    /// The API's TLS certificate chain (PEM file) [default: one signed by the server's own CA,
+    /// DATA_DIR/ca.pem].
+    #[arg(long, env = "MAILPLANE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The API's TLS private key (PEM file).
+    #[arg(long, env = "MAILPLANE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -198,6 +262,9 @@ impl ServeArgs {
             agent_listen: self.agent_listen.clone(),
             agent_tls_names: self.agent_tls_names.clone(),
             audit_log: self.audit_log.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            insecure_plaintext: self.dev,
         }
     }
 }
@@ -233,22 +300,68 @@ fn describe_status(status: &tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
 
-/// Connects to the server at `addr` (`host:port` or a URL), sending `token` with each call.
+/// Connects to the server named by the client options, sending the token with each call.
+pub async fn connect_with(args: &ClientArgs) -> Result<Conn, CliError> {
+    let tls = if args.insecure_plaintext {
+        None
+    } else {
+        let ca = args
+            .tls_ca
+            .clone()
+            .unwrap_or_else(|| crate::config::default_data_dir().join("ca.pem"));
+        Some(std::fs::read(&ca).map_err(|e| {
+            CliError::Usage(format!(
+                "cannot read the server's CA certificate {} ({e}); pass --tls-ca (or \
+                 MAILPLANE_CACERT) with the server's DATA_DIR/ca.pem, or --insecure-plaintext \
+                 for a server in development mode",
+                ca.display()
+            ))
+        })?)
+    };
+    let channel = connect_channel(&args.server, tls.as_deref()).await?;
+    Ok(InterceptedService::new(
+        channel,
+        Bearer::new(args.token.as_deref())?,
+    ))
+}
+
+/// Connects to a plaintext server at `addr` (`host:port` or an http URL), sending `token`.
 pub async fn connect(addr: &str, token: Option<&str>) -> Result<Conn, CliError> {
     let bearer = Bearer::new(token)?;
-    let channel = connect_channel(addr).await?;
+    let channel = connect_channel(addr, None).await?;
     Ok(InterceptedService::new(channel, bearer))
 }
 
-/// Connects to the server at `addr` without credentials.
-async fn connect_channel(addr: &str) -> Result<Channel, CliError> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
+/// Connects to `addr`: over TLS verified with the CA `tls_ca` (PEM), or in plain text.
+async fn connect_channel(addr: &str, tls_ca: Option<&[u8]>) -> Result<Channel, CliError> {
+    let bare = addr
+        .strip_prefix("https://")
+        .or_else(|| addr.strip_prefix("http://"))
+        .unwrap_or(addr);
+    if addr.starts_with("http://") && tls_ca.is_some() {
+        return Err(CliError::Usage(format!(
+            "{addr} is a plaintext address: use https://, or pass --insecure-plaintext"
+        )));
+    }
+    let url = match tls_ca {
+        Some(_) => format!("https://{bare}"),
+        None => format!("http://{bare}"),
     };
-    let endpoint = Endpoint::from_shared(url.clone())
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| CliError::Usage(format!("invalid server address {addr:?}: {e}")))?;
+    if let Some(ca) = tls_ca {
+        let host = bare
+            .rsplit_once(':')
+            .map_or(bare, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .domain_name(host),
+            )
+            .map_err(|e| CliError::Usage(format!("TLS: {e}")))?;
+    }
     endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()

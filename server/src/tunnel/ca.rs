@@ -51,6 +51,13 @@ pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
+/// The SHA-256 fingerprint of the first certificate in a PEM text.
+pub fn pem_fingerprint(pem: &str) -> Option<String> {
+    use rustls::pki_types::pem::PemObject as _;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    Some(fingerprint(der.as_ref()))
+}
+
 fn validity(params: &mut CertificateParams, lifetime: Duration) -> Result<Micros> {
     let now = now_micros() / 1_000_000;
     let not_after = now + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2);
