@@ -560,7 +560,9 @@ fn api_identity(
                 names = ?names,
                 "API served with TLS; clients verify it with the CA file (mailplane --tls-ca)"
             );
-            Ok(Some(tonic::transport::Identity::from_pem(cert, key)))
+            // The CA goes with the certificate, so a client may pin its fingerprint.
+            let chain = format!("{}{}", cert, ca.cert_pem());
+            Ok(Some(tonic::transport::Identity::from_pem(chain, key)))
         }
     }
 }

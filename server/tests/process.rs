@@ -122,6 +122,38 @@ fn serve_cli_and_sigterm() {
         info.contains("CA SHA-256") && info.contains("ca.pem"),
         "{info}"
     );
+    // Pinning the CA's fingerprint works instead of the CA file; a wrong pin does not.
+    let fingerprint = info
+        .lines()
+        .find_map(|l| l.strip_prefix("CA SHA-256"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let pinned = |pin: &str| {
+        Command::new(BIN)
+            .args([
+                "--server",
+                &addr,
+                "--tls-fingerprint",
+                pin,
+                "accounts",
+                "list",
+            ])
+            .env("MAILPLANE_TOKEN", &token)
+            .env_remove("MAILPLANE_CACERT")
+            .output()
+            .unwrap()
+    };
+    let out = pinned(&fingerprint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !pinned(&"ab".repeat(32)).status.success(),
+        "a wrong pin is refused"
+    );
     let secret = "piped-secret-0d5e9b";
 
     let out = cli(

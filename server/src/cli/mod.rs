@@ -6,6 +6,7 @@ pub mod audit;
 pub mod connectors;
 pub mod credentials;
 pub mod output;
+pub mod pin;
 pub mod tests;
 pub mod tokens;
 
@@ -85,6 +86,15 @@ pub struct ClientArgs {
     /// [default: that file, when this host runs the server].
     #[arg(long, global = true, env = "MAILPLANE_CACERT")]
     pub tls_ca: Option<PathBuf>,
+    /// Trust the server by the SHA-256 fingerprint of its CA instead of a CA file (as printed
+    /// by `mailplane server info` and logged by the server).
+    #[arg(
+        long,
+        global = true,
+        env = "MAILPLANE_TLS_FINGERPRINT",
+        conflicts_with = "tls_ca"
+    )]
+    pub tls_fingerprint: Option<String>,
     /// Talk to the server (or, with `serve`, serve the API) without TLS. Only for development
     /// or behind a TLS-terminating proxy.
     #[arg(long, global = true, env = "MAILPLANE_INSECURE_PLAINTEXT")]
@@ -302,6 +312,32 @@ fn describe_status(status: &tonic::Status) -> String {
 
 /// Connects to the server named by the client options, sending the token with each call.
 pub async fn connect_with(args: &ClientArgs) -> Result<Conn, CliError> {
+    if let (Some(pin), false) = (&args.tls_fingerprint, args.insecure_plaintext) {
+        let bare = args
+            .server
+            .strip_prefix("https://")
+            .unwrap_or(&args.server)
+            .to_owned();
+        let host = bare
+            .rsplit_once(':')
+            .map_or(bare.as_str(), |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let connector = pin::PinnedConnector::new(host, pin).map_err(CliError::Usage)?;
+        let url = format!("http://{bare}");
+        let channel = Endpoint::from_shared(url.clone())
+            .map_err(|e| CliError::Usage(format!("invalid server address {:?}: {e}", args.server)))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_with_connector(connector)
+            .await
+            .map_err(|source| CliError::Connect {
+                addr: format!("https://{bare}"),
+                source,
+            })?;
+        return Ok(InterceptedService::new(
+            channel,
+            Bearer::new(args.token.as_deref())?,
+        ));
+    }
     let tls = if args.insecure_plaintext {
         None
     } else {
