@@ -167,6 +167,7 @@ async fn run() {
         let start = Instant::now();
         let status = Command::new(&bin)
             .args([
+                "--insecure-plaintext",
                 "--server",
                 &addr,
                 "accounts",
@@ -177,6 +178,7 @@ async fn run() {
                 "-o",
                 "json",
             ])
+            .env("MAILPLANE_TOKEN", &server.admin_token)
             .stdout(Stdio::null())
             .status()
             .unwrap();
