@@ -257,3 +257,51 @@ async fn events_are_exported_as_json_lines() {
     assert_eq!(v["diff"]["account_name"]["after"], "Exported");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_change_lands_without_its_audit_event() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let mut a = server.accounts();
+    create_account(&mut a, account("Before")).await;
+    // Break the audit log: every change must now fail as a whole, leaving nothing behind.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.sqlite_path().display()))
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE audit_events RENAME TO audit_events_gone")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = a
+        .create_account(pb::CreateAccountRequest {
+            account: Some(account("After")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{}", err.message());
+    assert!(
+        !err.message().contains("audit_events"),
+        "no detail leaks: {}",
+        err.message()
+    );
+    let names: Vec<String> = sqlx::query_scalar("SELECT account_name FROM accounts")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        names,
+        vec!["Before".to_owned()],
+        "the change rolled back with its event"
+    );
+    sqlx::query("ALTER TABLE audit_events_gone RENAME TO audit_events")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    create_account(&mut a, account("After")).await;
+    assert_eq!(
+        events(&server, "").await.len(),
+        3,
+        "bootstrap token, Before, After"
+    );
+    server.stop().await.unwrap();
+}
