@@ -12,9 +12,9 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailplane");
 
-/// Starts `mailplane serve` on port 0 and returns the child, the address it logged, and a
-/// channel with its remaining log lines.
-fn serve(data_dir: &std::path::Path) -> (Child, String, mpsc::Receiver<String>) {
+/// Starts `mailplane serve` on port 0 (JSON logs, plus `extra` flags) and returns
+/// the child, the address it logged, and a channel with its remaining log lines.
+fn serve(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -24,9 +24,8 @@ fn serve(data_dir: &std::path::Path) -> (Child, String, mpsc::Receiver<String>) 
             "127.0.0.1:0",
             "--log-format",
             "json",
-            "--log-level",
-            "debug",
         ])
+        .args(extra)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("MAILPLANE_DATABASE_URL")
@@ -91,7 +90,7 @@ fn cli(
 #[test]
 fn serve_cli_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, logs) = serve(dir.path());
+    let (mut child, addr, logs) = serve(dir.path(), &["--log-level", "debug"]);
     let token = admin_token(dir.path());
     let ca = dir.path().join("ca.pem");
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -304,45 +303,10 @@ fn fixtures() -> std::collections::HashMap<String, String> {
 fn accounts_test_through_postfix_leaks_no_secret() {
     let fx = fixtures();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--agent-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--log-level",
-            "trace",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--smtp-extra-ca")
-        .arg(&fx["SMTP_CA"])
-        .env_remove("MAILPLANE_DATABASE_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, logs) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server logs its address");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["fields"]["message"] == "mailplane listening" {
-            break v["fields"]["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    let (mut child, addr, logs) = serve(
+        dir.path(),
+        &["--log-level", "trace", "--smtp-extra-ca", &fx["SMTP_CA"]],
+    );
     let secret = &fx["SMTP_PASSWORD"];
     let token = admin_token(dir.path());
     let ca = dir.path().join("ca.pem");
