@@ -13,8 +13,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tonic::Status;
 
-/// The sending half of an agent's stream.
-pub type Outbound = mpsc::Sender<Result<pb::ConnectResponse, Status>>;
+/// The sending half of an agent's stream. Messages are boxed: a channel allocates its slots in
+/// blocks, and an idle agent should not hold a block of full-size jobs (this halves the memory
+/// of an idle agent).
+pub type Outbound = mpsc::Sender<Box<Result<pb::ConnectResponse, Status>>>;
 
 /// Updates of one job, as the agent sends them.
 pub type Updates = mpsc::UnboundedReceiver<pb::job_update::Update>;
@@ -229,7 +231,7 @@ impl Registry {
                 let message = pb::ConnectResponse {
                     event: Some(pb::connect_response::Event::Job(job.clone())),
                 };
-                if agent.outbound.send(Ok(message)).await.is_ok() {
+                if agent.outbound.send(Box::new(Ok(message))).await.is_ok() {
                     return Some(dispatched);
                 }
                 // Its stream is gone; forget it and try another.

@@ -171,7 +171,7 @@ impl AgentService for AgentApi {
         self.store
             .touch_agent(agent.name, &hello.hostname, &hello.version)
             .await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let (close_tx, mut close_rx) = tokio::sync::watch::channel(false);
         let (ended_tx, mut ended_rx) = tokio::sync::watch::channel(false);
         let live = Arc::new(LiveAgent::new(agent.name, &hello, tx.clone(), close_tx));
@@ -222,7 +222,7 @@ impl AgentService for AgentApi {
                     _ = close_rx.changed() => break "revoked",
                     _ = tick.tick() => {
                         let beat = pb::ConnectResponse { event: Some(pb::connect_response::Event::Heartbeat(pb::ServerHeartbeat {})) };
-                        if tx.send(Ok(beat)).await.is_err() {
+                        if tx.send(Box::new(Ok(beat))).await.is_err() {
                             break "the agent went away";
                         }
                     }
@@ -231,16 +231,20 @@ impl AgentService for AgentApi {
             };
             if reason == "revoked" {
                 let _ = tx
-                    .send(Err(Status::permission_denied("this agent was revoked")))
+                    .send(Box::new(Err(Status::permission_denied(
+                        "this agent was revoked",
+                    ))))
                     .await;
             }
             registry.unregister(&live);
             let _ = ended_tx.send(true);
             tracing::info!(agent = %live.name, reason, "agent disconnected");
         });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).take_until(async move {
-            let _ = ended_rx.wait_for(|ended| *ended).await;
-        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|message| *message)
+            .take_until(async move {
+                let _ = ended_rx.wait_for(|ended| *ended).await;
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 }
