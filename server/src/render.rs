@@ -10,7 +10,7 @@ pub fn time(ts: Option<&prost_types::Timestamp>) -> String {
 }
 
 /// The short name of an enum value: `SECURITY_MODE_IMPLICIT_TLS` becomes `IMPLICIT_TLS`.
-fn short(full: &str, prefix: &str) -> String {
+pub fn short(full: &str, prefix: &str) -> String {
     full.strip_prefix(prefix).unwrap_or(full).to_owned()
 }
 

@@ -41,23 +41,14 @@ async fn run_test(server: &TestServer, account: &str, i: usize) -> Duration {
         .await
         .unwrap()
         .into_inner();
-    let mut stream = tests
-        .watch_test(pb::WatchTestRequest { name: created.name })
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(msg) = stream.message().await.unwrap() {
-        if let Some(pb::watch_test_response::Event::Finished(t)) = msg.event {
-            assert_eq!(
-                t.state,
-                i32::from(pb::TestState::Succeeded),
-                "{:?}",
-                t.result
-            );
-            return start.elapsed();
-        }
-    }
-    panic!("the watch ended early");
+    let (_, t) = mailplane_tests::watch_to_end(&mut tests, &created.name).await;
+    assert_eq!(
+        t.state,
+        i32::from(pb::TestState::Succeeded),
+        "{:?}",
+        t.result
+    );
+    start.elapsed()
 }
 
 async fn run() {

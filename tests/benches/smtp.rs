@@ -110,20 +110,9 @@ async fn run() {
             .await
             .unwrap()
             .into_inner();
-        let mut stream = tests
-            .watch_test(pb::WatchTestRequest { name: created.name })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut done = None;
-        while let Some(msg) = stream.message().await.unwrap() {
-            if let Some(pb::watch_test_response::Event::Finished(t)) = msg.event {
-                done = Some(t);
-                break;
-            }
-        }
+        let (_, done) = mailplane_tests::watch_to_end(&mut tests, &created.name).await;
         let took = start.elapsed();
-        assert_eq!(done.unwrap().state, i32::from(pb::TestState::Succeeded));
+        assert_eq!(done.state, i32::from(pb::TestState::Succeeded));
 
         let message = lettre::Message::builder()
             .from("bench@mailplane.test".parse().unwrap())

@@ -225,22 +225,9 @@ async fn start_test(server: &TestServer, account: &str) -> String {
 }
 
 async fn finished(server: &TestServer, name: &str) -> pb::SmtpTest {
-    let mut stream = server
-        .tests()
-        .watch_test(pb::WatchTestRequest { name: name.into() })
+    mailplane_tests::watch_to_end(&mut server.tests(), name)
         .await
-        .unwrap()
-        .into_inner();
-    while let Some(msg) = tokio::time::timeout(Duration::from_secs(30), stream.message())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        if let Some(pb::watch_test_response::Event::Finished(t)) = msg.event {
-            return t;
-        }
-    }
-    panic!("the watch ended early")
+        .1
 }
 
 fn class(t: &pb::SmtpTest) -> pb::FailureClass {

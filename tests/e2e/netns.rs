@@ -323,22 +323,9 @@ async fn finished(server: &Server, parent: &str, to: &str) -> pb::SmtpTest {
         .unwrap()
         .into_inner()
         .name;
-    let mut stream = server
-        .tests()
-        .watch_test(pb::WatchTestRequest { name })
+    mailplane_tests::watch_to_end(&mut server.tests(), &name)
         .await
-        .unwrap()
-        .into_inner();
-    while let Some(msg) = tokio::time::timeout(Duration::from_secs(60), stream.message())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        if let Some(pb::watch_test_response::Event::Finished(t)) = msg.event {
-            return t;
-        }
-    }
-    panic!("the watch ended early");
+        .1
 }
 
 fn class(t: &pb::SmtpTest) -> pb::FailureClass {

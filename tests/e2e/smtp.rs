@@ -3,7 +3,7 @@
 //! the destination policy, the per-account cap, and the watch stream.
 
 use mailplane_proto::v1 as pb;
-use mailplane_tests::{Backend, SmtpFixtures, TestServer, account, create_account};
+use mailplane_tests::{Backend, SmtpFixtures, TestServer, account, create_account, watch_to_end};
 use pb::watch_test_response::Event;
 use std::time::Duration;
 use tonic::Code;
@@ -61,31 +61,7 @@ async fn run(server: &TestServer, account: &str, test: pb::SmtpTest) -> (Vec<Eve
         .unwrap()
         .into_inner();
     assert_eq!(created.state, i32::from(pb::TestState::Queued));
-    let mut stream = c
-        .watch_test(pb::WatchTestRequest {
-            name: created.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(msg) = tokio::time::timeout(Duration::from_secs(90), stream.message())
-        .await
-        .expect("a test never hangs")
-        .unwrap()
-    {
-        if let Some(event) = msg.event {
-            let done = matches!(event, Event::Finished(_));
-            events.push(event);
-            if done {
-                break;
-            }
-        }
-    }
-    let Some(Event::Finished(done)) = events.last().cloned() else {
-        panic!("the watch ended without the finished test: {events:?}");
-    };
-    (events, done)
+    watch_to_end(&mut c, &created.name).await
 }
 
 fn to(tag: &str) -> String {
@@ -623,18 +599,7 @@ async fn denied_destination_sends_nothing() {
 }
 
 async fn wait(server: &TestServer, name: &str) -> pb::SmtpTest {
-    let mut stream = server
-        .tests()
-        .watch_test(pb::WatchTestRequest { name: name.into() })
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(msg) = stream.message().await.unwrap() {
-        if let Some(Event::Finished(t)) = msg.event {
-            return t;
-        }
-    }
-    panic!("watch ended early");
+    watch_to_end(&mut server.tests(), name).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,6 +277,36 @@ async fn connect(
     }
 }
 
+/// Follows a test's `WatchTest` stream to its end and returns every event and the finished
+/// test. A test never hangs, so a silent stream for 90 s fails the caller.
+pub async fn watch_to_end(
+    client: &mut pb::smtp_test_service_client::SmtpTestServiceClient<Conn>,
+    name: &str,
+) -> (Vec<pb::watch_test_response::Event>, pb::SmtpTest) {
+    use pb::watch_test_response::Event;
+    let mut stream = client
+        .watch_test(pb::WatchTestRequest { name: name.into() })
+        .await
+        .expect("watch test")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(90), stream.message())
+        .await
+        .expect("a test never hangs")
+        .expect("the watch stream is healthy")
+    {
+        if let Some(event) = msg.event {
+            if let Event::Finished(done) = &event {
+                let done = done.clone();
+                events.push(event);
+                return (events, done);
+            }
+            events.push(event);
+        }
+    }
+    panic!("the watch of {name} ended without the finished test: {events:?}");
+}
+
 /// A valid account request with a unique name.
 pub fn account(name: &str) -> pb::SmtpAccount {
     pb::SmtpAccount {

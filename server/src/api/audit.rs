@@ -1,10 +1,10 @@
 //! `AuditService`: reading the audit log. There is no call to change or delete an event.
 
-use super::convert::timestamp;
+use super::convert::{self, timestamp};
 use super::paging;
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::domain::validate;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Store;
 use mailplane_proto::v1 as pb;
 use pb::audit_service_server::AuditService;
@@ -21,13 +21,6 @@ impl Audit {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self { store }
     }
-}
-
-fn micros(field: &str, ts: &prost_types::Timestamp) -> Result<i64> {
-    ts.seconds
-        .checked_mul(1_000_000)
-        .and_then(|s| s.checked_add(i64::from(ts.nanos) / 1000))
-        .ok_or_else(|| Error::invalid(field, "is out of range"))
 }
 
 fn render(e: &AuditEvent) -> pb::AuditEvent {
@@ -58,12 +51,12 @@ impl AuditService for Audit {
             start: req
                 .start_time
                 .as_ref()
-                .map(|t| micros("start_time", t))
+                .map(|t| convert::micros("start_time", t))
                 .transpose()?,
             end: req
                 .end_time
                 .as_ref()
-                .map(|t| micros("end_time", t))
+                .map(|t| convert::micros("end_time", t))
                 .transpose()?,
         };
         let size = paging::page_size(req.page_size)?;

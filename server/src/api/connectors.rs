@@ -98,20 +98,11 @@ fn connector_id(field: &str, name: &str) -> Result<ConnectorId> {
 
 /// Parses `connectors/{c}/agents/{a}`.
 fn agent_name(field: &str, name: &str) -> Result<AgentName> {
-    let invalid = || {
-        Error::invalid(
-            field,
-            format!("{name:?} is not an agent name; expected connectors/{{id}}/agents/{{id}}"),
-        )
-    };
-    let (connector, agent) = name.trim().split_once("/agents/").ok_or_else(invalid)?;
-    let connector = connector_id(field, connector).map_err(|_| invalid())?;
-    let id = agent
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(invalid)?;
-    Ok(AgentName { connector, id })
+    let (connector, id) = convert::parse_child(field, name, "connectors", "agents")?;
+    Ok(AgentName {
+        connector: ConnectorId(connector),
+        id,
+    })
 }
 
 fn apply(spec: &mut ConnectorSpec, msg: &pb::Connector, field: &str) -> Result<()> {

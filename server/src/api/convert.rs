@@ -40,6 +40,35 @@ pub fn parse_name(field: &str, collection: &str, name: &str) -> Result<i64> {
     })
 }
 
+/// Microseconds since the epoch for a protobuf timestamp from a request.
+pub fn micros(field: &str, ts: &prost_types::Timestamp) -> Result<Micros> {
+    ts.seconds
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(i64::from(ts.nanos) / 1000))
+        .ok_or_else(|| Error::invalid(field, "is out of range"))
+}
+
+/// Parses a child resource name `{parent}/{pid}/{child}/{cid}` into both ids.
+pub fn parse_child(field: &str, name: &str, parent: &str, child: &str) -> Result<(i64, i64)> {
+    let invalid = || {
+        Error::invalid(
+            field,
+            format!("{name:?} is not a resource name; expected {parent}/{{id}}/{child}/{{id}}"),
+        )
+    };
+    let (head, id) = name
+        .trim()
+        .split_once(&format!("/{child}/"))
+        .ok_or_else(invalid)?;
+    let parent_id = parse_name(field, parent, head).map_err(|_| invalid())?;
+    let id = id
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(invalid)?;
+    Ok((parent_id, id))
+}
+
 /// An account's resource name.
 pub fn account_id(field: &str, name: &str) -> Result<AccountId> {
     parse_name(field, "accounts", name).map(AccountId)

@@ -19,20 +19,11 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Parses `accounts/{a}/tests/{t}`.
 pub fn test_name(field: &str, name: &str) -> Result<TestName> {
-    let invalid = || {
-        Error::invalid(
-            field,
-            format!("{name:?} is not a test name; expected accounts/{{id}}/tests/{{id}}"),
-        )
-    };
-    let (account, test) = name.trim().split_once("/tests/").ok_or_else(invalid)?;
-    let account = convert::account_id(field, account).map_err(|_| invalid())?;
-    let id = test
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(invalid)?;
-    Ok(TestName { account, id })
+    let (account, id) = convert::parse_child(field, name, "accounts", "tests")?;
+    Ok(TestName {
+        account: crate::domain::AccountId(account),
+        id,
+    })
 }
 
 /// The test to run, validated, with the seeds' defaults filled in.

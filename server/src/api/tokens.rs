@@ -46,13 +46,6 @@ fn render(t: &TokenRecord) -> pb::ApiToken {
     }
 }
 
-fn micros(ts: &prost_types::Timestamp) -> Result<i64> {
-    ts.seconds
-        .checked_mul(1_000_000)
-        .and_then(|s| s.checked_add(i64::from(ts.nanos) / 1000))
-        .ok_or_else(|| Error::invalid("token.expire_time", "is out of range"))
-}
-
 #[tonic::async_trait]
 impl TokenService for Tokens {
     async fn create_token(
@@ -74,7 +67,11 @@ impl TokenService for Tokens {
                 );
             }
         };
-        let expire_time = msg.expire_time.as_ref().map(micros).transpose()?;
+        let expire_time = msg
+            .expire_time
+            .as_ref()
+            .map(|t| convert::micros("token.expire_time", t))
+            .transpose()?;
         if expire_time.is_some_and(|t| t <= crate::domain::now_micros()) {
             return Err(Error::invalid("token.expire_time", "is in the past").into());
         }

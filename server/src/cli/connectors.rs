@@ -73,9 +73,7 @@ pub struct ConnectorFields {
     pub description: Option<String>,
 }
 
-fn short(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_owned()
-}
+use crate::render::short;
 
 fn agent_json(a: &pb::AgentReplica) -> Value {
     json!({

@@ -68,9 +68,7 @@ pub enum TestsCommand {
     },
 }
 
-fn short(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_owned()
-}
+use crate::render::short;
 
 fn phase_name(p: i32) -> String {
     pb::Phase::try_from(p).map_or_else(|_| p.to_string(), |p| short(p.as_str_name(), "PHASE_"))

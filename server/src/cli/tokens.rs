@@ -48,7 +48,7 @@ fn token_json(t: &pb::ApiToken) -> Value {
         "name": t.name,
         "id": t.id,
         "display_name": t.display_name,
-        "role": pb::Role::try_from(t.role).map_or_else(|_| String::new(), |r| r.as_str_name().trim_start_matches("ROLE_").to_owned()),
+        "role": pb::Role::try_from(t.role).map_or_else(|_| String::new(), |r| crate::render::short(r.as_str_name(), "ROLE_")),
         "expire_time": crate::render::time(t.expire_time.as_ref()),
         "revoked": t.revoked,
         "create_time": crate::render::time(t.create_time.as_ref()),
