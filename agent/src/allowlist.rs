@@ -10,7 +10,7 @@
 //! name resolves to may be used, except the session library's default-deny list:
 //! link-local, cloud metadata and unspecified addresses), or otherwise address by address,
 //! when the address matches an IP/CIDR pattern. The check runs after DNS and before any
-//! connection, through [`crate::smtp::DestinationCheck`], so a refused job makes no connection
+//! connection, through [`mailplane_smtp::DestinationCheck`], so a refused job makes no connection
 //! and fails with `DESTINATION_NOT_ALLOWED`.
 
 use std::fmt;
@@ -20,7 +20,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-use crate::smtp::{Denied, DestinationCheck, DestinationPolicy};
+use mailplane_smtp::{Denied, DestinationCheck, DestinationPolicy};
 
 /// A pattern that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -254,7 +254,7 @@ impl Allowlist {
         self.patterns.iter().any(|p| p.matches_name(host, port))
     }
 
-    /// The check for one job to `host`:`port`, for [`crate::smtp::run_session`].
+    /// The check for one job to `host`:`port`, for [`mailplane_smtp::run_session`].
     pub fn check_for(&self, host: &str, port: u16) -> JobCheck {
         JobCheck {
             name_allowed: self.name_allowed(host, port),

@@ -1,9 +1,9 @@
-//! `mailplane-agent`: the network connector, and the SMTP session library that both the
-//! agent and the server's direct path run, so that every send takes one code path.
+//! `mailplane-agent`: the network connector. It runs SMTP sessions with `mailplane-smtp`, the
+//! same session library as the server's direct path, so that every send takes one code path.
 //!
 //! The agent runs inside a restricted network, dials out to the server's agent listener
 //! over TLS and holds one `AgentService.Connect` stream: the server sends `SmtpJob`s, the
-//! agent runs each with [`smtp::run_session`] (limited to its `allowed_destinations`) and
+//! agent runs each with [`mailplane_smtp::run_session`] (limited to its `allowed_destinations`) and
 //! streams the phases and the outcome back.
 //!
 //! ```no_run
@@ -24,10 +24,8 @@ use std::future::Future;
 pub mod allowlist;
 mod channel;
 pub mod config;
-pub mod convert;
 pub mod enroll;
 pub mod error;
-pub mod smtp;
 pub mod state;
 pub mod tunnel;
 

@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -14,11 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use mailplane_agent::convert;
-use mailplane_agent::smtp;
 use mailplane_agent::tunnel::BackoffPolicy;
 use mailplane_agent::{AgentConfig, AgentError, Token};
 use mailplane_proto::v1 as pb;
+use mailplane_smtp as smtp;
+use mailplane_smtp::proto as convert;
+use mailplane_testkit::peer::{self, Step};
 use pb::agent_service_server::{AgentService, AgentServiceServer};
 use pb::connect_request::Event;
 use pb::connect_response::Event as ServerEvent;
@@ -27,7 +26,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
-use support::peer::{self, Step};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};

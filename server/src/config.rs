@@ -3,7 +3,7 @@
 
 use crate::runner::SmtpSettings;
 use crate::server::{ApiTls, DEFAULT_AGENT_PORT, DEFAULT_PORT, ServerConfig};
-use mailplane_agent::smtp;
+use mailplane_smtp as smtp;
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -284,17 +284,9 @@ fn startup_failures_exit_non_zero_with_a_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed"));
 }
 
-/// The SMTP fixtures' env file (`deploy/smtp-fixtures/setup.sh` writes it).
+/// The SMTP fixtures' variables (`deploy/smtp-fixtures/setup.sh` writes them).
 fn fixtures() -> std::collections::HashMap<String, String> {
-    let dir =
-        std::env::var("MAILPLANE_SMTP_FIXTURES").unwrap_or_else(|_| "/tmp/mailplane-smtp".into());
-    let text = std::fs::read_to_string(format!("{dir}/env")).unwrap_or_else(|e| {
-        panic!("the SMTP fixtures are not running ({dir}/env: {e}); run `bash deploy/smtp-fixtures/setup.sh`")
-    });
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-        .collect()
+    mailplane_testkit::SmtpFixtures::load().vars
 }
 
 /// A whole run through the real binary, at debug level, against Postfix with AUTH: the secret

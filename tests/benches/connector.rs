@@ -142,7 +142,7 @@ async fn run() {
     let base = pb::SmtpAccount {
         sender_email: "bench@mailplane.test".into(),
         host: "localhost".into(),
-        port,
+        port: port.into(),
         security: pb::SecurityMode::StarttlsRequired.into(),
         use_authentication: true,
         credential: cred.name,

@@ -68,7 +68,7 @@ async fn run() {
                 account_name: "Bench".into(),
                 sender_email: "bench@mailplane.test".into(),
                 host: "localhost".into(),
-                port,
+                port: port.into(),
                 security: pb::SecurityMode::StarttlsRequired.into(),
                 use_authentication: true,
                 credential: cred.name,
@@ -85,7 +85,7 @@ async fn run() {
         .unwrap();
     let mailer =
         lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("localhost")
-            .port(u16::try_from(port).unwrap())
+            .port(port)
             .tls(lettre::transport::smtp::client::Tls::Required(tls))
             .credentials(lettre::transport::smtp::authentication::Credentials::new(
                 user.clone(),

@@ -40,10 +40,10 @@ async fn credential(server: &TestServer, fx: &SmtpFixtures, right: bool) -> Stri
         .name
 }
 
-fn relay(name: &str, port: u32, security: pb::SecurityMode) -> pb::SmtpAccount {
+fn relay(name: &str, port: u16, security: pb::SecurityMode) -> pb::SmtpAccount {
     pb::SmtpAccount {
         host: "localhost".into(),
-        port,
+        port: port.into(),
         security: security.into(),
         ..account(name)
     }
@@ -531,16 +531,12 @@ async fn denied_destination_sends_nothing() {
     })
     .await;
     let mut a = server.accounts();
-    let acct = create_account(
-        &mut a,
-        relay("Denied", u32::from(port), pb::SecurityMode::None),
-    )
-    .await;
+    let acct = create_account(&mut a, relay("Denied", port, pb::SecurityMode::None)).await;
     let acct_v4 = create_account(
         &mut a,
         pb::SmtpAccount {
             host: "127.0.0.1".into(),
-            ..relay("Denied v4", u32::from(port), pb::SecurityMode::None)
+            ..relay("Denied v4", port, pb::SecurityMode::None)
         },
     )
     .await;
@@ -617,7 +613,7 @@ async fn silent_server_times_out_at_the_banner_and_the_cap_holds() {
         &mut a,
         pb::SmtpAccount {
             host: "127.0.0.1".into(),
-            ..relay("Silent", u32::from(port), pb::SecurityMode::None)
+            ..relay("Silent", port, pb::SecurityMode::None)
         },
     )
     .await;
@@ -668,7 +664,7 @@ async fn refused_connection_and_bad_requests() {
         &mut a,
         pb::SmtpAccount {
             host: "127.0.0.1".into(),
-            ..relay("Refused", u32::from(port), pb::SecurityMode::None)
+            ..relay("Refused", port, pb::SecurityMode::None)
         },
     )
     .await;
@@ -752,7 +748,7 @@ async fn shutdown_leaves_no_test_running() {
         &mut a,
         pb::SmtpAccount {
             host: "127.0.0.1".into(),
-            ..relay("Stalled", u32::from(port), pb::SecurityMode::None)
+            ..relay("Stalled", port, pb::SecurityMode::None)
         },
     )
     .await;

@@ -362,73 +362,8 @@ macro_rules! both_backends {
     };
 }
 
-/// The Postfix fixtures started by `deploy/smtp-fixtures/setup.sh`.
-#[derive(Debug, Clone)]
-pub struct SmtpFixtures {
-    /// Every `KEY=value` of the fixtures' env file.
-    pub vars: std::collections::HashMap<String, String>,
-}
-
-impl SmtpFixtures {
-    /// Reads the fixtures, or panics saying how to start them.
-    pub fn load() -> Self {
-        let dir = std::env::var("MAILPLANE_SMTP_FIXTURES")
-            .unwrap_or_else(|_| "/tmp/mailplane-smtp".into());
-        let path = std::path::Path::new(&dir).join("env");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "the SMTP fixtures are not running ({}: {e}); start them with \
-                 `bash deploy/smtp-fixtures/setup.sh` (root; installs Postfix and Dovecot)",
-                path.display()
-            )
-        });
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
-            .collect();
-        Self { vars }
-    }
-
-    /// A variable of the env file.
-    pub fn var(&self, key: &str) -> String {
-        self.vars
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| panic!("the SMTP fixtures' env file has no {key}"))
-    }
-
-    /// A port of the env file.
-    pub fn port(&self, key: &str) -> u32 {
-        self.var(key).parse().expect("a port number")
-    }
-
-    /// Waits (up to 30 s) for a delivered message containing `needle` and returns it.
-    pub async fn delivered(&self, needle: &str) -> String {
-        let dir = std::path::PathBuf::from(self.var("SMTP_MAILDIR"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            for sub in ["new", "cur"] {
-                if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
-                    for entry in entries.flatten() {
-                        if let Ok(text) = std::fs::read_to_string(entry.path())
-                            && text.contains(needle)
-                        {
-                            return text;
-                        }
-                    }
-                }
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no message containing {needle:?} was delivered to {} within 30 s",
-                dir.display()
-            );
-            // Postfix delivers asynchronously after it queued the message: poll the Maildir.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
+/// The Postfix fixtures started by `deploy/smtp-fixtures/setup.sh` (one parser, in the testkit).
+pub use mailplane_testkit::SmtpFixtures;
 
 /// A process's resident memory in KiB, from `/proc/PID/status`.
 pub fn rss_kib(pid: u32) -> u64 {

@@ -8,8 +8,8 @@ use pb::job_update::Update;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::allowlist::Allowlist;
-use crate::convert;
-use crate::smtp;
+use mailplane_smtp as smtp;
+use mailplane_smtp::proto as convert;
 
 /// A request carrying one update of `job_id`.
 pub(crate) fn update(job_id: &str, update: Update) -> pb::ConnectRequest {

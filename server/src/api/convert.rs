@@ -8,6 +8,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use mailplane_proto::v1 as pb;
+use mailplane_smtp::proto as smtp_pb;
 
 /// The longest account name.
 const MAX_NAME_LEN: usize = 100;
@@ -91,27 +92,6 @@ pub fn expected_version(name: &str, etag: &str) -> Result<Option<i64>> {
     })
 }
 
-impl From<Security> for pb::SecurityMode {
-    fn from(s: Security) -> Self {
-        match s {
-            Security::None => Self::None,
-            Security::StartTlsOpportunistic => Self::StarttlsOpportunistic,
-            Security::StartTlsRequired => Self::StarttlsRequired,
-            Security::ImplicitTls => Self::ImplicitTls,
-        }
-    }
-}
-
-impl From<AuthMechanism> for pb::AuthMechanism {
-    fn from(m: AuthMechanism) -> Self {
-        match m {
-            AuthMechanism::Plain => Self::Plain,
-            AuthMechanism::Login => Self::Login,
-            AuthMechanism::XOAuth2 => Self::Xoauth2,
-        }
-    }
-}
-
 impl From<CredentialKind> for pb::CredentialKind {
     fn from(k: CredentialKind) -> Self {
         match k {
@@ -140,12 +120,12 @@ impl From<&Account> for pb::SmtpAccount {
             footer_text: s.footer_text.clone(),
             host: s.host.clone(),
             port: u32::from(s.port),
-            security: pb::SecurityMode::from(s.security).into(),
+            security: smtp_pb::security_to_pb(s.security).into(),
             ignore_certificate_errors: s.ignore_certificate_errors,
             use_authentication: s.use_authentication,
             auth_mechanism: s
                 .auth_mechanism
-                .map_or(pb::AuthMechanism::Unspecified, pb::AuthMechanism::from)
+                .map_or(pb::AuthMechanism::Unspecified, smtp_pb::mechanism_to_pb)
                 .into(),
             credential: s.credential.map(|c| c.to_string()).unwrap_or_default(),
             use_network_connector: s.use_network_connector,

@@ -2,7 +2,7 @@
 
 use super::convert;
 use super::paging;
-use crate::domain::{Locale, StopAfter, TestName, TestRequest, validate};
+use crate::domain::{Locale, TestName, TestRequest, validate};
 use crate::error::{Error, Result};
 use crate::runner::TestRunner;
 use futures::Stream;
@@ -51,17 +51,13 @@ impl TryFrom<pb::SmtpTest> for TestRequest {
                 format!("must be at most {MAX_BODY} bytes"),
             ));
         }
-        let stop_after = match pb::StopAfter::try_from(msg.stop_after).map_err(|_| {
-            Error::invalid(
-                "test.stop_after",
-                format!("unknown value {}", msg.stop_after),
-            )
-        })? {
-            pb::StopAfter::Connect => StopAfter::Connect,
-            pb::StopAfter::Tls => StopAfter::Tls,
-            pb::StopAfter::Auth => StopAfter::Auth,
-            pb::StopAfter::Unspecified | pb::StopAfter::Delivery => StopAfter::Delivery,
-        };
+        let stop_after =
+            mailplane_smtp::proto::stop_after_from_pb(msg.stop_after).map_err(|_| {
+                Error::invalid(
+                    "test.stop_after",
+                    format!("unknown value {}", msg.stop_after),
+                )
+            })?;
         let subject = if msg.subject.trim().is_empty() {
             locale.default_subject().to_owned()
         } else {
@@ -157,6 +153,7 @@ impl SmtpTestService for Tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::StopAfter;
 
     #[test]
     fn names() {

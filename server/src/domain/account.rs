@@ -14,94 +14,15 @@ impl std::fmt::Display for AccountId {
     }
 }
 
-/// How the connection to the relay is secured (seed 004's four choices).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// Plain text only.
-    None,
-    /// STARTTLS when offered, plain text otherwise.
-    StartTlsOpportunistic,
-    /// STARTTLS or no connection.
-    StartTlsRequired,
-    /// TLS from the first byte.
-    ImplicitTls,
-}
+/// How the connection to the relay is secured (seed 004's four choices), and the SASL
+/// mechanism for AUTH: the session library's own types, so nothing maps one into the other.
+pub use mailplane_smtp::{AuthMechanism, Security};
 
-impl Security {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::StartTlsOpportunistic => "starttls_opportunistic",
-            Self::StartTlsRequired => "starttls_required",
-            Self::ImplicitTls => "implicit_tls",
-        }
-    }
-
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "none" => Self::None,
-            "starttls_opportunistic" => Self::StartTlsOpportunistic,
-            "starttls_required" => Self::StartTlsRequired,
-            "implicit_tls" => Self::ImplicitTls,
-            _ => return None,
-        })
-    }
-
-    /// The usual port for this mode: 25 in clear, 465 for implicit TLS, 587 (submission)
-    /// otherwise.
-    pub fn default_port(self) -> u16 {
-        match self {
-            Self::None => 25,
-            Self::ImplicitTls => 465,
-            Self::StartTlsOpportunistic | Self::StartTlsRequired => 587,
-        }
-    }
-
-    /// Whether the mode uses TLS at all ("use safe connection" in the seeds).
-    pub fn is_secure(self) -> bool {
-        !matches!(self, Self::None)
-    }
-}
-
-/// The SASL mechanism for AUTH.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMechanism {
-    /// AUTH PLAIN.
-    Plain,
-    /// AUTH LOGIN.
-    Login,
-    /// AUTH XOAUTH2.
-    XOAuth2,
-}
-
-impl AuthMechanism {
-    /// The stored form, which is also the SASL name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Plain => "PLAIN",
-            Self::Login => "LOGIN",
-            Self::XOAuth2 => "XOAUTH2",
-        }
-    }
-
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "PLAIN" => Self::Plain,
-            "LOGIN" => Self::Login,
-            "XOAUTH2" => Self::XOAuth2,
-            _ => return None,
-        })
-    }
-
-    /// The mechanism that fits a credential of `kind`.
-    pub fn for_kind(kind: CredentialKind) -> Self {
-        match kind {
-            CredentialKind::Password => Self::Plain,
-            CredentialKind::OAuth2Token => Self::XOAuth2,
-        }
+/// The mechanism that fits a credential of `kind`.
+pub fn mechanism_for(kind: CredentialKind) -> AuthMechanism {
+    match kind {
+        CredentialKind::Password => AuthMechanism::Plain,
+        CredentialKind::OAuth2Token => AuthMechanism::XOAuth2,
     }
 }
 
@@ -363,19 +284,5 @@ pub(crate) mod tests {
         };
         assert!(s.check_credential(CredentialKind::Password).is_err());
         assert!(s.check_credential(CredentialKind::OAuth2Token).is_ok());
-    }
-
-    #[test]
-    fn security_round_trips_and_ports() {
-        for s in [
-            Security::None,
-            Security::StartTlsOpportunistic,
-            Security::StartTlsRequired,
-            Security::ImplicitTls,
-        ] {
-            assert_eq!(Security::parse(s.as_str()), Some(s));
-        }
-        assert_eq!(Security::ImplicitTls.default_port(), 465);
-        assert_eq!(Security::StartTlsRequired.default_port(), 587);
     }
 }

@@ -13,6 +13,7 @@ pub mod validate;
 
 pub use account::{
     Account, AccountFilter, AccountId, AccountSpec, AuthMechanism, Security, StatusFilter,
+    mechanism_for,
 };
 pub use connector::{AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec};
 pub use credential::{Credential, CredentialId, CredentialKind, CredentialSpec};

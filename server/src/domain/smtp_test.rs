@@ -1,4 +1,4 @@
-//! Test e-mails: what a user asks for. The session itself lives in `mailplane_agent::smtp`,
+//! Test e-mails: what a user asks for. The session itself lives in `mailplane_smtp`,
 //! shared with the network connector.
 
 use super::AccountId;
@@ -62,18 +62,8 @@ impl Locale {
     }
 }
 
-/// Where a test stops (like `swaks --quit-after`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopAfter {
-    /// After the banner.
-    Connect,
-    /// After TLS is up.
-    Tls,
-    /// After AUTH.
-    Auth,
-    /// After the message was accepted.
-    Delivery,
-}
+/// Where a test stops (like `swaks --quit-after`): the session library's own type.
+pub use mailplane_smtp::StopAfter;
 
 /// A validated test request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Runs test e-mails: one SMTP session per test, in the background, through the same session
-//! library that the network connector runs (`mailplane_agent::smtp`).
+//! library that the network connector runs (`mailplane_smtp`).
 //!
 //! A test is stored `QUEUED` before `CreateTest` returns, turns `RUNNING` when its session
 //! starts, and always ends `SUCCEEDED`, `FAILED` or `CANCELLED`: the session has an overall
@@ -12,16 +12,15 @@ use crate::api::convert::timestamp;
 use crate::crypto::Cipher;
 use crate::domain::ConnectorId;
 use crate::domain::{
-    Account, AccountId, AuthMechanism, Security, StopAfter, StoredTest, TestName, TestRequest,
-    TestState, now_micros,
+    Account, AccountId, StoredTest, TestName, TestRequest, TestState, mechanism_for, now_micros,
 };
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::tunnel::registry::Registry;
 use live::LiveTest;
-use mailplane_agent::convert;
-use mailplane_agent::smtp::{self, DestinationCheck as _};
 use mailplane_proto::v1 as pb;
+use mailplane_smtp::proto as convert;
+use mailplane_smtp::{self as smtp, DestinationCheck as _};
 use prost::Message as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -224,13 +223,7 @@ impl TestRunner {
             subject: request.subject.clone(),
             body: request.body.clone(),
             locale: request.locale.as_str().into(),
-            stop_after: match request.stop_after {
-                StopAfter::Connect => pb::StopAfter::Connect,
-                StopAfter::Tls => pb::StopAfter::Tls,
-                StopAfter::Auth => pb::StopAfter::Auth,
-                StopAfter::Delivery => pb::StopAfter::Delivery,
-            }
-            .into(),
+            stop_after: convert::stop_after_to_pb(request.stop_after).into(),
             state: pb::TestState::Queued.into(),
             executed_by: "direct".into(),
             create_time: Some(timestamp(now_micros())),
@@ -494,43 +487,24 @@ impl TestRunner {
         request: &TestRequest,
     ) -> Result<smtp::SessionConfig> {
         let s = &account.spec;
-        let mut config = smtp::SessionConfig::new(
-            s.host.clone(),
-            s.port,
-            match s.security {
-                Security::None => smtp::Security::None,
-                Security::StartTlsOpportunistic => smtp::Security::StartTlsOpportunistic,
-                Security::StartTlsRequired => smtp::Security::StartTlsRequired,
-                Security::ImplicitTls => smtp::Security::ImplicitTls,
-            },
-        );
+        let mut config = smtp::SessionConfig::new(s.host.clone(), s.port, s.security);
         config.ignore_certificate_errors = s.ignore_certificate_errors;
         config.extra_ca_pem.clone_from(&self.settings.extra_ca_pem);
         config.helo_name.clone_from(&s.helo_name);
         config.timeouts = self.settings.timeouts;
-        config.stop_after = match request.stop_after {
-            StopAfter::Connect => smtp::StopAfter::Connect,
-            StopAfter::Tls => smtp::StopAfter::Tls,
-            StopAfter::Auth => smtp::StopAfter::Auth,
-            StopAfter::Delivery => smtp::StopAfter::Delivery,
-        };
+        config.stop_after = request.stop_after;
         if s.use_authentication
             && let Some(id) = s.credential
         {
             let credential = self.store.get_credential(id).await?;
             let secret = self.store.credential_secret(id, &self.cipher).await?;
-            let mechanism = match s
+            let mechanism = s
                 .auth_mechanism
-                .unwrap_or(AuthMechanism::for_kind(credential.spec.kind))
-            {
-                AuthMechanism::Plain => smtp::AuthMechanism::Plain,
-                AuthMechanism::Login => smtp::AuthMechanism::Login,
-                AuthMechanism::XOAuth2 => smtp::AuthMechanism::XOAuth2,
-            };
+                .unwrap_or(mechanism_for(credential.spec.kind));
             config.auth = Some(smtp::Credentials::new(
                 mechanism,
                 credential.spec.username,
-                smtp::Secret::new(secret.expose()),
+                secret,
             ));
         }
         config.message = Some(smtp::MessageSpec {

@@ -246,7 +246,7 @@ macro_rules! sql_store {
         use $crate::crypto::{Cipher, Sealed};
         use $crate::domain::account::name_key;
         use $crate::domain::{
-            now_micros, Account, AccountFilter, AccountId, AccountSpec, AuthMechanism,
+            mechanism_for, now_micros, Account, AccountFilter, AccountId, AccountSpec, AuthMechanism,
             AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec, Credential,
             CredentialId, CredentialKind, CredentialSpec, Micros, Role, Security, StoredTest,
             TestName, TestState, TokenRecord,
@@ -345,7 +345,7 @@ macro_rules! sql_store {
                 .bind(&s.footer_text)
                 .bind(&s.host)
                 .bind(i64::from(s.port))
-                .bind(s.security.as_str())
+                .bind(s.security.as_str().to_ascii_lowercase())
                 .bind(s.ignore_certificate_errors)
                 .bind(s.use_authentication)
                 .bind(s.auth_mechanism.map(AuthMechanism::as_str))
@@ -392,7 +392,7 @@ macro_rules! sql_store {
             match fetch_credential(conn, id).await {
                 Ok(c) => {
                     if spec.auth_mechanism.is_none() {
-                        spec.auth_mechanism = Some(AuthMechanism::for_kind(c.spec.kind));
+                        spec.auth_mechanism = Some(mechanism_for(c.spec.kind));
                     }
                     spec.check_credential(c.spec.kind)
                 }

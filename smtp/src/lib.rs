@@ -1,8 +1,11 @@
-//! One SMTP session to a relay, with a per-phase transcript and a classified outcome.
+//! `mailplane-smtp`: one SMTP session to a relay, with a per-phase transcript and a
+//! classified outcome.
 //!
-//! This module is self-contained (no gRPC types) so that the server's direct "test
-//! e-mail" path and the agent run the same code. A session walks the phases of
-//! [`Phase`] in order — DNS, connect, banner, EHLO, STARTTLS, TLS handshake, AUTH,
+//! This crate has no gRPC, database or CLI code, so that the server's direct path and the
+//! network connector (`mailplane-agent`) run the same session. The `proto` feature adds
+//! `proto`, the conversions between `mailplane.v1`'s job messages and [`SessionConfig`].
+//!
+//! A session walks the phases of [`Phase`] in order — DNS, connect, banner, EHLO, STARTTLS, TLS handshake, AUTH,
 //! MAIL FROM, RCPT TO, DATA, QUIT — each bounded by a timeout from [`Timeouts`] and all
 //! by an overall deadline. Each phase is streamed live as [`PhaseEvent`]s and recorded
 //! in the returned [`SessionReport`], whose [`Outcome`] is either success (with the
@@ -10,8 +13,8 @@
 //! and a one-line hint for a person.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), mailplane_agent::smtp::SessionError> {
-//! use mailplane_agent::smtp::*;
+//! # async fn demo() -> Result<(), mailplane_smtp::SessionError> {
+//! use mailplane_smtp::*;
 //! let mut config = SessionConfig::new("smtp.example.org", 587, Security::StartTlsRequired);
 //! config.auth = Some(Credentials::new(AuthMechanism::Plain, "alice", Secret::new("s3cret")));
 //! config.message = Some(MessageSpec {
@@ -36,6 +39,9 @@
 mod classify;
 mod message;
 mod policy;
+#[cfg(feature = "proto")]
+pub mod proto;
+mod secret;
 mod session;
 mod tls;
 mod transcript;
@@ -47,6 +53,7 @@ use std::time::Duration;
 pub use classify::{FailureClass, classify_reply};
 pub use message::{BuiltMessage, MessageError, MessageSpec, build_message};
 pub use policy::{Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError};
+pub use secret::Secret;
 pub use session::run_session;
 pub use tls::{TlsConfigError, certificate_info};
 pub use transcript::{
@@ -79,6 +86,33 @@ impl Security {
             Security::StartTlsRequired => "STARTTLS_REQUIRED",
             Security::ImplicitTls => "IMPLICIT_TLS",
         }
+    }
+
+    /// Parses [`Security::as_str`], ignoring case.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Security::None,
+            Security::StartTlsOpportunistic,
+            Security::StartTlsRequired,
+            Security::ImplicitTls,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// The usual port for this mode: 25 in clear, 465 for implicit TLS, 587 (submission)
+    /// otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Security::None => 25,
+            Security::ImplicitTls => 465,
+            Security::StartTlsOpportunistic | Security::StartTlsRequired => 587,
+        }
+    }
+
+    /// Whether the mode uses TLS at all ("use safe connection" in the seeds).
+    pub fn is_secure(self) -> bool {
+        !matches!(self, Security::None)
     }
 }
 
@@ -186,28 +220,6 @@ impl Timeouts {
     }
 }
 
-/// A password or token. Its `Debug` prints `<redacted>` and it has no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Secret(secret.into())
-    }
-
-    /// The secret itself; only for putting it on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 /// The SASL mechanism used for AUTH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthMechanism {
@@ -227,6 +239,17 @@ impl AuthMechanism {
             AuthMechanism::Login => "LOGIN",
             AuthMechanism::XOAuth2 => "XOAUTH2",
         }
+    }
+
+    /// Parses a SASL name ([`AuthMechanism::as_str`]), ignoring case.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            AuthMechanism::Plain,
+            AuthMechanism::Login,
+            AuthMechanism::XOAuth2,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -419,5 +442,28 @@ mod tests {
         assert_eq!(t.tls_handshake, Duration::from_secs(15));
         assert_eq!(StopAfter::default(), StopAfter::Delivery);
         assert!(StopAfter::Connect < StopAfter::Tls && StopAfter::Auth < StopAfter::Delivery);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in [
+            Security::None,
+            Security::StartTlsOpportunistic,
+            Security::StartTlsRequired,
+            Security::ImplicitTls,
+        ] {
+            assert_eq!(Security::parse(s.as_str()), Some(s));
+            assert_eq!(Security::parse(&s.as_str().to_ascii_lowercase()), Some(s));
+        }
+        for m in [
+            AuthMechanism::Plain,
+            AuthMechanism::Login,
+            AuthMechanism::XOAuth2,
+        ] {
+            assert_eq!(AuthMechanism::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(Security::parse("tls"), None);
+        assert_eq!(Security::ImplicitTls.default_port(), 465);
+        assert_eq!(Security::StartTlsRequired.default_port(), 587);
     }
 }

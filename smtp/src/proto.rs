@@ -1,4 +1,4 @@
-//! Conversions between the session library ([`crate::smtp`]) and the API
+//! Conversions between the session library ([`crate`]) and the API
 //! (`mailplane.v1`), shared by the agent and the server so that both describe a session
 //! the same way.
 //!
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mailplane_proto::v1 as pb;
 
-use crate::smtp;
+use crate as smtp;
 
 /// A job that cannot become a session configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,7 +161,8 @@ pub fn outcome(report: &smtp::SessionReport) -> pb::JobOutcome {
     }
 }
 
-fn security_to_pb(s: smtp::Security) -> pb::SecurityMode {
+/// The API's security mode for a session's.
+pub fn security_to_pb(s: smtp::Security) -> pb::SecurityMode {
     match s {
         smtp::Security::None => pb::SecurityMode::None,
         smtp::Security::StartTlsOpportunistic => pb::SecurityMode::StarttlsOpportunistic,
@@ -170,7 +171,8 @@ fn security_to_pb(s: smtp::Security) -> pb::SecurityMode {
     }
 }
 
-fn security_from_pb(value: i32) -> Result<smtp::Security, ConvertError> {
+/// A session's security mode from the API's (unset means `STARTTLS_REQUIRED`).
+pub fn security_from_pb(value: i32) -> Result<smtp::Security, ConvertError> {
     match pb::SecurityMode::try_from(value) {
         // Unset means STARTTLS_REQUIRED, as on account creation.
         Ok(pb::SecurityMode::Unspecified | pb::SecurityMode::StarttlsRequired) => {
@@ -186,7 +188,8 @@ fn security_from_pb(value: i32) -> Result<smtp::Security, ConvertError> {
     }
 }
 
-fn mechanism_to_pb(m: smtp::AuthMechanism) -> pb::AuthMechanism {
+/// The API's mechanism for a session's.
+pub fn mechanism_to_pb(m: smtp::AuthMechanism) -> pb::AuthMechanism {
     match m {
         smtp::AuthMechanism::Plain => pb::AuthMechanism::Plain,
         smtp::AuthMechanism::Login => pb::AuthMechanism::Login,
@@ -194,7 +197,8 @@ fn mechanism_to_pb(m: smtp::AuthMechanism) -> pb::AuthMechanism {
     }
 }
 
-fn mechanism_from_pb(value: i32) -> Result<smtp::AuthMechanism, ConvertError> {
+/// A session's mechanism from the API's (unset is an error).
+pub fn mechanism_from_pb(value: i32) -> Result<smtp::AuthMechanism, ConvertError> {
     match pb::AuthMechanism::try_from(value) {
         Ok(pb::AuthMechanism::Plain) => Ok(smtp::AuthMechanism::Plain),
         Ok(pb::AuthMechanism::Login) => Ok(smtp::AuthMechanism::Login),
@@ -207,7 +211,8 @@ fn mechanism_from_pb(value: i32) -> Result<smtp::AuthMechanism, ConvertError> {
     }
 }
 
-fn stop_after_to_pb(s: smtp::StopAfter) -> pb::StopAfter {
+/// The API's stop point for a session's.
+pub fn stop_after_to_pb(s: smtp::StopAfter) -> pb::StopAfter {
     match s {
         smtp::StopAfter::Connect => pb::StopAfter::Connect,
         smtp::StopAfter::Tls => pb::StopAfter::Tls,
@@ -216,7 +221,8 @@ fn stop_after_to_pb(s: smtp::StopAfter) -> pb::StopAfter {
     }
 }
 
-fn stop_after_from_pb(value: i32) -> Result<smtp::StopAfter, ConvertError> {
+/// A session's stop point from the API's (unset means `DELIVERY`).
+pub fn stop_after_from_pb(value: i32) -> Result<smtp::StopAfter, ConvertError> {
     match pb::StopAfter::try_from(value) {
         Ok(pb::StopAfter::Connect) => Ok(smtp::StopAfter::Connect),
         Ok(pb::StopAfter::Tls) => Ok(smtp::StopAfter::Tls),

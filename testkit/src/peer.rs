@@ -1,7 +1,5 @@
-//! A scripted SMTP peer for the session tests: it accepts one connection on
+//! A scripted SMTP peer (our fault peer) for the session tests: it accepts one connection on
 //! 127.0.0.1:0 and plays a list of [`Step`]s, recording what the client sent.
-
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,16 +4,14 @@
 // Test helpers outside #[test] functions may unwrap too: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use mailplane_agent::smtp::*;
-use support::peer::{self, PeerLog, Step, TestCa};
+use mailplane_smtp::*;
+use mailplane_testkit::peer::{self, PeerLog, Step, TestCa};
 use tokio::task::JoinHandle;
 
 const SECRET: &str = "hunter2-Sup3r-Secret";

@@ -15,7 +15,7 @@
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 
-use crate::smtp::wire::normalize_crlf;
+use crate::wire::normalize_crlf;
 
 /// What to send. Addresses are `user@example.org` or `Name <user@example.org>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

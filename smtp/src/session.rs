@@ -12,15 +12,15 @@ use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use crate::smtp::classify::{FailureClass, classify_reply, implicit_tls_hint, reply_hint};
-use crate::smtp::message::{BuiltMessage, build_message};
-use crate::smtp::policy::DestinationCheck;
-use crate::smtp::tls;
-use crate::smtp::transcript::{Phase, PhaseEvent, PhaseRecord, PhaseStatus};
-use crate::smtp::wire::{
+use crate::classify::{FailureClass, classify_reply, implicit_tls_hint, reply_hint};
+use crate::message::{BuiltMessage, build_message};
+use crate::policy::DestinationCheck;
+use crate::tls;
+use crate::transcript::{Phase, PhaseEvent, PhaseRecord, PhaseStatus};
+use crate::wire::{
     Connection, Reply, Sniff, WireError, data_payload, escape_preview, parse_queue_id,
 };
-use crate::smtp::{
+use crate::{
     AuthMechanism, Failure, Outcome, Security, SessionConfig, SessionError, SessionReport,
     StopAfter, Success,
 };

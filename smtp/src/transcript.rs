@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::smtp::wire::Reply;
+use crate::wire::Reply;
 
 /// One step of an SMTP session, in the order a session runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,48 +5,19 @@
 // Test helpers outside #[test] functions may unwrap too: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mailplane_agent::smtp::*;
+use mailplane_smtp::*;
+use mailplane_testkit::SmtpFixtures as Fixtures;
 
-struct Fixtures {
-    env: HashMap<String, String>,
+/// What these tests build from the fixtures.
+trait FixturesExt {
+    fn config(&self, port_key: &str, security: Security, tag: &str) -> (SessionConfig, String);
+    fn credentials(&self, mechanism: AuthMechanism, password: Option<&str>) -> Credentials;
 }
 
-impl Fixtures {
-    fn load() -> Self {
-        let dir = std::env::var("MAILPLANE_SMTP_FIXTURES")
-            .unwrap_or_else(|_| "/tmp/mailplane-smtp".into());
-        let path = PathBuf::from(&dir).join("env");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "SMTP fixtures are not set up ({}: {e}). Run `sudo deploy/smtp-fixtures/setup.sh {dir}` \
-                 first (it installs and starts a local Postfix + Dovecot on 127.0.0.1), \
-                 or set MAILPLANE_SMTP_FIXTURES to the directory it used.",
-                path.display()
-            )
-        });
-        let env = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
-        Fixtures { env }
-    }
-
-    fn get(&self, key: &str) -> &str {
-        self.env
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} missing from the fixtures' env file; re-run setup.sh"))
-    }
-
-    fn port(&self, key: &str) -> u16 {
-        self.get(key).parse().unwrap()
-    }
-
+impl FixturesExt for Fixtures {
     fn config(&self, port_key: &str, security: Security, tag: &str) -> (SessionConfig, String) {
         let id = unique(tag);
         let domain = self.get("SMTP_DOMAIN");
@@ -73,30 +44,6 @@ impl Fixtures {
     fn credentials(&self, mechanism: AuthMechanism, password: Option<&str>) -> Credentials {
         let pw = password.unwrap_or_else(|| self.get("SMTP_PASSWORD"));
         Credentials::new(mechanism, self.get("SMTP_USER"), Secret::new(pw))
-    }
-
-    /// Waits for the delivered message whose subject carries `id`.
-    fn delivered(&self, id: &str) -> String {
-        let dir = PathBuf::from(self.get("SMTP_MAILDIR")).join("new");
-        let needle = format!("Subject: mailplane {id}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for entry in entries.flatten() {
-                    if let Ok(text) = std::fs::read_to_string(entry.path())
-                        && text.contains(&needle)
-                    {
-                        return text;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no message with {needle:?} in {}",
-                dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 }
 
@@ -192,7 +139,7 @@ async fn plain_port_opportunistic_delivers_over_starttls() {
             .sans
             .contains(&"localhost".to_owned())
     );
-    let msg = fx.delivered(&id);
+    let msg = fx.delivered(&format!("Subject: mailplane {id}")).await;
     assert_headers(
         &msg,
         &id,
@@ -212,7 +159,7 @@ async fn plain_port_security_none_stays_in_clear() {
             .phases(Phase::TlsHandshake)
             .all(|r| r.status == PhaseStatus::Skipped)
     );
-    fx.delivered(&id);
+    fx.delivered(&format!("Subject: mailplane {id}")).await;
 }
 
 #[tokio::test]
@@ -238,7 +185,7 @@ async fn submission_starttls_required_auth_plain_delivers() {
     let report = run(&cfg).await;
     let success = ok(&report);
     let queue_id = success.queue_id.clone().unwrap();
-    let msg = fx.delivered(&id);
+    let msg = fx.delivered(&format!("Subject: mailplane {id}")).await;
     assert!(
         msg.contains(&format!("id {queue_id}")),
         "queue id {queue_id} not in:\n{msg}"
@@ -258,7 +205,7 @@ async fn submission_auth_login_delivers() {
     let (mut cfg, id) = fx.config("SMTP_PORT_SUBMISSION", Security::StartTlsRequired, "login");
     cfg.auth = Some(fx.credentials(AuthMechanism::Login, None));
     ok(&run(&cfg).await);
-    fx.delivered(&id);
+    fx.delivered(&format!("Subject: mailplane {id}")).await;
 }
 
 #[tokio::test]
@@ -319,7 +266,7 @@ async fn implicit_tls_port_delivers() {
     let report = run(&cfg).await;
     ok(&report);
     assert_eq!(tls_info(&report).verification, Verification::Verified);
-    fx.delivered(&id);
+    fx.delivered(&format!("Subject: mailplane {id}")).await;
 }
 
 #[tokio::test]
@@ -409,5 +356,5 @@ async fn unknown_ca_port() {
         }
         other => panic!("{other:?}"),
     }
-    fx.delivered(&id);
+    fx.delivered(&format!("Subject: mailplane {id}")).await;
 }

@@ -13,9 +13,9 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use crate::smtp::classify::{FailureClass, plain_smtp_hint};
-use crate::smtp::transcript::{CertificateInfo, TlsInfo, Verification};
-use crate::smtp::wire::{escape_preview, looks_like_smtp_reply};
+use crate::classify::{FailureClass, plain_smtp_hint};
+use crate::transcript::{CertificateInfo, TlsInfo, Verification};
+use crate::wire::{escape_preview, looks_like_smtp_reply};
 
 /// Errors building the TLS configuration.
 #[derive(Debug, thiserror::Error)]

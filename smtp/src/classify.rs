@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use crate::smtp::transcript::Phase;
-use crate::smtp::wire::Reply;
+use crate::transcript::Phase;
+use crate::wire::Reply;
 
 /// Why a session failed. Closed: callers match on it exhaustively.
 ///
@@ -266,7 +266,7 @@ pub(crate) fn plain_smtp_hint(port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::wire::parse_reply;
+    use crate::wire::parse_reply;
 
     fn reply(s: &str) -> Reply {
         parse_reply(format!("{s}\r\n").as_bytes()).unwrap()
