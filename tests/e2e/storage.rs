@@ -179,3 +179,23 @@ async fn unreachable_database_is_a_clear_startup_error() {
         .unwrap();
     assert!(matches!(err, StartupError::Config(_)), "{err}");
 }
+
+/// The harness leaves no PostgreSQL database behind, even when the test using it panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_test_database_is_removed_after_a_panic() {
+    let (name_tx, name_rx) = tokio::sync::oneshot::channel();
+    let failing = tokio::spawn(async move {
+        let server = TestServer::start(Backend::Postgres).await;
+        let name = server.pg.as_ref().map(|p| p.name.clone()).unwrap();
+        assert!(mailplane_tests::PgDatabase::exists(&name).await);
+        name_tx.send(name).unwrap();
+        panic!("a test that fails while its server runs");
+    });
+    let err = failing.await.unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    let name = name_rx.await.unwrap();
+    assert!(
+        !mailplane_tests::PgDatabase::exists(&name).await,
+        "{name} is still there after the test panicked"
+    );
+}

@@ -41,13 +41,15 @@ pub enum Backend {
     Postgres,
 }
 
-/// A fresh, uniquely named PostgreSQL database; dropped by [`PgDatabase::drop_db`].
+/// A fresh, uniquely named PostgreSQL database. It is removed by [`PgDatabase::drop_db`], or
+/// when it is dropped, even while a failed test unwinds, so a test run leaves no database behind.
 #[derive(Debug)]
 pub struct PgDatabase {
     /// Its name.
     pub name: String,
     /// Its connection URL.
     pub url: String,
+    dropped: bool,
 }
 
 impl PgDatabase {
@@ -68,20 +70,69 @@ impl PgDatabase {
             .expect("create test database");
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
         let url = format!("{base}/{name}");
-        Self { name, url }
+        Self {
+            name,
+            url,
+            dropped: false,
+        }
     }
 
-    /// Drops the database.
-    pub async fn drop_db(&self) {
+    /// Drops the database (closing whatever still uses it).
+    pub async fn drop_db(&mut self) {
+        drop_database(&self.name).await;
+        self.dropped = true;
+    }
+
+    /// Whether a database called `name` exists.
+    pub async fn exists(name: &str) -> bool {
         use sqlx::Connection as _;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn)
-            .await;
+        let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+        )
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .expect("query pg_database")
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
         }
+        // Drop may run inside a runtime (a test that panicked, a task that was aborted), where
+        // blocking on a future is not allowed: drop the database from a thread with a runtime
+        // of its own, and wait for it.
+        let name = std::mem::take(&mut self.name);
+        let dropper =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(drop_database(&name)),
+                    Err(e) => eprintln!("cannot drop test database {name}: {e}"),
+                }
+            });
+        let _ = dropper.join();
+    }
+}
+
+/// `DROP DATABASE … WITH (FORCE)`, best effort: a database left behind is only litter.
+async fn drop_database(name: &str) {
+    use sqlx::Connection as _;
+    match sqlx::PgConnection::connect(&postgres_admin_url()).await {
+        Ok(mut conn) => {
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            if let Err(e) = sqlx::query(&sql).execute(&mut conn).await {
+                eprintln!("cannot drop test database {name}: {e}");
+            }
+        }
+        Err(e) => eprintln!("cannot drop test database {name}: {e}"),
     }
 }
 
@@ -246,7 +297,7 @@ impl TestServer {
             Some(task) => task.await.expect("server task panicked"),
             None => Ok(()),
         };
-        if let Some(pg) = &self.pg {
+        if let Some(pg) = self.pg.as_mut() {
             pg.drop_db().await;
         }
         (result, self.data_dir)
