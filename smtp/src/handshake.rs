@@ -1,19 +1,65 @@
-//! The `TLS_HANDSHAKE` phase: upgrades the connection in place, after `STARTTLS` or first
-//! thing with implicit TLS.
+//! The TLS phases: `STARTTLS` (as the security mode asks) and `TLS_HANDSHAKE`, which
+//! upgrades the connection in place, after `STARTTLS` or first thing with implicit TLS.
 
 use rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-use crate::Failure;
 use crate::classify::FailureClass;
 use crate::client::Client;
+use crate::command::Command;
 use crate::connect::Link;
 use crate::recorder::Fail;
 use crate::session::Session;
 use crate::tls;
 use crate::transcript::{Phase, PhaseRecord};
+use crate::{Failure, Security};
 
 impl Session<'_> {
+    /// `STARTTLS`, the handshake and the second `EHLO`, as the security mode asks.
+    pub(crate) async fn starttls(&mut self, mut link: Link) -> Result<Link, Failure> {
+        let offered = self.capabilities.starttls;
+        match self.ctx.cfg.security {
+            Security::None => {
+                self.rec.skip(Phase::StartTls, "security NONE").await;
+                self.rec.skip(Phase::TlsHandshake, "security NONE").await;
+                return Ok(link);
+            }
+            Security::ImplicitTls => {
+                self.rec
+                    .skip(Phase::StartTls, "implicit TLS is already up")
+                    .await;
+                return Ok(link);
+            }
+            Security::StartTlsOpportunistic if !offered => {
+                let reason = "not offered; continuing in clear (STARTTLS_OPPORTUNISTIC)";
+                self.rec.skip(Phase::StartTls, reason).await;
+                self.rec.skip(Phase::TlsHandshake, "no STARTTLS").await;
+                return Ok(link);
+            }
+            Security::StartTlsRequired if !offered => {
+                let run = self.rec.begin(Phase::StartTls).await;
+                let mut fail = Fail::new(
+                    FailureClass::StartTlsUnavailable,
+                    "the server does not offer STARTTLS",
+                    "server offers no STARTTLS; STARTTLS_REQUIRED refuses to send in clear",
+                );
+                fail.can_quit = true;
+                let result = self.settle(run, Err::<(), _>(fail), link).await;
+                return result.map(|((), l)| l);
+            }
+            Security::StartTlsOpportunistic | Security::StartTlsRequired => {}
+        }
+        let mut run = self.rec.begin(Phase::StartTls).await;
+        let timeout = self.ctx.cfg.timeouts.starttls;
+        let result = self
+            .ctx
+            .expect(&mut link, &mut run.rec, &Command::StartTls, timeout, &[220])
+            .await;
+        let (_, link) = self.settle(run, result, link).await?;
+        let link = self.tls_handshake(link, false).await?;
+        self.ehlo(link).await
+    }
+
     /// Runs the TLS handshake on `link` (`implicit`: TLS from the first byte) and returns
     /// the encrypted connection. On failure the connection is dropped.
     pub(crate) async fn tls_handshake(

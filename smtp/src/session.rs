@@ -1,6 +1,6 @@
 //! The session orchestrator: runs the phases in order, handing the connection from one
 //! phase to the next. The phases live beside it: [`crate::connect`] (DNS, connect,
-//! greeting), [`crate::handshake`] (TLS), [`crate::auth`] and [`crate::delivery`].
+//! greeting), [`crate::handshake`] (STARTTLS and TLS), [`crate::auth`] and [`crate::delivery`].
 
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
@@ -177,7 +177,7 @@ impl Session<'_> {
     }
 
     /// `EHLO`; a success replaces the capabilities.
-    async fn ehlo(&mut self, mut link: Link) -> Result<Link, Failure> {
+    pub(crate) async fn ehlo(&mut self, mut link: Link) -> Result<Link, Failure> {
         let mut run = self.rec.begin(Phase::Ehlo).await;
         let cmd = Command::Ehlo(self.ctx.helo.clone());
         let timeout = self.ctx.cfg.timeouts.ehlo;
@@ -197,53 +197,8 @@ impl Session<'_> {
             .map(|((), l)| l)
     }
 
-    /// `STARTTLS`, the handshake and the second `EHLO`, as the security mode asks.
-    async fn starttls(&mut self, mut link: Link) -> Result<Link, Failure> {
-        let offered = self.capabilities.starttls;
-        match self.ctx.cfg.security {
-            Security::None => {
-                self.rec.skip(Phase::StartTls, "security NONE").await;
-                self.rec.skip(Phase::TlsHandshake, "security NONE").await;
-                return Ok(link);
-            }
-            Security::ImplicitTls => {
-                self.rec
-                    .skip(Phase::StartTls, "implicit TLS is already up")
-                    .await;
-                return Ok(link);
-            }
-            Security::StartTlsOpportunistic if !offered => {
-                let reason = "not offered; continuing in clear (STARTTLS_OPPORTUNISTIC)";
-                self.rec.skip(Phase::StartTls, reason).await;
-                self.rec.skip(Phase::TlsHandshake, "no STARTTLS").await;
-                return Ok(link);
-            }
-            Security::StartTlsRequired if !offered => {
-                let run = self.rec.begin(Phase::StartTls).await;
-                let mut fail = Fail::new(
-                    crate::FailureClass::StartTlsUnavailable,
-                    "the server does not offer STARTTLS",
-                    "server offers no STARTTLS; STARTTLS_REQUIRED refuses to send in clear",
-                );
-                fail.can_quit = true;
-                let result = self.settle(run, Err::<(), _>(fail), link).await;
-                return result.map(|((), l)| l);
-            }
-            Security::StartTlsOpportunistic | Security::StartTlsRequired => {}
-        }
-        let mut run = self.rec.begin(Phase::StartTls).await;
-        let timeout = self.ctx.cfg.timeouts.starttls;
-        let result = self
-            .ctx
-            .expect(&mut link, &mut run.rec, &Command::StartTls, timeout, &[220])
-            .await;
-        let (_, link) = self.settle(run, result, link).await?;
-        let link = self.tls_handshake(link, false).await?;
-        self.ehlo(link).await
-    }
-
     /// Sends `QUIT` (recorded; its failure does not change the outcome) and closes.
-    async fn quit(&mut self, mut link: Link) {
+    pub(crate) async fn quit(&mut self, mut link: Link) {
         let mut run = self.rec.begin(Phase::Quit).await;
         let status = if self.ctx.deadline_passed() {
             run.rec
