@@ -125,3 +125,46 @@ impl From<TunnelError> for AgentError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_errors_keep_their_message_and_land_on_their_cause() {
+        let url = || ConfigError::ServerUrl {
+            url: "http://x".into(),
+            reason: "no".into(),
+        };
+        let shown = url().to_string();
+        let e = AgentError::from(EnrollError::Channel(ChannelError::Config(url())));
+        assert!(matches!(
+            e,
+            AgentError::Config(ConfigError::ServerUrl { .. })
+        ));
+        assert_eq!(e.to_string(), shown);
+
+        let rpc = EnrollError::Rpc {
+            call: "Enroll",
+            code: tonic::Code::Unauthenticated,
+            message: "bad token".into(),
+        };
+        let shown = rpc.to_string();
+        let e = AgentError::from(rpc);
+        assert!(matches!(
+            e,
+            AgentError::Rpc {
+                code: tonic::Code::Unauthenticated,
+                ..
+            }
+        ));
+        assert_eq!(e.to_string(), shown);
+
+        let e = AgentError::from(TunnelError::NotEnrolled(PathBuf::from("/state")));
+        assert_eq!(
+            e.to_string(),
+            TunnelError::NotEnrolled(PathBuf::from("/state")).to_string()
+        );
+        assert!(e.to_string().contains("mailplane-agent enroll"));
+    }
+}

@@ -132,3 +132,23 @@ fn unknown_keys_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("sevrer_ca"), "{err}");
 }
+
+#[test]
+fn server_name_comes_from_the_setting_or_the_url() {
+    let mut c = AgentConfig::new("https://[::1]:7751", "/ca.pem", "/state", Vec::new());
+    assert_eq!(c.server_name().unwrap(), "::1");
+    c.validate().unwrap();
+    c.server = "http://mailplane.example.org:7751".into();
+    assert_eq!(
+        c.validate().unwrap_err().to_string(),
+        "invalid server URL \"http://mailplane.example.org:7751\": \
+         the agent talks to the server over TLS: use https://"
+    );
+    c.server = "not a url".into();
+    assert!(matches!(
+        c.server_name(),
+        Err(ConfigError::ServerUrl { reason, .. }) if reason == "not a URL"
+    ));
+    c.server_name = Some("mailplane.example.org".into());
+    assert_eq!(c.server_name().unwrap(), "mailplane.example.org");
+}
