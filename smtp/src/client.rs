@@ -1,13 +1,16 @@
 //! The SMTP client over any byte stream: it sends typed [`Command`]s and the message data,
 //! and reads [`Reply`]s, each within a time limit. What to send, and what a reply means,
-//! is the session's business.
+//! is the session's business. [`Link`] is the client a session holds, with what it knows
+//! about the connection.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::command::Command;
-use crate::wire::{Connection, Reply, WireError};
+use crate::wire::{ByteStream, Connection, Reply, WireError};
 
 /// An SMTP client over the stream `S`.
 pub(crate) struct Client<S> {
@@ -72,4 +75,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub(crate) async fn shutdown(&mut self) {
         self.conn.shutdown().await;
     }
+}
+
+/// An open connection and what the session knows about it. Phases take it by value and
+/// hand it on, so a phase that needs the connection always has one.
+pub(crate) struct Link {
+    /// The SMTP client over plain TCP or TLS.
+    pub(crate) client: Client<Box<dyn ByteStream>>,
+    /// The address connected to, for the implicit-TLS probe.
+    pub(crate) peer: Option<SocketAddr>,
+    /// The first bytes the server sent on the TCP stream, for TLS error classification.
+    pub(crate) sniffed: Arc<Mutex<Vec<u8>>>,
+    /// Whether TLS is up.
+    pub(crate) tls_active: bool,
 }

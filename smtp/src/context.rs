@@ -8,8 +8,8 @@ use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 
 use crate::classify::{FailureClass, classify_reply, implicit_tls_hint, reply_hint};
+use crate::client::Link;
 use crate::command::Command;
-use crate::connect::Link;
 use crate::recorder::Fail;
 use crate::transcript::{Phase, PhaseRecord};
 use crate::wire::{Reply, WireError};

@@ -36,15 +36,11 @@
 //! echoes back that contains the secret is scrubbed too. Wire lines are logged with
 //! `tracing` at debug level under the `mailplane::smtp` targets.
 
-mod auth;
 mod capabilities;
 mod classify;
 mod client;
 mod command;
-mod connect;
 mod context;
-mod delivery;
-mod handshake;
 mod message;
 mod policy;
 #[cfg(feature = "proto")]

@@ -1,13 +1,18 @@
 //! The session orchestrator: runs the phases in order, handing the connection from one
-//! phase to the next. The phases live beside it: [`crate::connect`] (DNS, connect,
-//! greeting), [`crate::handshake`] (STARTTLS and TLS), [`crate::auth`] and [`crate::delivery`].
+//! phase to the next. The phases live in its submodules: [`connect`] (DNS, connect,
+//! greeting), [`handshake`] (STARTTLS and TLS), [`auth`] and [`delivery`].
+
+mod auth;
+mod connect;
+mod delivery;
+mod handshake;
 
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
 use crate::capabilities::Capabilities;
+use crate::client::Link;
 use crate::command::Command;
-use crate::connect::Link;
 use crate::context::Ctx;
 use crate::policy::DestinationCheck;
 use crate::recorder::{Closed, Fail, Recorder, Running};

@@ -5,7 +5,6 @@
 //! [`DestinationCheck`]: crate::DestinationCheck
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -13,27 +12,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use super::Session;
 use crate::Failure;
 use crate::classify::{FailureClass, implicit_tls_hint};
-use crate::client::Client;
+use crate::client::{Client, Link};
 use crate::recorder::Fail;
-use crate::session::Session;
 use crate::tls;
 use crate::transcript::Phase;
-use crate::wire::{ByteStream, Reply, Sniff, WireError};
-
-/// An open connection and what the session knows about it. Phases take it by value and
-/// hand it on, so a phase that needs the connection always has one.
-pub(crate) struct Link {
-    /// The SMTP client over plain TCP or TLS.
-    pub(crate) client: Client<Box<dyn ByteStream>>,
-    /// The address connected to, for the implicit-TLS probe.
-    pub(crate) peer: Option<SocketAddr>,
-    /// The first bytes the server sent on the TCP stream, for TLS error classification.
-    pub(crate) sniffed: Arc<Mutex<Vec<u8>>>,
-    /// Whether TLS is up.
-    pub(crate) tls_active: bool,
-}
+use crate::wire::{Reply, Sniff, WireError};
 
 /// How long a plaintext session waits for a greeting before probing for implicit TLS.
 const TLS_PROBE_AFTER: Duration = Duration::from_secs(2);

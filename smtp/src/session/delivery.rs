@@ -1,12 +1,12 @@
 //! The delivery phases: `MAIL FROM`, `RCPT TO` and `DATA` with the message.
 
+use super::Session;
 use crate::Failure;
 use crate::classify::FailureClass;
+use crate::client::Link;
 use crate::command::Command;
-use crate::connect::Link;
 use crate::message::BuiltMessage;
 use crate::recorder::Fail;
-use crate::session::Session;
 use crate::transcript::{Phase, PhaseRecord};
 use crate::wire::{Reply, data_payload, parse_queue_id};
 

@@ -4,12 +4,11 @@
 use rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
+use super::Session;
 use crate::classify::FailureClass;
-use crate::client::Client;
+use crate::client::{Client, Link};
 use crate::command::Command;
-use crate::connect::Link;
 use crate::recorder::Fail;
-use crate::session::Session;
 use crate::tls;
 use crate::transcript::{Phase, PhaseRecord};
 use crate::{Failure, Security};

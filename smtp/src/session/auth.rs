@@ -4,11 +4,11 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use super::Session;
 use crate::classify::FailureClass;
+use crate::client::Link;
 use crate::command::Command;
-use crate::connect::Link;
 use crate::recorder::Fail;
-use crate::session::Session;
 use crate::transcript::{Phase, PhaseRecord};
 use crate::wire::{Reply, escape_preview};
 use crate::{AuthMechanism, Credentials, Failure};
