@@ -1,33 +1,52 @@
 //! The TLS channel to the server's agent listener.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::config::AgentConfig;
-use crate::error::{AgentError, chain};
+use crate::config::{AgentConfig, ConfigError};
 
 /// The HTTP/2 keepalive ping interval and timeout.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
-/// The TLS name to expect: `server_name`, or the URL's host.
-pub(crate) fn server_name(config: &AgentConfig) -> Result<String, AgentError> {
-    if let Some(name) = &config.server_name {
-        return Ok(name.clone());
+/// Why the channel cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The configuration is invalid (the server URL).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server CA file cannot be read.
+    #[error("cannot read the server CA {path}: {source}")]
+    ServerCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Connecting to the server failed.
+    #[error("cannot connect to {server}: {reason}")]
+    Connect {
+        /// The server URL.
+        server: String,
+        /// Why, with the error's causes.
+        reason: String,
+    },
+}
+
+/// An error and its causes, on one line.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
     }
-    let bad = |reason: &str| AgentError::ServerUrl {
-        url: config.server.clone(),
-        reason: reason.to_owned(),
-    };
-    let uri: Uri = config.server.parse().map_err(|_| bad("not a URL"))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(bad("the agent talks to the server over TLS: use https://"));
-    }
-    let host = uri.host().ok_or_else(|| bad("no host"))?;
-    Ok(host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned())
+    out
 }
 
 /// Connects to the server, verifying it with `server_ca` (and `extra_ca`, the CA from
@@ -36,9 +55,9 @@ pub(crate) async fn connect(
     config: &AgentConfig,
     identity: Option<(&str, &str)>,
     extra_ca: Option<&str>,
-) -> Result<Channel, AgentError> {
-    let domain = server_name(config)?;
-    let server_ca = std::fs::read(&config.server_ca).map_err(|source| AgentError::ServerCa {
+) -> Result<Channel, ChannelError> {
+    let domain = config.server_name()?;
+    let server_ca = std::fs::read(&config.server_ca).map_err(|source| ChannelError::ServerCa {
         path: config.server_ca.clone(),
         source,
     })?;
@@ -51,12 +70,12 @@ pub(crate) async fn connect(
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
-    let failed = |e: tonic::transport::Error| AgentError::Connect {
+    let failed = |e: tonic::transport::Error| ChannelError::Connect {
         server: config.server.clone(),
         reason: chain(&e),
     };
     Endpoint::from_shared(config.server.clone())
-        .map_err(|e| AgentError::ServerUrl {
+        .map_err(|e| ConfigError::ServerUrl {
             url: config.server.clone(),
             reason: chain(&e),
         })?

@@ -21,8 +21,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
-
-use crate::tunnel::BackoffPolicy;
+use tonic::transport::Uri;
 
 /// An enrollment token. Its `Debug` prints `<redacted>` and it has no `Display`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -126,6 +125,60 @@ impl AgentConfig {
             renew_check_interval: Duration::from_secs(3600),
         }
     }
+
+    /// Checks what the agent needs before it talks to the server: the server URL (an
+    /// `https://` URL with a host, unless `server_name` is set).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server_name().map(drop)
+    }
+
+    /// The TLS name to expect: `server_name`, or the URL's host.
+    pub fn server_name(&self) -> Result<String, ConfigError> {
+        if let Some(name) = &self.server_name {
+            return Ok(name.clone());
+        }
+        let bad = |reason: &str| ConfigError::ServerUrl {
+            url: self.server.clone(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = self.server.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(bad("the agent talks to the server over TLS: use https://"));
+        }
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        Ok(host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned())
+    }
+}
+
+/// The reconnection backoff parameters (see `tunnel::Backoff`). [`BackoffPolicy::default`] is the spec's: 1 s, ×1.6, ±0.2,
+/// at most 120 s, reset after a session of 10 s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffPolicy {
+    /// The first delay.
+    pub initial: Duration,
+    /// The growth factor.
+    pub multiplier: f64,
+    /// The random spread, as a fraction (0.2 = ±20 %).
+    pub jitter: f64,
+    /// The largest delay (before jitter).
+    pub max: Duration,
+    /// A session that stayed up this long resets the sequence.
+    pub reset_after: Duration,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        BackoffPolicy {
+            initial: Duration::from_secs(1),
+            multiplier: 1.6,
+            jitter: 0.2,
+            max: Duration::from_secs(120),
+            reset_after: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The default of `max_concurrent_jobs`.
@@ -183,6 +236,14 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid {0}: {1}")]
     Invalid(&'static str, String),
+    /// The server URL is unusable.
+    #[error("invalid server URL {url:?}: {reason}")]
+    ServerUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h` or a bare number of seconds.
@@ -388,137 +449,4 @@ impl ConfigArgs {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: ConfigArgs,
-    }
-
-    #[test]
-    fn the_example_config_parses() {
-        let file: FileConfig =
-            toml::from_str(include_str!("../../deploy/mailplane-agent.toml")).unwrap();
-        assert_eq!(file.allowed_destinations.map(|a| a.len()), Some(2));
-        assert!(
-            file.enrollment_token.is_none(),
-            "the example keeps no token"
-        );
-    }
-
-    fn parse(argv: &[&str]) -> ConfigArgs {
-        let mut full = vec!["agent"];
-        full.extend_from_slice(argv);
-        Cli::try_parse_from(full).unwrap().args
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("10d").is_err());
-    }
-
-    #[test]
-    fn flags_over_file_over_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(
-            &path,
-            r#"
-server = "https://file.example:7751"
-server_ca = "/file/ca.pem"
-server_name = "file-name"
-allowed_destinations = ["file.example:25"]
-max_concurrent_jobs = 3
-heartbeat_interval = "5s"
-drain_timeout = 7
-enrollment_token = "file-token-value"
-log_format = "json"
-"#,
-        )
-        .unwrap();
-        let config = path.to_str().unwrap();
-
-        let c = parse(&["--config", config]).resolve().unwrap();
-        assert_eq!(c.server, "https://file.example:7751");
-        assert_eq!(c.server_ca, PathBuf::from("/file/ca.pem"));
-        assert_eq!(c.server_name.as_deref(), Some("file-name"));
-        assert_eq!(c.allowed_destinations, vec!["file.example:25".to_owned()]);
-        assert_eq!(c.max_concurrent_jobs, 3);
-        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
-        assert_eq!(c.drain_timeout, Duration::from_secs(7));
-        assert_eq!(c.log_format, LogFormat::Json);
-        assert_eq!(c.log_level, "info");
-        assert_eq!(c.state_dir, default_state_dir());
-        let token = c.enrollment_token.clone().unwrap();
-        assert_eq!(token.expose(), "file-token-value");
-        let shown = format!("{c:?}");
-        assert!(!shown.contains("file-token-value"), "{shown}");
-        assert!(shown.contains("<redacted>"));
-
-        let c = parse(&[
-            "--config",
-            config,
-            "--server",
-            "https://flag.example:1",
-            "--allow",
-            "a.example:25,b.example",
-            "--allow",
-            "10.0.0.0/8",
-            "--max-concurrent-jobs",
-            "9",
-            "--heartbeat-interval",
-            "250ms",
-            "--log-format",
-            "text",
-            "--state-dir",
-            "/flag/state",
-        ])
-        .resolve()
-        .unwrap();
-        assert_eq!(c.server, "https://flag.example:1");
-        assert_eq!(c.server_ca, PathBuf::from("/file/ca.pem"));
-        assert_eq!(
-            c.allowed_destinations,
-            vec!["a.example:25", "b.example", "10.0.0.0/8"]
-        );
-        assert_eq!(c.max_concurrent_jobs, 9);
-        assert_eq!(c.heartbeat_interval, Duration::from_millis(250));
-        assert_eq!(c.drain_timeout, Duration::from_secs(7));
-        assert_eq!(c.log_format, LogFormat::Text);
-        assert_eq!(c.state_dir, PathBuf::from("/flag/state"));
-
-        // Defaults, and the required settings.
-        let c = parse(&["--server", "https://s:1", "--server-ca", "/ca.pem"])
-            .resolve()
-            .unwrap();
-        assert_eq!(c.max_concurrent_jobs, 8);
-        assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
-        assert_eq!(c.drain_timeout, Duration::from_secs(30));
-        assert!(c.allowed_destinations.is_empty());
-        assert!(c.enrollment_token.is_none());
-        assert!(matches!(
-            parse(&["--server-ca", "/ca.pem"]).resolve(),
-            Err(ConfigError::Missing("server", ..))
-        ));
-    }
-
-    #[test]
-    fn unknown_keys_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(&path, "server = \"https://s:1\"\nsevrer_ca = \"x\"\n").unwrap();
-        let err = parse(&["--config", path.to_str().unwrap()])
-            .resolve()
-            .unwrap_err();
-        assert!(err.to_string().contains("sevrer_ca"), "{err}");
-    }
-}
+mod tests;

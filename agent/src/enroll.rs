@@ -11,16 +11,64 @@ use mailplane_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
 use rcgen::{CertificateParams, DnType, KeyPair};
 
-use crate::channel;
+use crate::channel::{self, ChannelError};
 use crate::config::AgentConfig;
-use crate::error::AgentError;
-use crate::state::{self, KeyPem};
+use crate::state::{self, KeyPem, StateError};
 
 /// How long an `Enroll` or `RenewCertificate` call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The agent's version, as reported to the server.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why enrollment or renewal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// The channel to the server cannot be opened.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The state directory is unusable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// There is no enrollment to renew.
+    #[error(
+        "this agent is not enrolled ({0} holds no key): run `mailplane-agent enroll` first, \
+         or configure an enrollment token"
+    )]
+    NotEnrolled(PathBuf),
+    /// `enroll` without a token.
+    #[error("no enrollment token: pass --enrollment-token or set MAILPLANE_AGENT_ENROLLMENT_TOKEN")]
+    NoToken,
+    /// A call to the server failed.
+    #[error("{call} failed: {code:?}: {message}")]
+    Rpc {
+        /// The call.
+        call: &'static str,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// A call to the server did not finish in time.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// Making the key or the CSR failed.
+    #[error("cannot make a key or CSR: {0}")]
+    Key(#[from] rcgen::Error),
+    /// A certificate cannot be read.
+    #[error("invalid certificate: {0}")]
+    Certificate(String),
+}
+
+impl EnrollError {
+    fn rpc(call: &'static str, status: &tonic::Status) -> Self {
+        EnrollError::Rpc {
+            call,
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
 
 /// The result of a successful enrollment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,15 +91,15 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-fn csr_pem(key: &KeyPair, hostname: &str) -> Result<String, AgentError> {
+fn csr_pem(key: &KeyPair, hostname: &str) -> Result<String, EnrollError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, hostname);
     Ok(params.serialize_request(key)?.pem()?)
 }
 
 /// When a certificate (PEM) starts and stops being valid.
-pub fn certificate_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), AgentError> {
-    let bad = |e: String| AgentError::Certificate(e);
+pub fn certificate_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), EnrollError> {
+    let bad = |e: String| EnrollError::Certificate(e);
     let (_, pem) =
         x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
@@ -68,7 +116,7 @@ pub fn certificate_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), 
 }
 
 /// Whether a certificate has less than a third of its lifetime left at `now`.
-pub fn needs_renewal(cert_pem: &str, now: SystemTime) -> Result<bool, AgentError> {
+pub fn needs_renewal(cert_pem: &str, now: SystemTime) -> Result<bool, EnrollError> {
     let (not_before, not_after) = certificate_validity(cert_pem)?;
     let lifetime = not_after.duration_since(not_before).unwrap_or_default();
     let left = not_after.duration_since(now).unwrap_or_default();
@@ -76,11 +124,11 @@ pub fn needs_renewal(cert_pem: &str, now: SystemTime) -> Result<bool, AgentError
 }
 
 /// Enrolls with the configured token and writes the state directory.
-pub async fn enroll(config: &AgentConfig) -> Result<Enrolled, AgentError> {
+pub async fn enroll(config: &AgentConfig) -> Result<Enrolled, EnrollError> {
     let token = config
         .enrollment_token
         .as_ref()
-        .ok_or(AgentError::NoToken)?;
+        .ok_or(EnrollError::NoToken)?;
     state::ensure_not_enrolled(&config.state_dir)?;
     let host = hostname();
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
@@ -98,8 +146,8 @@ pub async fn enroll(config: &AgentConfig) -> Result<Enrolled, AgentError> {
         }),
     )
     .await
-    .map_err(|_| AgentError::Timeout("Enroll"))?
-    .map_err(|s| AgentError::rpc("Enroll", &s))?
+    .map_err(|_| EnrollError::Timeout("Enroll"))?
+    .map_err(|s| EnrollError::rpc("Enroll", &s))?
     .into_inner();
     let (_, not_after) = certificate_validity(&response.certificate_pem)?;
     let saved = state::save(
@@ -119,9 +167,9 @@ pub async fn enroll(config: &AgentConfig) -> Result<Enrolled, AgentError> {
 
 /// Asks the server for a fresh certificate for the agent's key (over mTLS with the
 /// current one) and replaces `cert.pem` atomically. Returns the new expiry.
-pub async fn renew(config: &AgentConfig) -> Result<SystemTime, AgentError> {
+pub async fn renew(config: &AgentConfig) -> Result<SystemTime, EnrollError> {
     let st = state::load(&config.state_dir)?
-        .ok_or_else(|| AgentError::NotEnrolled(config.state_dir.clone()))?;
+        .ok_or_else(|| EnrollError::NotEnrolled(config.state_dir.clone()))?;
     let key = KeyPair::from_pem(st.key_pem.expose())?;
     let csr_pem = csr_pem(&key, &hostname())?;
     let channel = channel::connect(
@@ -136,8 +184,8 @@ pub async fn renew(config: &AgentConfig) -> Result<SystemTime, AgentError> {
         client.renew_certificate(pb::RenewCertificateRequest { csr_pem }),
     )
     .await
-    .map_err(|_| AgentError::Timeout("RenewCertificate"))?
-    .map_err(|s| AgentError::rpc("RenewCertificate", &s))?
+    .map_err(|_| EnrollError::Timeout("RenewCertificate"))?
+    .map_err(|s| EnrollError::rpc("RenewCertificate", &s))?
     .into_inner();
     let (_, not_after) = certificate_validity(&response.certificate_pem)?;
     state::replace_certificate(&config.state_dir, &response.certificate_pem)?;
@@ -147,9 +195,9 @@ pub async fn renew(config: &AgentConfig) -> Result<SystemTime, AgentError> {
 
 /// Renews when the certificate has less than a third of its lifetime left; returns
 /// whether it did.
-pub async fn renew_if_due(config: &AgentConfig) -> Result<bool, AgentError> {
+pub async fn renew_if_due(config: &AgentConfig) -> Result<bool, EnrollError> {
     let st = state::load(&config.state_dir)?
-        .ok_or_else(|| AgentError::NotEnrolled(config.state_dir.clone()))?;
+        .ok_or_else(|| EnrollError::NotEnrolled(config.state_dir.clone()))?;
     if !needs_renewal(&st.cert_pem, SystemTime::now())? {
         return Ok(false);
     }

@@ -1,15 +1,25 @@
-//! The agent's errors.
+//! The agent's top-level error. Each module has its own error type (`ConfigError`,
+//! `StateError`, `ChannelError`, `EnrollError`, `TunnelError`); this one gathers them for
+//! [`crate::run`] and [`crate::enroll()`], and only `lib.rs` uses it.
+//!
+//! The variants are the ones the agent has always had, so that callers that match on
+//! them (`AgentError::Rpc { .. }`, `AgentError::State(_)`) keep working: a module error
+//! that merely wraps another one (a channel error inside an enrollment error, say) is
+//! lifted to the variant for its cause, and its message is unchanged.
 
 use std::path::PathBuf;
 
 use crate::allowlist::AllowlistError;
+use crate::channel::ChannelError;
 use crate::config::ConfigError;
+use crate::enroll::EnrollError;
 use crate::state::StateError;
+use crate::tunnel::TunnelError;
 
 /// Why the agent cannot enroll or run.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The configuration is invalid.
+    /// The configuration is invalid (including the server URL).
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// `allowed_destinations` is empty or invalid.
@@ -34,14 +44,6 @@ pub enum AgentError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
-    },
-    /// The server URL is unusable.
-    #[error("invalid server URL {url:?}: {reason}")]
-    ServerUrl {
-        /// The URL.
-        url: String,
-        /// Why.
-        reason: String,
     },
     /// Connecting to the server failed.
     #[error("cannot connect to {server}: {reason}")]
@@ -72,27 +74,97 @@ pub enum AgentError {
     Certificate(String),
 }
 
-impl AgentError {
-    pub(crate) fn rpc(call: &'static str, status: &tonic::Status) -> Self {
-        AgentError::Rpc {
-            call,
-            code: status.code(),
-            message: status.message().to_owned(),
+impl From<ChannelError> for AgentError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::Config(e) => AgentError::Config(e),
+            ChannelError::ServerCa { path, source } => AgentError::ServerCa { path, source },
+            ChannelError::Connect { server, reason } => AgentError::Connect { server, reason },
         }
     }
 }
 
-/// An error and its causes, on one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
+impl From<EnrollError> for AgentError {
+    fn from(e: EnrollError) -> Self {
+        match e {
+            EnrollError::Channel(e) => e.into(),
+            EnrollError::State(e) => AgentError::State(e),
+            EnrollError::NotEnrolled(dir) => AgentError::NotEnrolled(dir),
+            EnrollError::NoToken => AgentError::NoToken,
+            EnrollError::Rpc {
+                call,
+                code,
+                message,
+            } => AgentError::Rpc {
+                call,
+                code,
+                message,
+            },
+            EnrollError::Timeout(call) => AgentError::Timeout(call),
+            EnrollError::Key(e) => AgentError::Key(e),
+            EnrollError::Certificate(e) => AgentError::Certificate(e),
         }
-        source = s.source();
     }
-    out
+}
+
+impl From<TunnelError> for AgentError {
+    fn from(e: TunnelError) -> Self {
+        match e {
+            TunnelError::Channel(e) => e.into(),
+            TunnelError::State(e) => AgentError::State(e),
+            TunnelError::NotEnrolled(dir) => AgentError::NotEnrolled(dir),
+            TunnelError::Rpc {
+                call,
+                code,
+                message,
+            } => AgentError::Rpc {
+                call,
+                code,
+                message,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_errors_keep_their_message_and_land_on_their_cause() {
+        let url = || ConfigError::ServerUrl {
+            url: "http://x".into(),
+            reason: "no".into(),
+        };
+        let shown = url().to_string();
+        let e = AgentError::from(EnrollError::Channel(ChannelError::Config(url())));
+        assert!(matches!(
+            e,
+            AgentError::Config(ConfigError::ServerUrl { .. })
+        ));
+        assert_eq!(e.to_string(), shown);
+
+        let rpc = EnrollError::Rpc {
+            call: "Enroll",
+            code: tonic::Code::Unauthenticated,
+            message: "bad token".into(),
+        };
+        let shown = rpc.to_string();
+        let e = AgentError::from(rpc);
+        assert!(matches!(
+            e,
+            AgentError::Rpc {
+                code: tonic::Code::Unauthenticated,
+                ..
+            }
+        ));
+        assert_eq!(e.to_string(), shown);
+
+        let e = AgentError::from(TunnelError::NotEnrolled(PathBuf::from("/state")));
+        assert_eq!(
+            e.to_string(),
+            TunnelError::NotEnrolled(PathBuf::from("/state")).to_string()
+        );
+        assert!(e.to_string().contains("mailplane-agent enroll"));
+    }
 }

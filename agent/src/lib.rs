@@ -19,19 +19,26 @@
 //! # }
 //! ```
 
+//! The modules depend on each other in one direction only: `config` → `state` →
+//! `channel` → `enroll` → `tunnel` (each uses only modules before it; `allowlist` stands
+//! alone), each with its own error type, gathered in [`AgentError`] here.
+
 use std::future::Future;
 
 pub mod allowlist;
-mod channel;
+pub mod channel;
 pub mod config;
 pub mod enroll;
 pub mod error;
 pub mod state;
 pub mod tunnel;
 
-pub use config::{AgentConfig, LogFormat, Token};
-pub use enroll::Enrolled;
+pub use channel::ChannelError;
+pub use config::{AgentConfig, BackoffPolicy, ConfigError, LogFormat, Token};
+pub use enroll::{EnrollError, Enrolled};
 pub use error::AgentError;
+pub use state::StateError;
+pub use tunnel::TunnelError;
 
 use allowlist::Allowlist;
 
@@ -44,19 +51,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let allow = Allowlist::parse(&config.allowed_destinations)?;
-    channel::server_name(&config)?;
+    config.validate()?;
     if state::load(&config.state_dir)?.is_none() {
         if config.enrollment_token.is_none() {
             return Err(AgentError::NotEnrolled(config.state_dir.clone()));
         }
         enroll::enroll(&config).await?;
     }
-    tunnel::run(config, allow, shutdown).await
+    Ok(tunnel::run(config, allow, shutdown).await?)
 }
 
 /// Enrolls with the configured token and writes the state directory; refuses when the
 /// agent is already enrolled.
 pub async fn enroll(config: &AgentConfig) -> Result<Enrolled, AgentError> {
-    channel::server_name(config)?;
-    enroll::enroll(config).await
+    config.validate()?;
+    Ok(enroll::enroll(config).await?)
 }

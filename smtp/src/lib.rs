@@ -36,13 +36,19 @@
 //! echoes back that contains the secret is scrubbed too. Wire lines are logged with
 //! `tracing` at debug level under the `mailplane::smtp` targets.
 
+mod capabilities;
 mod classify;
+mod client;
+mod command;
+mod context;
 mod message;
 mod policy;
 #[cfg(feature = "proto")]
 pub mod proto;
+mod recorder;
 mod secret;
 mod session;
+mod setup;
 mod tls;
 mod transcript;
 mod wire;

@@ -271,9 +271,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
     }
 }
 
-/// A buffered SMTP connection over plain TCP or TLS.
-pub(crate) struct Connection {
-    reader: BufReader<Box<dyn ByteStream>>,
+/// A buffered SMTP connection over any byte stream (in a session: plain TCP or TLS,
+/// behind a [`ByteStream`] box).
+pub(crate) struct Connection<S> {
+    reader: BufReader<S>,
     /// Strings (the secret and its encodings) scrubbed from everything the server says.
     redact: Vec<String>,
 }
@@ -289,9 +290,9 @@ pub(crate) fn scrub(text: &str, redact: &[String]) -> String {
     out
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a stream; `redact` lists strings never to log or record.
-    pub(crate) fn new(stream: Box<dyn ByteStream>, redact: Vec<String>) -> Self {
+    pub(crate) fn new(stream: S, redact: Vec<String>) -> Self {
         Connection {
             reader: BufReader::new(stream),
             redact,
@@ -310,7 +311,7 @@ impl Connection {
 
     /// Unwraps the stream for a TLS upgrade. Fails if the server already sent bytes past
     /// the last reply (a `STARTTLS` response-injection attempt, CVE-2011-0411 style).
-    pub(crate) fn into_stream(self) -> Result<Box<dyn ByteStream>, WireError> {
+    pub(crate) fn into_stream(self) -> Result<S, WireError> {
         let pending = self.reader.buffer();
         if !pending.is_empty() {
             return Err(WireError::Malformed {

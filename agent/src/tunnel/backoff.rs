@@ -8,33 +8,7 @@ use std::time::Duration;
 
 use rand::Rng as _;
 
-/// The backoff parameters. [`BackoffPolicy::default`] is the spec's: 1 s, ×1.6, ±0.2,
-/// at most 120 s, reset after a session of 10 s.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BackoffPolicy {
-    /// The first delay.
-    pub initial: Duration,
-    /// The growth factor.
-    pub multiplier: f64,
-    /// The random spread, as a fraction (0.2 = ±20 %).
-    pub jitter: f64,
-    /// The largest delay (before jitter).
-    pub max: Duration,
-    /// A session that stayed up this long resets the sequence.
-    pub reset_after: Duration,
-}
-
-impl Default for BackoffPolicy {
-    fn default() -> Self {
-        BackoffPolicy {
-            initial: Duration::from_secs(1),
-            multiplier: 1.6,
-            jitter: 0.2,
-            max: Duration::from_secs(120),
-            reset_after: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::config::BackoffPolicy;
 
 /// The state of one sequence of reconnection attempts.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@ mod job;
 mod session;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -13,10 +14,48 @@ use tokio::task::JoinSet;
 pub use backoff::{Backoff, BackoffPolicy};
 
 use crate::allowlist::Allowlist;
+use crate::channel::ChannelError;
 use crate::config::AgentConfig;
 use crate::enroll;
-use crate::error::AgentError;
+use crate::state::StateError;
 use session::{Ctx, End};
+
+/// Why the stream to the server cannot be opened (the tunnel logs it and reconnects).
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The channel to the server cannot be opened.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The state directory is unusable.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// There is no enrollment.
+    #[error(
+        "this agent is not enrolled ({0} holds no key): run `mailplane-agent enroll` first, \
+         or configure an enrollment token"
+    )]
+    NotEnrolled(PathBuf),
+    /// The `Connect` call failed.
+    #[error("{call} failed: {code:?}: {message}")]
+    Rpc {
+        /// The call.
+        call: &'static str,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+}
+
+impl TunnelError {
+    fn rpc(call: &'static str, status: &tonic::Status) -> Self {
+        TunnelError::Rpc {
+            call,
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
 
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -45,7 +84,7 @@ pub async fn run(
     config: AgentConfig,
     allow: Allowlist,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), AgentError> {
+) -> Result<(), TunnelError> {
     let slots = Arc::new(Semaphore::new(
         usize::try_from(config.max_concurrent_jobs.max(1)).unwrap_or(1),
     ));

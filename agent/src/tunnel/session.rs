@@ -18,12 +18,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use super::job;
+use super::{TunnelError, job};
 use crate::allowlist::Allowlist;
 use crate::channel;
 use crate::config::AgentConfig;
 use crate::enroll::VERSION;
-use crate::error::AgentError;
 use crate::state;
 
 /// How long to wait for the server to close its side after the agent closed its own.
@@ -62,9 +61,9 @@ fn in_flight(jobs: &mut JoinSet<()>) -> u32 {
     u32::try_from(jobs.len()).unwrap_or(u32::MAX)
 }
 
-async fn open(ctx: &Ctx) -> Result<Link, AgentError> {
+async fn open(ctx: &Ctx) -> Result<Link, TunnelError> {
     let dir = &ctx.config.state_dir;
-    let st = state::load(dir)?.ok_or_else(|| AgentError::NotEnrolled(dir.clone()))?;
+    let st = state::load(dir)?.ok_or_else(|| TunnelError::NotEnrolled(dir.clone()))?;
     let channel = channel::connect(
         &ctx.config,
         Some((&st.cert_pem, st.key_pem.expose())),
@@ -83,7 +82,7 @@ async fn open(ctx: &Ctx) -> Result<Link, AgentError> {
     let response = client
         .connect(ReceiverStream::new(rx))
         .await
-        .map_err(|s| AgentError::rpc("Connect", &s))?;
+        .map_err(|s| TunnelError::rpc("Connect", &s))?;
     Ok(Link {
         _client: client,
         tx,

@@ -1,0 +1,154 @@
+//! Tests of the configuration.
+
+use super::*;
+use clap::Parser;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: ConfigArgs,
+}
+
+#[test]
+fn the_example_config_parses() {
+    let file: FileConfig =
+        toml::from_str(include_str!("../../../deploy/mailplane-agent.toml")).unwrap();
+    assert_eq!(file.allowed_destinations.map(|a| a.len()), Some(2));
+    assert!(
+        file.enrollment_token.is_none(),
+        "the example keeps no token"
+    );
+}
+
+fn parse(argv: &[&str]) -> ConfigArgs {
+    let mut full = vec!["agent"];
+    full.extend_from_slice(argv);
+    Cli::try_parse_from(full).unwrap().args
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert!(parse_duration("ten").is_err());
+    assert!(parse_duration("10d").is_err());
+}
+
+#[test]
+fn flags_over_file_over_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        r#"
+server = "https://file.example:7751"
+server_ca = "/file/ca.pem"
+server_name = "file-name"
+allowed_destinations = ["file.example:25"]
+max_concurrent_jobs = 3
+heartbeat_interval = "5s"
+drain_timeout = 7
+enrollment_token = "file-token-value"
+log_format = "json"
+"#,
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+
+    let c = parse(&["--config", config]).resolve().unwrap();
+    assert_eq!(c.server, "https://file.example:7751");
+    assert_eq!(c.server_ca, PathBuf::from("/file/ca.pem"));
+    assert_eq!(c.server_name.as_deref(), Some("file-name"));
+    assert_eq!(c.allowed_destinations, vec!["file.example:25".to_owned()]);
+    assert_eq!(c.max_concurrent_jobs, 3);
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+    assert_eq!(c.drain_timeout, Duration::from_secs(7));
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.log_level, "info");
+    assert_eq!(c.state_dir, default_state_dir());
+    let token = c.enrollment_token.clone().unwrap();
+    assert_eq!(token.expose(), "file-token-value");
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("file-token-value"), "{shown}");
+    assert!(shown.contains("<redacted>"));
+
+    let c = parse(&[
+        "--config",
+        config,
+        "--server",
+        "https://flag.example:1",
+        "--allow",
+        "a.example:25,b.example",
+        "--allow",
+        "10.0.0.0/8",
+        "--max-concurrent-jobs",
+        "9",
+        "--heartbeat-interval",
+        "250ms",
+        "--log-format",
+        "text",
+        "--state-dir",
+        "/flag/state",
+    ])
+    .resolve()
+    .unwrap();
+    assert_eq!(c.server, "https://flag.example:1");
+    assert_eq!(c.server_ca, PathBuf::from("/file/ca.pem"));
+    assert_eq!(
+        c.allowed_destinations,
+        vec!["a.example:25", "b.example", "10.0.0.0/8"]
+    );
+    assert_eq!(c.max_concurrent_jobs, 9);
+    assert_eq!(c.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(c.drain_timeout, Duration::from_secs(7));
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.state_dir, PathBuf::from("/flag/state"));
+
+    // Defaults, and the required settings.
+    let c = parse(&["--server", "https://s:1", "--server-ca", "/ca.pem"])
+        .resolve()
+        .unwrap();
+    assert_eq!(c.max_concurrent_jobs, 8);
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(10));
+    assert_eq!(c.drain_timeout, Duration::from_secs(30));
+    assert!(c.allowed_destinations.is_empty());
+    assert!(c.enrollment_token.is_none());
+    assert!(matches!(
+        parse(&["--server-ca", "/ca.pem"]).resolve(),
+        Err(ConfigError::Missing("server", ..))
+    ));
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "server = \"https://s:1\"\nsevrer_ca = \"x\"\n").unwrap();
+    let err = parse(&["--config", path.to_str().unwrap()])
+        .resolve()
+        .unwrap_err();
+    assert!(err.to_string().contains("sevrer_ca"), "{err}");
+}
+
+#[test]
+fn server_name_comes_from_the_setting_or_the_url() {
+    let mut c = AgentConfig::new("https://[::1]:7751", "/ca.pem", "/state", Vec::new());
+    assert_eq!(c.server_name().unwrap(), "::1");
+    c.validate().unwrap();
+    c.server = "http://mailplane.example.org:7751".into();
+    assert_eq!(
+        c.validate().unwrap_err().to_string(),
+        "invalid server URL \"http://mailplane.example.org:7751\": \
+         the agent talks to the server over TLS: use https://"
+    );
+    c.server = "not a url".into();
+    assert!(matches!(
+        c.server_name(),
+        Err(ConfigError::ServerUrl { reason, .. }) if reason == "not a URL"
+    ));
+    c.server_name = Some("mailplane.example.org".into());
+    assert_eq!(c.server_name().unwrap(), "mailplane.example.org");
+}
