@@ -34,6 +34,29 @@ pub enum ChannelError {
     },
 }
 
+/// A call to the server that failed with a gRPC status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{call} failed: {code:?}: {message}")]
+pub struct RpcError {
+    /// The call.
+    pub call: &'static str,
+    /// The gRPC status code.
+    pub code: tonic::Code,
+    /// The status message.
+    pub message: String,
+}
+
+impl RpcError {
+    /// The failure of `call` with `status`.
+    pub fn new(call: &'static str, status: &tonic::Status) -> Self {
+        RpcError {
+            call,
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
 /// An error and its causes, on one line.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

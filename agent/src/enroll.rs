@@ -11,7 +11,7 @@ use mailplane_proto::v1 as pb;
 use pb::agent_service_client::AgentServiceClient;
 use rcgen::{CertificateParams, DnType, KeyPair};
 
-use crate::channel::{self, ChannelError};
+use crate::channel::{self, ChannelError, RpcError};
 use crate::config::AgentConfig;
 use crate::state::{self, KeyPem, StateError};
 
@@ -30,25 +30,12 @@ pub enum EnrollError {
     /// The state directory is unusable.
     #[error(transparent)]
     State(#[from] StateError),
-    /// There is no enrollment to renew.
-    #[error(
-        "this agent is not enrolled ({0} holds no key): run `mailplane-agent enroll` first, \
-         or configure an enrollment token"
-    )]
-    NotEnrolled(PathBuf),
     /// `enroll` without a token.
     #[error("no enrollment token: pass --enrollment-token or set MAILPLANE_AGENT_ENROLLMENT_TOKEN")]
     NoToken,
     /// A call to the server failed.
-    #[error("{call} failed: {code:?}: {message}")]
-    Rpc {
-        /// The call.
-        call: &'static str,
-        /// The gRPC status code.
-        code: tonic::Code,
-        /// The status message.
-        message: String,
-    },
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
     /// A call to the server did not finish in time.
     #[error("{0} timed out")]
     Timeout(&'static str),
@@ -58,16 +45,6 @@ pub enum EnrollError {
     /// A certificate cannot be read.
     #[error("invalid certificate: {0}")]
     Certificate(String),
-}
-
-impl EnrollError {
-    fn rpc(call: &'static str, status: &tonic::Status) -> Self {
-        EnrollError::Rpc {
-            call,
-            code: status.code(),
-            message: status.message().to_owned(),
-        }
-    }
 }
 
 /// The result of a successful enrollment.
@@ -147,7 +124,7 @@ pub async fn enroll(config: &AgentConfig) -> Result<Enrolled, EnrollError> {
     )
     .await
     .map_err(|_| EnrollError::Timeout("Enroll"))?
-    .map_err(|s| EnrollError::rpc("Enroll", &s))?
+    .map_err(|s| RpcError::new("Enroll", &s))?
     .into_inner();
     let (_, not_after) = certificate_validity(&response.certificate_pem)?;
     let saved = state::save(
@@ -168,8 +145,7 @@ pub async fn enroll(config: &AgentConfig) -> Result<Enrolled, EnrollError> {
 /// Asks the server for a fresh certificate for the agent's key (over mTLS with the
 /// current one) and replaces `cert.pem` atomically. Returns the new expiry.
 pub async fn renew(config: &AgentConfig) -> Result<SystemTime, EnrollError> {
-    let st = state::load(&config.state_dir)?
-        .ok_or_else(|| EnrollError::NotEnrolled(config.state_dir.clone()))?;
+    let st = state::require(&config.state_dir)?;
     let key = KeyPair::from_pem(st.key_pem.expose())?;
     let csr_pem = csr_pem(&key, &hostname())?;
     let channel = channel::connect(
@@ -185,7 +161,7 @@ pub async fn renew(config: &AgentConfig) -> Result<SystemTime, EnrollError> {
     )
     .await
     .map_err(|_| EnrollError::Timeout("RenewCertificate"))?
-    .map_err(|s| EnrollError::rpc("RenewCertificate", &s))?
+    .map_err(|s| RpcError::new("RenewCertificate", &s))?
     .into_inner();
     let (_, not_after) = certificate_validity(&response.certificate_pem)?;
     state::replace_certificate(&config.state_dir, &response.certificate_pem)?;
@@ -196,8 +172,7 @@ pub async fn renew(config: &AgentConfig) -> Result<SystemTime, EnrollError> {
 /// Renews when the certificate has less than a third of its lifetime left; returns
 /// whether it did.
 pub async fn renew_if_due(config: &AgentConfig) -> Result<bool, EnrollError> {
-    let st = state::load(&config.state_dir)?
-        .ok_or_else(|| EnrollError::NotEnrolled(config.state_dir.clone()))?;
+    let st = state::require(&config.state_dir)?;
     if !needs_renewal(&st.cert_pem, SystemTime::now())? {
         return Ok(false);
     }

@@ -21,7 +21,7 @@
 
 //! The modules depend on each other in one direction only: `config` → `state` →
 //! `channel` → `enroll` → `tunnel` (each uses only modules before it; `allowlist` stands
-//! alone), each with its own error type, gathered in [`AgentError`] here.
+//! alone), each with its own error type, gathered in [`AgentError`] here with `#[from]`.
 
 use std::future::Future;
 
@@ -29,18 +29,39 @@ pub mod allowlist;
 pub mod channel;
 pub mod config;
 pub mod enroll;
-pub mod error;
 pub mod state;
 pub mod tunnel;
 
-pub use channel::ChannelError;
+pub use channel::{ChannelError, RpcError};
 pub use config::{AgentConfig, BackoffPolicy, ConfigError, LogFormat, Token};
 pub use enroll::{EnrollError, Enrolled};
-pub use error::AgentError;
 pub use state::StateError;
 pub use tunnel::TunnelError;
 
-use allowlist::Allowlist;
+use allowlist::{Allowlist, AllowlistError};
+
+/// Why the agent cannot enroll or run: each module's own error, gathered here.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is invalid (including the server URL).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `allowed_destinations` is empty or invalid.
+    #[error(transparent)]
+    Allowlist(#[from] AllowlistError),
+    /// The state directory is unusable, or holds no enrollment.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The channel to the server cannot be opened.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// Enrollment or renewal failed.
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
+    /// The stream to the server failed.
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
+}
 
 /// Runs the agent until `shutdown` completes: enrolls first when there is no state and a
 /// token is configured, then holds the stream to the server (reconnecting with backoff),
@@ -54,7 +75,7 @@ pub async fn run(
     config.validate()?;
     if state::load(&config.state_dir)?.is_none() {
         if config.enrollment_token.is_none() {
-            return Err(AgentError::NotEnrolled(config.state_dir.clone()));
+            return Err(StateError::NotEnrolled(config.state_dir.clone()).into());
         }
         enroll::enroll(&config).await?;
     }

@@ -86,6 +86,12 @@ pub enum StateError {
         "{0} already exists: this agent is enrolled; remove the state directory to enroll it again"
     )]
     AlreadyEnrolled(PathBuf),
+    /// There is no enrollment (and, where one was needed, no token to make one).
+    #[error(
+        "this agent is not enrolled ({0} holds no key): run `mailplane-agent enroll` first, \
+         or configure an enrollment token"
+    )]
+    NotEnrolled(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -101,6 +107,11 @@ fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(path)(e)),
     }
+}
+
+/// Loads the state, which must be there: [`StateError::NotEnrolled`] otherwise.
+pub fn require(dir: &Path) -> Result<State, StateError> {
+    load(dir)?.ok_or_else(|| StateError::NotEnrolled(dir.to_owned()))
 }
 
 /// Loads the state; `Ok(None)` when the directory holds no enrollment at all.

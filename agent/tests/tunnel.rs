@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use mailplane_agent::tunnel::BackoffPolicy;
-use mailplane_agent::{AgentConfig, AgentError, Token};
+use mailplane_agent::{AgentConfig, AgentError, EnrollError, RpcError, Token};
 use mailplane_proto::v1 as pb;
 use mailplane_smtp as smtp;
 use mailplane_smtp::proto as convert;
@@ -346,10 +346,10 @@ async fn enroll_writes_the_state_with_a_private_key() {
     assert!(
         matches!(
             err,
-            AgentError::Rpc {
+            AgentError::Enroll(EnrollError::Rpc(RpcError {
                 code: tonic::Code::Unauthenticated,
                 ..
-            }
+            }))
         ),
         "{err}"
     );
@@ -375,7 +375,10 @@ async fn enroll_writes_the_state_with_a_private_key() {
 
     // Enrolling twice would replace the identity: refused before calling the server.
     let again = mailplane_agent::enroll(&h.config).await.unwrap_err();
-    assert!(matches!(again, AgentError::State(_)), "{again}");
+    assert!(
+        matches!(again, AgentError::Enroll(EnrollError::State(_))),
+        "{again}"
+    );
     assert_eq!(h.enrolls.load(Ordering::SeqCst), 1);
 
     // Renewal over mTLS replaces cert.pem and keeps the key.

@@ -5,7 +5,6 @@ mod job;
 mod session;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -14,7 +13,7 @@ use tokio::task::JoinSet;
 pub use backoff::{Backoff, BackoffPolicy};
 
 use crate::allowlist::Allowlist;
-use crate::channel::ChannelError;
+use crate::channel::{ChannelError, RpcError};
 use crate::config::AgentConfig;
 use crate::enroll;
 use crate::state::StateError;
@@ -29,32 +28,9 @@ pub enum TunnelError {
     /// The state directory is unusable.
     #[error(transparent)]
     State(#[from] StateError),
-    /// There is no enrollment.
-    #[error(
-        "this agent is not enrolled ({0} holds no key): run `mailplane-agent enroll` first, \
-         or configure an enrollment token"
-    )]
-    NotEnrolled(PathBuf),
     /// The `Connect` call failed.
-    #[error("{call} failed: {code:?}: {message}")]
-    Rpc {
-        /// The call.
-        call: &'static str,
-        /// The gRPC status code.
-        code: tonic::Code,
-        /// The status message.
-        message: String,
-    },
-}
-
-impl TunnelError {
-    fn rpc(call: &'static str, status: &tonic::Status) -> Self {
-        TunnelError::Rpc {
-            call,
-            code: status.code(),
-            message: status.message().to_owned(),
-        }
-    }
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
 }
 
 /// Aborts a task when dropped.

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 use super::{TunnelError, job};
 use crate::allowlist::Allowlist;
-use crate::channel;
+use crate::channel::{self, RpcError};
 use crate::config::AgentConfig;
 use crate::enroll::VERSION;
 use crate::state;
@@ -63,7 +63,7 @@ fn in_flight(jobs: &mut JoinSet<()>) -> u32 {
 
 async fn open(ctx: &Ctx) -> Result<Link, TunnelError> {
     let dir = &ctx.config.state_dir;
-    let st = state::load(dir)?.ok_or_else(|| TunnelError::NotEnrolled(dir.clone()))?;
+    let st = state::require(dir)?;
     let channel = channel::connect(
         &ctx.config,
         Some((&st.cert_pem, st.key_pem.expose())),
@@ -82,7 +82,7 @@ async fn open(ctx: &Ctx) -> Result<Link, TunnelError> {
     let response = client
         .connect(ReceiverStream::new(rx))
         .await
-        .map_err(|s| TunnelError::rpc("Connect", &s))?;
+        .map_err(|s| RpcError::new("Connect", &s))?;
     Ok(Link {
         _client: client,
         tx,
