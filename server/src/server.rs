@@ -244,7 +244,7 @@ pub async fn serve(
     let state = open_state(&config).await?;
     let local = listener.local_addr().ok();
     let auth = Arc::new(Authenticator::new(Arc::clone(&state.store), &state.cipher));
-    match crate::auth::bootstrap(&*state.store, &auth, &config.data_dir).await {
+    match crate::auth::bootstrap(&state.store, &auth, &config.data_dir).await {
         Ok(Some(token)) if config.print_bootstrap_token => {
             eprintln!(
                 "\nDevelopment mode: plaintext API. In another shell:\n\n    export \
@@ -256,7 +256,7 @@ pub async fn serve(
     }
     let registry = Arc::new(Registry::default());
     let ca = Arc::new(
-        AgentCa::load_or_create(&*state.store, &state.cipher)
+        AgentCa::load_or_create(&state.store, &state.cipher)
             .await
             .map_err(|e| StartupError::Config(format!("agent CA: {e}")))?,
     );

@@ -10,6 +10,9 @@ use crate::domain::{Credential, CredentialId, CredentialSpec, now_micros, rules}
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
+/// A credential's sealed secret: nonce and ciphertext, both NULL until a secret is set.
+type SealedRow = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// One credential, on `conn`.
 pub(super) async fn fetch(conn: &mut Conn<'_>, id: CredentialId) -> Result<Credential> {
     let q = query(format!(
@@ -163,7 +166,7 @@ impl Store {
     pub async fn credential_secret(&self, id: CredentialId, cipher: &Cipher) -> Result<Secret> {
         let q = query("SELECT secret_nonce, secret_ciphertext FROM credentials WHERE id = $1")
             .bind(id.0);
-        let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = self.optional(&q).await?;
+        let row: Option<SealedRow> = self.optional(&q).await?;
         match row {
             None => Err(Error::NotFound(id.to_string())),
             Some((Some(nonce), Some(ciphertext))) => {

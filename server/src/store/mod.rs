@@ -75,8 +75,8 @@ impl Write<'_> {
     /// The transaction's connection.
     fn conn(&mut self) -> Conn<'_> {
         match &mut self.tx {
-            Tx::Sqlite(tx) => Conn::Sqlite(&mut **tx),
-            Tx::Postgres(tx) => Conn::Postgres(&mut **tx),
+            Tx::Sqlite(tx) => Conn::Sqlite(tx),
+            Tx::Postgres(tx) => Conn::Postgres(tx),
         }
     }
 
@@ -101,8 +101,8 @@ impl Read {
     /// The connection.
     fn conn(&mut self) -> Conn<'_> {
         match self {
-            Read::Sqlite(c) => Conn::Sqlite(&mut **c),
-            Read::Postgres(c) => Conn::Postgres(&mut **c),
+            Read::Sqlite(c) => Conn::Sqlite(c),
+            Read::Postgres(c) => Conn::Postgres(c),
         }
     }
 }
