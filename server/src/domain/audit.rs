@@ -4,9 +4,6 @@
 use super::{Account, AuthMechanism, Connector, Credential, CredentialKind, Micros, etag};
 use serde_json::{Value, json};
 
-/// The value every secret is shown as.
-pub use crate::audit::REDACTED;
-
 /// A stored time in RFC 3339, as the API shows timestamps.
 pub fn rfc3339(micros: Micros) -> String {
     prost_types::Timestamp {
