@@ -3,8 +3,8 @@
 //! [`Store`] is one type over both backends. Its operations are ordinary methods, grouped by
 //! resource: [`accounts`], [`credentials`], [`tests`] (SMTP tests), [`connectors`], [`agents`],
 //! [`tokens`], [`audit`] and [`meta`] (installation metadata and the key check). Each writes
-//! its SQL once; [`db`] runs that text on either backend (both accept `$N` placeholders,
-//! `RETURNING`, partial unique indexes and `LIKE … ESCAPE`), and [`rows`] holds the
+//! its SQL once; `db.rs` runs that text on either backend (both accept `$N` placeholders,
+//! `RETURNING`, partial unique indexes and `LIKE … ESCAPE`), and `rows.rs` holds the
 //! `sqlx::FromRow` row types and the one list of account columns. Only opening a database and
 //! beginning a write transaction differ per backend, in [`sqlite`] and [`postgres`].
 //!
@@ -13,7 +13,9 @@
 //! runs them inside its write transaction, so the check-then-write cannot race another writer,
 //! and the database backs the invariants with constraints (a unique index on the case-folded
 //! name, a unique partial index on `is_default`). Every change that is audited takes the
-//! caller's [`crate::audit::AuditContext`] and records its event in the same transaction.
+//! caller's [`crate::audit::AuditContext`] as its first argument and records its event in the
+//! same transaction; bookkeeping writes (heartbeats, token use, test progress, metadata)
+//! record none and take none.
 
 pub mod accounts;
 pub mod agents;
