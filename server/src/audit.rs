@@ -1,8 +1,10 @@
 //! The audit log: who changed what, when, from where, and how.
 //!
-//! The auth layer runs each call inside an [`AuditContext`] (a task-local), and every store
-//! mutation records its event from that context inside its own transaction: the change and its
-//! event commit together or not at all. Refused calls are recorded by the auth layer.
+//! The auth layer puts each call's [`AuditContext`] into the request's extensions; handlers
+//! read it with [`context`] and pass it to every audited store change, which records its event
+//! inside its own transaction: the change and its event commit together or not at all. Work
+//! that no call asked for uses [`AuditContext::system`]. Refused calls are recorded by the auth
+//! layer.
 
 use serde_json::{Map, Value, json};
 
@@ -17,20 +19,25 @@ pub struct AuditContext {
     pub rpc: String,
 }
 
-tokio::task_local! {
-    /// The context of the call being served.
-    pub static CONTEXT: AuditContext;
-}
-
-/// The current call's context, or `system` for work no call asked for.
-pub fn current() -> AuditContext {
-    CONTEXT
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| AuditContext {
+impl AuditContext {
+    /// The context of work that no call asked for.
+    pub fn system() -> Self {
+        Self {
             actor: "system".into(),
             peer: String::new(),
             rpc: String::new(),
-        })
+        }
+    }
+}
+
+/// The context the auth layer attached to `request`, or [`AuditContext::system`] when there
+/// is none (a call that did not pass through the layer).
+pub fn context<T>(request: &tonic::Request<T>) -> AuditContext {
+    request
+        .extensions()
+        .get::<AuditContext>()
+        .cloned()
+        .unwrap_or_else(AuditContext::system)
 }
 
 /// The value every secret is shown as.
@@ -138,6 +145,6 @@ mod tests {
 
     #[test]
     fn outside_a_call_the_actor_is_system() {
-        assert_eq!(current().actor, "system");
+        assert_eq!(context(&tonic::Request::new(())).actor, "system");
     }
 }

@@ -167,7 +167,7 @@ pub enum StartupError {
 /// The opened database and key.
 pub struct State {
     /// The store.
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     /// The key-encryption key.
     pub cipher: Cipher,
 }
@@ -244,7 +244,7 @@ pub async fn serve(
     let state = open_state(&config).await?;
     let local = listener.local_addr().ok();
     let auth = Arc::new(Authenticator::new(Arc::clone(&state.store), &state.cipher));
-    match crate::auth::bootstrap(&*state.store, &auth, &config.data_dir).await {
+    match crate::auth::bootstrap(&state.store, &auth, &config.data_dir).await {
         Ok(Some(token)) if config.print_bootstrap_token => {
             eprintln!(
                 "\nDevelopment mode: plaintext API. In another shell:\n\n    export \
@@ -256,7 +256,7 @@ pub async fn serve(
     }
     let registry = Arc::new(Registry::default());
     let ca = Arc::new(
-        AgentCa::load_or_create(&*state.store, &state.cipher)
+        AgentCa::load_or_create(&state.store, &state.cipher)
             .await
             .map_err(|e| StartupError::Config(format!("agent CA: {e}")))?,
     );
@@ -481,7 +481,7 @@ fn agent_server(
 
 /// Copies audit events, as they commit, to a JSON-lines file or standard output. It starts
 /// after the newest event present at start-up, and reads only committed rows, in order.
-async fn audit_sink(store: Arc<dyn Store>, path: PathBuf) {
+async fn audit_sink(store: Arc<Store>, path: PathBuf) {
     use std::io::Write as _;
     let mut last = match store.list_audit_events(&Default::default(), 0, 1).await {
         Ok(newest) => newest.first().map_or(0, |e| e.id),

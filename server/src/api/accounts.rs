@@ -19,12 +19,12 @@ const EXPORT_BATCH: u32 = 500;
 /// The account service.
 #[derive(Clone)]
 pub struct Accounts {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
 }
 
 impl Accounts {
     /// A service backed by `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<Store>) -> Self {
         Self { store }
     }
 }
@@ -38,12 +38,13 @@ impl SmtpAccountService for Accounts {
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::SmtpAccount>, Status> {
+        let ctx = crate::audit::context(&request);
         let msg = request
             .into_inner()
             .account
             .ok_or_else(|| Error::invalid("account", "is required"))?;
         let spec = AccountSpec::try_from(msg)?;
-        let account = self.store.create_account(spec).await?;
+        let account = self.store.create_account(&ctx, spec).await?;
         tracing::info!(account = %account.id, name = %account.spec.account_name, "account created");
         Ok(Response::new((&account).into()))
     }
@@ -78,6 +79,7 @@ impl SmtpAccountService for Accounts {
         &self,
         request: Request<pb::UpdateAccountRequest>,
     ) -> Result<Response<pb::SmtpAccount>, Status> {
+        let ctx = crate::audit::context(&request);
         let req = request.into_inner();
         let msg = req
             .account
@@ -91,7 +93,7 @@ impl SmtpAccountService for Accounts {
             }
             Ok(())
         };
-        let account = self.store.update_account(id, expected, &edit).await?;
+        let account = self.store.update_account(&ctx, id, expected, &edit).await?;
         tracing::info!(account = %id, fields = ?fields, "account updated");
         Ok(Response::new((&account).into()))
     }
@@ -100,10 +102,11 @@ impl SmtpAccountService for Accounts {
         &self,
         request: Request<pb::DeleteAccountRequest>,
     ) -> Result<Response<()>, Status> {
+        let ctx = crate::audit::context(&request);
         let req = request.into_inner();
         let id = convert::account_id("name", &req.name)?;
         let expected = convert::expected_version(&id.to_string(), &req.etag)?;
-        self.store.delete_account(id, expected).await?;
+        self.store.delete_account(&ctx, id, expected).await?;
         tracing::info!(account = %id, "account deleted");
         Ok(Response::new(()))
     }
@@ -112,8 +115,9 @@ impl SmtpAccountService for Accounts {
         &self,
         request: Request<pb::SetDefaultAccountRequest>,
     ) -> Result<Response<pb::SmtpAccount>, Status> {
+        let ctx = crate::audit::context(&request);
         let id = convert::account_id("name", &request.into_inner().name)?;
-        let account = self.store.set_default_account(id).await?;
+        let account = self.store.set_default_account(&ctx, id).await?;
         tracing::info!(account = %id, "default account set");
         Ok(Response::new((&account).into()))
     }

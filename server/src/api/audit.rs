@@ -13,12 +13,12 @@ use tonic::{Request, Response, Status};
 
 /// The audit service.
 pub struct Audit {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
 }
 
 impl Audit {
     /// The service.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<Store>) -> Self {
         Self { store }
     }
 }

@@ -25,14 +25,14 @@ const ONLINE_WITHIN_MICROS: i64 = 30_000_000;
 
 /// The connector service.
 pub struct Connectors {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     registry: Arc<Registry>,
     ca: Arc<AgentCa>,
 }
 
 impl Connectors {
     /// The service.
-    pub fn new(store: Arc<dyn Store>, registry: Arc<Registry>, ca: Arc<AgentCa>) -> Self {
+    pub fn new(store: Arc<Store>, registry: Arc<Registry>, ca: Arc<AgentCa>) -> Self {
         Self {
             store,
             registry,
@@ -137,6 +137,7 @@ impl NetworkConnectorService for Connectors {
         &self,
         request: Request<pb::CreateConnectorRequest>,
     ) -> Result<Response<pb::Connector>, Status> {
+        let ctx = crate::audit::context(&request);
         let msg = request
             .into_inner()
             .connector
@@ -147,7 +148,7 @@ impl NetworkConnectorService for Connectors {
         };
         apply(&mut spec, &msg, "display_name")?;
         apply(&mut spec, &msg, "description")?;
-        let connector = self.store.create_connector(spec).await?;
+        let connector = self.store.create_connector(&ctx, spec).await?;
         tracing::info!(connector = %connector.id, "connector created");
         Ok(Response::new(self.render(&connector).await?))
     }
@@ -184,6 +185,7 @@ impl NetworkConnectorService for Connectors {
         &self,
         request: Request<pb::UpdateConnectorRequest>,
     ) -> Result<Response<pb::Connector>, Status> {
+        let ctx = crate::audit::context(&request);
         let req = request.into_inner();
         let msg = req
             .connector
@@ -207,7 +209,10 @@ impl NetworkConnectorService for Connectors {
             }
             Ok(())
         };
-        let connector = self.store.update_connector(id, expected, &edit).await?;
+        let connector = self
+            .store
+            .update_connector(&ctx, id, expected, &edit)
+            .await?;
         Ok(Response::new(self.render(&connector).await?))
     }
 
@@ -215,10 +220,11 @@ impl NetworkConnectorService for Connectors {
         &self,
         request: Request<pb::DeleteConnectorRequest>,
     ) -> Result<Response<()>, Status> {
+        let ctx = crate::audit::context(&request);
         let req = request.into_inner();
         let id = connector_id("name", &req.name)?;
         let expected = convert::expected_version(&id.to_string(), &req.etag)?;
-        self.store.delete_connector(id, expected).await?;
+        self.store.delete_connector(&ctx, id, expected).await?;
         for agent in self.registry.live(id) {
             agent.close();
         }
@@ -230,6 +236,7 @@ impl NetworkConnectorService for Connectors {
         &self,
         request: Request<pb::CreateEnrollmentTokenRequest>,
     ) -> Result<Response<pb::EnrollmentToken>, Status> {
+        let ctx = crate::audit::context(&request);
         let req = request.into_inner();
         let id = connector_id("parent", &req.parent)?;
         let ttl = match req.ttl {
@@ -242,7 +249,7 @@ impl NetworkConnectorService for Connectors {
         let token = format!("mpe_{}", hex::encode(rand::random::<[u8; 32]>()));
         let expire_time = now_micros() + i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
         self.store
-            .create_enrollment_token(id, &token_hash(&token), expire_time)
+            .create_enrollment_token(&ctx, id, &token_hash(&token), expire_time)
             .await?;
         tracing::info!(connector = %id, ttl = ?ttl, "enrollment token created");
         Ok(Response::new(pb::EnrollmentToken {
@@ -257,8 +264,9 @@ impl NetworkConnectorService for Connectors {
         &self,
         request: Request<pb::RevokeAgentRequest>,
     ) -> Result<Response<pb::AgentReplica>, Status> {
+        let ctx = crate::audit::context(&request);
         let name = agent_name("name", &request.into_inner().name)?;
-        let record = self.store.revoke_agent(name).await?;
+        let record = self.store.revoke_agent(&ctx, name).await?;
         self.registry.close(name.id);
         tracing::info!(agent = %name, "agent revoked");
         Ok(Response::new(replica(&record, None)))

@@ -15,13 +15,13 @@ use tonic::{Request, Response, Status};
 /// The credential service.
 #[derive(Clone)]
 pub struct Credentials {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     cipher: Cipher,
 }
 
 impl Credentials {
     /// A service backed by `store`, sealing secrets with `cipher`.
-    pub fn new(store: Arc<dyn Store>, cipher: Cipher) -> Self {
+    pub fn new(store: Arc<Store>, cipher: Cipher) -> Self {
         Self { store, cipher }
     }
 }
@@ -32,6 +32,7 @@ impl CredentialService for Credentials {
         &self,
         request: Request<pb::CreateCredentialRequest>,
     ) -> Result<Response<pb::Credential>, Status> {
+        let ctx = crate::audit::context(&request);
         let mut msg = request
             .into_inner()
             .credential
@@ -41,7 +42,7 @@ impl CredentialService for Credentials {
         let spec = CredentialSpec::try_from(&msg)?;
         let created = self
             .store
-            .create_credential(spec, &secret, &self.cipher)
+            .create_credential(&ctx, spec, &secret, &self.cipher)
             .await?;
         tracing::info!(credential = %created.id, "credential created");
         Ok(Response::new((&created).into()))
@@ -76,6 +77,7 @@ impl CredentialService for Credentials {
         &self,
         request: Request<pb::UpdateCredentialRequest>,
     ) -> Result<Response<pb::Credential>, Status> {
+        let ctx = crate::audit::context(&request);
         let req = request.into_inner();
         let mut msg = req
             .credential
@@ -112,7 +114,14 @@ impl CredentialService for Credentials {
         };
         let updated = self
             .store
-            .update_credential(id, expected, &edit, rotate.then_some(&secret), &self.cipher)
+            .update_credential(
+                &ctx,
+                id,
+                expected,
+                &edit,
+                rotate.then_some(&secret),
+                &self.cipher,
+            )
             .await?;
         tracing::info!(credential = %id, rotated = rotate, "credential updated");
         Ok(Response::new((&updated).into()))
@@ -122,10 +131,11 @@ impl CredentialService for Credentials {
         &self,
         request: Request<pb::DeleteCredentialRequest>,
     ) -> Result<Response<()>, Status> {
+        let ctx = crate::audit::context(&request);
         let req = request.into_inner();
         let id = convert::credential_id("name", &req.name)?;
         let expected = convert::expected_version(&id.to_string(), &req.etag)?;
-        self.store.delete_credential(id, expected).await?;
+        self.store.delete_credential(&ctx, id, expected).await?;
         tracing::info!(credential = %id, "credential deleted");
         Ok(Response::new(()))
     }

@@ -100,13 +100,16 @@ impl SmtpTestService for Tests {
         &self,
         request: Request<pb::CreateTestRequest>,
     ) -> Result<Response<pb::SmtpTest>, Status> {
+        let ctx = crate::audit::context(&request);
         let req = request.into_inner();
         let account = convert::account_id("parent", &req.parent)?;
         let test = req
             .test
             .ok_or_else(|| Error::invalid("test", "is required; give at least test.to"))?;
         let request = TestRequest::try_from(test)?;
-        Ok(Response::new(self.runner.create(account, request).await?))
+        Ok(Response::new(
+            self.runner.create(&ctx, account, request).await?,
+        ))
     }
 
     async fn get_test(

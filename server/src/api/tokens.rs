@@ -13,13 +13,13 @@ use tonic::{Request, Response, Status};
 
 /// The token service.
 pub struct Tokens {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     auth: Arc<Authenticator>,
 }
 
 impl Tokens {
     /// The service.
-    pub fn new(store: Arc<dyn Store>, auth: Arc<Authenticator>) -> Self {
+    pub fn new(store: Arc<Store>, auth: Arc<Authenticator>) -> Self {
         Self { store, auth }
     }
 }
@@ -52,6 +52,7 @@ impl TokenService for Tokens {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::ApiToken>, Status> {
+        let ctx = crate::audit::context(&request);
         let msg = request
             .into_inner()
             .token
@@ -78,7 +79,7 @@ impl TokenService for Tokens {
         let new = self.auth.new_secret();
         let record = self
             .store
-            .create_token(&name, role, &new.hash, expire_time)
+            .create_token(&ctx, &name, role, &new.hash, expire_time)
             .await?;
         tracing::info!(token = %format!("tokens/{}", record.id), role = role.as_str(), "API token created");
         let mut shown = render(&record);
@@ -105,8 +106,9 @@ impl TokenService for Tokens {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::ApiToken>, Status> {
+        let ctx = crate::audit::context(&request);
         let id = convert::parse_name("name", "tokens", &request.into_inner().name)?;
-        let record = self.store.revoke_token(id).await?;
+        let record = self.store.revoke_token(&ctx, id).await?;
         self.auth.forget(id);
         tracing::info!(token = %format!("tokens/{id}"), "API token revoked");
         Ok(Response::new(render(&record)))

@@ -86,10 +86,10 @@ where
                     if let Some(actor) = actor {
                         request.extensions_mut().insert(actor);
                     }
-                    // Store mutations made while serving this call record this context.
-                    crate::audit::CONTEXT
-                        .scope(context, inner.call(request))
-                        .await
+                    // Handlers pass this context to the store changes they make
+                    // (`crate::audit::context`), which record it.
+                    request.extensions_mut().insert(context);
+                    inner.call(request).await
                 }
                 Err(status) => {
                     tracing::info!(%path, peer = ?peer, code = ?status.code(), "call refused");

@@ -200,7 +200,7 @@ struct Cached {
 
 /// Verifies tokens.
 pub struct Authenticator {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     key: [u8; 32],
     cache: Mutex<HashMap<i64, Cached>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
@@ -213,7 +213,7 @@ const UNAUTHENTICATED: &str = "a valid API token is required: pass `authorizatio
 
 impl Authenticator {
     /// An authenticator over `store`, with token hashes keyed from the KEK.
-    pub fn new(store: Arc<dyn Store>, cipher: &Cipher) -> Self {
+    pub fn new(store: Arc<Store>, cipher: &Cipher) -> Self {
         Self {
             store,
             key: cipher.derive("mailplane:api-token-hash"),
@@ -421,7 +421,7 @@ pub fn bootstrap_file(data_dir: &Path) -> PathBuf {
 /// On the first start of an empty database, creates an admin token and writes it to a 0600
 /// file in the data dir, like Vault's root token. Returns the token when one was made.
 pub async fn bootstrap(
-    store: &dyn Store,
+    store: &Store,
     auth: &Authenticator,
     data_dir: &Path,
 ) -> Result<Option<String>> {
@@ -430,7 +430,13 @@ pub async fn bootstrap(
     }
     let new = auth.new_secret();
     let record = match store
-        .create_token("bootstrap admin", Role::Admin, &new.hash, None)
+        .create_token(
+            &crate::audit::AuditContext::system(),
+            "bootstrap admin",
+            Role::Admin,
+            &new.hash,
+            None,
+        )
         .await
     {
         Ok(record) => record,

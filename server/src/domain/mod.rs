@@ -5,8 +5,10 @@
 //! update (after its field mask is applied) check exactly the same things.
 
 pub mod account;
+pub mod audit;
 pub mod connector;
 pub mod credential;
+pub mod rules;
 pub mod smtp_test;
 pub mod token;
 pub mod validate;

@@ -58,7 +58,7 @@ impl Default for SmtpSettings {
 
 /// Starts, tracks and reports tests.
 pub struct TestRunner {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     cipher: Cipher,
     settings: SmtpSettings,
     registry: Arc<Registry>,
@@ -95,7 +95,7 @@ pub fn decode(stored: &StoredTest) -> Result<pb::SmtpTest> {
 impl TestRunner {
     /// A runner over `store`.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         cipher: Cipher,
         settings: SmtpSettings,
         registry: Arc<Registry>,
@@ -208,6 +208,7 @@ impl TestRunner {
     /// Stores a test and starts its session in the background.
     pub async fn create(
         self: &Arc<Self>,
+        ctx: &crate::audit::AuditContext,
         account: AccountId,
         request: TestRequest,
     ) -> Result<pb::SmtpTest> {
@@ -231,7 +232,7 @@ impl TestRunner {
         };
         let name = self
             .store
-            .create_test(account.id, TestState::Queued, &test.encode_to_vec())
+            .create_test(ctx, account.id, TestState::Queued, &test.encode_to_vec())
             .await?;
         test.name = name.to_string();
         let live = Arc::new(LiveTest::new(test.clone()));

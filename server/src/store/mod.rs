@@ -1,24 +1,43 @@
 //! Persistence: SQLite (the embedded default) and PostgreSQL (several replicas, one database).
 //!
-//! Both backends run the same SQL, written once in [`sql`], and so pass the same tests. The
-//! invariants that matter (unique names, one default account, etags) are enforced inside one
-//! transaction per change, and the database backs them with constraints: a unique index on the
-//! case-folded name and a unique partial index on `is_default`.
+//! [`Store`] is one type over both backends. Its operations are ordinary methods, grouped by
+//! resource: [`accounts`], [`credentials`], [`tests`] (SMTP tests), [`connectors`], [`agents`],
+//! [`tokens`], [`audit`] and [`meta`] (installation metadata and the key check). Each writes
+//! its SQL once; `db.rs` runs that text on either backend (both accept `$N` placeholders,
+//! `RETURNING`, partial unique indexes and `LIKE … ESCAPE`), and `rows.rs` holds the
+//! `sqlx::FromRow` row types and the one list of account columns. Only opening a database and
+//! beginning a write transaction differ per backend, in [`sqlite`] and [`postgres`].
+//!
+//! The rules (the first account becomes the default, the default-account rules, credential
+//! fit, in-use checks) are decided by plain functions in [`crate::domain::rules`]; the store
+//! runs them inside its write transaction, so the check-then-write cannot race another writer,
+//! and the database backs the invariants with constraints (a unique index on the case-folded
+//! name, a unique partial index on `is_default`). Every change that is audited takes the
+//! caller's [`crate::audit::AuditContext`] as its first argument and records its event in the
+//! same transaction; bookkeeping writes (heartbeats, token use, test progress, metadata)
+//! record none and take none.
 
-mod postgres;
-mod sql;
-mod sqlite;
+pub mod accounts;
+pub mod agents;
+pub mod audit;
+pub mod connectors;
+pub mod credentials;
+mod db;
+pub mod meta;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+pub mod tests;
+pub mod tokens;
 
-use crate::crypto::{Cipher, Sealed};
-use crate::domain::{
-    Account, AccountFilter, AccountId, AccountSpec, AgentName, AgentRecord, Connector, ConnectorId,
-    ConnectorSpec, Credential, CredentialId, CredentialSpec, Micros, Role, StoredTest, TestName,
-    TestState, TokenRecord,
-};
+use crate::domain::{AccountSpec, ConnectorSpec, CredentialSpec};
 use crate::error::Result;
-use crate::secret::Secret;
+use db::{Conn, Query, Record};
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Sqlite, Transaction};
 use std::path::Path;
 use std::sync::Arc;
+use tokio::sync::MutexGuard;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -33,173 +52,109 @@ pub type CredentialEdit<'a> = &'a (dyn Fn(&mut CredentialSpec) -> Result<()> + S
 /// A change to a connector, applied like [`AccountEdit`].
 pub type ConnectorEdit<'a> = &'a (dyn Fn(&mut ConnectorSpec) -> Result<()> + Send + Sync);
 
-/// What the server needs from a database.
-#[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Creates an account. The first account becomes the default; `is_default` moves the flag.
-    async fn create_account(&self, spec: AccountSpec) -> Result<Account>;
-    /// Reads one account.
-    async fn get_account(&self, id: AccountId) -> Result<Account>;
-    /// Lists up to `limit` accounts with ids above `after`, ordered by id.
-    async fn list_accounts(
-        &self,
-        filter: &AccountFilter,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<Account>>;
-    /// Applies `edit` to an account whose version is `expected_version` (when given).
-    async fn update_account(
-        &self,
-        id: AccountId,
-        expected_version: Option<i64>,
-        edit: AccountEdit<'_>,
-    ) -> Result<Account>;
-    /// Deletes an account; refused for the default while others exist.
-    async fn delete_account(&self, id: AccountId, expected_version: Option<i64>) -> Result<()>;
-    /// Makes an account the default, clearing the previous default in the same transaction.
-    async fn set_default_account(&self, id: AccountId) -> Result<Account>;
+/// The database, whichever backend it is. Shared as `Arc<Store>`.
+#[derive(Debug)]
+pub enum Store {
+    /// The embedded SQLite file.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database.
+    Postgres(PgStore),
+}
 
-    /// Creates a credential, sealing `secret` under `cipher`.
-    async fn create_credential(
-        &self,
-        spec: CredentialSpec,
-        secret: &Secret,
-        cipher: &Cipher,
-    ) -> Result<Credential>;
-    /// Reads one credential, without its secret.
-    async fn get_credential(&self, id: CredentialId) -> Result<Credential>;
-    /// Lists up to `limit` credentials with ids above `after`, ordered by id.
-    async fn list_credentials(&self, after: i64, limit: u32) -> Result<Vec<Credential>>;
-    /// Applies `edit`, and rotates the secret when `new_secret` is given.
-    async fn update_credential(
-        &self,
-        id: CredentialId,
-        expected_version: Option<i64>,
-        edit: CredentialEdit<'_>,
-        new_secret: Option<&Secret>,
-        cipher: &Cipher,
-    ) -> Result<Credential>;
-    /// Deletes a credential; refused while accounts use it.
-    async fn delete_credential(
-        &self,
-        id: CredentialId,
-        expected_version: Option<i64>,
-    ) -> Result<()>;
-    /// Decrypts a credential's secret, for the SMTP session that needs it.
-    async fn credential_secret(&self, id: CredentialId, cipher: &Cipher) -> Result<Secret>;
+/// A write transaction: the backend's writer lock is held until it commits or is dropped.
+struct Write<'a> {
+    tx: Tx,
+    // Dropped after the transaction (fields drop in order).
+    _guard: Option<MutexGuard<'a, ()>>,
+}
 
-    /// Stores a new test for `account`; `NotFound` if the account is gone.
-    async fn create_test(
-        &self,
-        account: AccountId,
-        state: TestState,
-        payload: &[u8],
-    ) -> Result<TestName>;
-    /// Replaces a test's state and payload.
-    async fn update_test(&self, name: TestName, state: TestState, payload: &[u8]) -> Result<()>;
-    /// Reads one test.
-    async fn get_test(&self, name: TestName) -> Result<StoredTest>;
-    /// Lists up to `limit` of an account's tests with ids below `before` (0: from the newest),
-    /// newest first.
-    async fn list_tests(
-        &self,
-        account: AccountId,
-        before: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredTest>>;
-    /// Tests still queued or running that were created before `before`: left over by a server
-    /// that stopped without finishing them.
-    async fn stale_tests(&self, before: Micros) -> Result<Vec<StoredTest>>;
+enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
 
-    /// Creates a connector.
-    async fn create_connector(&self, spec: ConnectorSpec) -> Result<Connector>;
-    /// Reads one connector.
-    async fn get_connector(&self, id: ConnectorId) -> Result<Connector>;
-    /// Lists up to `limit` connectors with ids above `after`, ordered by id.
-    async fn list_connectors(&self, after: i64, limit: u32) -> Result<Vec<Connector>>;
-    /// Applies `edit` to a connector whose version is `expected_version` (when given).
-    async fn update_connector(
-        &self,
-        id: ConnectorId,
-        expected_version: Option<i64>,
-        edit: ConnectorEdit<'_>,
-    ) -> Result<Connector>;
-    /// Deletes a connector; refused while accounts use it.
-    async fn delete_connector(&self, id: ConnectorId, expected_version: Option<i64>) -> Result<()>;
-    /// Stores the hash of a new enrollment token.
-    async fn create_enrollment_token(
-        &self,
-        connector: ConnectorId,
-        token_hash: &str,
-        expire_time: Micros,
-    ) -> Result<()>;
-    /// Uses up an enrollment token and records a new agent, in one transaction; a token that
-    /// is unknown, used or expired gives `Unauthenticated`.
-    async fn enroll_agent(
-        &self,
-        token_hash: &str,
-        hostname: &str,
-        version: &str,
-    ) -> Result<AgentRecord>;
-    /// Records the certificate an agent now authenticates with.
-    async fn set_agent_certificate(
-        &self,
-        agent: AgentName,
-        fingerprint: &str,
-        not_after: Micros,
-    ) -> Result<()>;
-    /// The agent whose certificate has this SHA-256 fingerprint.
-    async fn agent_by_fingerprint(&self, fingerprint: &str) -> Result<Option<AgentRecord>>;
-    /// A connector's agents, ordered by id.
-    async fn list_agents(&self, connector: ConnectorId) -> Result<Vec<AgentRecord>>;
-    /// Revokes an agent.
-    async fn revoke_agent(&self, agent: AgentName) -> Result<AgentRecord>;
-    /// The ids of every revoked agent.
-    async fn revoked_agent_ids(&self) -> Result<Vec<i64>>;
-    /// Records that an agent was heard from.
-    async fn touch_agent(&self, agent: AgentName, hostname: &str, version: &str) -> Result<()>;
-    /// Creates an API token with the keyed hash of its secret.
-    async fn create_token(
-        &self,
-        display_name: &str,
-        role: Role,
-        secret_hash: &str,
-        expire_time: Option<Micros>,
-    ) -> Result<TokenRecord>;
-    /// A token and its secret's hash, for authentication.
-    async fn token_for_auth(&self, id: i64) -> Result<Option<(TokenRecord, String)>>;
-    /// Lists up to `limit` tokens with ids above `after`.
-    async fn list_tokens(&self, after: i64, limit: u32) -> Result<Vec<TokenRecord>>;
-    /// Revokes a token.
-    async fn revoke_token(&self, id: i64) -> Result<TokenRecord>;
-    /// Records that a token was used.
-    async fn touch_token(&self, id: i64) -> Result<()>;
-    /// How many tokens exist (revoked ones too).
-    async fn token_count(&self) -> Result<i64>;
-    /// Records a refused call in the audit log.
-    async fn record_denied(&self, ctx: &crate::audit::AuditContext, reason: &str) -> Result<()>;
-    /// Audit events matching `filter` with ids below `before` (0: from the newest), newest first.
-    async fn list_audit_events(
-        &self,
-        filter: &crate::audit::AuditFilter,
-        before: i64,
-        limit: u32,
-    ) -> Result<Vec<crate::audit::AuditEvent>>;
-    /// Audit events with ids above `after`, oldest first (for the export sink).
-    async fn audit_events_after(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<crate::audit::AuditEvent>>;
-    /// A value of the installation's metadata.
-    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
-    /// Stores a metadata value unless one exists (the first writer wins among replicas).
-    async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<()>;
+impl Write<'_> {
+    /// The transaction's connection.
+    fn conn(&mut self) -> Conn<'_> {
+        match &mut self.tx {
+            Tx::Sqlite(tx) => Conn::Sqlite(tx),
+            Tx::Postgres(tx) => Conn::Postgres(tx),
+        }
+    }
 
-    /// The sealed key check, if the database has one.
-    async fn key_check(&self) -> Result<Option<Sealed>>;
-    /// Stores the key check (first start only).
-    async fn set_key_check(&self, check: &Sealed) -> Result<()>;
+    /// Commits, then lets the next writer in.
+    async fn commit(self) -> Result<()> {
+        let Write { tx, _guard } = self;
+        match tx {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// A connection from the pool, for reads and writes outside a transaction.
+enum Read {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl Read {
+    /// The connection.
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Read::Sqlite(c) => Conn::Sqlite(c),
+            Read::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+impl Store {
+    /// Begins a write transaction. SQLite queues this process's writers and takes the write
+    /// lock up front (`BEGIN IMMEDIATE`); PostgreSQL takes a transaction-scoped advisory lock.
+    async fn begin_write(&self) -> Result<Write<'_>> {
+        Ok(match self {
+            Store::Sqlite(s) => {
+                let (tx, guard) = s.begin_write().await?;
+                Write {
+                    tx: Tx::Sqlite(tx),
+                    _guard: Some(guard),
+                }
+            }
+            Store::Postgres(p) => Write {
+                tx: Tx::Postgres(p.begin_write().await?),
+                _guard: None,
+            },
+        })
+    }
+
+    /// A connection from the pool.
+    async fn read(&self) -> Result<Read> {
+        Ok(match self {
+            Store::Sqlite(s) => Read::Sqlite(s.pool.acquire().await?),
+            Store::Postgres(p) => Read::Postgres(p.pool.acquire().await?),
+        })
+    }
+
+    /// Every row a query returns, outside any transaction.
+    async fn all<T: Record>(&self, q: &Query) -> Result<Vec<T>> {
+        Ok(self.read().await?.conn().all(q).await?)
+    }
+
+    /// The first row a query returns, if any, outside any transaction.
+    async fn optional<T: Record>(&self, q: &Query) -> Result<Option<T>> {
+        Ok(self.read().await?.conn().optional(q).await?)
+    }
+
+    /// The one row a query returns, outside any transaction.
+    async fn one<T: Record>(&self, q: &Query) -> Result<T> {
+        Ok(self.read().await?.conn().one(q).await?)
+    }
+
+    /// Runs a statement outside any transaction.
+    async fn execute(&self, q: &Query) -> Result<u64> {
+        Ok(self.read().await?.conn().execute(q).await?)
+    }
 }
 
 /// Which database a URL names.
@@ -246,11 +201,11 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Opens (creating and migrating as needed) the database that `url` names.
-pub async fn open(url: &DatabaseUrl) -> std::result::Result<Arc<dyn Store>, sqlx::Error> {
-    Ok(match url {
-        DatabaseUrl::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
-        DatabaseUrl::Postgres(url) => Arc::new(PgStore::open(url).await?),
-    })
+pub async fn open(url: &DatabaseUrl) -> std::result::Result<Arc<Store>, sqlx::Error> {
+    Ok(Arc::new(match url {
+        DatabaseUrl::Sqlite(path) => Store::Sqlite(SqliteStore::open(path).await?),
+        DatabaseUrl::Postgres(url) => Store::Postgres(PgStore::open(url).await?),
+    }))
 }
 
 /// Opens the default SQLite database in `data_dir`.
@@ -259,7 +214,7 @@ pub fn default_sqlite(data_dir: &Path) -> DatabaseUrl {
 }
 
 #[cfg(test)]
-mod tests {
+mod url_tests {
     use super::*;
 
     #[test]

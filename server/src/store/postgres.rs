@@ -1,6 +1,5 @@
 //! The PostgreSQL backend, for several server replicas sharing one database.
 
-use super::sql::sql_store;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,12 +11,7 @@ const WRITE_LOCK_KEY: i64 = 0x6d61_696c_706c_616e; // "mailplan"
 /// The PostgreSQL store.
 #[derive(Debug)]
 pub struct PgStore {
-    pool: PgPool,
-}
-
-/// A write transaction, holding the advisory lock until it ends.
-pub(super) struct Write {
-    pub(super) tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    pub(super) pool: PgPool,
 }
 
 impl PgStore {
@@ -33,14 +27,15 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    async fn begin_write(&self) -> Result<Write, sqlx::Error> {
+    /// Begins a write transaction holding the advisory lock until it ends.
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK_KEY)
             .execute(&mut *tx)
             .await?;
-        Ok(Write { tx })
+        Ok(tx)
     }
 }
-
-sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

@@ -1,7 +1,6 @@
 //! The embedded SQLite backend: one file in the data directory, in WAL mode, created and
 //! migrated on start.
 
-use super::sql::sql_store;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -12,16 +11,10 @@ use tokio::sync::{Mutex, MutexGuard};
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// SQLite has one writer at a time; queuing this process's writers here keeps them from
     /// spinning on the database lock.
     write_lock: Mutex<()>,
-}
-
-/// A write transaction, holding the writer lock until it ends.
-pub(super) struct Write<'a> {
-    pub(super) tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _guard: MutexGuard<'a, ()>,
 }
 
 impl SqliteStore {
@@ -53,15 +46,13 @@ impl SqliteStore {
         })
     }
 
-    async fn begin_write(&self) -> Result<Write<'_>, sqlx::Error> {
+    /// Begins a write transaction, after this process's earlier writers.
+    pub(super) async fn begin_write(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, MutexGuard<'_, ()>), sqlx::Error> {
         let guard = self.write_lock.lock().await;
         // IMMEDIATE takes the write lock up front (waiting out other writers, such as another
         // process, with the busy timeout) instead of failing when a read upgrades to a write.
-        Ok(Write {
-            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            _guard: guard,
-        })
+        Ok((self.pool.begin_with("BEGIN IMMEDIATE").await?, guard))
     }
 }
-
-sql_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);

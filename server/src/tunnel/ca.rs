@@ -70,7 +70,7 @@ fn validity(params: &mut CertificateParams, lifetime: Duration) -> Result<Micros
 
 impl AgentCa {
     /// Loads the CA from the database, creating it on the first start.
-    pub async fn load_or_create(store: &dyn Store, cipher: &Cipher) -> Result<Self> {
+    pub async fn load_or_create(store: &Store, cipher: &Cipher) -> Result<Self> {
         if store.get_meta(META_KEY).await?.is_none() {
             let key = KeyPair::generate().map_err(ca_error)?;
             let mut params = CertificateParams::default();

@@ -22,7 +22,7 @@ pub fn token_hash(token: &str) -> String {
 
 /// The agent-facing service.
 pub struct AgentApi {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     ca: Arc<AgentCa>,
     registry: Arc<Registry>,
     heartbeat: Duration,
@@ -32,7 +32,7 @@ impl AgentApi {
     /// The service; the server sends a heartbeat every `heartbeat`, and a stream silent for
     /// three of them is considered dead.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         ca: Arc<AgentCa>,
         registry: Arc<Registry>,
         heartbeat: Duration,
@@ -111,12 +111,9 @@ impl AgentService for AgentApi {
             peer,
             rpc: "/mailplane.v1.AgentService/Enroll".into(),
         };
-        let agent = crate::audit::CONTEXT
-            .scope(
-                context,
-                self.store
-                    .enroll_agent(&token_hash(&req.token), &hostname, &version),
-            )
+        let agent = self
+            .store
+            .enroll_agent(&context, &token_hash(&req.token), &hostname, &version)
             .await?;
         let issued = self.ca.sign_agent(&req.csr_pem, agent.name)?;
         self.store

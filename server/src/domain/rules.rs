@@ -1,0 +1,227 @@
+//! The rules the store enforces inside its write transactions, as plain functions that decide.
+//!
+//! The store reads what a rule needs (the current record, how many accounts exist, which
+//! accounts use a credential), asks the rule, and writes what it decided, all in one
+//! transaction. The rules never touch the database, so they are tested here without one.
+
+use super::{
+    Account, AccountId, AccountSpec, AuthMechanism, ConnectorId, CredentialId, CredentialKind,
+    Micros, etag, mechanism_for,
+};
+use crate::error::{Error, Result};
+
+/// Creating an account: the first account becomes the default, and so must be enabled.
+/// Returns whether the new account takes the default flag (clearing it on the others).
+pub fn create_account(spec: &mut AccountSpec, existing_accounts: i64) -> Result<bool> {
+    if existing_accounts == 0 {
+        if !spec.enabled {
+            return Err(Error::FailedPrecondition(
+                "the first account becomes the default account, and a default account must be \
+                 enabled; create it enabled"
+                    .into(),
+            ));
+        }
+        spec.is_default = true;
+    }
+    Ok(spec.is_default)
+}
+
+/// Updating an account: the default cannot give up the flag (another account must take it) or
+/// be disabled. Returns whether the account takes the default flag from another one.
+pub fn update_account(id: AccountId, current: &AccountSpec, new: &AccountSpec) -> Result<bool> {
+    if current.is_default && !new.is_default {
+        return Err(Error::FailedPrecondition(format!(
+            "{id} is the default account; make another account the default \
+             (SetDefaultAccount) instead of clearing is_default"
+        )));
+    }
+    if current.is_default && !new.enabled {
+        return Err(Error::FailedPrecondition(format!(
+            "{id} is the default account and must stay enabled; make another account the \
+             default first"
+        )));
+    }
+    new.check()?;
+    Ok(new.is_default && !current.is_default)
+}
+
+/// Deleting an account: the default cannot go while other accounts exist.
+pub fn delete_account(id: AccountId, current: &AccountSpec, existing_accounts: i64) -> Result<()> {
+    if current.is_default && existing_accounts > 1 {
+        return Err(Error::FailedPrecondition(format!(
+            "{id} is the default account and other accounts exist; make another account the \
+             default (mailplane accounts set-default) before deleting it"
+        )));
+    }
+    Ok(())
+}
+
+/// Making an account the default: `false` when it already is (nothing to do); a disabled
+/// account cannot be the default.
+pub fn set_default_account(id: AccountId, current: &AccountSpec) -> Result<bool> {
+    if current.is_default {
+        return Ok(false);
+    }
+    if !current.enabled {
+        return Err(Error::FailedPrecondition(format!(
+            "{id} is disabled, and a default account must be enabled; enable it first"
+        )));
+    }
+    Ok(true)
+}
+
+/// An account naming a credential: `kind` is the credential's, or `None` if it does not exist.
+/// Fills in the mechanism from the kind when none was chosen, and checks that they fit.
+pub fn account_credential(
+    spec: &mut AccountSpec,
+    id: CredentialId,
+    kind: Option<CredentialKind>,
+) -> Result<()> {
+    let Some(kind) = kind else {
+        return Err(Error::FailedPrecondition(format!(
+            "credential {id} does not exist; create it first (mailplane credentials create) or \
+             name an existing one"
+        )));
+    };
+    if spec.auth_mechanism.is_none() {
+        spec.auth_mechanism = Some(mechanism_for(kind));
+    }
+    spec.check_credential(kind)
+}
+
+/// An account naming a network connector that does not exist.
+pub fn missing_connector(id: ConnectorId) -> Error {
+    Error::FailedPrecondition(format!(
+        "network connector {id} does not exist; create it first (mailplane connectors create) \
+         or name an existing one"
+    ))
+}
+
+/// Changing a credential's kind: every account using it must still fit the new kind.
+pub fn credential_kind(id: CredentialId, kind: CredentialKind, users: &[Account]) -> Result<()> {
+    for account in users {
+        account.spec.check_credential(kind).map_err(|_| {
+            Error::FailedPrecondition(format!(
+                "{} uses {id} with auth_mechanism {}, which does not fit kind {}; change the \
+                 account first",
+                account.id,
+                account
+                    .spec
+                    .auth_mechanism
+                    .map_or("", AuthMechanism::as_str),
+                kind.as_str()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// `FailedPrecondition` naming the accounts (id and name) that still use `name`.
+pub fn not_in_use(name: &str, users: &[(i64, String)], advice: &str) -> Result<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = users
+        .iter()
+        .map(|(id, account)| format!("{} ({account})", AccountId(*id)))
+        .collect();
+    Err(Error::FailedPrecondition(format!(
+        "{name} is used by {}; {advice}",
+        names.join(", ")
+    )))
+}
+
+/// `Aborted` when the caller's etag names another version than the current one.
+pub fn check_version(name: &str, expected: Option<i64>, current: i64) -> Result<()> {
+    match expected {
+        Some(expected) if expected != current => Err(Error::Aborted(format!(
+            "{name} was changed by someone else (your etag {} is stale, the current one is {}); \
+             read it again and reapply your change",
+            etag(expected),
+            etag(current)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Using an enrollment token, given its stored `(connector, expire_time, used_time)` if it
+/// exists: the connector it enrolls into, or why it cannot be used.
+pub fn enrollment_token(
+    token: Option<(i64, Micros, Option<Micros>)>,
+    now: Micros,
+) -> Result<ConnectorId> {
+    match token {
+        None => Err(Error::Unauthenticated(
+            "the enrollment token is not valid; create one with `mailplane connectors token \
+             CONNECTOR`"
+                .into(),
+        )),
+        Some((_, _, Some(_))) => Err(Error::Unauthenticated(
+            "the enrollment token was already used (each token enrolls one agent); create a new \
+             one with `mailplane connectors token`"
+                .into(),
+        )),
+        Some((_, expire, None)) if expire <= now => Err(Error::Unauthenticated(
+            "the enrollment token has expired; create a new one with `mailplane connectors \
+             token`"
+                .into(),
+        )),
+        Some((connector, _, None)) => Ok(ConnectorId(connector)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::account::tests::spec;
+
+    #[test]
+    fn the_first_account_becomes_the_default() {
+        let mut s = spec();
+        assert!(create_account(&mut s, 0).unwrap());
+        assert!(s.is_default);
+        let mut s = spec();
+        assert!(!create_account(&mut s, 3).unwrap());
+        let mut s = AccountSpec {
+            enabled: false,
+            ..spec()
+        };
+        assert!(create_account(&mut s, 0).is_err());
+    }
+
+    #[test]
+    fn the_default_keeps_its_flag_and_stays_enabled() {
+        let id = AccountId(1);
+        let default = AccountSpec {
+            is_default: true,
+            ..spec()
+        };
+        let cleared = AccountSpec {
+            is_default: false,
+            ..spec()
+        };
+        assert!(update_account(id, &default, &cleared).is_err());
+        assert!(update_account(id, &spec(), &default).unwrap());
+        assert!(delete_account(id, &default, 2).is_err());
+        assert!(delete_account(id, &default, 1).is_ok());
+        assert!(!set_default_account(id, &default).unwrap());
+        let disabled = AccountSpec {
+            enabled: false,
+            ..spec()
+        };
+        assert!(set_default_account(id, &disabled).is_err());
+    }
+
+    #[test]
+    fn messages_name_the_users_and_the_versions() {
+        let err = not_in_use("credentials/2", &[(1, "a".into())], "fix it").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "credentials/2 is used by accounts/1 (a); fix it"
+        );
+        assert!(check_version("accounts/1", Some(1), 2).is_err());
+        assert!(check_version("accounts/1", None, 2).is_ok());
+        assert!(enrollment_token(Some((1, 10, None)), 5).is_ok());
+        assert!(enrollment_token(Some((1, 10, None)), 10).is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! The audit log's table: events recorded inside the change's own transaction, refusals, and
+//! the event lists.
+
+use super::db::query;
+use super::{Store, Write};
+use crate::audit::{AuditContext, AuditEvent, AuditFilter};
+use crate::domain::now_micros;
+use crate::error::Result;
+
+/// The columns of an event.
+const EVENT_COLUMNS: &str = "id, time, actor, peer, rpc, resource, outcome, diff";
+
+/// A row of `audit_events`.
+#[derive(Debug, sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    time: i64,
+    actor: String,
+    peer: String,
+    rpc: String,
+    resource: String,
+    outcome: String,
+    diff: String,
+}
+
+impl From<EventRow> for AuditEvent {
+    fn from(r: EventRow) -> Self {
+        AuditEvent {
+            id: r.id,
+            time: r.time,
+            actor: r.actor,
+            peer: r.peer,
+            rpc: r.rpc,
+            resource: r.resource,
+            outcome: r.outcome,
+            diff: r.diff,
+        }
+    }
+}
+
+/// Records a successful change to `resource` by `ctx`, in the change's transaction.
+pub(super) async fn record(
+    w: &mut Write<'_>,
+    ctx: &AuditContext,
+    resource: &str,
+    diff: serde_json::Value,
+) -> Result<()> {
+    let q = query(
+        "INSERT INTO audit_events (time, actor, peer, rpc, resource, outcome, diff) \
+         VALUES ($1, $2, $3, $4, $5, 'ok', $6)",
+    )
+    .bind(now_micros())
+    .bind(&ctx.actor)
+    .bind(&ctx.peer)
+    .bind(&ctx.rpc)
+    .bind(resource)
+    .bind(diff.to_string());
+    w.conn().execute(&q).await?;
+    Ok(())
+}
+
+/// A `LIKE` pattern matching `needle` as a substring, case and all, with the pattern characters
+/// in `needle` escaped.
+fn like_contains_exact_case(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+impl Store {
+    /// Records a refused call in the audit log.
+    pub async fn record_denied(&self, ctx: &AuditContext, reason: &str) -> Result<()> {
+        let q = query(
+            "INSERT INTO audit_events (time, actor, peer, rpc, resource, outcome, diff) \
+             VALUES ($1, $2, $3, $4, '', 'denied', $5)",
+        )
+        .bind(now_micros())
+        .bind(&ctx.actor)
+        .bind(&ctx.peer)
+        .bind(&ctx.rpc)
+        .bind(serde_json::json!({ "reason": reason }).to_string());
+        self.execute(&q).await?;
+        Ok(())
+    }
+
+    /// Audit events matching `filter` with ids below `before` (0: from the newest), newest first.
+    pub async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        let q = query(format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events \
+             WHERE ($1 = 0 OR id < $1) AND ($2 = '' OR resource = $2) \
+             AND ($3 = '' OR actor LIKE $3 ESCAPE '\\') AND time >= $4 AND time < $5 \
+             ORDER BY id DESC LIMIT $6"
+        ))
+        .bind(before)
+        .bind(filter.resource.clone().unwrap_or_default())
+        .bind(
+            filter
+                .actor
+                .as_deref()
+                .map(like_contains_exact_case)
+                .unwrap_or_default(),
+        )
+        .bind(filter.start.unwrap_or(i64::MIN))
+        .bind(filter.end.unwrap_or(i64::MAX))
+        .bind(i64::from(limit));
+        let rows: Vec<EventRow> = self.all(&q).await?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+
+    /// Audit events with ids above `after`, oldest first (for the export sink).
+    pub async fn audit_events_after(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>> {
+        let q = query(format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit));
+        let rows: Vec<EventRow> = self.all(&q).await?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actor_pattern_keeps_case_and_escapes() {
+        assert_eq!(like_contains_exact_case("T_1%"), "%T\\_1\\%%");
+    }
+}

@@ -1,0 +1,182 @@
+//! Credentials: a user name and a secret sealed at rest under the key file's key.
+
+use super::audit::record;
+use super::db::{Conn, query};
+use super::rows::{CREDENTIAL_COLUMNS, CredentialRow, convert};
+use super::{CredentialEdit, Store, Write, accounts};
+use crate::audit::{AuditContext, REDACTED, diff};
+use crate::crypto::{Cipher, Sealed};
+use crate::domain::{Credential, CredentialId, CredentialSpec, now_micros, rules};
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+
+/// A credential's sealed secret: nonce and ciphertext, both NULL until a secret is set.
+type SealedRow = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// One credential, on `conn`.
+pub(super) async fn fetch(conn: &mut Conn<'_>, id: CredentialId) -> Result<Credential> {
+    let q = query(format!(
+        "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id = $1"
+    ))
+    .bind(id.0);
+    match conn.optional::<CredentialRow>(&q).await? {
+        Some(row) => row.try_into(),
+        None => Err(Error::NotFound(id.to_string())),
+    }
+}
+
+/// Seals `secret` under `cipher` (bound to the credential's name) and stores it.
+async fn seal_secret(
+    w: &mut Write<'_>,
+    id: CredentialId,
+    secret: &Secret,
+    cipher: &Cipher,
+    now: i64,
+) -> Result<()> {
+    let sealed = cipher.seal(id.to_string().as_bytes(), secret.expose().as_bytes())?;
+    let q = query(
+        "UPDATE credentials SET secret_nonce = $1, secret_ciphertext = $2, \
+         secret_update_time = $3 WHERE id = $4",
+    )
+    .bind(sealed.nonce)
+    .bind(sealed.ciphertext)
+    .bind(now)
+    .bind(id.0);
+    w.conn().execute(&q).await?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates a credential, sealing `secret` under `cipher`.
+    pub async fn create_credential(
+        &self,
+        ctx: &AuditContext,
+        spec: CredentialSpec,
+        secret: &Secret,
+        cipher: &Cipher,
+    ) -> Result<Credential> {
+        let mut w = self.begin_write().await?;
+        let now = now_micros();
+        let q = query(
+            "INSERT INTO credentials (display_name, username, kind, version, create_time, \
+             update_time) VALUES ($1, $2, $3, 1, $4, $4) RETURNING id",
+        )
+        .bind(&spec.display_name)
+        .bind(&spec.username)
+        .bind(spec.kind.as_str())
+        .bind(now);
+        let (id,): (i64,) = w.conn().one(&q).await?;
+        let id = CredentialId(id);
+        seal_secret(&mut w, id, secret, cipher, now).await?;
+        let created = fetch(&mut w.conn(), id).await?;
+        let mut after = created.audit_json();
+        after["secret"] = serde_json::Value::from(REDACTED);
+        record(&mut w, ctx, &id.to_string(), diff(None, Some(&after))).await?;
+        w.commit().await?;
+        Ok(created)
+    }
+
+    /// Reads one credential, without its secret.
+    pub async fn get_credential(&self, id: CredentialId) -> Result<Credential> {
+        fetch(&mut self.read().await?.conn(), id).await
+    }
+
+    /// Lists up to `limit` credentials with ids above `after`, ordered by id.
+    pub async fn list_credentials(&self, after: i64, limit: u32) -> Result<Vec<Credential>> {
+        let q = query(format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(i64::from(limit));
+        convert(self.all::<CredentialRow>(&q).await?)
+    }
+
+    /// Applies `edit`, and rotates the secret when `new_secret` is given.
+    pub async fn update_credential(
+        &self,
+        ctx: &AuditContext,
+        id: CredentialId,
+        expected_version: Option<i64>,
+        edit: CredentialEdit<'_>,
+        new_secret: Option<&Secret>,
+        cipher: &Cipher,
+    ) -> Result<Credential> {
+        let mut w = self.begin_write().await?;
+        let current = fetch(&mut w.conn(), id).await?;
+        rules::check_version(&id.to_string(), expected_version, current.version)?;
+        let mut spec = current.spec.clone();
+        edit(&mut spec)?;
+        if spec.kind != current.spec.kind {
+            // Accounts that use the credential must still fit its new kind.
+            let users = accounts::using_credential(&mut w.conn(), id.0).await?;
+            rules::credential_kind(id, spec.kind, &users)?;
+        }
+        let now = now_micros();
+        let q = query(
+            "UPDATE credentials SET display_name = $1, username = $2, kind = $3, \
+             version = version + 1, update_time = $4 WHERE id = $5",
+        )
+        .bind(&spec.display_name)
+        .bind(&spec.username)
+        .bind(spec.kind.as_str())
+        .bind(now)
+        .bind(id.0);
+        w.conn().execute(&q).await?;
+        if let Some(secret) = new_secret {
+            seal_secret(&mut w, id, secret, cipher, now).await?;
+        }
+        let updated = fetch(&mut w.conn(), id).await?;
+        let mut change = diff(Some(&current.audit_json()), Some(&updated.audit_json()));
+        if new_secret.is_some() {
+            change["secret"] = serde_json::json!({ "before": REDACTED, "after": REDACTED });
+        }
+        record(&mut w, ctx, &id.to_string(), change).await?;
+        w.commit().await?;
+        Ok(updated)
+    }
+
+    /// Deletes a credential; refused while accounts use it.
+    pub async fn delete_credential(
+        &self,
+        ctx: &AuditContext,
+        id: CredentialId,
+        expected_version: Option<i64>,
+    ) -> Result<()> {
+        let mut w = self.begin_write().await?;
+        let current = fetch(&mut w.conn(), id).await?;
+        rules::check_version(&id.to_string(), expected_version, current.version)?;
+        let q = query("SELECT id, account_name FROM accounts WHERE credential_id = $1 ORDER BY id")
+            .bind(id.0);
+        let users: Vec<(i64, String)> = w.conn().all(&q).await?;
+        rules::not_in_use(
+            &id.to_string(),
+            &users,
+            "point those accounts at another credential first",
+        )?;
+        w.conn()
+            .execute(&query("DELETE FROM credentials WHERE id = $1").bind(id.0))
+            .await
+            .map_err(|e| accounts::write_error(e, None))?;
+        let change = diff(Some(&current.audit_json()), None);
+        record(&mut w, ctx, &id.to_string(), change).await?;
+        w.commit().await
+    }
+
+    /// Decrypts a credential's secret, for the SMTP session that needs it.
+    pub async fn credential_secret(&self, id: CredentialId, cipher: &Cipher) -> Result<Secret> {
+        let q = query("SELECT secret_nonce, secret_ciphertext FROM credentials WHERE id = $1")
+            .bind(id.0);
+        let row: Option<SealedRow> = self.optional(&q).await?;
+        match row {
+            None => Err(Error::NotFound(id.to_string())),
+            Some((Some(nonce), Some(ciphertext))) => {
+                let plain =
+                    cipher.open(id.to_string().as_bytes(), &Sealed { nonce, ciphertext })?;
+                String::from_utf8(plain)
+                    .map(Secret::new)
+                    .map_err(|_| Error::Crypto("stored secret is not UTF-8".into()))
+            }
+            Some(_) => Err(Error::FailedPrecondition(format!("{id} has no secret"))),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! SMTP tests: their state and payload (the runner's encoded `SmtpTest`), per account.
+
+use super::Store;
+use super::audit::record;
+use super::db::query;
+use super::rows::{TEST_COLUMNS, TestRow, convert};
+use crate::audit::{AuditContext, diff};
+use crate::domain::{AccountId, Micros, StoredTest, TestName, TestState, now_micros};
+use crate::error::{Error, Result};
+
+/// What the audit log records of a started test: the account, and the request's fields that
+/// say what was sent where (never the body).
+fn started_json(account: AccountId, payload: &[u8]) -> serde_json::Value {
+    let test =
+        <mailplane_proto::v1::SmtpTest as prost::Message>::decode(payload).unwrap_or_default();
+    serde_json::json!({
+        "account": account.to_string(),
+        "to": test.to,
+        "subject": test.subject,
+        "stop_after": test.stop_after,
+    })
+}
+
+impl Store {
+    /// Stores a new test for `account`; `NotFound` if the account is gone.
+    pub async fn create_test(
+        &self,
+        ctx: &AuditContext,
+        account: AccountId,
+        state: TestState,
+        payload: &[u8],
+    ) -> Result<TestName> {
+        let now = now_micros();
+        let mut w = self.begin_write().await?;
+        let q = query(
+            "INSERT INTO smtp_tests (account_id, state, payload, create_time, update_time) \
+             SELECT id, $2, $3, $4, $4 FROM accounts WHERE id = $1 RETURNING id",
+        )
+        .bind(account.0)
+        .bind(state.as_str())
+        .bind(payload)
+        .bind(now);
+        let Some((id,)): Option<(i64,)> = w.conn().optional(&q).await? else {
+            return Err(Error::NotFound(account.to_string()));
+        };
+        let name = TestName { account, id };
+        let change = diff(None, Some(&started_json(account, payload)));
+        record(&mut w, ctx, &name.to_string(), change).await?;
+        w.commit().await?;
+        Ok(name)
+    }
+
+    /// Replaces a test's state and payload (progress, not a change anyone asked for: no audit
+    /// event).
+    pub async fn update_test(
+        &self,
+        name: TestName,
+        state: TestState,
+        payload: &[u8],
+    ) -> Result<()> {
+        let q = query(
+            "UPDATE smtp_tests SET state = $1, payload = $2, update_time = $3 \
+             WHERE id = $4 AND account_id = $5",
+        )
+        .bind(state.as_str())
+        .bind(payload)
+        .bind(now_micros())
+        .bind(name.id)
+        .bind(name.account.0);
+        self.execute(&q).await?;
+        Ok(())
+    }
+
+    /// Reads one test.
+    pub async fn get_test(&self, name: TestName) -> Result<StoredTest> {
+        let q = query(format!(
+            "SELECT {TEST_COLUMNS} FROM smtp_tests WHERE id = $1 AND account_id = $2"
+        ))
+        .bind(name.id)
+        .bind(name.account.0);
+        match self.optional::<TestRow>(&q).await? {
+            Some(row) => row.try_into(),
+            None => Err(Error::NotFound(name.to_string())),
+        }
+    }
+
+    /// Lists up to `limit` of an account's tests with ids below `before` (0: from the newest),
+    /// newest first.
+    pub async fn list_tests(
+        &self,
+        account: AccountId,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredTest>> {
+        let q = query(format!(
+            "SELECT {TEST_COLUMNS} FROM smtp_tests \
+             WHERE account_id = $1 AND ($2 = 0 OR id < $2) ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(account.0)
+        .bind(before)
+        .bind(i64::from(limit));
+        convert(self.all::<TestRow>(&q).await?)
+    }
+
+    /// Tests still queued or running that were created before `before`: left over by a server
+    /// that stopped without finishing them.
+    pub async fn stale_tests(&self, before: Micros) -> Result<Vec<StoredTest>> {
+        let q = query(format!(
+            "SELECT {TEST_COLUMNS} FROM smtp_tests \
+             WHERE state IN ('queued', 'running') AND create_time < $1 ORDER BY id"
+        ))
+        .bind(before);
+        convert(self.all::<TestRow>(&q).await?)
+    }
+}
