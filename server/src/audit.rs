@@ -95,7 +95,7 @@ impl AuditEvent {
     pub fn json(&self) -> Value {
         json!({
             "id": self.id,
-            "time": crate::api::convert::timestamp(self.time).to_string(),
+            "time": crate::domain::audit::rfc3339(self.time),
             "actor": self.actor,
             "peer": self.peer,
             "rpc": self.rpc,

@@ -15,13 +15,8 @@ const MAX_NAME_LEN: usize = 100;
 /// The longest footer.
 const MAX_FOOTER_LEN: usize = 4000;
 
-/// A protobuf timestamp for a stored time.
-pub fn timestamp(micros: Micros) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
-    }
-}
+/// A stored time as the API's timestamp.
+pub use mailplane_proto::timestamp;
 
 /// Parses a resource name `{collection}/{id}` into the id.
 pub fn parse_name(field: &str, collection: &str, name: &str) -> Result<i64> {

@@ -6,11 +6,7 @@ use serde_json::{Value, json};
 
 /// A stored time in RFC 3339, as the API shows timestamps.
 pub fn rfc3339(micros: Micros) -> String {
-    prost_types::Timestamp {
-        seconds: micros.div_euclid(1_000_000),
-        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
-    }
-    .to_string()
+    mailplane_proto::timestamp(micros).to_string()
 }
 
 /// The API's short name of a credential kind.

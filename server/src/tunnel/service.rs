@@ -6,6 +6,7 @@ use crate::domain::{AgentRecord, validate};
 use crate::error::Error;
 use crate::store::Store;
 use futures::StreamExt as _;
+use mailplane_proto::timestamp;
 use mailplane_proto::v1 as pb;
 use pb::agent_service_server::AgentService;
 use sha2::{Digest, Sha256};
@@ -69,10 +70,6 @@ impl AgentApi {
         }
         Ok((agent, fingerprint))
     }
-}
-
-fn timestamp(micros: i64) -> prost_types::Timestamp {
-    crate::api::convert::timestamp(micros)
 }
 
 type ConnectStream =
