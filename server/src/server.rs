@@ -9,7 +9,7 @@ use crate::api::tokens::Tokens;
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::crypto::{self, Cipher, KeyError};
-use crate::runner::{SmtpSettings, TestRunner};
+use crate::smtp_tests::{SmtpSettings, TestRunner};
 use crate::store::{self, DatabaseUrl, Store};
 use crate::tunnel::ca::AgentCa;
 use crate::tunnel::registry::Registry;
@@ -27,6 +27,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 
 /// The port `mailplane serve` listens on by default, on 127.0.0.1.
@@ -242,7 +244,6 @@ pub async fn serve(
         agent: agent_listener,
     } = listeners.into();
     let state = open_state(&config).await?;
-    let local = listener.local_addr().ok();
     let auth = Arc::new(Authenticator::new(Arc::clone(&state.store), &state.cipher));
     match crate::auth::bootstrap(&*state.store, &auth, &config.data_dir).await {
         Ok(Some(token)) if config.print_bootstrap_token => {
@@ -266,14 +267,16 @@ pub async fn serve(
         config.smtp.clone(),
         Arc::clone(&registry),
     );
-    let audit_sink = config
-        .audit_log
-        .clone()
-        .map(|path| tokio::spawn(audit_sink(Arc::clone(&state.store), path)));
+    // Everything started from here on is owned: a start-up step that fails below, like a
+    // normal shutdown, cancels and awaits it before `serve` returns.
+    let background = Background::default();
+    if let Some(path) = config.audit_log.clone() {
+        background.spawn(audit_sink(Arc::clone(&state.store), path));
+    }
     // Revocation through another replica reaches the streams held here within two seconds.
-    let revocations = {
+    {
         let (store, registry) = (Arc::clone(&state.store), Arc::clone(&registry));
-        tokio::spawn(async move {
+        background.spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(2));
             loop {
                 every.tick().await;
@@ -282,25 +285,73 @@ pub async fn serve(
                     Err(e) => tracing::warn!(error = %e, "cannot check revoked agents"),
                 }
             }
-        })
-    };
+        });
+    }
     // Tests that a server (this one before a crash, or another replica) left unfinished past
     // any possible deadline are closed now and then, so that none stays RUNNING.
-    let sweeper = {
-        let runner = Arc::clone(&runner);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                match runner.close_stale().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(tests = n, "closed tests left unfinished"),
-                    Err(e) => tracing::error!(error = %e, "cannot close unfinished tests"),
-                }
-            }
-        })
-    };
+    runner.start_sweeper();
+    let served = serve_api(
+        listener,
+        agent_listener,
+        &config,
+        &state,
+        &auth,
+        &registry,
+        &ca,
+        &runner,
+        shutdown,
+    )
+    .await;
+    background.stop().await;
+    // Tests still running here end CANCELLED: their sessions end with the process.
+    runner.shutdown().await;
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
 
+/// Background tasks of the server, cancelled and awaited together.
+#[derive(Default)]
+struct Background {
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Background {
+    /// Runs `task` until it ends or the tasks are stopped.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = task => {}
+            }
+        });
+    }
+
+    /// Cancels every task and waits for them to end.
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Serves the API (and the agents' listener) until `shutdown` completes and the calls in
+/// flight are drained.
+#[allow(clippy::too_many_arguments)]
+async fn serve_api(
+    listener: TcpListener,
+    agent_listener: Option<TcpListener>,
+    config: &ServerConfig,
+    state: &State,
+    auth: &Arc<Authenticator>,
+    registry: &Arc<Registry>,
+    ca: &Arc<AgentCa>,
+    runner: &Arc<TestRunner>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let local = listener.local_addr().ok();
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SmtpAccountServiceServer<Accounts>>()
@@ -429,13 +480,6 @@ pub async fn serve(
             tracing::warn!(timeout = ?config.drain_timeout, "drain timeout reached; closing remaining calls");
         }
     }
-    sweeper.abort();
-    if let Some(sink) = audit_sink {
-        sink.abort();
-    }
-    revocations.abort();
-    runner.cancel_running().await;
-    tracing::info!("stopped");
     Ok(())
 }
 

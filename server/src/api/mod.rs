@@ -7,4 +7,5 @@ pub mod convert;
 pub mod credentials;
 pub mod paging;
 pub mod smtp_tests;
+pub mod test_record;
 pub mod tokens;
