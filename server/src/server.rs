@@ -377,7 +377,7 @@ async fn serve_api(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal = {
         let health = health.clone();
-        let registry = Arc::clone(&registry);
+        let registry = Arc::clone(registry);
         async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
@@ -406,7 +406,7 @@ async fn serve_api(
         tracing::warn!(file = %ca_file.display(), error = %e, "cannot write the CA certificate");
     }
     let mut builder = tonic::transport::Server::builder();
-    if let Some(identity) = api_identity(&config, &ca, local)? {
+    if let Some(identity) = api_identity(config, ca, local)? {
         builder = builder
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| StartupError::Config(format!("API TLS: {e}")))?;
@@ -414,7 +414,7 @@ async fn serve_api(
         tracing::warn!("the API is served WITHOUT TLS (development mode or --insecure-plaintext)");
     }
     let router = builder
-        .layer(AuthLayer::new(Arc::clone(&auth)))
+        .layer(AuthLayer::new(Arc::clone(auth)))
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
@@ -427,18 +427,18 @@ async fn serve_api(
             Arc::clone(&state.store),
             state.cipher.clone(),
         )))
-        .add_service(SmtpTestServiceServer::new(Tests::new(Arc::clone(&runner))))
+        .add_service(SmtpTestServiceServer::new(Tests::new(Arc::clone(runner))))
         .add_service(AuditServiceServer::new(Audit::new(Arc::clone(
             &state.store,
         ))))
         .add_service(TokenServiceServer::new(Tokens::new(
             Arc::clone(&state.store),
-            Arc::clone(&auth),
+            Arc::clone(auth),
         )))
         .add_service(NetworkConnectorServiceServer::new(Connectors::new(
             Arc::clone(&state.store),
-            Arc::clone(&registry),
-            Arc::clone(&ca),
+            Arc::clone(registry),
+            Arc::clone(ca),
         )));
 
     if let Some(addr) = local {
@@ -448,11 +448,11 @@ async fn serve_api(
         Some(listener) => {
             let api = AgentApi::new(
                 Arc::clone(&state.store),
-                Arc::clone(&ca),
-                Arc::clone(&registry),
+                Arc::clone(ca),
+                Arc::clone(registry),
                 config.agent_heartbeat,
             );
-            Some(agent_server(listener, &config, &ca, api, stop_rx)?)
+            Some(agent_server(listener, config, ca, api, stop_rx)?)
         }
         None => None,
     };

@@ -287,7 +287,7 @@ impl From<&TestEvent> for pb::WatchTestResponse {
         use pb::watch_test_response::Event;
         let event = match event {
             TestEvent::PhaseStarted(p) => Event::PhaseStarted(convert::phase(*p).into()),
-            TestEvent::PhaseFinished(r) => Event::PhaseFinished(r.into()),
+            TestEvent::PhaseFinished(r) => Event::PhaseFinished(r.as_ref().into()),
             TestEvent::Finished(t) => Event::Finished(t.as_ref().into()),
         };
         Self { event: Some(event) }

@@ -43,7 +43,7 @@ fn forward(live: &LiveTest, event: smtp::PhaseEvent) {
         }
         smtp::PhaseEvent::Finished(record) => {
             let result = PhaseResult::from(convert::phase_result(&record));
-            live.publish(TestEvent::PhaseFinished(result.clone()), |t| {
+            live.publish(TestEvent::PhaseFinished(Box::new(result.clone())), |t| {
                 t.transcript.push(result);
             });
         }

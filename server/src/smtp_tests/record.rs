@@ -201,7 +201,7 @@ pub enum TestEvent {
     /// A phase started.
     PhaseStarted(Phase),
     /// A phase finished.
-    PhaseFinished(PhaseResult),
+    PhaseFinished(Box<PhaseResult>),
     /// The test finished; nothing follows.
     Finished(Box<TestRecord>),
 }

@@ -151,7 +151,7 @@ async fn follow(updates: &mut crate::tunnel::registry::Updates, live: &LiveTest)
             pb::job_update::Update::PhaseFinished(r) => {
                 let result = PhaseResult::from(r);
                 data_started |= result.phase == Some(Phase::Data);
-                live.publish(TestEvent::PhaseFinished(result.clone()), |t| {
+                live.publish(TestEvent::PhaseFinished(Box::new(result.clone())), |t| {
                     t.transcript.push(result);
                 });
             }

@@ -118,7 +118,7 @@ pub async fn follow_stored(
     let mut test = first;
     loop {
         for phase in test.transcript.iter().skip(sent) {
-            if !send(&tx, TestEvent::PhaseFinished(phase.clone())).await {
+            if !send(&tx, TestEvent::PhaseFinished(Box::new(phase.clone()))).await {
                 return;
             }
         }
