@@ -8,6 +8,7 @@ use crate::api::smtp_tests::Tests;
 use crate::api::tokens::Tokens;
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
+use crate::background::{Background, export_audit_log, watch_revocations};
 use crate::crypto::{self, Cipher, KeyError};
 use crate::smtp_tests::{SmtpSettings, TestRunner};
 use crate::store::{self, DatabaseUrl, Store};
@@ -27,8 +28,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 
 /// The port `mailplane serve` listens on by default, on 127.0.0.1.
@@ -271,37 +270,25 @@ pub async fn serve(
     // normal shutdown, cancels and awaits it before `serve` returns.
     let background = Background::default();
     if let Some(path) = config.audit_log.clone() {
-        background.spawn(audit_sink(Arc::clone(&state.store), path));
+        background.spawn(export_audit_log(Arc::clone(&state.store), path));
     }
     // Revocation through another replica reaches the streams held here within two seconds.
-    {
-        let (store, registry) = (Arc::clone(&state.store), Arc::clone(&registry));
-        background.spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(2));
-            loop {
-                every.tick().await;
-                match store.revoked_agent_ids().await {
-                    Ok(ids) => ids.into_iter().for_each(|id| registry.close(id)),
-                    Err(e) => tracing::warn!(error = %e, "cannot check revoked agents"),
-                }
-            }
-        });
-    }
+    background.spawn(watch_revocations(
+        Arc::clone(&state.store),
+        Arc::clone(&registry),
+    ));
     // Tests that a server (this one before a crash, or another replica) left unfinished past
     // any possible deadline are closed now and then, so that none stays RUNNING.
     runner.start_sweeper();
-    let served = serve_api(
-        listener,
-        agent_listener,
-        &config,
-        &state,
-        &auth,
-        &registry,
-        &ca,
-        &runner,
-        shutdown,
-    )
-    .await;
+    let shared = Shared {
+        config: &config,
+        state: &state,
+        auth: &auth,
+        registry: &registry,
+        ca: &ca,
+        runner: &runner,
+    };
+    let served = serve_api(listener, agent_listener, shared, shutdown).await;
     background.stop().await;
     // Tests still running here end CANCELLED: their sessions end with the process.
     runner.shutdown().await;
@@ -310,47 +297,32 @@ pub async fn serve(
     Ok(())
 }
 
-/// Background tasks of the server, cancelled and awaited together.
-#[derive(Default)]
-struct Background {
-    tasks: TaskTracker,
-    cancel: CancellationToken,
-}
-
-impl Background {
-    /// Runs `task` until it ends or the tasks are stopped.
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        let cancel = self.cancel.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = task => {}
-            }
-        });
-    }
-
-    /// Cancels every task and waits for them to end.
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
-    }
+/// What the services of the API share, opened and started by [`serve`].
+struct Shared<'a> {
+    config: &'a ServerConfig,
+    state: &'a State,
+    auth: &'a Arc<Authenticator>,
+    registry: &'a Arc<Registry>,
+    ca: &'a Arc<AgentCa>,
+    runner: &'a Arc<TestRunner>,
 }
 
 /// Serves the API (and the agents' listener) until `shutdown` completes and the calls in
 /// flight are drained.
-#[allow(clippy::too_many_arguments)]
 async fn serve_api(
     listener: TcpListener,
     agent_listener: Option<TcpListener>,
-    config: &ServerConfig,
-    state: &State,
-    auth: &Arc<Authenticator>,
-    registry: &Arc<Registry>,
-    ca: &Arc<AgentCa>,
-    runner: &Arc<TestRunner>,
+    shared: Shared<'_>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
+    let Shared {
+        config,
+        state,
+        auth,
+        registry,
+        ca,
+        runner,
+    } = shared;
     let local = listener.local_addr().ok();
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -521,52 +493,6 @@ fn agent_server(
     Ok(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     }))
-}
-
-/// Copies audit events, as they commit, to a JSON-lines file or standard output. It starts
-/// after the newest event present at start-up, and reads only committed rows, in order.
-async fn audit_sink(store: Arc<dyn Store>, path: PathBuf) {
-    use std::io::Write as _;
-    let mut last = match store.list_audit_events(&Default::default(), 0, 1).await {
-        Ok(newest) => newest.first().map_or(0, |e| e.id),
-        Err(e) => {
-            tracing::error!(error = %e, "audit log export: cannot read the log");
-            return;
-        }
-    };
-    let mut out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        {
-            Ok(file) => Box::new(file),
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "audit log export: cannot open");
-                return;
-            }
-        }
-    };
-    let mut every = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        every.tick().await;
-        let events = match store.audit_events_after(last, 500).await {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::warn!(error = %e, "audit log export: cannot read the log");
-                continue;
-            }
-        };
-        for event in &events {
-            if writeln!(out, "{}", event.json()).is_err() {
-                tracing::error!("audit log export: cannot write");
-            }
-            last = event.id;
-        }
-        let _ = out.flush();
-    }
 }
 
 /// The API's TLS identity, if it is served with TLS.
