@@ -6,7 +6,7 @@
 //! deadline, a guard deadline sits above it, tests still running at shutdown are cancelled, and
 //! tests left unfinished by a server that died are closed by the sweep.
 //!
-//! One concern per module: [`admission`] (limits and the destination pre-check),
+//! One concern per module: [`admission`] (limits and the destination pre-check), [`SmtpSettings`],
 //! [`session_config`] (what the session is told), [`local`] and [`remote`] (where it runs),
 //! [`watch`] (events for `WatchTest`), and [`record`] (the test as the domain knows it). The
 //! runner owns every task it starts: they are tracked, cancelled and awaited by
@@ -17,7 +17,10 @@ pub mod local;
 pub mod record;
 pub mod remote;
 pub mod session_config;
+mod settings;
 pub mod watch;
+
+pub use settings::SmtpSettings;
 
 use crate::crypto::Cipher;
 use crate::domain::{
@@ -30,7 +33,7 @@ use admission::{Slot, Slots};
 use mailplane_proto::v1 as pb;
 use mailplane_smtp as smtp;
 use record::{FailureClass, Phase, TestEvent, TestRecord, TestResult};
-use remote::{FailoverPolicy, Remote};
+use remote::Remote;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -41,39 +44,6 @@ use watch::LiveTest;
 
 /// How often tests left unfinished (by a server that died) are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How tests run.
-#[derive(Debug, Clone)]
-pub struct SmtpSettings {
-    /// Which destinations a test may connect to, checked after DNS on every address.
-    pub policy: smtp::DestinationPolicy,
-    /// Per-phase timeouts and the overall deadline.
-    pub timeouts: smtp::Timeouts,
-    /// An extra CA (PEM) trusted for relays with an internal PKI.
-    pub extra_ca_pem: Option<Vec<u8>>,
-    /// The most tests that may run at once on one account.
-    pub max_tests_per_account: usize,
-    /// How long a test waits for a live agent of its account's connector.
-    pub connector_wait: Duration,
-    /// What happens when the agent running a test goes away.
-    pub failover: FailoverPolicy,
-}
-
-impl Default for SmtpSettings {
-    fn default() -> Self {
-        Self {
-            policy: smtp::DestinationPolicy {
-                deny: smtp::DestinationPolicy::default_deny(),
-                allow: Vec::new(),
-            },
-            timeouts: smtp::Timeouts::default(),
-            extra_ca_pem: None,
-            max_tests_per_account: 4,
-            connector_wait: Duration::from_secs(30),
-            failover: FailoverPolicy::default(),
-        }
-    }
-}
 
 /// Starts, tracks and reports tests.
 pub struct TestRunner {
