@@ -22,6 +22,14 @@ pub fn timestamp(micros: i64) -> prost_types::Timestamp {
     }
 }
 
+/// The time of a `google.protobuf.Timestamp` in microseconds since the Unix epoch, or `None`
+/// when it is out of range.
+pub fn micros(ts: &prost_types::Timestamp) -> Option<i64> {
+    ts.seconds
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(i64::from(ts.nanos) / 1000))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -1,8 +1,8 @@
 //! Resolving `serve`'s settings: flags win over `MAILPLANE_*` environment variables (clap reads
 //! both), which win over the TOML config file, which wins over the defaults.
 
-use crate::runner::SmtpSettings;
 use crate::server::{ApiTls, DEFAULT_AGENT_PORT, DEFAULT_PORT, ServerConfig};
+use crate::smtp_tests::SmtpSettings;
 use mailplane_smtp as smtp;
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -8,15 +8,16 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod render;
-pub mod runner;
 pub mod secret;
 pub mod server;
+pub mod smtp_tests;
 pub mod store;
 pub mod telemetry;
 pub mod tunnel;

@@ -8,8 +8,9 @@ use crate::api::smtp_tests::Tests;
 use crate::api::tokens::Tokens;
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
+use crate::background::{Background, export_audit_log, watch_revocations};
 use crate::crypto::{self, Cipher, KeyError};
-use crate::runner::{SmtpSettings, TestRunner};
+use crate::smtp_tests::{SmtpSettings, TestRunner};
 use crate::store::{self, DatabaseUrl, Store};
 use crate::tunnel::ca::AgentCa;
 use crate::tunnel::registry::Registry;
@@ -242,7 +243,6 @@ pub async fn serve(
         agent: agent_listener,
     } = listeners.into();
     let state = open_state(&config).await?;
-    let local = listener.local_addr().ok();
     let auth = Arc::new(Authenticator::new(Arc::clone(&state.store), &state.cipher));
     match crate::auth::bootstrap(&state.store, &auth, &config.data_dir).await {
         Ok(Some(token)) if config.print_bootstrap_token => {
@@ -266,41 +266,64 @@ pub async fn serve(
         config.smtp.clone(),
         Arc::clone(&registry),
     );
-    let audit_sink = config
-        .audit_log
-        .clone()
-        .map(|path| tokio::spawn(audit_sink(Arc::clone(&state.store), path)));
+    // Everything started from here on is owned: a start-up step that fails below, like a
+    // normal shutdown, cancels and awaits it before `serve` returns.
+    let background = Background::default();
+    if let Some(path) = config.audit_log.clone() {
+        background.spawn(export_audit_log(Arc::clone(&state.store), path));
+    }
     // Revocation through another replica reaches the streams held here within two seconds.
-    let revocations = {
-        let (store, registry) = (Arc::clone(&state.store), Arc::clone(&registry));
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(2));
-            loop {
-                every.tick().await;
-                match store.revoked_agent_ids().await {
-                    Ok(ids) => ids.into_iter().for_each(|id| registry.close(id)),
-                    Err(e) => tracing::warn!(error = %e, "cannot check revoked agents"),
-                }
-            }
-        })
-    };
+    background.spawn(watch_revocations(
+        Arc::clone(&state.store),
+        Arc::clone(&registry),
+    ));
     // Tests that a server (this one before a crash, or another replica) left unfinished past
     // any possible deadline are closed now and then, so that none stays RUNNING.
-    let sweeper = {
-        let runner = Arc::clone(&runner);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                match runner.close_stale().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(tests = n, "closed tests left unfinished"),
-                    Err(e) => tracing::error!(error = %e, "cannot close unfinished tests"),
-                }
-            }
-        })
+    runner.start_sweeper();
+    let shared = Shared {
+        config: &config,
+        state: &state,
+        auth: &auth,
+        registry: &registry,
+        ca: &ca,
+        runner: &runner,
     };
+    let served = serve_api(listener, agent_listener, shared, shutdown).await;
+    background.stop().await;
+    // Tests still running here end CANCELLED: their sessions end with the process.
+    runner.shutdown().await;
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
 
+/// What the services of the API share, opened and started by [`serve`].
+struct Shared<'a> {
+    config: &'a ServerConfig,
+    state: &'a State,
+    auth: &'a Arc<Authenticator>,
+    registry: &'a Arc<Registry>,
+    ca: &'a Arc<AgentCa>,
+    runner: &'a Arc<TestRunner>,
+}
+
+/// Serves the API (and the agents' listener) until `shutdown` completes and the calls in
+/// flight are drained.
+async fn serve_api(
+    listener: TcpListener,
+    agent_listener: Option<TcpListener>,
+    shared: Shared<'_>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let Shared {
+        config,
+        state,
+        auth,
+        registry,
+        ca,
+        runner,
+    } = shared;
+    let local = listener.local_addr().ok();
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<SmtpAccountServiceServer<Accounts>>()
@@ -326,7 +349,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let signal = {
         let health = health.clone();
-        let registry = Arc::clone(&registry);
+        let registry = Arc::clone(registry);
         async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
@@ -355,7 +378,7 @@ pub async fn serve(
         tracing::warn!(file = %ca_file.display(), error = %e, "cannot write the CA certificate");
     }
     let mut builder = tonic::transport::Server::builder();
-    if let Some(identity) = api_identity(&config, &ca, local)? {
+    if let Some(identity) = api_identity(config, ca, local)? {
         builder = builder
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| StartupError::Config(format!("API TLS: {e}")))?;
@@ -363,7 +386,7 @@ pub async fn serve(
         tracing::warn!("the API is served WITHOUT TLS (development mode or --insecure-plaintext)");
     }
     let router = builder
-        .layer(AuthLayer::new(Arc::clone(&auth)))
+        .layer(AuthLayer::new(Arc::clone(auth)))
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
@@ -376,18 +399,18 @@ pub async fn serve(
             Arc::clone(&state.store),
             state.cipher.clone(),
         )))
-        .add_service(SmtpTestServiceServer::new(Tests::new(Arc::clone(&runner))))
+        .add_service(SmtpTestServiceServer::new(Tests::new(Arc::clone(runner))))
         .add_service(AuditServiceServer::new(Audit::new(Arc::clone(
             &state.store,
         ))))
         .add_service(TokenServiceServer::new(Tokens::new(
             Arc::clone(&state.store),
-            Arc::clone(&auth),
+            Arc::clone(auth),
         )))
         .add_service(NetworkConnectorServiceServer::new(Connectors::new(
             Arc::clone(&state.store),
-            Arc::clone(&registry),
-            Arc::clone(&ca),
+            Arc::clone(registry),
+            Arc::clone(ca),
         )));
 
     if let Some(addr) = local {
@@ -397,11 +420,11 @@ pub async fn serve(
         Some(listener) => {
             let api = AgentApi::new(
                 Arc::clone(&state.store),
-                Arc::clone(&ca),
-                Arc::clone(&registry),
+                Arc::clone(ca),
+                Arc::clone(registry),
                 config.agent_heartbeat,
             );
-            Some(agent_server(listener, &config, &ca, api, stop_rx)?)
+            Some(agent_server(listener, config, ca, api, stop_rx)?)
         }
         None => None,
     };
@@ -429,13 +452,6 @@ pub async fn serve(
             tracing::warn!(timeout = ?config.drain_timeout, "drain timeout reached; closing remaining calls");
         }
     }
-    sweeper.abort();
-    if let Some(sink) = audit_sink {
-        sink.abort();
-    }
-    revocations.abort();
-    runner.cancel_running().await;
-    tracing::info!("stopped");
     Ok(())
 }
 
@@ -477,52 +493,6 @@ fn agent_server(
     Ok(router.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     }))
-}
-
-/// Copies audit events, as they commit, to a JSON-lines file or standard output. It starts
-/// after the newest event present at start-up, and reads only committed rows, in order.
-async fn audit_sink(store: Arc<Store>, path: PathBuf) {
-    use std::io::Write as _;
-    let mut last = match store.list_audit_events(&Default::default(), 0, 1).await {
-        Ok(newest) => newest.first().map_or(0, |e| e.id),
-        Err(e) => {
-            tracing::error!(error = %e, "audit log export: cannot read the log");
-            return;
-        }
-    };
-    let mut out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        {
-            Ok(file) => Box::new(file),
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "audit log export: cannot open");
-                return;
-            }
-        }
-    };
-    let mut every = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        every.tick().await;
-        let events = match store.audit_events_after(last, 500).await {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::warn!(error = %e, "audit log export: cannot read the log");
-                continue;
-            }
-        };
-        for event in &events {
-            if writeln!(out, "{}", event.json()).is_err() {
-                tracing::error!("audit log export: cannot write");
-            }
-            last = event.id;
-        }
-        let _ = out.flush();
-    }
 }
 
 /// The API's TLS identity, if it is served with TLS.

@@ -793,3 +793,89 @@ async fn shutdown_leaves_no_test_running() {
     );
     drop(listener);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_credential_is_its_own_failure_class() {
+    // Nothing listens here, and nothing may be sent: the test must fail before connecting.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = TestServer::start(Backend::Sqlite).await;
+    let credential = server
+        .credentials()
+        .create_credential(pb::CreateCredentialRequest {
+            credential: Some(pb::Credential {
+                display_name: "sealed".into(),
+                username: "alice".into(),
+                secret: "s3cret".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .name;
+    let mut a = server.accounts();
+    let acct = create_account(
+        &mut a,
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            use_authentication: true,
+            credential,
+            ..relay("Sealed", port, pb::SecurityMode::None)
+        },
+    )
+    .await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.sqlite_path().display()))
+        .await
+        .unwrap();
+    // A secret this server's key cannot open (as if it were sealed under another key), then
+    // no secret at all.
+    for corrupt in [
+        "UPDATE credentials SET secret_ciphertext = x'00112233445566778899aabbccddeeff0011'",
+        "UPDATE credentials SET secret_nonce = NULL, secret_ciphertext = NULL",
+    ] {
+        sqlx::query(corrupt).execute(&pool).await.unwrap();
+        let (events, done) = run(
+            &server,
+            &acct.name,
+            pb::SmtpTest {
+                to: to("sealed"),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(state(&done), pb::TestState::Failed, "{corrupt}");
+        assert_eq!(
+            class(&done),
+            pb::FailureClass::CredentialUnavailable,
+            "{corrupt}: {:?}",
+            done.result
+        );
+        let result = done.result.clone().unwrap();
+        assert!(result.hint.contains("key file"), "{}", result.hint);
+        assert!(
+            done.transcript.is_empty(),
+            "no phase ran: {:?}",
+            done.transcript
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::PhaseStarted(_))),
+            "{events:?}"
+        );
+        // Stored the same way.
+        let got = server
+            .tests()
+            .get_test(pb::GetTestRequest {
+                name: done.name.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(class(&got), pb::FailureClass::CredentialUnavailable);
+    }
+    pool.close().await;
+    server.stop().await.unwrap();
+}

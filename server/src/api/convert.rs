@@ -38,10 +38,7 @@ pub fn parse_name(field: &str, collection: &str, name: &str) -> Result<i64> {
 
 /// Microseconds since the epoch for a protobuf timestamp from a request.
 pub fn micros(field: &str, ts: &prost_types::Timestamp) -> Result<Micros> {
-    ts.seconds
-        .checked_mul(1_000_000)
-        .and_then(|s| s.checked_add(i64::from(ts.nanos) / 1000))
-        .ok_or_else(|| Error::invalid(field, "is out of range"))
+    mailplane_proto::micros(ts).ok_or_else(|| Error::invalid(field, "is out of range"))
 }
 
 /// Parses a child resource name `{parent}/{pid}/{child}/{cid}` into both ids.

@@ -4,8 +4,8 @@ use super::convert;
 use super::paging;
 use crate::domain::{Locale, TestName, TestRequest, validate};
 use crate::error::{Error, Result};
-use crate::runner::TestRunner;
-use futures::Stream;
+use crate::smtp_tests::TestRunner;
+use futures::{Stream, StreamExt as _};
 use mailplane_proto::v1 as pb;
 use pb::smtp_test_service_server::SmtpTestService;
 use std::pin::Pin;
@@ -107,9 +107,8 @@ impl SmtpTestService for Tests {
             .test
             .ok_or_else(|| Error::invalid("test", "is required; give at least test.to"))?;
         let request = TestRequest::try_from(test)?;
-        Ok(Response::new(
-            self.runner.create(&ctx, account, request).await?,
-        ))
+        let test = self.runner.create(&ctx, account, request).await?;
+        Ok(Response::new(pb::SmtpTest::from(&test)))
     }
 
     async fn get_test(
@@ -117,7 +116,8 @@ impl SmtpTestService for Tests {
         request: Request<pb::GetTestRequest>,
     ) -> Result<Response<pb::SmtpTest>, Status> {
         let name = test_name("name", &request.into_inner().name)?;
-        Ok(Response::new(self.runner.get(name).await?))
+        let test = self.runner.get(name).await?;
+        Ok(Response::new(pb::SmtpTest::from(&test)))
     }
 
     async fn list_tests(
@@ -130,11 +130,9 @@ impl SmtpTestService for Tests {
         let context = account.to_string();
         let before = paging::decode(&req.page_token, &context)?;
         let rows = self.runner.list(account, before, size + 1).await?;
-        let (tests, next_page_token) = paging::finish(rows, size, &context, |t| {
-            test_name("name", &t.name).map_or(0, |n| n.id)
-        });
+        let (tests, next_page_token) = paging::finish(rows, size, &context, |t| t.name.id);
         Ok(Response::new(pb::ListTestsResponse {
-            tests,
+            tests: tests.iter().map(pb::SmtpTest::from).collect(),
             next_page_token,
         }))
     }
@@ -147,9 +145,11 @@ impl SmtpTestService for Tests {
     ) -> Result<Response<Self::WatchTestStream>, Status> {
         let name = test_name("name", &request.into_inner().name)?;
         let rx = self.runner.watch(name).await?;
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|event| match event {
+            Ok(event) => Ok(pb::WatchTestResponse::from(&event)),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 }
 

@@ -1,7 +1,10 @@
 //! How resources appear in the audit log: JSON objects built from the domain types, with the
 //! API's field names and enum names, compared field by field by [`crate::audit::diff`].
 
-use super::{Account, AuthMechanism, Connector, Credential, CredentialKind, Micros, etag};
+use super::{
+    Account, AccountId, AuthMechanism, Connector, Credential, CredentialKind, Micros, TestRequest,
+    etag,
+};
 use serde_json::{Value, json};
 
 /// A stored time in RFC 3339, as the API shows timestamps.
@@ -14,6 +17,19 @@ fn kind_name(kind: CredentialKind) -> &'static str {
     match kind {
         CredentialKind::Password => "PASSWORD",
         CredentialKind::OAuth2Token => "OAUTH2_TOKEN",
+    }
+}
+
+impl TestRequest {
+    /// What the audit log records of a started test: the account, and the request's fields
+    /// that say what was sent where (never the body).
+    pub fn audit_json(&self, account: AccountId) -> Value {
+        json!({
+            "account": account.to_string(),
+            "to": self.to,
+            "subject": self.subject,
+            "stop_after": self.stop_after.as_str(),
+        })
     }
 }
 

@@ -1,32 +1,21 @@
-//! SMTP tests: their state and payload (the runner's encoded `SmtpTest`), per account.
+//! SMTP tests: their state and payload (the stored test record, encoded by `smtp_tests::record`), per account.
 
 use super::Store;
 use super::audit::record;
 use super::db::query;
 use super::rows::{TEST_COLUMNS, TestRow, convert};
 use crate::audit::{AuditContext, diff};
-use crate::domain::{AccountId, Micros, StoredTest, TestName, TestState, now_micros};
+use crate::domain::{AccountId, Micros, StoredTest, TestName, TestRequest, TestState, now_micros};
 use crate::error::{Error, Result};
 
-/// What the audit log records of a started test: the account, and the request's fields that
-/// say what was sent where (never the body).
-fn started_json(account: AccountId, payload: &[u8]) -> serde_json::Value {
-    let test =
-        <mailplane_proto::v1::SmtpTest as prost::Message>::decode(payload).unwrap_or_default();
-    serde_json::json!({
-        "account": account.to_string(),
-        "to": test.to,
-        "subject": test.subject,
-        "stop_after": test.stop_after,
-    })
-}
-
 impl Store {
-    /// Stores a new test for `account`; `NotFound` if the account is gone.
+    /// Stores a new test for `account` (the audit event shows what `request` sends where, never
+    /// the body); `NotFound` if the account is gone.
     pub async fn create_test(
         &self,
         ctx: &AuditContext,
         account: AccountId,
+        request: &TestRequest,
         state: TestState,
         payload: &[u8],
     ) -> Result<TestName> {
@@ -44,7 +33,7 @@ impl Store {
             return Err(Error::NotFound(account.to_string()));
         };
         let name = TestName { account, id };
-        let change = diff(None, Some(&started_json(account, payload)));
+        let change = diff(None, Some(&request.audit_json(account)));
         record(&mut w, ctx, &name.to_string(), change).await?;
         w.commit().await?;
         Ok(name)

@@ -1,0 +1,119 @@
+//! The server's background tasks, and the one owner that cancels and awaits them.
+
+use crate::store::Store;
+use crate::tunnel::registry::Registry;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Background tasks of the server, cancelled and awaited together.
+#[derive(Default)]
+pub struct Background {
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Background {
+    /// Runs `task` until it ends or the tasks are stopped.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = task => {}
+            }
+        });
+    }
+
+    /// Cancels every task and waits for them to end.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Closes the streams of agents revoked through any replica, checking every two seconds.
+pub async fn watch_revocations(store: Arc<Store>, registry: Arc<Registry>) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        match store.revoked_agent_ids().await {
+            Ok(ids) => ids.into_iter().for_each(|id| registry.close(id)),
+            Err(e) => tracing::warn!(error = %e, "cannot check revoked agents"),
+        }
+    }
+}
+
+/// Copies audit events, as they commit, to a JSON-lines file or standard output. It starts
+/// after the newest event present at start-up, and reads only committed rows, in order.
+pub async fn export_audit_log(store: Arc<Store>, path: PathBuf) {
+    use std::io::Write as _;
+    let mut last = match store.list_audit_events(&Default::default(), 0, 1).await {
+        Ok(newest) => newest.first().map_or(0, |e| e.id),
+        Err(e) => {
+            tracing::error!(error = %e, "audit log export: cannot read the log");
+            return;
+        }
+    };
+    let mut out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(file) => Box::new(file),
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "audit log export: cannot open");
+                return;
+            }
+        }
+    };
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        let events = match store.audit_events_after(last, 500).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit log export: cannot read the log");
+                continue;
+            }
+        };
+        for event in &events {
+            if writeln!(out, "{}", event.json()).is_err() {
+                tracing::error!("audit log export: cannot write");
+            }
+            last = event.id;
+        }
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stop_cancels_and_awaits_every_task() {
+        struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let background = Background::default();
+        let guard = Dropped(Arc::clone(&dropped));
+        background.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        background.stop().await;
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}

@@ -1,0 +1,82 @@
+//! The session configuration of a test: every field of the account, its credential's secret,
+//! the request, and the server's SMTP settings.
+
+use super::SmtpSettings;
+use crate::crypto::Cipher;
+use crate::domain::{Account, TestRequest, mechanism_for};
+use crate::store::Store;
+use mailplane_smtp as smtp;
+
+/// The account's credential cannot be read: it is gone, or its secret does not decrypt with
+/// this server's key. The test fails as `CREDENTIAL_UNAVAILABLE`, and nothing is sent.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the account's credential: {0}")]
+pub struct CredentialUnavailable(#[source] pub crate::error::Error);
+
+/// What a person should do about [`CredentialUnavailable`].
+pub const CREDENTIAL_UNAVAILABLE_HINT: &str = "the account's credential cannot be read: check \
+     that the server runs with the key file the credential was stored with, or store the secret \
+     again";
+
+/// The credentials for AUTH, if the account authenticates: the credential's user name and its
+/// decrypted secret.
+pub async fn credentials(
+    store: &Store,
+    cipher: &Cipher,
+    account: &Account,
+) -> Result<Option<smtp::Credentials>, CredentialUnavailable> {
+    let s = &account.spec;
+    let Some(id) = s.credential.filter(|_| s.use_authentication) else {
+        return Ok(None);
+    };
+    let credential = store
+        .get_credential(id)
+        .await
+        .map_err(CredentialUnavailable)?;
+    let secret = store
+        .credential_secret(id, cipher)
+        .await
+        .map_err(CredentialUnavailable)?;
+    let mechanism = s
+        .auth_mechanism
+        .unwrap_or(mechanism_for(credential.spec.kind));
+    Ok(Some(smtp::Credentials::new(
+        mechanism,
+        credential.spec.username,
+        secret,
+    )))
+}
+
+/// The session settings for a test of `account`.
+pub fn session_config(
+    settings: &SmtpSettings,
+    account: &Account,
+    auth: Option<smtp::Credentials>,
+    request: &TestRequest,
+) -> smtp::SessionConfig {
+    let s = &account.spec;
+    let mut config = smtp::SessionConfig::new(s.host.clone(), s.port, s.security);
+    config.ignore_certificate_errors = s.ignore_certificate_errors;
+    config.extra_ca_pem.clone_from(&settings.extra_ca_pem);
+    config.helo_name.clone_from(&s.helo_name);
+    config.timeouts = settings.timeouts;
+    config.stop_after = request.stop_after;
+    config.auth = auth;
+    config.message = Some(smtp::MessageSpec {
+        sender: s.sender_email.clone(),
+        recipients: vec![request.to.clone()],
+        reply_to: s.reply_to_email.clone(),
+        return_path: s.return_path_email.clone(),
+        disposition_notification_to: if s.send_read_confirmation {
+            s.confirmation_email.clone()
+        } else {
+            None
+        },
+        subject: request.subject.clone(),
+        body: request.body.clone(),
+        footer: s.enable_footer.then(|| s.footer_text.clone()),
+        charset: Some(s.charset.clone()),
+        plain_text_only: s.plain_text_only,
+    });
+    config
+}
