@@ -227,7 +227,7 @@ impl TestRunner {
     async fn execute(&self, account: &Account, request: &TestRequest, live: &LiveTest) {
         live.update(|t| t.start(now_micros()));
         let name = live.snapshot().name;
-        let auth = match session_config::credentials(&*self.store, &self.cipher, account).await {
+        let auth = match session_config::credentials(&self.store, &self.cipher, account).await {
             Ok(auth) => auth,
             Err(e) => {
                 tracing::warn!(test = %name, error = %e, "cannot read the account's credential");
@@ -272,7 +272,7 @@ impl TestRunner {
     pub async fn get(&self, name: TestName) -> Result<TestRecord> {
         match self.live_test(name) {
             Some(live) => Ok(live.snapshot()),
-            None => watch::read(&*self.store, name).await,
+            None => watch::read(&self.store, name).await,
         }
     }
 
@@ -286,7 +286,7 @@ impl TestRunner {
                     .spawn(watch::follow_live(live, tx, self.cancel.clone()));
             }
             None => {
-                let first = watch::read(&*self.store, name).await?;
+                let first = watch::read(&self.store, name).await?;
                 let store = Arc::clone(&self.store);
                 self.tasks
                     .spawn(watch::follow_stored(store, first, tx, self.cancel.clone()));

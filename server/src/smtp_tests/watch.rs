@@ -131,7 +131,7 @@ pub async fn follow_stored(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(POLL_INTERVAL) => {}
         }
-        test = match read(&*store, name).await {
+        test = match read(&store, name).await {
             Ok(t) => t,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
