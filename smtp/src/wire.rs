@@ -292,6 +292,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
+    // Forwarded so that rustls can hand a whole flight (e.g. the client's
+    // ChangeCipherSpec + Finished) to the socket in one `writev`, hence one segment,
+    // instead of one write per TLS record.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
@@ -658,6 +671,103 @@ mod tests {
         let n = sniff.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"250 ok\r\n");
         assert!(sniff.inner.quickack().unwrap());
+    }
+
+    /// A stream that records the size of every write that reaches it.
+    struct Counting<S> {
+        inner: S,
+        writes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Counting<S> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = res {
+                this.writes.lock().unwrap().push(n);
+            }
+            res
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            // Like writev: one write of everything.
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.poll_write(cx, &all)
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    impl<S> AckNow for Counting<S> {
+        fn ack_now(&self) {}
+    }
+
+    /// Each flight the client sends over TLS reaches the socket as one write: the
+    /// handshake's ChangeCipherSpec + Finished, and a command with its flush. Two writes
+    /// for one flight mean two segments, and the second can wait on a delayed ACK.
+    #[tokio::test]
+    async fn tls_flights_are_single_writes() {
+        let ca = mailplane_testkit::peer::TestCa::new("wire test CA");
+        let server_config = ca.server_config(&["localhost"], false);
+        let extra = crate::tls::parse_ca_pem(ca.pem.as_bytes()).unwrap();
+        let (client_config, _) = crate::tls::client_config(false, &extra).unwrap();
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let counting = Counting {
+            inner: client_io,
+            writes: Arc::clone(&writes),
+        };
+        let (sniff, _) = Sniff::new(counting);
+        let boxed: Box<dyn ByteStream> = Box::new(sniff);
+        let server = tokio::spawn(async move {
+            let mut tls = tokio_rustls::TlsAcceptor::from(server_config)
+                .accept(server_io)
+                .await
+                .unwrap();
+            let mut line = Vec::new();
+            let mut reader = BufReader::new(&mut tls);
+            reader.read_until(b'\n', &mut line).await.unwrap();
+            line
+        });
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client_config)
+            .connect(name, boxed)
+            .await
+            .unwrap();
+        // ClientHello, then ChangeCipherSpec + Finished together.
+        let handshake = std::mem::take(&mut *writes.lock().unwrap());
+        assert_eq!(handshake.len(), 2, "write sizes {handshake:?}");
+        let mut conn = Connection::new(tls, Vec::new());
+        conn.send(b"EHLO client.example\r\n", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let command = std::mem::take(&mut *writes.lock().unwrap());
+        assert_eq!(command.len(), 1, "write sizes {command:?}");
+        assert_eq!(server.await.unwrap(), b"EHLO client.example\r\n");
     }
 
     #[test]
