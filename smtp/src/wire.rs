@@ -210,8 +210,34 @@ pub(crate) fn looks_like_smtp_reply(bytes: &[u8]) -> bool {
 pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> ByteStream for T {}
 
+/// A transport that can acknowledge what it has received at once instead of delaying the
+/// ACK.
+///
+/// Why: SMTP is strictly request/response, so Linux puts our socket in "pingpong" mode and
+/// delays the ACK of what the server sends (40 ms at least), hoping to piggyback it on our
+/// next command. A server that leaves Nagle on (Postfix does) and writes a reply while an
+/// earlier segment of its own is still unacknowledged holds the reply until that ACK comes.
+/// After `STARTTLS` this happens every time the server's TLS 1.3 `NewSessionTicket`s reach
+/// us after we sent the `EHLO`: the server's `EHLO` reply waits ~40 ms for our delayed ACK
+/// of the tickets. Acknowledging every read at once removes the wait.
+pub(crate) trait AckNow {
+    /// Sends the ACK for data already received now, and keeps the socket out of delayed-ACK
+    /// mode for a while (best effort; errors are ignored).
+    fn ack_now(&self);
+}
+
+impl AckNow for tokio::net::TcpStream {
+    fn ack_now(&self) {
+        // TCP_QUICKACK is not sticky: the kernel goes back to delayed ACKs on its own, so
+        // it is set again after every read.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _ = self.set_quickack(true);
+    }
+}
+
 /// A TCP stream that keeps a copy of the first bytes it reads, so that a failed TLS
-/// handshake can tell whether the server spoke plain SMTP instead.
+/// handshake can tell whether the server spoke plain SMTP instead. It also acknowledges
+/// every read at once (see [`AckNow`]).
 pub(crate) struct Sniff<S> {
     inner: S,
     seen: Arc<Mutex<Vec<u8>>>,
@@ -234,7 +260,7 @@ impl<S> Sniff<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
+impl<S: AsyncRead + AckNow + Unpin> AsyncRead for Sniff<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -244,6 +270,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
+            if buf.filled().len() > before {
+                this.inner.ack_now();
+            }
             let mut seen = this.seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.len() < SNIFF_BYTES {
                 let new = &buf.filled()[before..];
@@ -262,6 +291,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    // Forwarded so that rustls can hand a whole flight (e.g. the client's
+    // ChangeCipherSpec + Finished) to the socket in one `writev`, hence one segment,
+    // instead of one write per TLS record.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
@@ -564,6 +606,168 @@ mod tests {
             Some("4Xyz12")
         );
         assert_eq!(parse_queue_id(&r("2.0.0 OK")), None);
+    }
+
+    /// A stream that hands out `data` in reads of at most `step` bytes and counts the ACKs
+    /// asked for.
+    struct Scripted {
+        data: Vec<u8>,
+        step: usize,
+        acks: Arc<Mutex<usize>>,
+    }
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            let n = this.step.min(this.data.len()).min(buf.remaining());
+            buf.put_slice(&this.data[..n]);
+            this.data.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AckNow for Scripted {
+        fn ack_now(&self) {
+            *self.acks.lock().unwrap() += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn sniff_acks_every_read_with_data() {
+        let acks = Arc::new(Mutex::new(0));
+        let stream = Scripted {
+            data: b"220 hello\r\n".to_vec(),
+            step: 4,
+            acks: Arc::clone(&acks),
+        };
+        let (mut sniff, seen) = Sniff::new(stream);
+        let mut out = Vec::new();
+        sniff.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"220 hello\r\n");
+        assert_eq!(*seen.lock().unwrap(), b"220 hello\r\n");
+        // Three reads returned data (4 + 4 + 3 bytes); the final EOF read is not acked.
+        assert_eq!(*acks.lock().unwrap(), 3);
+    }
+
+    /// On a real socket: a read through [`Sniff`] leaves delayed-ACK ("pingpong") mode, so
+    /// the kernel acknowledges what arrives next at once.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn sniff_read_turns_quickack_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        // What an SMTP exchange leads to: delayed ACKs.
+        client.set_quickack(false).unwrap();
+        assert!(!client.quickack().unwrap());
+        server.write_all(b"250 ok\r\n").await.unwrap();
+        let (mut sniff, _) = Sniff::new(client);
+        let mut buf = [0u8; 16];
+        let n = sniff.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"250 ok\r\n");
+        assert!(sniff.inner.quickack().unwrap());
+    }
+
+    /// A stream that records the size of every write that reaches it.
+    struct Counting<S> {
+        inner: S,
+        writes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Counting<S> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+            if let Poll::Ready(Ok(n)) = res {
+                this.writes.lock().unwrap().push(n);
+            }
+            res
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            // Like writev: one write of everything.
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.poll_write(cx, &all)
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    impl<S> AckNow for Counting<S> {
+        fn ack_now(&self) {}
+    }
+
+    /// Each flight the client sends over TLS reaches the socket as one write: the
+    /// handshake's ChangeCipherSpec + Finished, and a command with its flush. Two writes
+    /// for one flight mean two segments, and the second can wait on a delayed ACK.
+    #[tokio::test]
+    async fn tls_flights_are_single_writes() {
+        let ca = mailplane_testkit::peer::TestCa::new("wire test CA");
+        let server_config = ca.server_config(&["localhost"], false);
+        let extra = crate::tls::parse_ca_pem(ca.pem.as_bytes()).unwrap();
+        let (client_config, _) = crate::tls::client_config(false, &extra).unwrap();
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let counting = Counting {
+            inner: client_io,
+            writes: Arc::clone(&writes),
+        };
+        let (sniff, _) = Sniff::new(counting);
+        let boxed: Box<dyn ByteStream> = Box::new(sniff);
+        let server = tokio::spawn(async move {
+            let mut tls = tokio_rustls::TlsAcceptor::from(server_config)
+                .accept(server_io)
+                .await
+                .unwrap();
+            let mut line = Vec::new();
+            let mut reader = BufReader::new(&mut tls);
+            reader.read_until(b'\n', &mut line).await.unwrap();
+            line
+        });
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client_config)
+            .connect(name, boxed)
+            .await
+            .unwrap();
+        // ClientHello, then ChangeCipherSpec + Finished together.
+        let handshake = std::mem::take(&mut *writes.lock().unwrap());
+        assert_eq!(handshake.len(), 2, "write sizes {handshake:?}");
+        let mut conn = Connection::new(tls, Vec::new());
+        conn.send(b"EHLO client.example\r\n", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let command = std::mem::take(&mut *writes.lock().unwrap());
+        assert_eq!(command.len(), 1, "write sizes {command:?}");
+        assert_eq!(server.await.unwrap(), b"EHLO client.example\r\n");
     }
 
     #[test]
