@@ -38,6 +38,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.conn.read_reply(limit).await
     }
 
+    /// Sends `commands` in one write (RFC 2920 pipelining) within `limit`, without
+    /// reading; the caller reads one reply per command, in order.
+    pub(crate) async fn send_pipelined(
+        &mut self,
+        commands: &[Command],
+        limit: Duration,
+    ) -> Result<(), WireError> {
+        let mut bytes = Vec::new();
+        for command in commands {
+            tracing::debug!(target: "mailplane::smtp::wire", "C: {} (pipelined)", command.redacted());
+            bytes.extend_from_slice(&command.to_wire());
+        }
+        self.conn.send(&bytes, limit).await
+    }
+
     /// Reads one reply within `limit` (the greeting, or the reply to the message data).
     pub(crate) async fn read_reply(&mut self, limit: Duration) -> Result<Reply, WireError> {
         self.conn.read_reply(limit).await

@@ -32,6 +32,8 @@ pub(crate) enum Command {
     RcptTo(String),
     /// `DATA`.
     Data,
+    /// `RSET` (between two messages on one connection).
+    Rset,
     /// `QUIT`.
     Quit,
 }
@@ -69,6 +71,7 @@ impl fmt::Display for Command {
             Command::MailFrom(addr) => write!(f, "MAIL FROM:<{addr}>"),
             Command::RcptTo(addr) => write!(f, "RCPT TO:<{addr}>"),
             Command::Data => f.write_str("DATA"),
+            Command::Rset => f.write_str("RSET"),
             Command::Quit => f.write_str("QUIT"),
         }
     }
@@ -154,6 +157,7 @@ mod tests {
                 None,
             ),
             (Command::Data, "DATA", None),
+            (Command::Rset, "RSET", None),
             (Command::Quit, "QUIT", None),
         ];
         for (cmd, wire, shown) in cases {

@@ -41,8 +41,10 @@ mod classify;
 mod client;
 mod command;
 mod context;
+mod delivery;
 mod message;
 mod policy;
+mod pool;
 #[cfg(feature = "proto")]
 pub mod proto;
 mod recorder;
@@ -57,8 +59,12 @@ use std::fmt;
 use std::time::Duration;
 
 pub use classify::{FailureClass, classify_reply};
+pub use delivery::{
+    ConnectionUse, Delivery, Envelope, MessageOutcome, RecipientResult, RecipientStatus, Severity,
+};
 pub use message::{BuiltMessage, MessageError, MessageSpec, build_message};
 pub use policy::{Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError};
+pub use pool::{Pool, PoolConfig, PoolError};
 pub use secret::Secret;
 pub use session::run_session;
 pub use tls::{TlsConfigError, certificate_info};

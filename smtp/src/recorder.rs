@@ -43,6 +43,19 @@ impl Fail {
     }
 }
 
+impl Fail {
+    /// The failure for a report, naming the phase where it happened.
+    pub(crate) fn into_failure(self, phase: Phase) -> Failure {
+        Failure {
+            class: self.class,
+            phase,
+            message: self.message,
+            hint: self.hint,
+            reply: self.reply,
+        }
+    }
+}
+
 /// A phase that has started.
 pub(crate) struct Running {
     /// The record being filled.
@@ -161,13 +174,7 @@ impl<'a> Recorder<'a> {
                 self.finish(run, PhaseStatus::Failed).await;
                 Err(Closed {
                     can_quit: fail.can_quit,
-                    failure: Failure {
-                        class: fail.class,
-                        phase,
-                        message: fail.message,
-                        hint: fail.hint,
-                        reply: fail.reply,
-                    },
+                    failure: fail.into_failure(phase),
                 })
             }
         }

@@ -4,7 +4,7 @@
 
 mod auth;
 mod connect;
-mod delivery;
+pub(crate) mod delivery;
 mod handshake;
 
 use tokio::sync::mpsc::Sender;
@@ -35,10 +35,7 @@ pub async fn run_session(
     events: Option<&Sender<PhaseEvent>>,
 ) -> Result<SessionReport, SessionError> {
     let prepared = prepare(config)?;
-    let secrets = match &config.auth {
-        Some(creds) => vec![creds.secret.expose().to_owned()],
-        None => Vec::new(),
-    };
+    let secrets = secrets_of(config);
     tracing::info!(
         target: "mailplane::smtp",
         host = %prepared.host,
@@ -76,6 +73,14 @@ pub async fn run_session(
     })
 }
 
+/// The strings to scrub from everything the server says: the configured secret.
+pub(crate) fn secrets_of(config: &SessionConfig) -> Vec<String> {
+    match &config.auth {
+        Some(creds) => vec![creds.secret.expose().to_owned()],
+        None => Vec::new(),
+    }
+}
+
 /// One running session; its phases are methods in the modules named above.
 pub(crate) struct Session<'a> {
     /// The fixed facts.
@@ -90,13 +95,7 @@ pub(crate) struct Session<'a> {
 
 impl Session<'_> {
     async fn run(&mut self, message: Option<&crate::BuiltMessage>) -> Result<Success, Failure> {
-        let addrs = self.resolve().await?;
-        let mut link = self.connect(&addrs).await?;
-        if self.ctx.cfg.security == Security::ImplicitTls {
-            link = self.tls_handshake(link, true).await?;
-        }
-        let link = self.banner(link).await?;
-        let link = self.ehlo(link).await?;
+        let link = self.open().await?;
         let stop = self.ctx.cfg.stop_after;
         if stop == StopAfter::Connect {
             return Ok(self.stop_early(link, StopAfter::Connect).await);
@@ -123,6 +122,26 @@ impl Session<'_> {
             queue_id,
             final_reply: Some(final_reply),
         })
+    }
+
+    /// DNS, connect, implicit TLS when configured, the greeting and the first `EHLO`.
+    async fn open(&mut self) -> Result<Link, Failure> {
+        let addrs = self.resolve().await?;
+        let mut link = self.connect(&addrs).await?;
+        if self.ctx.cfg.security == Security::ImplicitTls {
+            link = self.tls_handshake(link, true).await?;
+        }
+        let link = self.banner(link).await?;
+        self.ehlo(link).await
+    }
+
+    /// Every phase up to and including AUTH, exactly as [`run_session`] runs them: an
+    /// established, authenticated connection ready for a mail transaction (the pool's
+    /// way in).
+    pub(crate) async fn establish(&mut self) -> Result<Link, Failure> {
+        let link = self.open().await?;
+        let link = self.starttls(link).await?;
+        self.auth(link).await
     }
 
     /// Skips the phases after `at`, says `QUIT`, and reports success.

@@ -21,12 +21,7 @@ pub(crate) struct Prepared {
 
 /// Checks `config`; an error means nothing may be sent.
 pub(crate) fn prepare(config: &SessionConfig) -> Result<Prepared, SessionError> {
-    let host = normalize_host(&config.host)?;
-    let helo = match &config.helo_name {
-        Some(h) if valid_helo(h) => h.clone(),
-        Some(h) => return Err(SessionError::InvalidHeloName(h.clone())),
-        None => default_helo_name(),
-    };
+    let (host, helo) = names(config)?;
     let message = match &config.message {
         Some(spec) => Some(build_message(spec, &helo)?),
         None if config.stop_after == StopAfter::Delivery => {
@@ -34,18 +29,48 @@ pub(crate) fn prepare(config: &SessionConfig) -> Result<Prepared, SessionError> 
         }
         None => None,
     };
-    let extra_ca = match &config.extra_ca_pem {
-        Some(pem) => tls::parse_ca_pem(pem)?,
-        None => Vec::new(),
-    };
-    // Build once up front so that a bad configuration is an error before connecting.
-    tls::client_config(config.ignore_certificate_errors, &extra_ca)?;
+    let extra_ca = tls_ca(config)?;
     Ok(Prepared {
         host,
         helo,
         message,
         extra_ca,
     })
+}
+
+/// Checks what a connection needs (host, EHLO name, TLS configuration), ignoring the
+/// message and `stop_after`: the pool sends messages it is handed, not the configured one.
+pub(crate) fn prepare_connection(config: &SessionConfig) -> Result<Prepared, SessionError> {
+    let (host, helo) = names(config)?;
+    let extra_ca = tls_ca(config)?;
+    Ok(Prepared {
+        host,
+        helo,
+        message: None,
+        extra_ca,
+    })
+}
+
+/// The extra CA certificates; the TLS client configuration is built once up front so that
+/// a bad configuration is an error before connecting.
+fn tls_ca(config: &SessionConfig) -> Result<Vec<CertificateDer<'static>>, SessionError> {
+    let extra_ca = match &config.extra_ca_pem {
+        Some(pem) => tls::parse_ca_pem(pem)?,
+        None => Vec::new(),
+    };
+    tls::client_config(config.ignore_certificate_errors, &extra_ca)?;
+    Ok(extra_ca)
+}
+
+/// The relay host (without IPv6 brackets) and the EHLO name.
+fn names(config: &SessionConfig) -> Result<(String, String), SessionError> {
+    let host = normalize_host(&config.host)?;
+    let helo = match &config.helo_name {
+        Some(h) if valid_helo(h) => h.clone(),
+        Some(h) => return Err(SessionError::InvalidHeloName(h.clone())),
+        None => default_helo_name(),
+    };
+    Ok((host, helo))
 }
 
 /// Strips IPv6 brackets and checks the host has no control characters or spaces.

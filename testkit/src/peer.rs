@@ -1,5 +1,6 @@
 //! A scripted SMTP peer (our fault peer) for the session tests: it accepts one connection on
-//! 127.0.0.1:0 and plays a list of [`Step`]s, recording what the client sent.
+//! 127.0.0.1:0 and plays a list of [`Step`]s, recording what the client sent. [`start_many`]
+//! plays one script per connection, in turn, for clients that reconnect.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,13 @@ pub enum Step {
     Say(&'static str),
     /// Read one line and check that it starts with this text (case-insensitive).
     Expect(&'static str),
+    /// Read command lines that must all have arrived together (one pipelined write): the
+    /// first is read, and the rest must already be buffered before any further read.
+    /// Each line is checked like [`Step::Expect`].
+    ExpectBatch(Vec<&'static str>),
+    /// Like [`Step::Expect`], and nothing else may have arrived with the line (the client
+    /// waits for the reply before sending more).
+    ExpectAlone(&'static str),
     /// Read message data up to and including the terminating `.` line.
     ReadData,
     /// Read some message data (at least `n` bytes) and then hang up.
@@ -34,6 +42,8 @@ pub enum Step {
     Stall,
     /// Hang up.
     Close,
+    /// Hang up, then notify (the test then knows the connection is closed).
+    CloseAndNotify(Arc<tokio::sync::Notify>),
 }
 
 /// What the peer saw.
@@ -47,6 +57,10 @@ pub struct PeerLog {
     pub tail: Vec<u8>,
     /// The first script violation, if any.
     pub error: Option<String>,
+    /// How many connections were accepted.
+    pub connections: usize,
+    /// For each [`Step::ExpectBatch`], the lines that arrived in one read.
+    pub batches: Vec<Vec<String>>,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -54,18 +68,49 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Binds 127.0.0.1:0 and plays `steps` on the first connection.
 pub async fn start(steps: Vec<Step>) -> (u16, JoinHandle<PeerLog>) {
+    start_many(vec![steps]).await
+}
+
+/// Binds 127.0.0.1:0 and plays `scripts[i]` on the `i`-th connection, one connection
+/// after the other (the next is accepted when the previous script has ended). Stops at
+/// the first script violation.
+pub async fn start_many(scripts: Vec<Vec<Step>>) -> (u16, JoinHandle<PeerLog>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let handle = tokio::spawn(async move {
         let mut log = PeerLog::default();
-        let (tcp, _) = listener.accept().await.unwrap();
-        let stream: Box<dyn Io> = Box::new(tcp);
-        if let Err(e) = play(stream, steps, &mut log).await {
-            log.error = Some(e);
+        for steps in scripts {
+            let (tcp, _) = listener.accept().await.unwrap();
+            log.connections += 1;
+            let stream: Box<dyn Io> = Box::new(tcp);
+            if let Err(e) = play(stream, steps, &mut log).await {
+                log.error = Some(format!("connection {}: {e}", log.connections));
+                break;
+            }
         }
         log
     });
     (port, handle)
+}
+
+/// Reads one line, records it and checks it starts with `prefix`.
+async fn expect_line(
+    reader: &mut BufReader<Box<dyn Io>>,
+    prefix: &str,
+    log: &mut PeerLog,
+) -> Result<String, String> {
+    let line = read_line(reader).await?;
+    let text = String::from_utf8_lossy(&line)
+        .trim_end_matches(['\r', '\n'])
+        .to_string();
+    log.lines.push(text.clone());
+    if !text
+        .to_ascii_uppercase()
+        .starts_with(&prefix.to_ascii_uppercase())
+    {
+        return Err(format!("expected {prefix:?}, got {text:?}"));
+    }
+    Ok(text)
 }
 
 async fn read_line(reader: &mut BufReader<Box<dyn Io>>) -> Result<Vec<u8>, String> {
@@ -99,17 +144,26 @@ async fn play(stream: Box<dyn Io>, steps: Vec<Step>, log: &mut PeerLog) -> Resul
                     .map_err(|e| e.to_string())?;
             }
             Step::Expect(prefix) => {
-                let line = read_line(&mut reader).await?;
-                let text = String::from_utf8_lossy(&line)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string();
-                log.lines.push(text.clone());
-                if !text
-                    .to_ascii_uppercase()
-                    .starts_with(&prefix.to_ascii_uppercase())
-                {
-                    return Err(format!("expected {prefix:?}, got {text:?}"));
+                expect_line(&mut reader, prefix, log).await?;
+            }
+            Step::ExpectAlone(prefix) => {
+                let text = expect_line(&mut reader, prefix, log).await?;
+                if !reader.buffer().is_empty() {
+                    let more = String::from_utf8_lossy(reader.buffer()).into_owned();
+                    return Err(format!("{text:?} arrived together with {more:?}"));
                 }
+            }
+            Step::ExpectBatch(prefixes) => {
+                let mut batch = Vec::new();
+                for (i, prefix) in prefixes.iter().enumerate() {
+                    if i > 0 && !reader.buffer().contains(&b'\n') {
+                        return Err(format!(
+                            "{prefix:?} did not arrive with {batch:?} (not pipelined)"
+                        ));
+                    }
+                    batch.push(expect_line(&mut reader, prefix, log).await?);
+                }
+                log.batches.push(batch);
             }
             Step::ReadData => loop {
                 let line = read_line(&mut reader).await?;
@@ -163,6 +217,13 @@ async fn play(stream: Box<dyn Io>, steps: Vec<Step>, log: &mut PeerLog) -> Resul
             }
             Step::Stall => tokio::time::sleep(Duration::from_secs(60)).await,
             Step::Close => return Ok(()),
+            Step::CloseAndNotify(closed) => {
+                let mut stream = reader.into_inner();
+                let _ = stream.shutdown().await;
+                drop(stream);
+                closed.notify_one();
+                return Ok(());
+            }
         }
     }
     Ok(())

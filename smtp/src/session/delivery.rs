@@ -5,6 +5,7 @@ use crate::Failure;
 use crate::classify::FailureClass;
 use crate::client::Link;
 use crate::command::Command;
+use crate::context::Ctx;
 use crate::message::BuiltMessage;
 use crate::recorder::Fail;
 use crate::transcript::{Phase, PhaseRecord};
@@ -72,35 +73,48 @@ impl Session<'_> {
             payload.len(),
             message.message_id
         ));
-        let per_chunk = t.data_block;
-        let total = ctx.limit(t.data_block.max(t.data_end));
-        if let Err(e) = link.client.send_data(&payload, per_chunk, total).await {
-            return Err(ctx.wire_fail(Phase::Data, e, per_chunk, link.tls_active));
-        }
-        rec.commands.push(".".to_owned());
-        let limit = ctx.limit(t.data_end);
-        match link.client.read_reply(limit).await {
-            Err(e) => {
-                let mut fail = ctx.wire_fail(Phase::Data, e, t.data_end, link.tls_active);
-                if fail.class == FailureClass::Timeout && !ctx.deadline_passed() {
-                    fail.hint = format!(
-                        "the server did not confirm the message within {:?}; it may still deliver it (check its queue)",
-                        t.data_end
-                    );
-                }
-                Err(fail)
+        send_and_confirm(ctx, link, rec, &payload).await
+    }
+}
+
+/// After `354`: sends `payload` (from [`data_payload`]) and reads the reply to the final
+/// `.`, with the queue id when the server names one. A reply other than 250 fails with the
+/// reply; a failure without a reply is a broken or silent connection.
+pub(crate) async fn send_and_confirm(
+    ctx: &Ctx<'_>,
+    link: &mut Link,
+    rec: &mut PhaseRecord,
+    payload: &[u8],
+) -> Result<(Reply, Option<String>), Fail> {
+    let t = ctx.cfg.timeouts;
+    let per_chunk = t.data_block;
+    let total = ctx.limit(t.data_block.max(t.data_end));
+    if let Err(e) = link.client.send_data(payload, per_chunk, total).await {
+        return Err(ctx.wire_fail(Phase::Data, e, per_chunk, link.tls_active));
+    }
+    rec.commands.push(".".to_owned());
+    let limit = ctx.limit(t.data_end);
+    match link.client.read_reply(limit).await {
+        Err(e) => {
+            let mut fail = ctx.wire_fail(Phase::Data, e, t.data_end, link.tls_active);
+            if fail.class == FailureClass::Timeout && !ctx.deadline_passed() {
+                fail.hint = format!(
+                    "the server did not confirm the message within {:?}; it may still deliver it (check its queue)",
+                    t.data_end
+                );
             }
-            Ok(reply) => {
-                rec.reply = Some(reply.clone());
-                if reply.code == 250 {
-                    let id = parse_queue_id(&reply);
-                    if let Some(id) = &id {
-                        rec.detail.push(format!("queue id {id}"));
-                    }
-                    Ok((reply, id))
-                } else {
-                    Err(ctx.reply_fail(Phase::Data, reply))
+            Err(fail)
+        }
+        Ok(reply) => {
+            rec.reply = Some(reply.clone());
+            if reply.code == 250 {
+                let id = parse_queue_id(&reply);
+                if let Some(id) = &id {
+                    rec.detail.push(format!("queue id {id}"));
                 }
+                Ok((reply, id))
+            } else {
+                Err(ctx.reply_fail(Phase::Data, reply))
             }
         }
     }
