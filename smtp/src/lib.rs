@@ -31,6 +31,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! To deliver many messages, a [`Pool`] keeps established, authenticated connections per
+//! account key and sends each message with [`Pool::send`]: `RSET` between messages,
+//! `PIPELINING` when offered, a transparent reconnect when the relay closed an idle
+//! connection, and a [`Delivery`] with one [`RecipientResult`] per recipient and a closed
+//! [`MessageOutcome`] (sent, transient, ambiguous after `DATA`, permanent). Connections are
+//! opened by the same phases as [`run_session`], with the same [`DestinationCheck`].
+//!
 //! The secret in [`Credentials`] never appears in the transcript, an error, or a log
 //! line: `AUTH` commands are recorded as `AUTH PLAIN <redacted>`, and anything the server
 //! echoes back that contains the secret is scrubbed too. Wire lines are logged with

@@ -12,23 +12,25 @@
 //! same [`DestinationCheck`] on every resolved address, the same TLS and AUTH behaviour.
 
 mod conn;
+mod idle;
 mod transaction;
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use conn::Pooled;
+use idle::{Shared, Slot, lock, reap};
 
 use crate::context::Ctx;
 use crate::delivery::{ConnectionUse, Delivery, Envelope, MessageOutcome};
 use crate::delivery::{RecipientResult, RecipientStatus};
+use crate::message::BuiltMessage;
 use crate::policy::DestinationCheck;
 use crate::setup::{Prepared, prepare_connection};
 use crate::wire::data_payload;
@@ -76,56 +78,6 @@ pub enum PoolError {
     /// [`Pool::close`] was called.
     #[error("the pool is closed")]
     Closed,
-}
-
-/// The connections of one key.
-struct Slot {
-    /// One permit per connection that may exist.
-    permits: Arc<Semaphore>,
-    /// The idle connections, most recently used last.
-    idle: Mutex<Vec<Pooled>>,
-}
-
-/// What the pool and its reaper share.
-struct Shared<K> {
-    config: PoolConfig,
-    policy: Arc<dyn DestinationCheck>,
-    slots: Mutex<HashMap<K, Arc<Slot>>>,
-}
-
-/// Locks `m`, carrying on after a panic elsewhere (the data stays consistent: every
-/// critical section only moves connections in or out of a list).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl<K: Hash + Eq + Clone> Shared<K> {
-    fn slot(&self, key: &K) -> Arc<Slot> {
-        let mut slots = lock(&self.slots);
-        let slot = slots.entry(key.clone()).or_insert_with(|| {
-            Arc::new(Slot {
-                permits: Arc::new(Semaphore::new(self.config.max_sessions_per_key.max(1))),
-                idle: Mutex::new(Vec::new()),
-            })
-        });
-        Arc::clone(slot)
-    }
-
-    /// Removes and returns the idle connections that have expired at `now` (all of them
-    /// when `all`).
-    fn take_idle(&self, now: Instant, all: bool) -> Vec<Pooled> {
-        let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
-        let mut out = Vec::new();
-        for slot in slots {
-            let mut idle = lock(&slot.idle);
-            let (gone, keep): (Vec<_>, Vec<_>) = idle
-                .drain(..)
-                .partition(|c| all || c.expired(self.config.idle_timeout, now));
-            *idle = keep;
-            out.extend(gone);
-        }
-        out
-    }
 }
 
 /// A pool of SMTP connections keyed by `K` (e.g. an account id). See the module
@@ -255,6 +207,18 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Pool<K> {
         }
     }
 
+    /// [`Pool::send`] for a message built with [`build_message`](crate::build_message),
+    /// to its envelope.
+    pub async fn send_message(
+        &self,
+        key: &K,
+        config: &SessionConfig,
+        message: &BuiltMessage,
+    ) -> Result<Delivery, PoolError> {
+        self.send(key, config, &Envelope::of(message), &message.bytes)
+            .await
+    }
+
     /// Opens a connection, or gives the delivery that reports why it could not.
     async fn open(
         &self,
@@ -305,7 +269,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Pool<K> {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        for conn in self.shared.take_idle(Instant::now(), true) {
+        for (conn, _) in self.shared.take_idle(Instant::now(), true) {
             conn.quit().await;
         }
     }
@@ -315,23 +279,6 @@ impl<K> Drop for Pool<K> {
     fn drop(&mut self) {
         // The reaper ends on its own; idle connections are dropped without QUIT.
         self.cancel.cancel();
-    }
-}
-
-/// The idle reaper: every `reap_interval`, closes the connections idle for too long.
-async fn reap<K: Hash + Eq + Clone>(shared: Arc<Shared<K>>, cancel: CancellationToken) {
-    let period = shared.config.reap_interval.max(Duration::from_millis(1));
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        for conn in shared.take_idle(Instant::now(), false) {
-            tracing::debug!(target: "mailplane::smtp::pool", "closing an idle connection");
-            conn.quit().await;
-        }
     }
 }
 

@@ -58,7 +58,10 @@ fn message(fx: &Fixtures, id: &str, recipients: &[String]) -> BuiltMessage {
 }
 
 fn pool() -> Pool<String> {
-    Pool::new(PoolConfig::default(), Arc::new(DestinationPolicy::default()))
+    Pool::new(
+        PoolConfig::default(),
+        Arc::new(DestinationPolicy::default()),
+    )
 }
 
 fn sent(d: &Delivery) -> Option<&str> {
@@ -102,7 +105,10 @@ async fn three_messages_over_one_pooled_connection_starttls_and_auth_once() {
     for (id, message_id) in ids {
         let got = fx.delivered(&format!("Subject: pooled {id}")).await;
         assert!(got.contains(&format!("Message-ID: {message_id}")), "{got}");
-        assert!(got.contains(&format!("Delivered-To: rcpt-{id}@{domain}")), "{got}");
+        assert!(
+            got.contains(&format!("Delivered-To: rcpt-{id}@{domain}")),
+            "{got}"
+        );
         assert!(
             got.contains(&format!("Pooled delivery {id}.\n.\nA lone dot above.\n")),
             "{got}"
@@ -118,10 +124,13 @@ async fn a_message_to_two_recipients_reaches_both() {
     let pool = pool();
     let domain = fx.get("SMTP_DOMAIN");
     let id = unique("pair");
-    let rcpts = vec![format!("first-{id}@{domain}"), format!("second-{id}@{domain}")];
+    let rcpts = vec![
+        format!("first-{id}@{domain}"),
+        format!("second-{id}@{domain}"),
+    ];
     let msg = message(&fx, &id, &rcpts);
     let d = pool
-        .send(&unique("account"), &cfg, &Envelope::of(&msg), &msg.bytes)
+        .send_message(&unique("account"), &cfg, &msg)
         .await
         .unwrap();
     sent(&d);
