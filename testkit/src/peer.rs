@@ -21,8 +21,9 @@ pub enum Step {
     /// Read one line and check that it starts with this text (case-insensitive).
     Expect(&'static str),
     /// Read command lines that must all have arrived together (one pipelined write): the
-    /// first is read, and the rest must already be buffered before any further read.
-    /// Each line is checked like [`Step::Expect`].
+    /// first is read, and the rest must already be buffered before any further read; and
+    /// nothing after them (the client waits for the replies). Each line is checked like
+    /// [`Step::Expect`].
     ExpectBatch(Vec<&'static str>),
     /// Like [`Step::Expect`], and nothing else may have arrived with the line (the client
     /// waits for the reply before sending more).
@@ -162,6 +163,10 @@ async fn play(stream: Box<dyn Io>, steps: Vec<Step>, log: &mut PeerLog) -> Resul
                         ));
                     }
                     batch.push(expect_line(&mut reader, prefix, log).await?);
+                }
+                if !reader.buffer().is_empty() {
+                    let more = String::from_utf8_lossy(reader.buffer()).into_owned();
+                    return Err(format!("{batch:?} arrived together with {more:?}"));
                 }
                 log.batches.push(batch);
             }

@@ -1,6 +1,10 @@
 //! One mail transaction on an established connection: `RSET` when the connection was used
 //! before, then `MAIL FROM`, the `RCPT TO`s and `DATA` — pipelined (RFC 2920) when the
-//! relay offers `PIPELINING`, one at a time otherwise — and the message.
+//! relay offers `PIPELINING`, one at a time otherwise — and the message. `RSET` always
+//! goes alone and is answered before the transaction is written: that is how a connection
+//! the relay closed while it sat in the pool is found dead before anything is sent.
+
+use std::collections::VecDeque;
 
 use crate::client::Link;
 use crate::command::Command;
@@ -24,16 +28,25 @@ pub(crate) struct Tx {
     pub(crate) dead_before_accept: bool,
 }
 
+/// Most commands written in one pipelined batch. Every reply of a batch is read before
+/// the next batch is written, so neither side can fill its socket buffer with data the
+/// other is not reading (RFC 2920 §3.2), however many recipients there are.
+const PIPELINE_BATCH: usize = 100;
+
 /// The commands of one transaction and how they go out.
 struct Exchange<'l, 'c> {
     ctx: &'l Ctx<'c>,
     link: &'l mut Link,
-    /// Everything was sent up front; each step only reads its reply.
-    pipelined: bool,
+    /// With pipelining: the commands not yet written, in order. Each step writes the next
+    /// batch when every reply of the previous one has been read, then reads its reply.
+    unsent: Option<VecDeque<Command>>,
+    /// Replies still due for commands already written.
+    in_flight: usize,
 }
 
 impl Exchange<'_, '_> {
-    /// The reply to `command` (sent now unless pipelined), within the phase's timeout.
+    /// The reply to `command` (sent now, or with its batch when pipelining), within the
+    /// phase's timeout.
     async fn reply(&mut self, command: &Command, phase: Phase) -> Result<Reply, Fail> {
         let t = self.ctx.cfg.timeouts;
         let configured = match phase {
@@ -42,10 +55,22 @@ impl Exchange<'_, '_> {
             _ => t.mail_from,
         };
         let limit = self.ctx.limit(configured);
-        let result = if self.pipelined {
-            self.link.client.read_reply(limit).await
-        } else {
-            self.link.client.command(command, limit).await
+        let result = match &mut self.unsent {
+            Some(unsent) => {
+                if self.in_flight == 0 {
+                    let n = unsent.len().min(PIPELINE_BATCH);
+                    let batch: Vec<Command> = unsent.drain(..n).collect();
+                    self.link
+                        .client
+                        .send_pipelined(&batch, limit)
+                        .await
+                        .map_err(|e| self.wire_fail(phase, e, configured))?;
+                    self.in_flight = n;
+                }
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.link.client.read_reply(limit).await
+            }
+            None => self.link.client.command(command, limit).await,
         };
         result.map_err(|e| self.wire_fail(phase, e, configured))
     }
@@ -100,20 +125,17 @@ pub(crate) async fn run(
     }
     let mail = Command::MailFrom(mail_from.to_owned());
     let rcpts: Vec<Command> = rcpt_to.iter().map(|a| Command::RcptTo(a.clone())).collect();
-    if pipelining {
-        let mut batch = vec![mail.clone()];
-        batch.extend(rcpts.iter().cloned());
-        batch.push(Command::Data);
-        let limit = ctx.limit(ctx.cfg.timeouts.mail_from);
-        if let Err(e) = link.client.send_pipelined(&batch, limit).await {
-            let fail = ctx.wire_fail(Phase::MailFrom, e, limit, link.tls_active);
-            return dead(fail, Phase::MailFrom, recipients);
-        }
-    }
+    let unsent = pipelining.then(|| {
+        let mut all = VecDeque::from([mail.clone()]);
+        all.extend(rcpts.iter().cloned());
+        all.push_back(Command::Data);
+        all
+    });
     let mut ex = Exchange {
         ctx,
         link,
-        pipelined: pipelining,
+        unsent,
+        in_flight: 0,
     };
     let broken = |fail: Fail, phase: Phase, recipients: Vec<RecipientResult>| Tx {
         recipients,

@@ -267,3 +267,40 @@ async fn a_closed_pool_and_bad_envelopes_send_nothing() {
         Err(PoolError::Closed)
     ));
 }
+
+#[tokio::test]
+async fn many_recipients_are_pipelined_in_batches_of_100() {
+    let rcpts: Vec<String> = (0..150).map(|i| format!("r{i}@example.net")).collect();
+    let lines: Vec<&'static str> = std::iter::once("MAIL FROM:<alice@example.org>".to_owned())
+        .chain(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")))
+        .chain(std::iter::once("DATA".to_owned()))
+        .map(|l| &*Box::leak(l.into_boxed_str()))
+        .collect();
+    let replies = |n: usize, last: &str| {
+        let mut r = "250 2.1.5 Ok\r\n".repeat(n - 1).into_bytes();
+        r.extend_from_slice(last.as_bytes());
+        r
+    };
+    let (port, peer) = peer::start(script(vec![
+        greet(EHLO_PIPELINING),
+        vec![
+            Step::ExpectBatch(lines[..100].to_vec()),
+            Step::Raw(replies(100, "250 2.1.5 Ok\r\n")),
+            Step::ExpectBatch(lines[100..].to_vec()),
+            Step::Raw(replies(52, "354 go ahead\r\n")),
+            Step::ReadData,
+            Step::Say("250 2.0.0 Ok: queued as 4M"),
+        ],
+        quit(),
+    ]))
+    .await;
+    let pool = pool(PoolConfig::default());
+    let env = Envelope::new("alice@example.org", rcpts);
+    let d = pool.send(&KEY, &config(port), &env, MESSAGE).await.unwrap();
+    assert_eq!(d.queue_id(), Some("4M"), "{d:#?}");
+    assert!(d.recipients.iter().all(RecipientResult::is_accepted));
+    pool.close().await;
+    let log = finish(peer).await;
+    let sizes: Vec<usize> = log.batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [100, 52]);
+}
