@@ -132,9 +132,10 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Pool<K> {
     /// (e.g. [`BuiltMessage::bytes`](crate::BuiltMessage::bytes)); it is sent with CRLF
     /// line endings and dot-stuffed by [`data_payload`].
     ///
-    /// Connections are reused only for the same key and an equal `config`. Returns `Err`
-    /// only when nothing could be sent; every relay or network problem is in the
-    /// [`Delivery`].
+    /// Connections are reused only for the same key and an equal `config`. Opening a
+    /// connection and each transaction are each bounded by `config.timeouts.overall`, and
+    /// every step by its own timeout from `config.timeouts`. Returns `Err` only when
+    /// nothing could be sent; every relay or network problem is in the [`Delivery`].
     pub async fn send(
         &self,
         key: &K,

@@ -304,3 +304,24 @@ async fn many_recipients_are_pipelined_in_batches_of_100() {
     let sizes: Vec<usize> = log.batches.iter().map(Vec::len).collect();
     assert_eq!(sizes, [100, 52]);
 }
+
+#[tokio::test]
+async fn the_destination_check_runs_before_any_connection() {
+    // Nothing listens on this port: a connect attempt would say CONNECTION_REFUSED.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let policy = DestinationPolicy::with_rules(vec!["127.0.0.0/8".parse().unwrap()], Vec::new());
+    let pool: Pool<&str> = Pool::new(PoolConfig::default(), Arc::new(policy));
+    let env = envelope(&["bob@example.net"]);
+    let d = pool.send(&KEY, &config(port), &env, MESSAGE).await.unwrap();
+    let MessageOutcome::Permanent { failure } = &d.message else {
+        panic!("expected Permanent: {d:#?}");
+    };
+    assert_eq!(
+        (failure.class, failure.phase),
+        (FailureClass::DestinationNotAllowed, Phase::Connect)
+    );
+    pool.close().await;
+}

@@ -113,8 +113,14 @@ async fn two_messages_over_one_connection_with_rset_exact_bytes_and_auth_once() 
         Secret::new(SECRET),
     ));
     let env = envelope(&["bob@example.net"]);
+    let (logs, guard) = capture_tracing();
     let first = pool.send(&KEY, &cfg, &env, MESSAGE).await.unwrap();
     let second = pool.send(&KEY, &cfg, &env, MESSAGE).await.unwrap();
+    drop(guard);
+    let logged = logs.text();
+    assert!(logged.contains("AUTH PLAIN <redacted>"), "{logged}");
+    assert!(!logged.contains(SECRET), "{logged}");
+    assert!(!logged.contains(&base64_plain("alice", SECRET)), "{logged}");
     assert_eq!(
         (first.queue_id(), second.queue_id()),
         (Some("4A"), Some("4B"))
@@ -252,4 +258,35 @@ fn the_send_future_is_send() {
         drop(fut);
         pool.close().await;
     });
+}
+
+/// A tracing subscriber for this thread that writes everything (TRACE) into a buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn capture_tracing() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
 }
