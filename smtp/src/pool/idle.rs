@@ -52,6 +52,13 @@ impl<K: Hash + Eq + Clone> Shared<K> {
         Arc::clone(slot)
     }
 
+    /// Forgets the keys nobody uses: no idle connection and no send holding the slot (a
+    /// send gets its slot under the same lock, so none can be on its way to this one).
+    pub(super) fn prune(&self) {
+        lock(&self.slots)
+            .retain(|_, slot| Arc::strong_count(slot) > 1 || !lock(&slot.idle).is_empty());
+    }
+
     /// Removes and returns the idle connections that have expired at `now`, each with a
     /// permit of its key so that no new connection is opened in its place before it is
     /// closed (one that finds no free permit is left for the send that holds it, which
@@ -99,5 +106,28 @@ pub(super) async fn reap<K: Hash + Eq + Clone>(shared: Arc<Shared<K>>, cancel: C
             conn.quit().await;
             drop(permit);
         }
+        shared.prune();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DestinationPolicy;
+
+    #[test]
+    fn unused_keys_are_forgotten_and_used_ones_kept() {
+        let shared = Shared {
+            config: PoolConfig::default(),
+            policy: Arc::new(DestinationPolicy::default()),
+            slots: Mutex::new(HashMap::new()),
+        };
+        let held = shared.slot(&"busy");
+        drop(shared.slot(&"gone"));
+        assert_eq!(held.permits.available_permits(), 4);
+        shared.prune();
+        let keys: Vec<&str> = lock(&shared.slots).keys().copied().collect();
+        assert_eq!(keys, ["busy"]);
+        assert!(Arc::ptr_eq(&held, &shared.slot(&"busy")));
     }
 }

@@ -171,7 +171,7 @@ pub(crate) async fn run(
         if mail_refused.is_some() {
             continue;
         }
-        let closing = reply.code == 421;
+        let closing = (reply.code == 421).then(|| reply.clone());
         result.status = if matches!(reply.code, 250 | 251) {
             RecipientStatus::Accepted { reply }
         } else {
@@ -180,9 +180,13 @@ pub(crate) async fn run(
                 reply,
             }
         };
-        if closing {
-            let fail = ctx.reply_fail(Phase::RcptTo, closing_reply(result));
-            return broken(fail, Phase::RcptTo, recipients);
+        if let Some(reply) = closing {
+            // The relay is closing the connection: the rest will not be answered.
+            return broken(
+                ctx.reply_fail(Phase::RcptTo, reply),
+                Phase::RcptTo,
+                recipients,
+            );
         }
     }
     let accepted = recipients.iter().any(RecipientResult::is_accepted);
@@ -269,15 +273,6 @@ fn refused(fail: Fail, phase: Phase, recipients: Vec<RecipientResult>) -> Tx {
         reusable: true,
         dead_before_accept: false,
     }
-}
-
-/// The reply of a recipient that was just answered.
-fn closing_reply(result: &RecipientResult) -> Reply {
-    result.reply().cloned().unwrap_or(Reply {
-        code: 421,
-        enhanced: None,
-        lines: Vec::new(),
-    })
 }
 
 /// The failure when no recipient was accepted: the first transient refusal if any (a
