@@ -50,6 +50,7 @@ mod command;
 mod context;
 mod delivery;
 mod message;
+mod outgoing;
 mod policy;
 mod pool;
 #[cfg(feature = "proto")]
@@ -70,6 +71,10 @@ pub use delivery::{
     ConnectionUse, Delivery, Envelope, MessageOutcome, RecipientResult, RecipientStatus, Severity,
 };
 pub use message::{BuiltMessage, MessageError, MessageSpec, build_message};
+pub use outgoing::{
+    Attachment, DEFAULT_ATTACHMENT_TYPE, DEFAULT_MAX_MESSAGE_SIZE, MAX_RECIPIENTS, OutgoingError,
+    OutgoingMessage, check_message_size,
+};
 pub use policy::{Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError};
 pub use pool::{Pool, PoolConfig, PoolError};
 pub use secret::Secret;

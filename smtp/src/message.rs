@@ -55,6 +55,14 @@ pub struct BuiltMessage {
     pub bytes: Vec<u8>,
 }
 
+impl BuiltMessage {
+    /// The size of the message in bytes as it is handed to `DATA` (before dot-stuffing):
+    /// the number to compare with an account's or the server's size limit.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 /// Errors building a message.
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
@@ -91,7 +99,7 @@ fn mailbox(field: &'static str, value: &str) -> Result<Mailbox, MessageError> {
 }
 
 /// Whether `charset` is a safe MIME token.
-fn valid_charset(charset: &str) -> bool {
+pub(crate) fn valid_charset(charset: &str) -> bool {
     !charset.is_empty()
         && charset.len() <= 40
         && charset
@@ -100,7 +108,7 @@ fn valid_charset(charset: &str) -> bool {
 }
 
 /// Encodes text as 7bit when possible, else quoted-printable.
-fn encode_body(text: String) -> Body {
+pub(crate) fn encode_body(text: String) -> Body {
     match Body::new_with_encoding(text, ContentTransferEncoding::SevenBit) {
         Ok(body) => body,
         Err(bytes) => {
@@ -114,7 +122,7 @@ fn encode_body(text: String) -> Body {
 }
 
 /// Escapes text for HTML and turns line breaks into `<br>`.
-fn html_escape(text: &str) -> String {
+pub(crate) fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         match c {
@@ -131,7 +139,7 @@ fn html_escape(text: &str) -> String {
 }
 
 /// A random Message-ID under `domain`.
-fn new_message_id(domain: &str) -> String {
+pub(crate) fn new_message_id(domain: &str) -> String {
     let domain = domain.trim_start_matches('[').trim_end_matches(']');
     format!("<{:032x}.mailplane@{domain}>", rand::random::<u128>())
 }
