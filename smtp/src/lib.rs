@@ -38,6 +38,14 @@
 //! [`MessageOutcome`] (sent, transient, ambiguous after `DATA`, permanent). Connections are
 //! opened by the same phases as [`run_session`], with the same [`DestinationCheck`].
 //!
+//! A message a caller composed (`SendMessage`) is an [`OutgoingMessage`]: its
+//! [`build`](OutgoingMessage::build) applies the account's settings (`From`, envelope
+//! sender, `Reply-To`, read confirmation, footer, charset, plain text only, forced
+//! settings), validates recipients, headers and attachments into a closed
+//! [`OutgoingError`], and returns the same [`BuiltMessage`] the pool sends (`Bcc` only in
+//! the envelope). [`OutgoingMessage::estimated_size`] and [`check_message_size`] refuse an
+//! oversized message before anything is stored.
+//!
 //! The secret in [`Credentials`] never appears in the transcript, an error, or a log
 //! line: `AUTH` commands are recorded as `AUTH PLAIN <redacted>`, and anything the server
 //! echoes back that contains the secret is scrubbed too. Wire lines are logged with

@@ -319,6 +319,16 @@ fn extra_headers_only_x_names_without_line_breaks() {
         );
     }
     let mut m = base();
+    m.extra_headers = vec![("X-Tag".into(), "a".into()), ("x-TAG".into(), "b".into())];
+    let err = m.build().unwrap_err();
+    assert_eq!(
+        err,
+        OutgoingError::DuplicateHeader {
+            name: "x-TAG".into()
+        }
+    );
+    assert!(err.to_string().starts_with("headers: "), "{err}");
+    let mut m = base();
     m.extra_headers = vec![("X-Ok".into(), "a\r\nBcc: evil@example.com".into())];
     let err = m.build().unwrap_err();
     assert_eq!(
@@ -427,6 +437,14 @@ fn attachment_names_and_types_are_checked() {
         m.build()
     };
     assert!(attach("a.pdf", "application/pdf").is_ok());
+    // Quotes in a name are escaped inside the quoted string, not a way out of it.
+    let t = text(&attach("my \"quoted\"; name=x.txt", "text/plain; charset=utf-8").unwrap());
+    assert!(
+        t.contains(
+            "Content-Disposition: attachment; filename=\"my \\\"quoted\\\"; name=x.txt\"\r\n"
+        ),
+        "{t}"
+    );
     assert_eq!(
         attach(" ", "text/plain").unwrap_err(),
         OutgoingError::Filename {
