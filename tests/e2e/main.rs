@@ -13,6 +13,7 @@ mod concurrency;
 mod connectors;
 mod credentials;
 mod discovery;
+mod messages;
 mod netns;
 mod paging;
 mod smtp;
