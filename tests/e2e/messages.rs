@@ -541,3 +541,98 @@ async fn one_refused_recipient_of_three_is_not_retried() {
     let log = peer.await.unwrap();
     assert_eq!(log.error, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_left_sending_by_a_dead_server_is_delivered_after_restart() {
+    let (port, peer) = peer::start(accepting(vec!["250 2.1.5 Ok"])).await;
+    let server = TestServer::start(Backend::Sqlite).await;
+    // Through a connector the message waits QUEUED, so the first server never sends it.
+    let connector = server.create_connector("Later").await;
+    let acct = create_account(
+        &mut server.accounts(),
+        pb::SmtpAccount {
+            use_network_connector: true,
+            network_connector: connector.name.clone(),
+            ..account("Crash")
+        },
+    )
+    .await;
+    let m = send(&mut messages(&server), message(&["ops@example.com"]), "")
+        .await
+        .unwrap();
+    let config = server.config.clone();
+    let db = server.sqlite_path();
+    let (stopped, data_dir) = server.stop_keeping_data().await;
+    stopped.unwrap();
+    // What a server that died mid-delivery leaves behind: the message claimed, SENDING.
+    {
+        use mailplane_server::domain::AccountId;
+        use mailplane_server::store::{DatabaseUrl, open};
+        let store = open(&DatabaseUrl::Sqlite(db)).await.unwrap();
+        let id: i64 = acct.name.trim_start_matches("accounts/").parse().unwrap();
+        store
+            .update_account(
+                &mailplane_server::audit::AuditContext::system(),
+                AccountId(id),
+                None,
+                &|s| {
+                    s.use_network_connector = false;
+                    s.network_connector = None;
+                    s.host = "127.0.0.1".into();
+                    s.port = port;
+                    s.security = mailplane_server::domain::Security::None;
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+        let now = mailplane_server::domain::now_micros();
+        let claimed = store.claim_due(now, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+    }
+    let server = TestServer::start_with(config, data_dir, None).await;
+    let mut c = messages(&server);
+    let sent = wait_for(&mut c, &m.name, pb::MessageState::Sent).await;
+    assert_eq!(sent.attempts.len(), 1, "{sent:?}");
+    assert_eq!(sent.attempts[0].relay_queue_id, "PEER42");
+    server.stop().await.unwrap();
+    assert_eq!(peer.await.unwrap().error, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_with_messages_waiting_cannot_be_deleted() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let connector = server.create_connector("Wait").await;
+    let mut a = server.accounts();
+    let acct = create_account(
+        &mut a,
+        pb::SmtpAccount {
+            use_network_connector: true,
+            network_connector: connector.name.clone(),
+            ..account("Wait")
+        },
+    )
+    .await;
+    let mut c = messages(&server);
+    let m = send(&mut c, message(&["ops@example.com"]), "")
+        .await
+        .unwrap();
+    let delete = |name: String| pb::DeleteAccountRequest {
+        name,
+        ..Default::default()
+    };
+    let refused = a
+        .delete_account(delete(acct.name.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("waiting for delivery"),
+        "{refused:?}"
+    );
+    c.cancel_message(pb::CancelMessageRequest { name: m.name })
+        .await
+        .unwrap();
+    a.delete_account(delete(acct.name)).await.unwrap();
+    server.stop().await.unwrap();
+}

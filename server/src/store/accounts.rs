@@ -311,6 +311,7 @@ impl Store {
         if current.spec.is_default {
             rules::delete_account(id, &current.spec, count(&mut w.conn()).await?)?;
         }
+        super::messages::check_none_waiting(&mut w.conn(), id).await?;
         w.conn()
             .execute(&query("DELETE FROM accounts WHERE id = $1").bind(id.0))
             .await?;

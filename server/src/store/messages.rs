@@ -219,6 +219,23 @@ async fn by_request_id(w: &mut Write<'_>, request_id: &str, now: Micros) -> Resu
     Ok(None)
 }
 
+/// Refuses to delete an account whose messages still wait for delivery: they would be lost.
+pub(super) async fn check_none_waiting(conn: &mut Conn<'_>, account: AccountId) -> Result<()> {
+    let q = query(
+        "SELECT COUNT(*) FROM messages WHERE account_id = $1 \
+         AND state IN ('queued', 'sending', 'deferred')",
+    )
+    .bind(account.0);
+    let (n,): (i64,) = conn.one(&q).await?;
+    if n > 0 {
+        return Err(Error::FailedPrecondition(format!(
+            "{account} has {n} message(s) waiting for delivery; cancel them or wait until they \
+             are sent before deleting it"
+        )));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Stores a new message, queued and due now, or returns the message that the same
     /// `request_id` created within 24 hours (then `false`: nothing new is stored). The commit
