@@ -15,6 +15,7 @@ mod credentials;
 mod discovery;
 mod messages;
 mod netns;
+mod outbox;
 mod paging;
 mod smtp;
 mod storage;
