@@ -56,3 +56,9 @@ CREATE TABLE message_attempts (
     hint                 TEXT   NOT NULL
 );
 CREATE INDEX message_attempts_message ON message_attempts (message_id, id);
+
+-- Accounts whose delivery is paused: their messages keep queueing and are not sent.
+CREATE TABLE paused_accounts (
+    account_id BIGINT PRIMARY KEY REFERENCES accounts (id) ON DELETE CASCADE,
+    pause_time BIGINT NOT NULL
+);

@@ -152,8 +152,8 @@ fn accepting(rcpt: Vec<&'static str>) -> Vec<Step> {
     steps
 }
 
-async fn peer_server(port: u16) -> (TestServer, String) {
-    let server = TestServer::start_configured(Backend::Sqlite, |c| {
+async fn peer_server(port: u16, backend: Backend) -> (TestServer, String) {
+    let server = TestServer::start_configured(backend, |c| {
         c.outbox.retry.base = Duration::from_millis(200);
     })
     .await;
@@ -177,7 +177,7 @@ async fn a_transient_failure_is_retried_until_sent() {
         accepting(vec!["250 2.1.5 Ok"]),
     ])
     .await;
-    let (server, _) = peer_server(port).await;
+    let (server, _) = peer_server(port, Backend::Sqlite).await;
     let mut c = messages(&server);
     let m = send(&mut c, message(&["ops@example.com"]), "")
         .await
@@ -204,7 +204,7 @@ async fn one_refused_recipient_of_three_is_not_retried() {
         "250 2.1.5 Ok",
     ]))
     .await;
-    let (server, _) = peer_server(port).await;
+    let (server, _) = peer_server(port, Backend::Sqlite).await;
     let mut c = messages(&server);
     let m = send(
         &mut c,
@@ -283,6 +283,75 @@ async fn a_message_left_sending_by_a_dead_server_is_delivered_after_restart() {
     let sent = wait_for(&mut c, &m.name, pb::MessageState::Sent).await;
     assert_eq!(sent.attempts.len(), 1, "{sent:?}");
     assert_eq!(sent.attempts[0].relay_queue_id, "PEER42");
+    server.stop().await.unwrap();
+    assert_eq!(peer.await.unwrap().error, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_account_keeps_queueing_and_delivers_when_resumed_sqlite() {
+    paused_then_resumed(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_account_keeps_queueing_and_delivers_when_resumed_postgres() {
+    paused_then_resumed(Backend::Postgres).await;
+}
+
+async fn paused_then_resumed(backend: Backend) {
+    let (port, peer) = peer::start(accepting(vec!["250 2.1.5 Ok"])).await;
+    let (server, acct) = peer_server(port, backend).await;
+    let mut c = messages(&server);
+    let paused = c
+        .pause_account_delivery(pb::PauseAccountDeliveryRequest {
+            account: acct.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(paused.paused);
+    let m = send(&mut c, message(&["ops@example.com"]), "")
+        .await
+        .unwrap();
+    let summaries = c
+        .list_queue_summaries(pb::ListQueueSummariesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .queue_summaries;
+    assert_eq!(summaries.len(), 1);
+    let s = &summaries[0];
+    assert_eq!(
+        (s.account.as_str(), s.queued_count, s.paused),
+        (acct.as_str(), 1, true)
+    );
+    assert!(s.oldest_create_time.is_some());
+    let resumed = c
+        .resume_account_delivery(pb::ResumeAccountDeliveryRequest {
+            account: acct.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!resumed.paused);
+    wait_for(&mut c, &m.name, pb::MessageState::Sent).await;
+    let s = c
+        .list_queue_summaries(pb::ListQueueSummariesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .queue_summaries;
+    assert_eq!(
+        (s[0].queued_count, s[0].sending_count, s[0].deferred_count),
+        (0, 0, 0)
+    );
+    assert!(s[0].oldest_create_time.is_none());
+    let missing = c
+        .pause_account_delivery(pb::PauseAccountDeliveryRequest {
+            account: "accounts/999999".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
     server.stop().await.unwrap();
     assert_eq!(peer.await.unwrap().error, None);
 }

@@ -5,7 +5,7 @@ use super::convert::{self, timestamp};
 use super::paging;
 use crate::domain::message::{
     AttachmentInfo, Attempt, CONNECTOR_NOT_AVAILABLE, Message, MessageContent, MessageFilter,
-    MessageId, MessageState, NewMessage, RecipientKind, RecipientState,
+    MessageId, MessageState, NewMessage, QueueSummary, RecipientKind, RecipientState,
 };
 use crate::domain::{Account, validate};
 use crate::error::{Error, Result};
@@ -156,6 +156,18 @@ pub fn render(m: &Message) -> pb::Message {
         update_time: Some(timestamp(m.update_time)),
         next_attempt_time: m.next_attempt_time.map(timestamp),
         size_bytes: m.size_bytes,
+    }
+}
+
+/// The API view of an account's queue.
+fn render_summary(q: &QueueSummary) -> pb::QueueSummary {
+    pb::QueueSummary {
+        account: q.account.to_string(),
+        queued_count: q.queued,
+        sending_count: q.sending,
+        deferred_count: q.deferred,
+        oldest_create_time: q.oldest.map(timestamp),
+        paused: q.paused,
     }
 }
 
@@ -384,5 +396,38 @@ impl MessageService for Messages {
         tracing::info!(message = %message.id, "message queued again");
         self.outbox.wake();
         Ok(Response::new(render(&message)))
+    }
+
+    async fn pause_account_delivery(
+        &self,
+        request: Request<pb::PauseAccountDeliveryRequest>,
+    ) -> Result<Response<pb::QueueSummary>, Status> {
+        let ctx = crate::audit::context(&request);
+        let id = convert::account_id("account", &request.into_inner().account)?;
+        let summary = self.store.set_delivery_paused(&ctx, id, true).await?;
+        tracing::info!(account = %id, "delivery paused");
+        Ok(Response::new(render_summary(&summary)))
+    }
+
+    async fn resume_account_delivery(
+        &self,
+        request: Request<pb::ResumeAccountDeliveryRequest>,
+    ) -> Result<Response<pb::QueueSummary>, Status> {
+        let ctx = crate::audit::context(&request);
+        let id = convert::account_id("account", &request.into_inner().account)?;
+        let summary = self.store.set_delivery_paused(&ctx, id, false).await?;
+        tracing::info!(account = %id, "delivery resumed");
+        self.outbox.wake();
+        Ok(Response::new(render_summary(&summary)))
+    }
+
+    async fn list_queue_summaries(
+        &self,
+        _request: Request<pb::ListQueueSummariesRequest>,
+    ) -> Result<Response<pb::ListQueueSummariesResponse>, Status> {
+        let summaries = self.store.queue_summaries().await?;
+        Ok(Response::new(pb::ListQueueSummariesResponse {
+            queue_summaries: summaries.iter().map(render_summary).collect(),
+        }))
     }
 }

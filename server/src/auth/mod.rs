@@ -200,6 +200,18 @@ pub const TABLE: &[(&str, Access)] = &[
         "/mailplane.v1.MessageService/RetryMessage",
         Access::Role(Role::Operator),
     ),
+    (
+        "/mailplane.v1.MessageService/PauseAccountDelivery",
+        Access::Role(Role::Operator),
+    ),
+    (
+        "/mailplane.v1.MessageService/ResumeAccountDelivery",
+        Access::Role(Role::Operator),
+    ),
+    (
+        "/mailplane.v1.MessageService/ListQueueSummaries",
+        Access::Role(Role::Viewer),
+    ),
 ];
 
 /// What `path` needs.

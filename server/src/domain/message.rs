@@ -299,6 +299,23 @@ pub struct Claimed {
     pub attempt_count: i64,
 }
 
+/// The queue of one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSummary {
+    /// The account.
+    pub account: AccountId,
+    /// Messages QUEUED.
+    pub queued: i64,
+    /// Messages SENDING.
+    pub sending: i64,
+    /// Messages DEFERRED.
+    pub deferred: i64,
+    /// When the oldest of them was created.
+    pub oldest: Option<Micros>,
+    /// Whether delivery is paused.
+    pub paused: bool,
+}
+
 /// Refuses an operation on a message in `state` that needs another state.
 pub fn check_transition(id: MessageId, state: MessageState, retry: bool) -> Result<()> {
     let (ok, what, allowed) = if retry {

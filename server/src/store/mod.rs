@@ -2,7 +2,7 @@
 //!
 //! [`Store`] is one type over both backends. Its operations are ordinary methods, grouped by
 //! resource: [`accounts`], [`credentials`], [`tests`] (SMTP tests), [`connectors`], [`agents`],
-//! [`tokens`], [`messages`] (the outbox), [`audit`] and [`meta`] (installation metadata and the key check). Each writes
+//! [`tokens`], [`messages`] (the outbox), [`queue`] (its summary and pauses), [`audit`] and [`meta`] (installation metadata and the key check). Each writes
 //! its SQL once; `db.rs` runs that text on either backend (both accept `$N` placeholders,
 //! `RETURNING`, partial unique indexes and `LIKE … ESCAPE`), and `rows.rs` holds the
 //! `sqlx::FromRow` row types and the one list of account columns. Only opening a database and
@@ -26,6 +26,7 @@ mod db;
 pub mod messages;
 pub mod meta;
 pub mod postgres;
+pub mod queue;
 mod rows;
 pub mod sqlite;
 pub mod tests;
