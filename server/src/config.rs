@@ -62,6 +62,10 @@ pub struct OutboxFileConfig {
     pub max_age_secs: Option<u64>,
     /// SMTP sessions per account at once (default 4).
     pub sessions_per_account: Option<usize>,
+    /// Days the content of a finished message is kept (default 7).
+    pub body_retention_days: Option<u64>,
+    /// Days the record of a finished message is kept (default 90).
+    pub log_retention_days: Option<u64>,
 }
 
 impl OutboxFileConfig {
@@ -82,6 +86,12 @@ impl OutboxFileConfig {
         }
         if let Some(n) = self.sessions_per_account {
             s.pool.max_sessions_per_key = n.max(1);
+        }
+        if let Some(days) = self.body_retention_days {
+            s.body_retention = Duration::from_secs(days.saturating_mul(86_400));
+        }
+        if let Some(days) = self.log_retention_days {
+            s.log_retention = Duration::from_secs(days.saturating_mul(86_400));
         }
         s
     }

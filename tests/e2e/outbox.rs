@@ -355,3 +355,48 @@ async fn paused_then_resumed(backend: Backend) {
     server.stop().await.unwrap();
     assert_eq!(peer.await.unwrap().error, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_messages_are_purged_after_their_retention() {
+    let (port, peer) = peer::start(accepting(vec!["250 2.1.5 Ok"])).await;
+    let server = TestServer::start_configured(Backend::Sqlite, |c| {
+        c.outbox.log_retention = Duration::ZERO;
+        c.outbox.sweep_interval = Duration::from_millis(50);
+    })
+    .await;
+    create_account(
+        &mut server.accounts(),
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            port: port.into(),
+            security: pb::SecurityMode::None.into(),
+            ..account("Purge")
+        },
+    )
+    .await;
+    let mut c = messages(&server);
+    let m = send(&mut c, message(&["ops@example.com"]), "")
+        .await
+        .unwrap();
+    // Sent, then purged at the next sweep: GetMessage no longer finds it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match c
+            .get_message(pb::GetMessageRequest {
+                name: m.name.clone(),
+            })
+            .await
+        {
+            Err(status) if status.code() == tonic::Code::NotFound => break,
+            other => assert!(std::time::Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await.unwrap();
+    let log = peer.await.unwrap();
+    assert_eq!(log.error, None);
+    assert!(
+        !log.data.is_empty(),
+        "the message was sent before it was purged"
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
-/// The longest sleep between two looks at the queue (and at claims left by dead servers).
+/// The longest sleep between two looks at the queue.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// The pause after a database error.
 const ERROR_PAUSE: Duration = Duration::from_secs(5);
@@ -18,19 +18,15 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
         usize::try_from(outbox.settings.batch.max(1)).unwrap_or(1),
     ));
     let finished = Arc::new(Notify::new());
-    let mut last_sweep = tokio::time::Instant::now();
+    let every = outbox.settings.sweep_interval;
+    let mut next_sweep = tokio::time::Instant::now();
     loop {
         if outbox.stop.is_cancelled() {
             return;
         }
-        if last_sweep.elapsed() >= MAX_SLEEP {
-            last_sweep = tokio::time::Instant::now();
-            let before = now_micros() - micros(outbox.settings.claim_timeout);
-            match outbox.store.requeue_sending(before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(messages = n, "queued again messages stuck in delivery"),
-                Err(e) => tracing::error!(error = %e, "cannot look for messages stuck in delivery"),
-            }
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + every;
+            sweep(outbox).await;
         }
         let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
         let sleep = if free == 0 {
@@ -51,13 +47,43 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
                 }
             }
         };
-        let sleep = sleep.unwrap_or(MAX_SLEEP);
+        let sleep = sleep.unwrap_or(MAX_SLEEP).min(every);
         tokio::select! {
             () = outbox.stop.cancelled() => return,
             () = outbox.wake.notified() => {}
             () = finished.notified() => {}
             () = tokio::time::sleep(sleep) => {}
         }
+    }
+}
+
+/// Queues again the claims a dead server left, and purges finished messages past retention.
+async fn sweep(outbox: &Outbox) {
+    let now = now_micros();
+    let s = &outbox.settings;
+    match outbox
+        .store
+        .requeue_sending(now - micros(s.claim_timeout))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(messages = n, "queued again messages stuck in delivery"),
+        Err(e) => tracing::error!(error = %e, "cannot look for messages stuck in delivery"),
+    }
+    let (body_before, log_before) = (
+        now - micros(s.body_retention),
+        now - micros(s.log_retention),
+    );
+    match outbox.store.purge_messages(body_before, log_before).await {
+        Ok((0, 0)) => {}
+        Ok((bodies, records)) => {
+            tracing::info!(
+                bodies,
+                records,
+                "purged finished messages past their retention"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "cannot purge finished messages"),
     }
 }
 

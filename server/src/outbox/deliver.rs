@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// database error).
 const RETRY_SOON: Duration = Duration::from_secs(60);
 
+/// Why a message whose attempt the server's shutdown ended is queued again.
+const STOPPED: &str = "the server stopped during an attempt; queued again";
+
 /// The session settings for delivering through `account` (the pool ignores the message part).
 fn session_config(
     settings: &SmtpSettings,
@@ -150,21 +153,26 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
             let sent = tokio::select! {
                 sent = outbox.pool.send(&account.id, &config, &envelope, bytes) => sent,
                 () = outbox.abort.cancelled() => {
-                    return requeue(outbox, &claimed, Duration::ZERO, "the server stopped during an attempt; queued again").await;
+                    return requeue(outbox, &claimed, Duration::ZERO, STOPPED).await;
                 }
             };
             match sent {
                 Ok(delivery) => judge(outbox, &claimed, &pending, &delivery, time),
-                Err(e) => {
-                    tracing::warn!(message = %claimed.id, error = %e, "the attempt could not start");
-                    return requeue(
-                        outbox,
-                        &claimed,
-                        RETRY_SOON,
-                        &format!("the attempt could not start: {e}"),
-                    )
-                    .await;
+                // The pool is closing: the server stops.
+                Err(smtp::PoolError::Closed) => {
+                    return requeue(outbox, &claimed, Duration::ZERO, STOPPED).await;
                 }
+                // The account's settings or an address the relay was never asked about: a
+                // person may fix the account, so it is retried until the maximum age.
+                Err(e) => failed_before_sending(
+                    &claimed,
+                    &pending,
+                    smtp::FailureClass::PermanentFailure,
+                    AttemptEnd::Transient,
+                    &format!("the attempt could not start: {e}"),
+                    "check the account's settings and the message's addresses",
+                    outbox,
+                ),
             }
         }
     };

@@ -19,6 +19,13 @@ pub struct OutboxSettings {
     /// How long a message may stay SENDING before another start of the server (or, with
     /// PostgreSQL, another replica) takes it for dead and queues it again.
     pub claim_timeout: Duration,
+    /// How long the content of a finished (sent, failed, cancelled) message is kept (default
+    /// 7 days); then only its record remains.
+    pub body_retention: Duration,
+    /// How long the record of a finished message is kept (default 90 days).
+    pub log_retention: Duration,
+    /// How often finished messages are purged and stuck claims looked for (default 1 min).
+    pub sweep_interval: Duration,
 }
 
 impl Default for OutboxSettings {
@@ -29,6 +36,9 @@ impl Default for OutboxSettings {
             pool: smtp::PoolConfig::default(),
             batch: 64,
             claim_timeout: Duration::from_secs(15 * 60),
+            body_retention: Duration::from_secs(7 * 86_400),
+            log_retention: Duration::from_secs(90 * 86_400),
+            sweep_interval: Duration::from_secs(60),
         }
     }
 }

@@ -499,6 +499,30 @@ impl Store {
         .bind(claimed_before);
         self.execute(&q).await
     }
+
+    /// Purges finished messages: the content of those finished before `body_before`, and
+    /// everything of those finished before `log_before`. Returns how many of each.
+    pub async fn purge_messages(
+        &self,
+        body_before: Micros,
+        log_before: Micros,
+    ) -> Result<(u64, u64)> {
+        let now = now_micros();
+        let bodies = query(
+            "UPDATE messages SET body = NULL, body_purge_time = $1 WHERE body IS NOT NULL \
+             AND state IN ('sent', 'failed', 'cancelled') AND update_time < $2",
+        )
+        .bind(now)
+        .bind(body_before);
+        let bodies = self.execute(&bodies).await?;
+        let records = query(
+            "DELETE FROM messages WHERE state IN ('sent', 'failed', 'cancelled') \
+             AND update_time < $1",
+        )
+        .bind(log_before);
+        let records = self.execute(&records).await?;
+        Ok((bodies, records))
+    }
 }
 
 #[cfg(test)]
