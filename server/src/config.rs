@@ -400,6 +400,11 @@ mod tests {
         let c = resolve(Overrides::default(), &file).unwrap();
         assert_eq!(c.listen.port(), 7750);
         assert_eq!(c.smtp.max_tests_per_account, 4);
+        let defaults = OutboxSettings::default();
+        assert_eq!(c.outbox.max_message_size, defaults.max_message_size);
+        assert_eq!(c.outbox.retry, defaults.retry);
+        assert_eq!(c.outbox.log_retention, defaults.log_retention);
+        assert_eq!(c.outbox.pool.max_sessions_per_key, 4);
     }
 
     #[test]
