@@ -256,6 +256,43 @@ async fn cancel_and_retry_follow_the_state_rules(server: &TestServer) {
         .into_inner();
     assert_eq!(page.messages.len(), 1);
     assert_eq!(page.messages[0].name, m.name);
+    // Paging: newest first, two per page, no repeats.
+    let mut names = Vec::new();
+    for i in 0..3 {
+        let sent = send(
+            &mut c,
+            pb::Message {
+                account: acct.name.clone(),
+                ..message(&[&format!("page{i}@example.com")])
+            },
+            "",
+        )
+        .await
+        .unwrap();
+        names.push(sent.name);
+    }
+    names.reverse();
+    names.push(m.name.clone());
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_messages(pb::ListMessagesRequest {
+                page_size: 2,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.messages.len() <= 2);
+        seen.extend(page.messages.into_iter().map(|m| m.name));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, names);
 }
 
 both_backends!(

@@ -234,10 +234,20 @@ fn build_error(e: &smtp::OutgoingError, limit_name: &str) -> Status {
     }
 }
 
+/// The bare address of a mailbox as given (`Name <a@b>` or `a@b`), lowercased.
+fn bare(given: &str) -> String {
+    let given = given.trim();
+    given
+        .rsplit_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map_or(given, |(address, _)| address.trim())
+        .to_lowercase()
+}
+
 /// How each envelope address was given: To, Cc, or else Bcc.
 fn kind_of(address: &str, m: &pb::Message) -> RecipientKind {
-    let needle = address.to_lowercase();
-    let given = |list: &[String]| list.iter().any(|g| g.to_lowercase().contains(&needle));
+    let address = address.to_lowercase();
+    let given = |list: &[String]| list.iter().any(|g| bare(g) == address);
     if given(&m.to) {
         RecipientKind::To
     } else if given(&m.cc) {
@@ -429,5 +439,22 @@ impl MessageService for Messages {
         Ok(Response::new(pb::ListQueueSummariesResponse {
             queue_summaries: summaries.iter().map(render_summary).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_classified_by_their_exact_address() {
+        let m = pb::Message {
+            to: vec!["Ops <OPS@example.com>".into()],
+            cc: vec!["bops@example.com".into()],
+            ..Default::default()
+        };
+        assert_eq!(kind_of("ops@example.com", &m), RecipientKind::To);
+        assert_eq!(kind_of("bops@example.com", &m), RecipientKind::Cc);
+        assert_eq!(kind_of("other@example.com", &m), RecipientKind::Bcc);
     }
 }
