@@ -400,3 +400,48 @@ async fn finished_messages_are_purged_after_their_retention() {
         "the message was sent before it was purged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_in_data_waits_for_a_person_then_retry_sends_it() {
+    let (port, peer) = peer::start_many(vec![
+        vec![
+            Step::Say("220 peer ESMTP"),
+            Step::Expect("EHLO"),
+            Step::Say("250 peer"),
+            Step::Expect("MAIL FROM"),
+            Step::Say("250 2.1.0 Ok"),
+            Step::Expect("RCPT TO"),
+            Step::Say("250 2.1.5 Ok"),
+            Step::Expect("DATA"),
+            Step::Say("354 go ahead"),
+            Step::ReadSomeThenClose(10),
+        ],
+        accepting(vec!["250 2.1.5 Ok"]),
+    ])
+    .await;
+    let (server, _) = peer_server(port, Backend::Sqlite).await;
+    let mut c = messages(&server);
+    let m = send(&mut c, message(&["ops@example.com"]), "")
+        .await
+        .unwrap();
+    // The relay may have it: no automatic retry.
+    let deferred = wait_for(&mut c, &m.name, pb::MessageState::Deferred).await;
+    assert!(deferred.next_attempt_time.is_none(), "{deferred:?}");
+    assert!(deferred.last_error.contains("RetryMessage"), "{deferred:?}");
+    assert_eq!(
+        deferred.recipients[0].state,
+        i32::from(pb::RecipientState::Pending)
+    );
+    c.retry_message(pb::RetryMessageRequest {
+        name: m.name.clone(),
+    })
+    .await
+    .unwrap();
+    let sent = wait_for(&mut c, &m.name, pb::MessageState::Sent).await;
+    assert_eq!(sent.attempts.len(), 2, "{sent:?}");
+    assert_eq!(sent.attempts[1].relay_queue_id, "PEER42");
+    server.stop().await.unwrap();
+    let log = peer.await.unwrap();
+    assert_eq!(log.error, None);
+    assert_eq!(log.connections, 2);
+}
