@@ -445,3 +445,66 @@ async fn a_drop_in_data_waits_for_a_person_then_retry_sends_it() {
     assert_eq!(log.error, None);
     assert_eq!(log.connections, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_a_stuck_delivery_to_the_queue_within_the_drain_time() {
+    let (port, _peer) = peer::start(vec![
+        Step::Say("220 peer ESMTP"),
+        Step::Expect("EHLO"),
+        Step::Say("250 peer"),
+        Step::Expect("MAIL FROM"),
+        Step::Say("250 2.1.0 Ok"),
+        Step::Expect("RCPT TO"),
+        Step::Say("250 2.1.5 Ok"),
+        Step::Expect("DATA"),
+        Step::Say("354 go ahead"),
+        Step::ReadData,
+        Step::Stall,
+    ])
+    .await;
+    let server = TestServer::start_configured(Backend::Sqlite, |c| {
+        c.drain_timeout = Duration::from_millis(500);
+    })
+    .await;
+    create_account(
+        &mut server.accounts(),
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            port: port.into(),
+            security: pb::SecurityMode::None.into(),
+            ..account("Stuck")
+        },
+    )
+    .await;
+    let mut c = messages(&server);
+    let m = send(&mut c, message(&["ops@example.com"]), "")
+        .await
+        .unwrap();
+    wait_for(&mut c, &m.name, pb::MessageState::Sending).await;
+    let db = server.sqlite_path();
+    let started = std::time::Instant::now();
+    let (stopped, _dir) = server.stop_keeping_data().await;
+    stopped.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the stop waited {:?} for a stuck relay",
+        started.elapsed()
+    );
+    let store = mailplane_server::store::open(&mailplane_server::store::DatabaseUrl::Sqlite(db))
+        .await
+        .unwrap();
+    let id = m.name.trim_start_matches("messages/").parse().unwrap();
+    let stored = store
+        .get_message(mailplane_server::domain::message::MessageId(id))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.state,
+        mailplane_server::domain::message::MessageState::Queued,
+        "{stored:?}"
+    );
+    assert!(
+        stored.attempts.is_empty(),
+        "no attempt was recorded: {stored:?}"
+    );
+}
