@@ -1,6 +1,7 @@
 //! Resolving `serve`'s settings: flags win over `MAILPLANE_*` environment variables (clap reads
 //! both), which win over the TOML config file, which wins over the defaults.
 
+use crate::outbox::OutboxSettings;
 use crate::server::{ApiTls, DEFAULT_AGENT_PORT, DEFAULT_PORT, ServerConfig};
 use crate::smtp_tests::SmtpSettings;
 use mailplane_smtp as smtp;
@@ -30,6 +31,9 @@ pub struct FileConfig {
     /// How test e-mails run.
     #[serde(default)]
     pub smtp: SmtpFileConfig,
+    /// How the outbox delivers messages.
+    #[serde(default)]
+    pub outbox: OutboxFileConfig,
     /// Where agents connect (TLS), or `"off"`.
     pub agent_listen: Option<String>,
     /// Names and addresses agents reach the agent listener by.
@@ -42,6 +46,55 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// Serve the API without TLS.
     pub insecure_plaintext: Option<bool>,
+}
+
+/// The `[outbox]` table: how messages are delivered.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxFileConfig {
+    /// The largest message accepted, in bytes (default 25 MiB).
+    pub max_message_size_bytes: Option<usize>,
+    /// Seconds before the first retry of a transient failure (default 60); it doubles.
+    pub retry_base_secs: Option<u64>,
+    /// The longest wait between retries, in seconds (default 3600).
+    pub retry_max_delay_secs: Option<u64>,
+    /// Seconds after which a message that still fails transiently fails (default 86400).
+    pub max_age_secs: Option<u64>,
+    /// SMTP sessions per account at once (default 4).
+    pub sessions_per_account: Option<usize>,
+    /// Days the content of a finished message is kept (default 7).
+    pub body_retention_days: Option<u64>,
+    /// Days the record of a finished message is kept (default 90).
+    pub log_retention_days: Option<u64>,
+}
+
+impl OutboxFileConfig {
+    /// The settings, over the defaults.
+    pub fn settings(&self) -> OutboxSettings {
+        let mut s = OutboxSettings::default();
+        if let Some(n) = self.max_message_size_bytes {
+            s.max_message_size = n.max(1);
+        }
+        if let Some(n) = self.retry_base_secs {
+            s.retry.base = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = self.retry_max_delay_secs {
+            s.retry.max_delay = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = self.max_age_secs {
+            s.retry.max_age = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = self.sessions_per_account {
+            s.pool.max_sessions_per_key = n.max(1);
+        }
+        if let Some(days) = self.body_retention_days {
+            s.body_retention = Duration::from_secs(days.saturating_mul(86_400));
+        }
+        if let Some(days) = self.log_retention_days {
+            s.log_retention = Duration::from_secs(days.saturating_mul(86_400));
+        }
+        s
+    }
 }
 
 /// The `[smtp]` table: how test e-mails run.
@@ -291,6 +344,7 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, Stri
                 .unwrap_or(15),
         ),
         smtp,
+        outbox: file.outbox.settings(),
         agent_listen,
         agent_tls_names,
         agent_heartbeat: Duration::from_secs(10),
@@ -346,6 +400,11 @@ mod tests {
         let c = resolve(Overrides::default(), &file).unwrap();
         assert_eq!(c.listen.port(), 7750);
         assert_eq!(c.smtp.max_tests_per_account, 4);
+        let defaults = OutboxSettings::default();
+        assert_eq!(c.outbox.max_message_size, defaults.max_message_size);
+        assert_eq!(c.outbox.retry, defaults.retry);
+        assert_eq!(c.outbox.log_retention, defaults.log_retention);
+        assert_eq!(c.outbox.pool.max_sessions_per_key, 4);
     }
 
     #[test]

@@ -55,6 +55,26 @@ fn main() -> ExitCode {
                 cli::tests::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
+            Command::Send(args) => {
+                let channel = cli::connect_with(&cli.client).await?;
+                let mut out = std::io::stdout().lock();
+                let command = cli::messages::MessagesCommand::Send(args);
+                cli::messages::run(channel, cli.client.output, command, &mut out).await?;
+                Ok(())
+            }
+            Command::Messages(command) => {
+                let channel = cli::connect_with(&cli.client).await?;
+                let mut out = std::io::stdout().lock();
+                cli::messages::run(channel, cli.client.output, command, &mut out).await?;
+                Ok(())
+            }
+            Command::Queue => {
+                let channel = cli::connect_with(&cli.client).await?;
+                let mut out = std::io::stdout().lock();
+                let command = cli::messages::MessagesCommand::Queue;
+                cli::messages::run(channel, cli.client.output, command, &mut out).await?;
+                Ok(())
+            }
             Command::Credentials(command) => {
                 let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();

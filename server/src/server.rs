@@ -4,12 +4,14 @@ use crate::api::accounts::Accounts;
 use crate::api::audit::Audit;
 use crate::api::connectors::Connectors;
 use crate::api::credentials::Credentials;
+use crate::api::messages::Messages;
 use crate::api::smtp_tests::Tests;
 use crate::api::tokens::Tokens;
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::background::{Background, export_audit_log, watch_revocations};
 use crate::crypto::{self, Cipher, KeyError};
+use crate::outbox::{Outbox, OutboxSettings};
 use crate::smtp_tests::{SmtpSettings, TestRunner};
 use crate::store::{self, DatabaseUrl, Store};
 use crate::tunnel::ca::AgentCa;
@@ -18,6 +20,7 @@ use crate::tunnel::service::AgentApi;
 use mailplane_proto::v1::agent_service_server::AgentServiceServer;
 use mailplane_proto::v1::audit_service_server::AuditServiceServer;
 use mailplane_proto::v1::credential_service_server::CredentialServiceServer;
+use mailplane_proto::v1::message_service_server::MessageServiceServer;
 use mailplane_proto::v1::network_connector_service_server::NetworkConnectorServiceServer;
 use mailplane_proto::v1::smtp_account_service_server::SmtpAccountServiceServer;
 use mailplane_proto::v1::smtp_test_service_server::SmtpTestServiceServer;
@@ -81,6 +84,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// How test e-mails run: destination policy, timeouts, limits.
     pub smtp: SmtpSettings,
+    /// How the outbox delivers messages: size limit, retries, sessions per account.
+    pub outbox: OutboxSettings,
     /// Where agents connect (TLS, client certificates); `None` serves no agents.
     pub agent_listen: Option<SocketAddr>,
     /// The names and addresses agents reach the agent listener by; its certificate covers
@@ -107,6 +112,7 @@ impl ServerConfig {
             key_file: None,
             drain_timeout: Duration::from_secs(15),
             smtp: SmtpSettings::default(),
+            outbox: OutboxSettings::default(),
             agent_listen: Some(SocketAddr::from((
                 std::net::Ipv4Addr::LOCALHOST,
                 DEFAULT_AGENT_PORT,
@@ -266,6 +272,12 @@ pub async fn serve(
         config.smtp.clone(),
         Arc::clone(&registry),
     );
+    let outbox = Outbox::new(
+        Arc::clone(&state.store),
+        state.cipher.clone(),
+        config.smtp.clone(),
+        config.outbox.clone(),
+    );
     // Everything started from here on is owned: a start-up step that fails below, like a
     // normal shutdown, cancels and awaits it before `serve` returns.
     let background = Background::default();
@@ -280,6 +292,12 @@ pub async fn serve(
     // Tests that a server (this one before a crash, or another replica) left unfinished past
     // any possible deadline are closed now and then, so that none stays RUNNING.
     runner.start_sweeper();
+    if let Err(e) = outbox.start().await {
+        background.stop().await;
+        runner.shutdown().await;
+        outbox.shutdown(Duration::ZERO).await;
+        return Err(StartupError::Config(format!("outbox: {e}")));
+    }
     let shared = Shared {
         config: &config,
         state: &state,
@@ -287,11 +305,14 @@ pub async fn serve(
         registry: &registry,
         ca: &ca,
         runner: &runner,
+        outbox: &outbox,
     };
     let served = serve_api(listener, agent_listener, shared, shutdown).await;
     background.stop().await;
     // Tests still running here end CANCELLED: their sessions end with the process.
     runner.shutdown().await;
+    // Deliveries in flight finish within the drain time, or return to the queue.
+    outbox.shutdown(config.drain_timeout).await;
     served?;
     tracing::info!("stopped");
     Ok(())
@@ -305,6 +326,7 @@ struct Shared<'a> {
     registry: &'a Arc<Registry>,
     ca: &'a Arc<AgentCa>,
     runner: &'a Arc<TestRunner>,
+    outbox: &'a Arc<Outbox>,
 }
 
 /// Serves the API (and the agents' listener) until `shutdown` completes and the calls in
@@ -322,6 +344,7 @@ async fn serve_api(
         registry,
         ca,
         runner,
+        outbox,
     } = shared;
     let local = listener.local_addr().ok();
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -332,6 +355,7 @@ async fn serve_api(
         .set_serving::<CredentialServiceServer<Credentials>>()
         .await;
     health.set_serving::<SmtpTestServiceServer<Tests>>().await;
+    health.set_serving::<MessageServiceServer<Messages>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -364,6 +388,9 @@ async fn serve_api(
                 .await;
             health
                 .set_not_serving::<SmtpTestServiceServer<Tests>>()
+                .await;
+            health
+                .set_not_serving::<MessageServiceServer<Messages>>()
                 .await;
             // Agents reconnect elsewhere (another replica, or this one after a restart).
             registry.close_all();
@@ -407,6 +434,11 @@ async fn serve_api(
             Arc::clone(&state.store),
             Arc::clone(auth),
         )))
+        .add_service(
+            MessageServiceServer::new(Messages::new(Arc::clone(&state.store), Arc::clone(outbox)))
+                // A message up to the size limit, its attachments base64-free in protobuf, plus room.
+                .max_decoding_message_size(config.outbox.max_message_size.saturating_add(1 << 20)),
+        )
         .add_service(NetworkConnectorServiceServer::new(Connectors::new(
             Arc::clone(&state.store),
             Arc::clone(registry),

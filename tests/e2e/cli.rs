@@ -30,6 +30,15 @@ async fn mailplane(server: &TestServer, args: &[&str]) -> Result<String, CliErro
         Command::Connectors(c) => {
             cli::connectors::run(channel, cli.client.output, c, &mut out).await?
         }
+        Command::Send(args) => {
+            let c = cli::messages::MessagesCommand::Send(args);
+            cli::messages::run(channel, cli.client.output, c, &mut out).await?
+        }
+        Command::Messages(c) => cli::messages::run(channel, cli.client.output, c, &mut out).await?,
+        Command::Queue => {
+            let c = cli::messages::MessagesCommand::Queue;
+            cli::messages::run(channel, cli.client.output, c, &mut out).await?
+        }
         Command::Serve(_) | Command::Server(_) => unreachable!("not a client command"),
     }
     Ok(String::from_utf8(out).unwrap())
@@ -191,4 +200,70 @@ async fn unreachable_server_says_what_to_do() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("mailplane serve"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_messages_and_queue_commands() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let connector = server.create_connector("Hold").await;
+    let acct = mailplane_tests::create_account(
+        &mut server.accounts(),
+        mailplane_proto::v1::SmtpAccount {
+            use_network_connector: true,
+            network_connector: connector.name.clone(),
+            ..mailplane_tests::account("Hold")
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.csv");
+    std::fs::write(&report, "a,b\n1,2\n").unwrap();
+    let out = mailplane(
+        &server,
+        &[
+            "--output",
+            "json",
+            "send",
+            "--to",
+            "ops@example.com",
+            "--bcc",
+            "audit@example.com",
+            "--subject",
+            "Nightly report",
+            "--body",
+            "See the attachment.",
+            "--attach",
+            report.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let sent: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sent["state"], "QUEUED", "{out}");
+    assert_eq!(sent["account"], acct.name.as_str());
+    let name = sent["name"].as_str().unwrap().to_owned();
+    let out = mailplane(&server, &["messages", "list", "--recipient", "audit@"])
+        .await
+        .unwrap();
+    assert!(out.contains("Nightly report"), "{out}");
+    let out = mailplane(&server, &["--output", "json", "queue"])
+        .await
+        .unwrap();
+    assert!(
+        out.contains("\"queued\": 1") || out.contains("\"queued\":1"),
+        "{out}"
+    );
+    let out = mailplane(&server, &["messages", "cancel", &name])
+        .await
+        .unwrap();
+    assert!(out.contains("CANCELLED"), "{out}");
+    let err = mailplane(&server, &["messages", "retry", &name])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("FailedPrecondition"), "{err}");
+    let out = mailplane(&server, &["messages", "pause", &acct.name])
+        .await
+        .unwrap();
+    assert!(out.contains("paused    yes"), "{out}");
+    server.stop().await.unwrap();
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod connectors;
 pub mod convert;
 pub mod credentials;
+pub mod messages;
 pub mod paging;
 pub mod smtp_tests;
 pub mod tokens;

@@ -29,6 +29,7 @@ fn role_to_pb(role: Role) -> pb::Role {
         Role::Admin => pb::Role::Admin,
         Role::Operator => pb::Role::Operator,
         Role::Viewer => pb::Role::Viewer,
+        Role::Sender => pb::Role::Sender,
     }
 }
 
@@ -62,10 +63,13 @@ impl TokenService for Tokens {
             Ok(pb::Role::Admin) => Role::Admin,
             Ok(pb::Role::Operator) => Role::Operator,
             Ok(pb::Role::Viewer) => Role::Viewer,
+            Ok(pb::Role::Sender) => Role::Sender,
             Ok(pb::Role::Unspecified) | Err(_) => {
-                return Err(
-                    Error::invalid("token.role", "must be ADMIN, OPERATOR or VIEWER").into(),
-                );
+                return Err(Error::invalid(
+                    "token.role",
+                    "must be ADMIN, OPERATOR, VIEWER or SENDER",
+                )
+                .into());
             }
         };
         let expire_time = msg

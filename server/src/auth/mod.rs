@@ -50,6 +50,19 @@ pub enum Access {
     Public,
     /// A token with at least this role.
     Role(Role),
+    /// A token of the sender role, or an operator or admin.
+    Sending,
+}
+
+impl Access {
+    /// Whether a token of `role` may call a method that needs this.
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public => true,
+            Access::Role(needed) => role.allows(needed),
+            Access::Sending => role == Role::Sender || role.allows(Role::Operator),
+        }
+    }
 }
 
 /// The role every RPC needs. Methods not listed need an admin, so a new RPC is locked down
@@ -172,6 +185,32 @@ pub const TABLE: &[(&str, Access)] = &[
     (
         "/mailplane.v1.AuditService/ListEvents",
         Access::Role(Role::Admin),
+    ),
+    ("/mailplane.v1.MessageService/SendMessage", Access::Sending),
+    ("/mailplane.v1.MessageService/GetMessage", Access::Sending),
+    (
+        "/mailplane.v1.MessageService/ListMessages",
+        Access::Role(Role::Operator),
+    ),
+    (
+        "/mailplane.v1.MessageService/CancelMessage",
+        Access::Role(Role::Operator),
+    ),
+    (
+        "/mailplane.v1.MessageService/RetryMessage",
+        Access::Role(Role::Operator),
+    ),
+    (
+        "/mailplane.v1.MessageService/PauseAccountDelivery",
+        Access::Role(Role::Operator),
+    ),
+    (
+        "/mailplane.v1.MessageService/ResumeAccountDelivery",
+        Access::Role(Role::Operator),
+    ),
+    (
+        "/mailplane.v1.MessageService/ListQueueSummaries",
+        Access::Role(Role::Viewer),
     ),
 ];
 
@@ -309,10 +348,10 @@ impl Authenticator {
         authorization: Option<&str>,
         peer: Option<IpAddr>,
     ) -> Result<Option<Actor>, Status> {
-        let needed = match access(path) {
-            Access::Public => return Ok(None),
-            Access::Role(role) => role,
-        };
+        let needed = access(path);
+        if needed == Access::Public {
+            return Ok(None);
+        }
         if self.limited(peer) {
             return Err(Status::resource_exhausted(
                 "too many failed authentications from this address; wait a minute",
@@ -328,7 +367,7 @@ impl Authenticator {
                 return Err(status);
             }
         };
-        if !actor.role.allows(needed) {
+        if !needed.allows(actor.role) {
             let status = Status::permission_denied(format!(
                 "the {} role may not call {path}",
                 actor.role.as_str()

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod audit;
 pub mod connectors;
 pub mod credentials;
+pub mod messages;
 pub mod output;
 pub mod pin;
 pub mod tests;
@@ -127,6 +128,13 @@ pub enum Command {
     /// Inspect test e-mails (run one with `mailplane accounts test`).
     #[command(subcommand)]
     Tests(tests::TestsCommand),
+    /// Send a message through an account (the outbox delivers it).
+    Send(messages::SendArgs),
+    /// Inspect, retry and cancel messages; pause and resume an account's delivery.
+    #[command(subcommand)]
+    Messages(messages::MessagesCommand),
+    /// The queue of every account: queued, sending, deferred, oldest, paused.
+    Queue,
 }
 
 /// `mailplane server …`.

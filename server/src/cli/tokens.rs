@@ -41,6 +41,8 @@ pub enum RoleArg {
     Operator,
     /// Read accounts, tests and connectors.
     Viewer,
+    /// Send messages and read them back, nothing else.
+    Sender,
 }
 
 fn token_json(t: &pb::ApiToken) -> Value {
@@ -96,6 +98,7 @@ pub async fn run(
                             RoleArg::Admin => pb::Role::Admin,
                             RoleArg::Operator => pb::Role::Operator,
                             RoleArg::Viewer => pb::Role::Viewer,
+                            RoleArg::Sender => pb::Role::Sender,
                         }
                         .into(),
                         expire_time,

@@ -8,6 +8,8 @@ pub mod account;
 pub mod audit;
 pub mod connector;
 pub mod credential;
+pub mod message;
+pub mod retry;
 pub mod rules;
 pub mod smtp_test;
 pub mod token;

@@ -2,9 +2,12 @@
 
 use super::Micros;
 
-/// What a caller may do. Each role includes the ones below it.
+/// What a caller may do. Viewer, operator and admin each include the ones below them; the
+/// sender role stands apart: it may only send messages and read them back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
+    /// Send messages and read them back (`SendMessage`, `GetMessage`), nothing else.
+    Sender,
     /// Read accounts, tests and connectors.
     Viewer,
     /// Also manage accounts and credentials, and run tests.
@@ -17,6 +20,7 @@ impl Role {
     /// The stored form.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Sender => "sender",
             Self::Viewer => "viewer",
             Self::Operator => "operator",
             Self::Admin => "admin",
@@ -26,6 +30,7 @@ impl Role {
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "sender" => Self::Sender,
             "viewer" => Self::Viewer,
             "operator" => Self::Operator,
             "admin" => Self::Admin,
@@ -33,9 +38,14 @@ impl Role {
         })
     }
 
-    /// Whether this role may do what `needed` may.
+    /// Whether this role may do what `needed` may. The sender role allows only itself, and no
+    /// other role includes it (operators send through [`crate::auth::Access::Sending`]).
     pub fn allows(self, needed: Role) -> bool {
-        self >= needed
+        match (self, needed) {
+            (Self::Sender, needed) => needed == Self::Sender,
+            (_, Self::Sender) => false,
+            (role, needed) => role >= needed,
+        }
     }
 }
 
@@ -68,7 +78,10 @@ mod tests {
         assert!(Role::Operator.allows(Role::Viewer));
         assert!(!Role::Viewer.allows(Role::Operator));
         assert!(!Role::Operator.allows(Role::Admin));
-        for r in [Role::Admin, Role::Operator, Role::Viewer] {
+        assert!(!Role::Sender.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Sender));
+        assert!(Role::Sender.allows(Role::Sender));
+        for r in [Role::Admin, Role::Operator, Role::Viewer, Role::Sender] {
             assert_eq!(Role::parse(r.as_str()), Some(r));
         }
     }

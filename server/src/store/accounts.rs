@@ -233,6 +233,18 @@ impl Store {
         fetch(&mut self.read().await?.conn(), id).await
     }
 
+    /// The default account, if there is one.
+    pub async fn default_account(&self) -> Result<Option<Account>> {
+        let q = query(format!(
+            "SELECT {} FROM accounts WHERE is_default",
+            *ACCOUNT_COLUMNS
+        ));
+        self.optional::<AccountRow>(&q)
+            .await?
+            .map(Account::try_from)
+            .transpose()
+    }
+
     /// Lists up to `limit` accounts with ids above `after`, ordered by id.
     pub async fn list_accounts(
         &self,
@@ -299,6 +311,7 @@ impl Store {
         if current.spec.is_default {
             rules::delete_account(id, &current.spec, count(&mut w.conn()).await?)?;
         }
+        super::messages::check_none_waiting(&mut w.conn(), id).await?;
         w.conn()
             .execute(&query("DELETE FROM accounts WHERE id = $1").bind(id.0))
             .await?;

@@ -2,7 +2,7 @@
 //!
 //! [`Store`] is one type over both backends. Its operations are ordinary methods, grouped by
 //! resource: [`accounts`], [`credentials`], [`tests`] (SMTP tests), [`connectors`], [`agents`],
-//! [`tokens`], [`audit`] and [`meta`] (installation metadata and the key check). Each writes
+//! [`tokens`], [`messages`] (the outbox), [`queue`] (its summary and pauses), [`audit`] and [`meta`] (installation metadata and the key check). Each writes
 //! its SQL once; `db.rs` runs that text on either backend (both accept `$N` placeholders,
 //! `RETURNING`, partial unique indexes and `LIKE … ESCAPE`), and `rows.rs` holds the
 //! `sqlx::FromRow` row types and the one list of account columns. Only opening a database and
@@ -23,8 +23,10 @@ pub mod audit;
 pub mod connectors;
 pub mod credentials;
 mod db;
+pub mod messages;
 pub mod meta;
 pub mod postgres;
+pub mod queue;
 mod rows;
 pub mod sqlite;
 pub mod tests;
@@ -126,6 +128,31 @@ impl Store {
                 _guard: None,
             },
         })
+    }
+
+    /// A write transaction whose commit is durable when it returns: SQLite runs it on its
+    /// `synchronous=FULL` connection; a PostgreSQL commit is durable already.
+    async fn begin_durable_write(&self) -> Result<Write<'_>> {
+        match self {
+            Store::Sqlite(s) => {
+                let (tx, guard) = s.begin_durable_write().await?;
+                Ok(Write {
+                    tx: Tx::Sqlite(tx),
+                    _guard: Some(guard),
+                })
+            }
+            Store::Postgres(_) => self.begin_write().await,
+        }
+    }
+
+    /// Whether this is PostgreSQL (for the few statements that differ, e.g. row locks).
+    fn is_postgres(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Whether this is the embedded SQLite file (one server, no replicas).
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
     }
 
     /// A connection from the pool.

@@ -1,0 +1,125 @@
+//! The claim loop: claims due messages while delivery slots are free, and sleeps until a new
+//! message, the next due time, or a finished delivery.
+
+use super::{Outbox, deliver, micros};
+use crate::domain::now_micros;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// The longest sleep between two looks at the queue.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// The pause after a database error.
+const ERROR_PAUSE: Duration = Duration::from_secs(5);
+
+/// Runs until the outbox stops.
+pub(super) async fn run(outbox: &Arc<Outbox>) {
+    let slots = Arc::new(Semaphore::new(
+        usize::try_from(outbox.settings.batch.max(1)).unwrap_or(1),
+    ));
+    let finished = Arc::new(Notify::new());
+    let every = outbox.settings.sweep_interval;
+    let mut next_sweep = tokio::time::Instant::now();
+    loop {
+        if outbox.stop.is_cancelled() {
+            return;
+        }
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + every;
+            sweep(outbox).await;
+        }
+        let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+        let sleep = if free == 0 {
+            None
+        } else {
+            match claim(outbox, &slots, &finished, free).await {
+                Ok(true) => continue,
+                Ok(false) => match outbox.store.next_due().await {
+                    Ok(next) => Some(until(next)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the outbox");
+                        Some(ERROR_PAUSE)
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim messages for delivery");
+                    Some(ERROR_PAUSE)
+                }
+            }
+        };
+        let sleep = sleep.unwrap_or(MAX_SLEEP).min(every);
+        tokio::select! {
+            () = outbox.stop.cancelled() => return,
+            () = outbox.wake.notified() => {}
+            () = finished.notified() => {}
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Queues again the claims a dead server left, and purges finished messages past retention.
+async fn sweep(outbox: &Outbox) {
+    let now = now_micros();
+    let s = &outbox.settings;
+    match outbox
+        .store
+        .requeue_sending(now - micros(s.claim_timeout))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(messages = n, "queued again messages stuck in delivery"),
+        Err(e) => tracing::error!(error = %e, "cannot look for messages stuck in delivery"),
+    }
+    let (body_before, log_before) = (
+        now - micros(s.body_retention),
+        now - micros(s.log_retention),
+    );
+    match outbox.store.purge_messages(body_before, log_before).await {
+        Ok((0, 0)) => {}
+        Ok((bodies, records)) => {
+            tracing::info!(
+                bodies,
+                records,
+                "purged finished messages past their retention"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "cannot purge finished messages"),
+    }
+}
+
+/// How long until `next` (microseconds since the epoch), at most [`MAX_SLEEP`].
+fn until(next: Option<i64>) -> Duration {
+    next.map_or(MAX_SLEEP, |t| {
+        Duration::from_micros(u64::try_from(t - now_micros()).unwrap_or(0)).min(MAX_SLEEP)
+    })
+}
+
+/// Claims up to `free` due messages and starts their deliveries. `true` when every free slot
+/// was filled (more may be due).
+async fn claim(
+    outbox: &Arc<Outbox>,
+    slots: &Arc<Semaphore>,
+    finished: &Arc<Notify>,
+    free: u32,
+) -> crate::error::Result<bool> {
+    let claimed = outbox.store.claim_due(now_micros(), free).await?;
+    let full = u32::try_from(claimed.len()).unwrap_or(u32::MAX) >= free;
+    for message in claimed {
+        let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {
+            // Cannot happen: `free` permits were available and only this loop takes them.
+            outbox
+                .store
+                .requeue_message(message.id, now_micros(), "")
+                .await?;
+            continue;
+        };
+        let outbox = Arc::clone(outbox);
+        let finished = Arc::clone(finished);
+        outbox.tasks.clone().spawn(async move {
+            deliver::run(&outbox, message).await;
+            drop(permit);
+            finished.notify_one();
+        });
+    }
+    Ok(full)
+}

@@ -1,0 +1,262 @@
+//! One delivery attempt: the account's session settings, the pooled send to the recipients
+//! still pending, and the attempt recorded with what it means for the message.
+
+use super::{Outbox, micros};
+use crate::domain::message::{
+    Attempt, CONNECTOR_NOT_AVAILABLE, Claimed, MessageState, RecipientState,
+};
+use crate::domain::retry::{AttemptEnd, RecipientVerdict, Settled, settle};
+use crate::domain::{Account, now_micros};
+use crate::smtp_tests::SmtpSettings;
+use crate::smtp_tests::session_config::{CREDENTIAL_UNAVAILABLE_HINT, credentials};
+use mailplane_smtp::{self as smtp, proto as convert};
+use std::time::{Duration, Instant};
+
+/// How long a message waits when its attempt could not start for a reason of this server (a
+/// database error).
+const RETRY_SOON: Duration = Duration::from_secs(60);
+
+/// Why a message whose attempt the server's shutdown ended is queued again.
+const STOPPED: &str = "the server stopped during an attempt; queued again";
+
+/// The session settings for delivering through `account` (the pool ignores the message part).
+fn session_config(
+    settings: &SmtpSettings,
+    account: &Account,
+    auth: Option<smtp::Credentials>,
+) -> smtp::SessionConfig {
+    let s = &account.spec;
+    let mut config = smtp::SessionConfig::new(s.host.clone(), s.port, s.security);
+    config.ignore_certificate_errors = s.ignore_certificate_errors;
+    config.extra_ca_pem.clone_from(&settings.extra_ca_pem);
+    config.helo_name.clone_from(&s.helo_name);
+    config.timeouts = settings.timeouts;
+    config.auth = auth;
+    config
+}
+
+/// Returns the message to the queue, due after `delay`, saying why.
+async fn requeue(outbox: &Outbox, claimed: &Claimed, delay: Duration, why: &str) {
+    let due = now_micros() + micros(delay);
+    if let Err(e) = outbox.store.requeue_message(claimed.id, due, why).await {
+        tracing::error!(message = %claimed.id, error = %e, "cannot return a message to the queue");
+    }
+}
+
+/// Records an attempt that failed before anything was sent, as `class`.
+fn failed_before_sending(
+    claimed: &Claimed,
+    pending: &[usize],
+    class: smtp::FailureClass,
+    end: AttemptEnd,
+    message: &str,
+    hint: &str,
+    outbox: &Outbox,
+) -> (Attempt, Settled) {
+    let verdicts: Vec<_> = pending
+        .iter()
+        .map(|p| (*p, RecipientVerdict::Retry(String::new())))
+        .collect();
+    let now = now_micros();
+    let settled = settle(
+        claimed,
+        &verdicts,
+        end,
+        message,
+        &outbox.settings.retry,
+        now,
+        rand::random::<f64>(),
+    );
+    let attempt = Attempt {
+        time: now,
+        agent: "direct".into(),
+        failure_class: convert::failure_class(class).as_str_name().to_owned(),
+        message: message.to_owned(),
+        hint: hint.to_owned(),
+        ..Attempt::default()
+    };
+    (attempt, settled)
+}
+
+/// Delivers one claimed message and records the attempt.
+pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
+    let started = Instant::now();
+    let time = now_micros();
+    let account = match outbox.store.get_account(claimed.account).await {
+        Ok(account) => account,
+        Err(e) => {
+            tracing::error!(message = %claimed.id, error = %e, "cannot read the message's account");
+            return requeue(
+                outbox,
+                &claimed,
+                RETRY_SOON,
+                "the account could not be read",
+            )
+            .await;
+        }
+    };
+    if account.spec.use_network_connector {
+        return requeue(outbox, &claimed, Duration::ZERO, CONNECTOR_NOT_AVAILABLE).await;
+    }
+    let pending: Vec<usize> = claimed
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.state == RecipientState::Pending)
+        .map(|(i, _)| i)
+        .collect();
+    let (attempt, settled) = match (&claimed.bytes, pending.is_empty()) {
+        (_, true) => (
+            Attempt::default(),
+            Settled {
+                recipients: Vec::new(),
+                state: MessageState::Sent,
+                next_attempt_time: None,
+                last_error: String::new(),
+            },
+        ),
+        (None, false) => failed_before_sending(
+            &claimed,
+            &pending,
+            smtp::FailureClass::PermanentFailure,
+            AttemptEnd::Permanent,
+            "the message's content was purged; it cannot be sent",
+            "send it again",
+            outbox,
+        ),
+        (Some(bytes), false) => {
+            let auth = match credentials(&outbox.store, &outbox.cipher, &account).await {
+                Ok(auth) => auth,
+                Err(e) => {
+                    let (attempt, settled) = failed_before_sending(
+                        &claimed,
+                        &pending,
+                        smtp::FailureClass::PermanentFailure,
+                        AttemptEnd::Transient,
+                        &e.to_string(),
+                        CREDENTIAL_UNAVAILABLE_HINT,
+                        outbox,
+                    );
+                    let attempt = Attempt {
+                        failure_class: "FAILURE_CLASS_CREDENTIAL_UNAVAILABLE".into(),
+                        ..attempt
+                    };
+                    return finish(outbox, &claimed, attempt, settled).await;
+                }
+            };
+            let config = session_config(&outbox.smtp, &account, auth);
+            let to = pending
+                .iter()
+                .map(|p| claimed.recipients[*p].address.clone())
+                .collect();
+            let envelope = smtp::Envelope::new(claimed.envelope_from.clone(), to);
+            let sent = tokio::select! {
+                sent = outbox.pool.send(&account.id, &config, &envelope, bytes) => sent,
+                () = outbox.abort.cancelled() => {
+                    return requeue(outbox, &claimed, Duration::ZERO, STOPPED).await;
+                }
+            };
+            match sent {
+                Ok(delivery) => judge(outbox, &claimed, &pending, &delivery, time),
+                // The pool is closing: the server stops.
+                Err(smtp::PoolError::Closed) => {
+                    return requeue(outbox, &claimed, Duration::ZERO, STOPPED).await;
+                }
+                // The account's settings or an address the relay was never asked about: a
+                // person may fix the account, so it is retried until the maximum age.
+                Err(e) => failed_before_sending(
+                    &claimed,
+                    &pending,
+                    smtp::FailureClass::PermanentFailure,
+                    AttemptEnd::Transient,
+                    &format!("the attempt could not start: {e}"),
+                    "check the account's settings and the message's addresses",
+                    outbox,
+                ),
+            }
+        }
+    };
+    let attempt = Attempt {
+        time,
+        duration_micros: micros(started.elapsed()),
+        ..attempt
+    };
+    finish(outbox, &claimed, attempt, settled).await;
+}
+
+/// Stores the attempt and the message's new state.
+async fn finish(outbox: &Outbox, claimed: &Claimed, attempt: Attempt, settled: Settled) {
+    tracing::info!(message = %claimed.id, state = settled.state.as_str(), queue_id = %attempt.relay_queue_id, "delivery attempt");
+    if let Err(e) = outbox
+        .store
+        .record_attempt(claimed.id, &attempt, &settled)
+        .await
+    {
+        tracing::error!(message = %claimed.id, error = %e, "cannot record a delivery attempt");
+    }
+}
+
+/// What the relay's answers mean for the message.
+fn judge(
+    outbox: &Outbox,
+    claimed: &Claimed,
+    pending: &[usize],
+    delivery: &smtp::Delivery,
+    time: i64,
+) -> (Attempt, Settled) {
+    let verdicts: Vec<_> = delivery
+        .recipients
+        .iter()
+        .zip(pending)
+        .map(|(r, position)| {
+            let reply = r.reply().map(ToString::to_string).unwrap_or_default();
+            let verdict = match &r.status {
+                smtp::RecipientStatus::Accepted { .. } => RecipientVerdict::Accepted(reply),
+                smtp::RecipientStatus::Rejected {
+                    severity: smtp::Severity::Permanent,
+                    ..
+                } => RecipientVerdict::Rejected(reply),
+                smtp::RecipientStatus::Rejected { .. } | smtp::RecipientStatus::NotTried => {
+                    RecipientVerdict::Retry(reply)
+                }
+            };
+            (*position, verdict)
+        })
+        .collect();
+    let (end, reply, failure) = match &delivery.message {
+        smtp::MessageOutcome::Sent { reply, .. } => (AttemptEnd::Sent, Some(reply), None),
+        smtp::MessageOutcome::Transient { failure } => {
+            (AttemptEnd::Transient, failure.reply.as_ref(), Some(failure))
+        }
+        smtp::MessageOutcome::AmbiguousAfterData { failure } => {
+            (AttemptEnd::Ambiguous, failure.reply.as_ref(), Some(failure))
+        }
+        smtp::MessageOutcome::Permanent { failure } => {
+            (AttemptEnd::Permanent, failure.reply.as_ref(), Some(failure))
+        }
+    };
+    let summary = failure.map(ToString::to_string).unwrap_or_default();
+    let settled = settle(
+        claimed,
+        &verdicts,
+        end,
+        &summary,
+        &outbox.settings.retry,
+        now_micros(),
+        rand::random::<f64>(),
+    );
+    let attempt = Attempt {
+        time,
+        agent: "direct".into(),
+        reply_code: reply.map_or(0, |r| i32::from(r.code)),
+        enhanced_status_code: reply.and_then(|r| r.enhanced.clone()).unwrap_or_default(),
+        relay_queue_id: delivery.queue_id().unwrap_or_default().to_owned(),
+        duration_micros: 0,
+        failure_class: failure.map_or_else(String::new, |f| {
+            convert::failure_class(f.class).as_str_name().to_owned()
+        }),
+        message: failure.map_or_else(String::new, |f| f.message.clone()),
+        hint: failure.map_or_else(String::new, |f| f.hint.clone()),
+    };
+    (attempt, settled)
+}

@@ -1,0 +1,133 @@
+//! The delivery worker: claims due messages from the database and sends them through a pool of
+//! SMTP sessions per account (`mailplane_smtp::Pool`), then records each attempt and settles the
+//! message (`crate::domain::message::settle`).
+//!
+//! One concern per module: [`settings`], [`claim`] (the loop that claims due messages, woken by
+//! new messages and by the next due time, never polling), and [`deliver`] (one attempt). The
+//! outbox owns every task it starts: [`Outbox::shutdown`] stops claiming, lets the deliveries in
+//! flight finish within the drain time, and returns the rest to the queue.
+//!
+//! Messages of accounts that deliver through a network connector are not delivered yet: they
+//! stay QUEUED, with a `last_error` that says so.
+//!
+//! Crashes: a message claimed (SENDING) by a server that died is queued again at the next start
+//! (SQLite, one server) or once it has been SENDING longer than the claim timeout (PostgreSQL,
+//! where other replicas may be delivering). A duplicate is possible only for a message whose
+//! DATA the relay accepted in the instant before the crash, before the attempt was recorded.
+
+mod claim;
+mod deliver;
+pub mod settings;
+
+pub use settings::OutboxSettings;
+
+use crate::crypto::Cipher;
+use crate::domain::{AccountId, now_micros};
+use crate::error::Result;
+use crate::smtp_tests::SmtpSettings;
+use crate::store::Store;
+use mailplane_smtp as smtp;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The outbox's delivery worker.
+pub struct Outbox {
+    store: Arc<Store>,
+    cipher: Cipher,
+    smtp: SmtpSettings,
+    settings: OutboxSettings,
+    pool: smtp::Pool<AccountId>,
+    /// New work: a message was queued or made due.
+    wake: Notify,
+    /// Stops claiming.
+    stop: CancellationToken,
+    /// Stops the deliveries in flight (after the drain time); they return to the queue.
+    abort: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// An outbox over `store`; call within a Tokio runtime (the pool starts its reaper). It
+    /// delivers nothing until [`Outbox::start`].
+    pub fn new(
+        store: Arc<Store>,
+        cipher: Cipher,
+        smtp: SmtpSettings,
+        settings: OutboxSettings,
+    ) -> Arc<Self> {
+        let pool = smtp::Pool::new(settings.pool, Arc::new(smtp.policy.clone()));
+        Arc::new(Self {
+            store,
+            cipher,
+            smtp,
+            settings,
+            pool,
+            wake: Notify::new(),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &OutboxSettings {
+        &self.settings
+    }
+
+    /// Wakes the claim loop: a message was queued or made due.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Queues again the messages a previous server left SENDING, then starts claiming.
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        let claimed_before = if self.store.is_sqlite() {
+            // One server: whatever is SENDING now was left by a previous run.
+            now_micros() + 1
+        } else {
+            now_micros() - micros(self.settings.claim_timeout)
+        };
+        let n = self.store.requeue_sending(claimed_before).await?;
+        if n > 0 {
+            tracing::warn!(
+                messages = n,
+                "queued again messages left in delivery by a previous run"
+            );
+        }
+        let outbox = Arc::clone(self);
+        self.tasks.spawn(async move { claim::run(&outbox).await });
+        Ok(())
+    }
+
+    /// Stops claiming, gives the deliveries in flight `drain` to finish, returns the rest to
+    /// the queue, awaits every task, and closes the pool's connections.
+    pub async fn shutdown(&self, drain: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(drain, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("deliveries still running after the drain time: queued again");
+            self.abort.cancel();
+            self.tasks.wait().await;
+        }
+        self.pool.close().await;
+    }
+}
+
+/// A duration in microseconds.
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
