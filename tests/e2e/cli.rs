@@ -477,3 +477,72 @@ async fn send_errors_print_the_servers_message() {
     assert_eq!(out.lines().count(), 1, "nothing was stored: {out}");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_message_shows_its_attempts_and_can_be_retried() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    // Bind and drop a listener to find a port nobody listens on: every attempt is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    mailplane_tests::create_account(
+        &mut server.accounts(),
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            port: u32::from(port),
+            ..mailplane_tests::account("Down")
+        },
+    )
+    .await;
+    let out = mailplane(
+        &server,
+        &[
+            "-o",
+            "json",
+            "send",
+            "--to",
+            "ops@example.com",
+            "--subject",
+            "Relay down",
+            "--body",
+            "x",
+        ],
+    )
+    .await
+    .unwrap();
+    let name = json(&out)["name"].as_str().unwrap().to_owned();
+    let mut client = crate::messages::messages(&server);
+    crate::messages::wait_for(&mut client, &name, pb::MessageState::Deferred).await;
+
+    let out = mailplane(&server, &["messages", "get", &name])
+        .await
+        .unwrap();
+    assert!(out.contains("DEFERRED"), "{out}");
+    let attempts = out
+        .lines()
+        .skip_while(|l| !l.starts_with("ATTEMPT"))
+        .collect::<Vec<_>>();
+    assert!(attempts.len() >= 2, "a header and an attempt: {out}");
+    assert!(attempts[1].contains("CONNECTION_REFUSED"), "{out}");
+    let recipient = out.lines().find(|l| l.starts_with("ops@")).unwrap();
+    assert!(recipient.contains("PENDING") && recipient.contains("CONNECTION_REFUSED"));
+    let listed = json(
+        &mailplane(
+            &server,
+            &["-o", "json", "messages", "list", "--state", "deferred"],
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(listed["messages"][0]["name"], name.as_str());
+
+    let retried = json(
+        &mailplane(&server, &["-o", "json", "messages", "retry", &name])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(retried["state"], "QUEUED", "due now: {retried}");
+    server.stop().await.unwrap();
+}
