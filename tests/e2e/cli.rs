@@ -257,10 +257,16 @@ async fn send_messages_and_queue_commands() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.csv");
     std::fs::write(&report, "a,b\n1,2\n").unwrap();
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, "<p>See the attachment.</p>").unwrap();
     let out = mailplane(
         &server,
         &[
             "send",
+            "--html-file",
+            page.to_str().unwrap(),
+            "--reply-to",
+            "replies@example.com",
             "--to",
             "ops@example.com",
             "--cc",
@@ -289,6 +295,8 @@ async fn send_messages_and_queue_commands() {
     let stored = get_message(&server, &first).await;
     assert_eq!(stored.attachments[0].content_type, "text/csv");
     assert_eq!(stored.headers[0].name, "X-Ticket");
+    assert_eq!(stored.html_body, "<p>See the attachment.</p>");
+    assert_eq!(stored.reply_to, "replies@example.com");
 
     // The body from standard input; the table form shows the name and the state.
     let out = mailplane_with_stdin(
