@@ -8,6 +8,8 @@ pub mod credentials;
 pub mod messages;
 pub mod output;
 pub mod pin;
+pub mod queue;
+pub mod send;
 pub mod tests;
 pub mod tokens;
 
@@ -128,12 +130,14 @@ pub enum Command {
     /// Inspect test e-mails (run one with `mailplane accounts test`).
     #[command(subcommand)]
     Tests(tests::TestsCommand),
-    /// Send a message through an account (the outbox delivers it).
+    /// Send a message through an account: the server stores it, then delivers it.
     Send(messages::SendArgs),
-    /// Inspect, retry and cancel messages; pause and resume an account's delivery.
-    #[command(subcommand)]
+    /// `mailplane messages …` and `mailplane queue …`, flattened into this level.
+    #[command(flatten)]
     Messages(messages::MessagesCommand),
-    /// The queue of every account: queued, sending, deferred, oldest, paused.
+    /// Never parsed (`mailplane queue` parses into `Messages`); the binary dispatches it to
+    /// the queue summary.
+    #[command(skip)]
     Queue,
 }
 
