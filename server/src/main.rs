@@ -68,13 +68,6 @@ fn main() -> ExitCode {
                 cli::messages::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
-            Command::Queue => {
-                let channel = cli::connect_with(&cli.client).await?;
-                let mut out = std::io::stdout().lock();
-                let command = cli::messages::MessagesCommand::Queue;
-                cli::messages::run(channel, cli.client.output, command, &mut out).await?;
-                Ok(())
-            }
             Command::Credentials(command) => {
                 let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();

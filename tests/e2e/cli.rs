@@ -34,7 +34,6 @@ async fn mailplane_with_stdin(
     let outbox = match cli.command {
         Command::Send(args) => Some(MessagesCommand::Send(args)),
         Command::Messages(c) => Some(c),
-        Command::Queue => Some(MessagesCommand::Queue),
         other => {
             run_other(channel.clone(), format, other, &mut out).await?;
             None
@@ -61,7 +60,7 @@ async fn run_other(
         Command::Audit(c) => cli::audit::run(channel, format, c, out).await?,
         Command::Connectors(c) => cli::connectors::run(channel, format, c, out).await?,
         Command::Serve(_) | Command::Server(_) => unreachable!("not a client command"),
-        Command::Send(_) | Command::Messages(_) | Command::Queue => unreachable!("the outbox"),
+        Command::Send(_) | Command::Messages(_) => unreachable!("the outbox"),
     }
     Ok(())
 }

@@ -13,8 +13,7 @@ use std::io::{Read, Write};
 pub use super::send::SendArgs;
 
 /// The outbox's commands. `messages` and `queue` are flattened into the top-level commands;
-/// `Send` and `Queue` are what the binary dispatches `mailplane send` and a bare
-/// `mailplane queue` to.
+/// `Send` is what the binary dispatches `mailplane send` to.
 #[derive(Debug, Subcommand)]
 pub enum MessagesCommand {
     /// List, inspect, retry and cancel messages in the outbox.
@@ -27,9 +26,6 @@ pub enum MessagesCommand {
     /// `mailplane send`.
     #[command(skip)]
     Send(SendArgs),
-    /// The queue summary of every account.
-    #[command(skip)]
-    Queue,
 }
 
 /// Message states, for `--state`.
@@ -264,7 +260,6 @@ pub async fn run_with_input(
                 .into_inner();
             return print_message(out, format, &sent, false);
         }
-        MessagesCommand::Queue => return super::queue::run(channel, format, None, out).await,
         MessagesCommand::QueueCommand(args) => {
             return super::queue::run(channel, format, args.action, out).await;
         }

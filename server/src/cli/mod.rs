@@ -135,10 +135,6 @@ pub enum Command {
     /// `mailplane messages …` and `mailplane queue …`, flattened into this level.
     #[command(flatten)]
     Messages(messages::MessagesCommand),
-    /// Never parsed (`mailplane queue` parses into `Messages`); the binary dispatches it to
-    /// the queue summary.
-    #[command(skip)]
-    Queue,
 }
 
 /// `mailplane server …`.
