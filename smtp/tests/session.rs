@@ -5,13 +5,13 @@
 // Test helpers outside #[test] functions may unwrap too: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use mailplane_smtp::*;
+use mailplane_testkit::logs::capture_tracing;
 use mailplane_testkit::peer::{self, PeerLog, Step, TestCa};
 use tokio::task::JoinHandle;
 
@@ -86,37 +86,6 @@ fn delivery_steps() -> Vec<Step> {
         Step::Expect("QUIT"),
         Step::Say("221 2.0.0 Bye"),
     ]
-}
-
-/// A tracing subscriber that writes everything (TRACE) into a buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn capture_tracing() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
 }
 
 fn up_to_rcpt() -> Vec<Step> {

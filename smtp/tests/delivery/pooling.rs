@@ -2,6 +2,7 @@
 //! between messages, the per-connection message limit, the idle reaper, the per-key bound.
 
 use super::*;
+use mailplane_testkit::logs::capture_tracing;
 
 #[tokio::test]
 async fn a_relay_that_closed_the_idle_connection_is_reconnected_transparently() {
@@ -258,35 +259,4 @@ fn the_send_future_is_send() {
         drop(fut);
         pool.close().await;
     });
-}
-
-/// A tracing subscriber for this thread that writes everything (TRACE) into a buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-fn capture_tracing() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
 }
