@@ -389,6 +389,12 @@ async fn crash_and_restart(database_url: Option<&str>) {
         "{duplicates} duplicates, more than the {in_flight} messages in delivery at the kill: \
          {twice:?}"
     );
+    // A session takes its next message only once the last one is recorded: only the message
+    // each session had just handed over can be sent twice.
+    assert!(
+        duplicates <= SESSIONS,
+        "{duplicates} duplicates, more than one per session ({SESSIONS}): {twice:?}"
+    );
 }
 
 /// A server process, killed if the test ends early.
