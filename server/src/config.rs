@@ -66,6 +66,14 @@ pub struct OutboxFileConfig {
     pub body_retention_days: Option<u64>,
     /// Days the record of a finished message is kept (default 90).
     pub log_retention_days: Option<u64>,
+    /// Seconds a message may stay SENDING before it is taken for the claim of a dead server
+    /// and queued again (default 900). With SQLite a start queues every such message at once;
+    /// with PostgreSQL, where other replicas may be delivering, only after this. Keep it
+    /// above the longest delivery (the SMTP timeouts): a shorter one may send twice.
+    pub claim_timeout_secs: Option<u64>,
+    /// Seconds between looks for claims past the claim timeout and purges of finished
+    /// messages (default 60).
+    pub sweep_interval_secs: Option<u64>,
 }
 
 impl OutboxFileConfig {
@@ -92,6 +100,12 @@ impl OutboxFileConfig {
         }
         if let Some(days) = self.log_retention_days {
             s.log_retention = Duration::from_secs(days.saturating_mul(86_400));
+        }
+        if let Some(n) = self.claim_timeout_secs {
+            s.claim_timeout = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = self.sweep_interval_secs {
+            s.sweep_interval = Duration::from_secs(n.max(1));
         }
         s
     }
@@ -405,6 +419,8 @@ mod tests {
         assert_eq!(c.outbox.retry, defaults.retry);
         assert_eq!(c.outbox.log_retention, defaults.log_retention);
         assert_eq!(c.outbox.pool.max_sessions_per_key, 4);
+        assert_eq!(c.outbox.claim_timeout, defaults.claim_timeout);
+        assert_eq!(c.outbox.sweep_interval, defaults.sweep_interval);
     }
 
     #[test]

@@ -5,87 +5,11 @@
 // reach them; a panic is how a test reports, and every spawned server is waited for or killed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mailplane");
+mod support;
 
-/// Starts `mailplane serve` on port 0 (JSON logs, plus `extra` flags) and returns
-/// the child, the address it logged, and a channel with its remaining log lines.
-fn serve(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--agent-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("MAILPLANE_DATABASE_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server logs its address");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if v["fields"]["message"] == "mailplane listening" {
-            let addr = v["fields"]["addr"].as_str().unwrap().to_owned();
-            return (child, addr, rx);
-        }
-    }
-}
-
-/// The first admin token, which the server wrote to its data dir.
-fn admin_token(data_dir: &std::path::Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-fn cli(
-    addr: &str,
-    token: &str,
-    ca: &std::path::Path,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> std::process::Output {
-    let mut child = Command::new(BIN)
-        .args(["--server", addr])
-        .env("MAILPLANE_TOKEN", token)
-        .env("MAILPLANE_CACERT", ca)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
+use support::{BIN, admin_token, cli, fixtures, serve};
 
 #[test]
 fn serve_cli_and_sigterm() {
@@ -282,11 +206,6 @@ fn startup_failures_exit_non_zero_with_a_message() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed"));
-}
-
-/// The SMTP fixtures' variables (`deploy/smtp-fixtures/setup.sh` writes them).
-fn fixtures() -> std::collections::HashMap<String, String> {
-    mailplane_testkit::SmtpFixtures::load().vars
 }
 
 /// A whole run through the real binary, at debug level, against Postfix with AUTH: the secret

@@ -80,6 +80,14 @@ fn failed_before_sending(
 
 /// Delivers one claimed message and records the attempt.
 pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
+    // Held until the attempt is recorded (see `Outbox::slots`).
+    let slots = outbox.slots(claimed.account);
+    let _slot = tokio::select! {
+        slot = slots.acquire() => slot,
+        () = outbox.abort.cancelled() => {
+            return requeue(outbox, &claimed, Duration::ZERO, STOPPED).await;
+        }
+    };
     let started = Instant::now();
     let time = now_micros();
     let account = match outbox.store.get_account(claimed.account).await {

@@ -13,7 +13,9 @@
 //! Crashes: a message claimed (SENDING) by a server that died is queued again at the next start
 //! (SQLite, one server) or once it has been SENDING longer than the claim timeout (PostgreSQL,
 //! where other replicas may be delivering). A duplicate is possible only for a message whose
-//! DATA the relay accepted in the instant before the crash, before the attempt was recorded.
+//! DATA the relay accepted in the instant before the crash, before the attempt was recorded: a
+//! session takes its next message only once the last attempt is recorded, so at most one per
+//! session.
 
 mod claim;
 mod deliver;
@@ -27,9 +29,10 @@ use crate::error::Result;
 use crate::smtp_tests::SmtpSettings;
 use crate::store::Store;
 use mailplane_smtp as smtp;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,6 +43,11 @@ pub struct Outbox {
     smtp: SmtpSettings,
     settings: OutboxSettings,
     pool: smtp::Pool<AccountId>,
+    /// Per account, one slot per SMTP session, held from the send until the attempt is
+    /// recorded: a session takes its next message only once the last one is durable, so at
+    /// most `sessions_per_account` messages per account are accepted by a relay and not yet
+    /// recorded (the only ones a crash can send twice).
+    slots: std::sync::Mutex<HashMap<AccountId, Arc<Semaphore>>>,
     /// New work: a message was queued or made due.
     wake: Notify,
     /// Stops claiming.
@@ -73,6 +81,7 @@ impl Outbox {
             smtp,
             settings,
             pool,
+            slots: std::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -83,6 +92,19 @@ impl Outbox {
     /// The settings.
     pub fn settings(&self) -> &OutboxSettings {
         &self.settings
+    }
+
+    /// The delivery slots of `account` (see [`Outbox::slots`]).
+    fn slots(&self, account: AccountId) -> Arc<Semaphore> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(slots.entry(account).or_insert_with(|| {
+            Arc::new(Semaphore::new(
+                self.settings.pool.max_sessions_per_key.max(1),
+            ))
+        }))
     }
 
     /// Wakes the claim loop: a message was queued or made due.
