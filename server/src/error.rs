@@ -47,6 +47,9 @@ pub enum Error {
     /// A secret could not be encrypted or decrypted.
     #[error("encryption error: {0}")]
     Crypto(String),
+    /// Something that should not fail did; the detail is logged, never returned.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -55,6 +58,25 @@ impl Error {
         Self::InvalidArgument {
             field: field.into(),
             message: message.into(),
+        }
+    }
+}
+
+impl From<mailplane_smtp::OutgoingError> for Error {
+    /// A message that cannot be built: its account's settings refuse it (`FailedPrecondition`),
+    /// a field is wrong (`InvalidArgument`, the error's text starts with the field), or the
+    /// builder failed (internal).
+    fn from(e: mailplane_smtp::OutgoingError) -> Self {
+        match e {
+            mailplane_smtp::OutgoingError::Build(_) => Self::Internal(e.to_string()),
+            e if e.is_account_setting() => Self::FailedPrecondition(e.to_string()),
+            e => {
+                let text = e.to_string();
+                match text.split_once(": ") {
+                    Some((field, message)) => Self::invalid(field, message),
+                    None => Self::invalid("message", text),
+                }
+            }
         }
     }
 }
@@ -76,6 +98,10 @@ impl From<Error> for Status {
             }
             Error::Crypto(ref e) => {
                 tracing::error!(error = %e, "encryption error");
+                Status::internal("internal error; the server log has the details")
+            }
+            Error::Internal(ref e) => {
+                tracing::error!(error = %e, "internal error");
                 Status::internal("internal error; the server log has the details")
             }
         }

@@ -81,7 +81,7 @@ pub use delivery::{
 pub use message::{BuiltMessage, MessageError, MessageSpec, build_message};
 pub use outgoing::{
     Attachment, DEFAULT_ATTACHMENT_TYPE, DEFAULT_MAX_MESSAGE_SIZE, MAX_RECIPIENTS, OutgoingError,
-    OutgoingMessage, check_message_size,
+    OutgoingMessage, bare_address, check_message_size,
 };
 pub use policy::{Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError};
 pub use pool::{Pool, PoolConfig, PoolError};

@@ -121,6 +121,16 @@ fn mailbox(field: &'static str, value: &str) -> Result<Mailbox, OutgoingError> {
         .map_err(|e| err(e.to_string()))
 }
 
+/// The bare address (`user@example.org`) of a mailbox as a caller gives it
+/// (`Name <user@example.org>` or `user@example.org`), or `None` if it does not parse.
+pub fn bare_address(given: &str) -> Option<String> {
+    given
+        .trim()
+        .parse::<Mailbox>()
+        .ok()
+        .map(|m| m.email.to_string())
+}
+
 fn mailboxes(field: &'static str, values: &[String]) -> Result<Vec<Mailbox>, OutgoingError> {
     values.iter().map(|v| mailbox(field, v)).collect()
 }

@@ -3,7 +3,7 @@
 use super::convert::{self, timestamp};
 use super::paging;
 use crate::domain::{
-    AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec, now_micros, validate,
+    AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec, micros, now_micros, validate,
 };
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -247,7 +247,7 @@ impl NetworkConnectorService for Connectors {
                 .ok_or_else(|| Error::invalid("ttl", "must be positive and at most 7 days"))?,
         };
         let token = format!("mpe_{}", hex::encode(rand::random::<[u8; 32]>()));
-        let expire_time = now_micros() + i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
+        let expire_time = now_micros().saturating_add(micros(ttl));
         self.store
             .create_enrollment_token(&ctx, id, &token_hash(&token), expire_time)
             .await?;

@@ -219,35 +219,24 @@ fn outgoing(account: &Account, m: &pb::Message) -> smtp::OutgoingMessage {
     }
 }
 
-/// The error a caller sees for a message that cannot be built.
-fn build_error(e: &smtp::OutgoingError, limit_name: &str) -> Status {
-    match e {
-        smtp::OutgoingError::Build(_) => {
-            tracing::error!(error = %e, "cannot build a message");
-            Status::internal("internal error; the server log has the details")
+/// The error a caller sees for a message that cannot be built; a size error names the limit.
+fn build_error(e: smtp::OutgoingError, limit_name: &str) -> Error {
+    let too_large = matches!(e, smtp::OutgoingError::TooLarge { .. });
+    match Error::from(e) {
+        Error::InvalidArgument { field, message } if too_large => {
+            Error::invalid(field, format!("{message} ({limit_name})"))
         }
-        smtp::OutgoingError::TooLarge { .. } => {
-            Status::invalid_argument(format!("{e} ({limit_name})"))
-        }
-        e if e.is_account_setting() => Status::failed_precondition(e.to_string()),
-        e => Status::invalid_argument(e.to_string()),
+        other => other,
     }
-}
-
-/// The bare address of a mailbox as given (`Name <a@b>` or `a@b`), lowercased.
-fn bare(given: &str) -> String {
-    let given = given.trim();
-    given
-        .rsplit_once('<')
-        .and_then(|(_, rest)| rest.split_once('>'))
-        .map_or(given, |(address, _)| address.trim())
-        .to_lowercase()
 }
 
 /// How each envelope address was given: To, Cc, or else Bcc.
 fn kind_of(address: &str, m: &pb::Message) -> RecipientKind {
     let address = address.to_lowercase();
-    let given = |list: &[String]| list.iter().any(|g| bare(g) == address);
+    let given = |list: &[String]| {
+        list.iter()
+            .any(|g| smtp::bare_address(g).is_some_and(|a| a.to_lowercase() == address))
+    };
     if given(&m.to) {
         RecipientKind::To
     } else if given(&m.cc) {
@@ -291,9 +280,9 @@ impl MessageService for Messages {
             .sum::<usize>()
             + m.text_body.len()
             + m.html_body.len();
-        smtp::check_message_size(raw, limit).map_err(|e| build_error(&e, limit_name))?;
-        let built = message.build().map_err(|e| build_error(&e, limit_name))?;
-        smtp::check_message_size(built.size(), limit).map_err(|e| build_error(&e, limit_name))?;
+        smtp::check_message_size(raw, limit).map_err(|e| build_error(e, limit_name))?;
+        let built = message.build().map_err(|e| build_error(e, limit_name))?;
+        smtp::check_message_size(built.size(), limit).map_err(|e| build_error(e, limit_name))?;
         let content = MessageContent {
             to: m.to.clone(),
             cc: m.cc.clone(),

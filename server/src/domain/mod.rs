@@ -31,8 +31,13 @@ pub type Micros = i64;
 pub fn now_micros() -> Micros {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .map(micros)
         .unwrap_or(0)
+}
+
+/// A duration in microseconds, the unit of every stored time (saturating).
+pub fn micros(d: std::time::Duration) -> Micros {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// The etag of a resource at `version`. Opaque to clients; compared as a string.

@@ -151,7 +151,7 @@ pub fn settle(
         )
     } else {
         let delay = schedule.jittered(claimed.attempt_count + 1, jitter);
-        let delay = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX);
+        let delay = super::micros(delay);
         (
             MessageState::Deferred,
             Some(now.saturating_add(delay)),

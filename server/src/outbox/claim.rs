@@ -1,8 +1,8 @@
 //! The claim loop: claims due messages while delivery slots are free, and sleeps until a new
 //! message, the next due time, or a finished delivery.
 
-use super::{Outbox, deliver, micros};
-use crate::domain::now_micros;
+use super::{Outbox, deliver};
+use crate::domain::{micros, now_micros};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};

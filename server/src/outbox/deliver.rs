@@ -1,14 +1,16 @@
 //! One delivery attempt: the account's session settings, the pooled send to the recipients
 //! still pending, and the attempt recorded with what it means for the message.
 
-use super::{Outbox, micros};
+use super::Outbox;
 use crate::domain::message::{
     Attempt, CONNECTOR_NOT_AVAILABLE, Claimed, MessageState, RecipientState,
 };
 use crate::domain::retry::{AttemptEnd, RecipientVerdict, Settled, settle};
-use crate::domain::{Account, now_micros};
-use crate::smtp_tests::SmtpSettings;
-use crate::smtp_tests::session_config::{CREDENTIAL_UNAVAILABLE_HINT, credentials};
+use crate::domain::{micros, now_micros};
+use crate::smtp_tests::session_config::{
+    CREDENTIAL_UNAVAILABLE_HINT, connection_config, credentials,
+};
+use mailplane_proto::v1 as pb;
 use mailplane_smtp::{self as smtp, proto as convert};
 use std::time::{Duration, Instant};
 
@@ -18,22 +20,6 @@ const RETRY_SOON: Duration = Duration::from_secs(60);
 
 /// Why a message whose attempt the server's shutdown ended is queued again.
 const STOPPED: &str = "the server stopped during an attempt; queued again";
-
-/// The session settings for delivering through `account` (the pool ignores the message part).
-fn session_config(
-    settings: &SmtpSettings,
-    account: &Account,
-    auth: Option<smtp::Credentials>,
-) -> smtp::SessionConfig {
-    let s = &account.spec;
-    let mut config = smtp::SessionConfig::new(s.host.clone(), s.port, s.security);
-    config.ignore_certificate_errors = s.ignore_certificate_errors;
-    config.extra_ca_pem.clone_from(&settings.extra_ca_pem);
-    config.helo_name.clone_from(&s.helo_name);
-    config.timeouts = settings.timeouts;
-    config.auth = auth;
-    config
-}
 
 /// Returns the message to the queue, due after `delay`, saying why.
 async fn requeue(outbox: &Outbox, claimed: &Claimed, delay: Duration, why: &str) {
@@ -146,13 +132,15 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
                         outbox,
                     );
                     let attempt = Attempt {
-                        failure_class: "FAILURE_CLASS_CREDENTIAL_UNAVAILABLE".into(),
+                        failure_class: pb::FailureClass::CredentialUnavailable
+                            .as_str_name()
+                            .to_owned(),
                         ..attempt
                     };
                     return finish(outbox, &claimed, attempt, settled).await;
                 }
             };
-            let config = session_config(&outbox.smtp, &account, auth);
+            let config = connection_config(&outbox.smtp, &account, auth);
             let to = pending
                 .iter()
                 .map(|p| claimed.recipients[*p].address.clone())

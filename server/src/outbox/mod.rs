@@ -24,7 +24,7 @@ pub mod settings;
 pub use settings::OutboxSettings;
 
 use crate::crypto::Cipher;
-use crate::domain::{AccountId, now_micros};
+use crate::domain::{AccountId, micros, now_micros};
 use crate::error::Result;
 use crate::smtp_tests::SmtpSettings;
 use crate::store::Store;
@@ -147,9 +147,4 @@ impl Outbox {
         }
         self.pool.close().await;
     }
-}
-
-/// A duration in microseconds.
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }

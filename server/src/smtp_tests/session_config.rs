@@ -47,6 +47,24 @@ pub async fn credentials(
     )))
 }
 
+/// How to reach and authenticate to `account`'s relay: its host, port, security, certificate
+/// and EHLO settings, the server's SMTP settings, and `auth`. No message; tests add theirs,
+/// and the outbox sends its own through the pool.
+pub fn connection_config(
+    settings: &SmtpSettings,
+    account: &Account,
+    auth: Option<smtp::Credentials>,
+) -> smtp::SessionConfig {
+    let s = &account.spec;
+    let mut config = smtp::SessionConfig::new(s.host.clone(), s.port, s.security);
+    config.ignore_certificate_errors = s.ignore_certificate_errors;
+    config.extra_ca_pem.clone_from(&settings.extra_ca_pem);
+    config.helo_name.clone_from(&s.helo_name);
+    config.timeouts = settings.timeouts;
+    config.auth = auth;
+    config
+}
+
 /// The session settings for a test of `account`.
 pub fn session_config(
     settings: &SmtpSettings,
@@ -55,13 +73,8 @@ pub fn session_config(
     request: &TestRequest,
 ) -> smtp::SessionConfig {
     let s = &account.spec;
-    let mut config = smtp::SessionConfig::new(s.host.clone(), s.port, s.security);
-    config.ignore_certificate_errors = s.ignore_certificate_errors;
-    config.extra_ca_pem.clone_from(&settings.extra_ca_pem);
-    config.helo_name.clone_from(&s.helo_name);
-    config.timeouts = settings.timeouts;
+    let mut config = connection_config(settings, account, auth);
     config.stop_after = request.stop_after;
-    config.auth = auth;
     config.message = Some(smtp::MessageSpec {
         sender: s.sender_email.clone(),
         recipients: vec![request.to.clone()],

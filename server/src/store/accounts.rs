@@ -1,7 +1,7 @@
 //! SMTP accounts: create, read, list, update, delete, and the default account.
 
 use super::audit::record;
-use super::db::{Arg, Conn, query};
+use super::db::{Conn, Query, like_contains, query};
 use super::rows::{ACCOUNT_COLUMNS, AccountRow, SPEC_COLUMNS, account_args, convert};
 use super::{AccountEdit, Store, Write, connectors, credentials};
 use crate::audit::{AuditContext, diff};
@@ -43,38 +43,18 @@ static UPDATE_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
 const CLEAR_DEFAULT: &str = "UPDATE accounts SET is_default = FALSE, \
      version = version + 1, update_time = $1 WHERE is_default AND id <> $2";
 
-/// A `LIKE` pattern matching `needle` as a case-insensitive substring, with the pattern
-/// characters in `needle` escaped so that a search for "50%" means just that.
-pub(super) fn like_contains(needle: &str) -> String {
-    let mut out = String::with_capacity(needle.len() + 2);
-    out.push('%');
-    for c in needle.to_lowercase().chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
-/// The query for a page of accounts after id `after`, and its binds.
-fn list_accounts_query(filter: &AccountFilter, after: i64, limit: u32) -> (String, Vec<Arg>) {
-    let mut sql = format!("SELECT {} FROM accounts WHERE id > $1", *ACCOUNT_COLUMNS);
-    let mut binds = vec![Arg::from(after)];
-    let mut push = |sql: &mut String, clause: &str, bind: Arg| {
-        binds.push(bind);
-        sql.push_str(&clause.replace("$?", &format!("${}", binds.len())));
-    };
+/// The query for a page of accounts after id `after`.
+fn list_accounts_query(filter: &AccountFilter, after: i64, limit: u32) -> Query {
+    let mut q = query(format!(
+        "SELECT {} FROM accounts WHERE id > $1",
+        *ACCOUNT_COLUMNS
+    ))
+    .bind(after);
     if let Some(id) = filter.id {
-        push(&mut sql, " AND id = $?", Arg::from(id));
+        q = q.and(" AND id = $?", id);
     }
     if let Some(name) = &filter.account_name {
-        push(
-            &mut sql,
-            " AND name_key LIKE $? ESCAPE '\\'",
-            Arg::from(like_contains(name)),
-        );
+        q = q.and(" AND name_key LIKE $? ESCAPE '\\'", like_contains(name));
     }
     for (column, value) in [
         ("sender_email", &filter.sender_email),
@@ -83,24 +63,18 @@ fn list_accounts_query(filter: &AccountFilter, after: i64, limit: u32) -> (Strin
         ("confirmation_email", &filter.confirmation_email),
     ] {
         if let Some(value) = value {
-            push(
-                &mut sql,
+            q = q.and(
                 &format!(" AND lower({column}) LIKE $? ESCAPE '\\'"),
-                Arg::from(like_contains(value)),
+                like_contains(value),
             );
         }
     }
-    match filter.status {
-        StatusFilter::Any => {}
-        StatusFilter::Enabled => sql.push_str(" AND enabled"),
-        StatusFilter::Disabled => sql.push_str(" AND NOT enabled"),
-    }
-    push(
-        &mut sql,
-        " ORDER BY id LIMIT $?",
-        Arg::from(i64::from(limit)),
-    );
-    (sql, binds)
+    q = match filter.status {
+        StatusFilter::Any => q,
+        StatusFilter::Enabled => q.and_sql(" AND enabled"),
+        StatusFilter::Disabled => q.and_sql(" AND NOT enabled"),
+    };
+    q.and(" ORDER BY id LIMIT $?", i64::from(limit))
 }
 
 /// Maps a failed account write to the error a caller can act on: a unique violation on the
@@ -252,8 +226,8 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> Result<Vec<Account>> {
-        let (text, binds) = list_accounts_query(filter, after, limit);
-        convert(self.all::<AccountRow>(&query(text).bind_all(binds)).await?)
+        let q = list_accounts_query(filter, after, limit);
+        convert(self.all::<AccountRow>(&q).await?)
     }
 
     /// Applies `edit` to an account whose version is `expected_version` (when given).
@@ -365,8 +339,9 @@ mod tests {
             status: StatusFilter::Enabled,
             ..AccountFilter::default()
         };
-        let (sql, binds) = list_accounts_query(&f, 10, 31);
-        assert_eq!(binds.len(), 5);
+        let q = list_accounts_query(&f, 10, 31);
+        let sql = q.sql();
+        assert_eq!(q.arg_count(), 5);
         assert!(sql.contains("id = $2"));
         assert!(sql.contains("name_key LIKE $3"));
         assert!(sql.contains("lower(reply_to_email) LIKE $4"));

@@ -1,7 +1,7 @@
 //! The audit log's table: events recorded inside the change's own transaction, refusals, and
 //! the event lists.
 
-use super::db::query;
+use super::db::{like_contains_exact_case, query};
 use super::{Store, Write};
 use crate::audit::{AuditContext, AuditEvent, AuditFilter};
 use crate::domain::now_micros;
@@ -57,21 +57,6 @@ pub(super) async fn record(
     .bind(diff.to_string());
     w.conn().execute(&q).await?;
     Ok(())
-}
-
-/// A `LIKE` pattern matching `needle` as a substring, case and all, with the pattern characters
-/// in `needle` escaped.
-fn like_contains_exact_case(needle: &str) -> String {
-    let mut out = String::with_capacity(needle.len() + 2);
-    out.push('%');
-    for c in needle.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
 }
 
 impl Store {

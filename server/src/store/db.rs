@@ -94,6 +94,26 @@ impl From<Vec<u8>> for Arg {
     }
 }
 
+/// A `LIKE` pattern (with `ESCAPE '\\'`) matching `needle` as a substring, case and all, with
+/// the pattern characters in `needle` escaped so that a search for "50%" means just that.
+pub(super) fn like_contains_exact_case(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// A `LIKE` pattern matching `needle` as a case-insensitive substring of a lower-cased column.
+pub(super) fn like_contains(needle: &str) -> String {
+    like_contains_exact_case(&needle.to_lowercase())
+}
+
 /// SQL text and its arguments, in placeholder order.
 #[derive(Debug, Clone)]
 pub(super) struct Query {
@@ -120,6 +140,29 @@ impl Query {
     pub(super) fn bind_all(mut self, values: impl IntoIterator<Item = Arg>) -> Self {
         self.args.extend(values);
         self
+    }
+
+    /// Appends `clause`, whose `$?` stands for `value`'s placeholder (the next number): for
+    /// filters that are present or not.
+    pub(super) fn and(mut self, clause: &str, value: impl Into<Arg>) -> Self {
+        self.args.push(value.into());
+        let placeholder = format!("${}", self.args.len());
+        self.sql
+            .to_mut()
+            .push_str(&clause.replace("$?", &placeholder));
+        self
+    }
+
+    /// Appends `clause`, which has no placeholder.
+    pub(super) fn and_sql(mut self, clause: &str) -> Self {
+        self.sql.to_mut().push_str(clause);
+        self
+    }
+
+    /// How many arguments are bound.
+    #[cfg(test)]
+    pub(super) fn arg_count(&self) -> usize {
+        self.args.len()
     }
 
     /// The SQL text.

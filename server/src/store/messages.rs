@@ -7,9 +7,8 @@
 //! recorded; one left `SENDING` by a server that died is returned to the queue by
 //! [`Store::requeue_sending`] at the next start.
 
-use super::accounts::like_contains;
 use super::audit::record;
-use super::db::{Arg, Conn, query};
+use super::db::{Conn, Query, like_contains, query};
 use super::{Store, Write};
 use crate::audit::{AuditContext, diff};
 use crate::domain::message::{
@@ -17,7 +16,7 @@ use crate::domain::message::{
     MessageState, NewMessage, Recipient, RecipientKind, RecipientState, check_transition,
 };
 use crate::domain::retry::Settled;
-use crate::domain::{AccountId, Micros, now_micros};
+use crate::domain::{AccountId, Micros, micros, now_micros};
 use crate::error::{Error, Result};
 use serde_json::json;
 
@@ -168,40 +167,32 @@ async fn fetch(conn: &mut Conn<'_>, id: MessageId) -> Result<Message> {
     Ok(message)
 }
 
-/// The query for a page of messages (newest first) below id `before`, and its binds.
-fn list_query(filter: &MessageFilter, before: i64, limit: u32) -> (String, Vec<Arg>) {
-    let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id < $1");
-    let mut binds = vec![Arg::from(before)];
-    let mut push = |sql: &mut String, clause: &str, bind: Arg| {
-        binds.push(bind);
-        sql.push_str(&clause.replace("$?", &format!("${}", binds.len())));
-    };
+/// The query for a page of messages (newest first) below id `before`.
+fn list_query(filter: &MessageFilter, before: i64, limit: u32) -> Query {
+    let mut q = query(format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id < $1"
+    ))
+    .bind(before);
     if let Some(account) = filter.account {
-        push(&mut sql, " AND account_id = $?", Arg::from(account.0));
+        q = q.and(" AND account_id = $?", account.0);
     }
     if let Some(state) = filter.state {
-        push(&mut sql, " AND state = $?", Arg::from(state.as_str()));
+        q = q.and(" AND state = $?", state.as_str());
     }
     if let Some(needle) = &filter.recipient {
-        push(
-            &mut sql,
+        q = q.and(
             " AND id IN (SELECT message_id FROM message_recipients \
              WHERE lower(address) LIKE $? ESCAPE '\\')",
-            Arg::from(like_contains(needle)),
+            like_contains(needle),
         );
     }
     if let Some(start) = filter.create_time_start {
-        push(&mut sql, " AND create_time >= $?", Arg::from(start));
+        q = q.and(" AND create_time >= $?", start);
     }
     if let Some(end) = filter.create_time_end {
-        push(&mut sql, " AND create_time < $?", Arg::from(end));
+        q = q.and(" AND create_time < $?", end);
     }
-    push(
-        &mut sql,
-        " ORDER BY id DESC LIMIT $?",
-        Arg::from(i64::from(limit)),
-    );
-    (sql, binds)
+    q.and(" ORDER BY id DESC LIMIT $?", i64::from(limit))
 }
 
 /// The message that `request_id` names, if it was created within the idempotency window; an
@@ -211,7 +202,7 @@ async fn by_request_id(w: &mut Write<'_>, request_id: &str, now: Micros) -> Resu
     let Some((id, created)): Option<(i64, i64)> = w.conn().optional(&q).await? else {
         return Ok(None);
     };
-    let window = i64::try_from(IDEMPOTENCY_WINDOW.as_micros()).unwrap_or(i64::MAX);
+    let window = micros(IDEMPOTENCY_WINDOW);
     if created >= now - window {
         return Ok(Some(id));
     }
@@ -316,8 +307,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Message>> {
         let before = if before <= 0 { i64::MAX } else { before };
-        let (text, binds) = list_query(filter, before, limit);
-        self.all::<MessageRow>(&query(text).bind_all(binds))
+        self.all::<MessageRow>(&list_query(filter, before, limit))
             .await?
             .into_iter()
             .map(Message::try_from)
@@ -538,8 +528,9 @@ mod tests {
             create_time_start: Some(1),
             create_time_end: Some(2),
         };
-        let (sql, binds) = list_query(&f, 10, 31);
-        assert_eq!(binds.len(), 7);
+        let q = list_query(&f, 10, 31);
+        let sql = q.sql();
+        assert_eq!(q.arg_count(), 7);
         assert!(sql.contains("account_id = $2"));
         assert!(sql.contains("LIKE $4"));
         assert!(sql.ends_with("ORDER BY id DESC LIMIT $7"));
