@@ -9,6 +9,7 @@
 
 use super::audit::record;
 use super::db::{Conn, Query, like_contains, query};
+use super::rows::bad_value;
 use super::{Store, Write};
 use crate::audit::{AuditContext, diff};
 use crate::domain::message::{
@@ -67,23 +68,17 @@ struct AttemptRow {
     hint: String,
 }
 
-fn bad(what: &str, value: &str) -> Error {
-    Error::Database(sqlx::Error::Decode(
-        format!("unexpected stored {what} {value:?}").into(),
-    ))
-}
-
 impl TryFrom<MessageRow> for Message {
     type Error = Error;
 
     fn try_from(r: MessageRow) -> Result<Self> {
-        let content: MessageContent = serde_json::from_slice(&r.payload)
-            .map_err(|e| bad("message payload", &e.to_string()))?;
+        let content: MessageContent =
+            serde_json::from_slice(&r.payload).map_err(|e| bad_value("payload", &e.to_string()))?;
         Ok(Message {
             id: MessageId(r.id),
             account: AccountId(r.account_id),
             request_id: r.request_id,
-            state: MessageState::parse(&r.state).ok_or_else(|| bad("state", &r.state))?,
+            state: MessageState::parse(&r.state).ok_or_else(|| bad_value("state", &r.state))?,
             content,
             recipients: Vec::new(),
             attempts: Vec::new(),
@@ -103,8 +98,8 @@ impl TryFrom<RecipientRow> for Recipient {
 
     fn try_from(r: RecipientRow) -> Result<Self> {
         Ok(Recipient {
-            kind: RecipientKind::parse(&r.kind).ok_or_else(|| bad("kind", &r.kind))?,
-            state: RecipientState::parse(&r.state).ok_or_else(|| bad("state", &r.state))?,
+            kind: RecipientKind::parse(&r.kind).ok_or_else(|| bad_value("kind", &r.kind))?,
+            state: RecipientState::parse(&r.state).ok_or_else(|| bad_value("state", &r.state))?,
             address: r.address,
             last_reply: r.last_reply,
         })
