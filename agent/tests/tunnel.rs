@@ -2,10 +2,13 @@
 //! 127.0.0.1:0, with a CA made here that also signs the agent's CSR): enrollment, the
 //! stream, jobs against scripted SMTP peers, the allowlist, reconnection, dead-link
 //! detection, draining, and that no secret reaches a log line. Enrollment tests are in
-//! `tunnel/enrollment.rs`, the stream and jobs in `tunnel/jobs.rs`; the fake server is here.
+//! `tunnel/enrollment.rs`, the stream and jobs in `tunnel/jobs.rs`, delivery jobs in
+//! `tunnel/deliveries.rs`; the fake server is here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "tunnel/deliveries.rs"]
+mod deliveries;
 #[path = "tunnel/enrollment.rs"]
 mod enrollment;
 #[path = "tunnel/jobs.rs"]

@@ -277,6 +277,7 @@ pub async fn serve(
         state.cipher.clone(),
         config.smtp.clone(),
         config.outbox.clone(),
+        Arc::clone(&registry),
     );
     // Everything started from here on is owned: a start-up step that fails below, like a
     // normal shutdown, cancels and awaits it before `serve` returns.

@@ -84,7 +84,7 @@ pub use outgoing::{
     OutgoingMessage, bare_address, check_message_size,
 };
 pub use policy::{Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError};
-pub use pool::{Pool, PoolConfig, PoolError};
+pub use pool::{Pool, PoolConfig, PoolError, SendOptions};
 pub use secret::Secret;
 pub use session::run_session;
 pub use tls::{TlsConfigError, certificate_info};

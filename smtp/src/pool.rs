@@ -63,6 +63,27 @@ impl Default for PoolConfig {
     }
 }
 
+/// What a caller of [`Pool::send_with`] may add to a send.
+#[derive(Clone, Copy, Default)]
+pub struct SendOptions<'a> {
+    /// Asked about every address a new connection for this send goes to, instead of the
+    /// pool's own policy (e.g. a network connector's allowlist for the job's relay).
+    pub check: Option<&'a dyn DestinationCheck>,
+    /// Called once when the relay answers `354` to `DATA`, just before the message goes
+    /// out: from then on, a connection lost before the final reply leaves the relay's state
+    /// unknown (see [`MessageOutcome::AmbiguousAfterData`]).
+    pub on_data: Option<&'a (dyn Fn() + Send + Sync)>,
+}
+
+impl std::fmt::Debug for SendOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendOptions")
+            .field("check", &self.check.is_some())
+            .field("on_data", &self.on_data.is_some())
+            .finish()
+    }
+}
+
 /// A send that could not start (nothing was sent).
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -143,6 +164,21 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Pool<K> {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<Delivery, PoolError> {
+        self.send_with(key, config, envelope, message, SendOptions::default())
+            .await
+    }
+
+    /// [`Pool::send`] with [`SendOptions`]: another destination check, and a call when the
+    /// message starts going out.
+    pub async fn send_with(
+        &self,
+        key: &K,
+        config: &SessionConfig,
+        envelope: &Envelope,
+        message: &[u8],
+        options: SendOptions<'_>,
+    ) -> Result<Delivery, PoolError> {
+        let policy = options.check.unwrap_or(self.shared.policy.as_ref());
         if self.cancel.is_cancelled() {
             return Err(PoolError::Closed);
         }
@@ -158,7 +194,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Pool<K> {
         };
         let (mut conn, mut used) = match self.checkout(&slot, config).await {
             Some(conn) => (conn, ConnectionUse::Reused),
-            None => match self.open(config, &prepared, envelope).await {
+            None => match self.open(config, &prepared, policy, envelope).await {
                 Ok(conn) => (conn, ConnectionUse::Fresh),
                 Err(delivery) => return Ok(delivery),
             },
@@ -171,17 +207,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Pool<K> {
                 deadline: Instant::now() + config.timeouts.overall,
                 extra_ca: prepared.extra_ca.clone(),
             };
-            let tx = transaction::run(
-                &ctx,
-                &mut conn.link,
-                &envelope.mail_from,
-                &envelope.rcpt_to,
-                &payload,
-                conn.messages > 0,
-                conn.capabilities.pipelining,
-            )
-            .await;
-            conn.messages += 1;
+            let tx = transaction::run(&ctx, &mut conn, envelope, &payload, options.on_data).await;
             if tx.dead_before_accept && used == ConnectionUse::Reused {
                 tracing::debug!(
                     target: "mailplane::smtp::pool",
@@ -190,7 +216,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Pool<K> {
                 );
                 conn.drop_link().await;
                 used = ConnectionUse::Reconnected;
-                conn = match self.open(config, &prepared, envelope).await {
+                conn = match self.open(config, &prepared, policy, envelope).await {
                     Ok(conn) => conn,
                     Err(mut delivery) => {
                         delivery.connection = used;
@@ -225,9 +251,10 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Pool<K> {
         &self,
         config: &SessionConfig,
         prepared: &Prepared,
+        policy: &dyn DestinationCheck,
         envelope: &Envelope,
     ) -> Result<Pooled, Delivery> {
-        Pooled::open(config, prepared, self.shared.policy.as_ref())
+        Pooled::open(config, prepared, policy)
             .await
             .map_err(|failure| Delivery {
                 recipients: not_tried(envelope),

@@ -12,6 +12,10 @@ use mailplane_proto::v1 as pb;
 
 use crate as smtp;
 
+mod delivery;
+
+pub use delivery::{delivery_from_pb, delivery_job, delivery_to_pb, envelope_from_job};
+
 /// A job that cannot become a session configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
@@ -158,6 +162,7 @@ pub fn outcome(report: &smtp::SessionReport) -> pb::JobOutcome {
         succeeded,
         result: Some(result),
         capabilities: report.capabilities.clone(),
+        delivery: None,
     }
 }
 
@@ -330,6 +335,7 @@ pub fn job_from_config(job_id: impl Into<String>, config: &smtp::SessionConfig) 
             charset: m.charset.clone().unwrap_or_default(),
             plain_text_only: m.plain_text_only,
         }),
+        delivery: None,
     }
 }
 

@@ -38,6 +38,21 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in session order.
+    pub const ALL: [Phase; 11] = [
+        Phase::Dns,
+        Phase::Connect,
+        Phase::Banner,
+        Phase::Ehlo,
+        Phase::StartTls,
+        Phase::TlsHandshake,
+        Phase::Auth,
+        Phase::MailFrom,
+        Phase::RcptTo,
+        Phase::Data,
+        Phase::Quit,
+    ];
+
     /// A stable upper-case name, e.g. `"MAIL_FROM"`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -234,17 +234,8 @@ async fn one_refused_recipient_of_three_is_not_retried() {
 async fn a_message_left_sending_by_a_dead_server_is_delivered_after_restart() {
     let (port, peer) = peer::start(accepting(vec!["250 2.1.5 Ok"])).await;
     let server = TestServer::start(Backend::Sqlite).await;
-    // Through a connector the message waits QUEUED, so the first server never sends it.
-    let connector = server.create_connector("Later").await;
-    let acct = create_account(
-        &mut server.accounts(),
-        pb::SmtpAccount {
-            use_network_connector: true,
-            network_connector: connector.name.clone(),
-            ..account("Crash")
-        },
-    )
-    .await;
+    // Paused, the message waits QUEUED, so the first server never sends it.
+    let acct = crate::messages::held_account(&server, "Crash").await;
     let m = send(&mut messages(&server), message(&["ops@example.com"]), "")
         .await
         .unwrap();
@@ -264,13 +255,19 @@ async fn a_message_left_sending_by_a_dead_server_is_delivered_after_restart() {
                 AccountId(id),
                 None,
                 &|s| {
-                    s.use_network_connector = false;
-                    s.network_connector = None;
                     s.host = "127.0.0.1".into();
                     s.port = port;
                     s.security = mailplane_server::domain::Security::None;
                     Ok(())
                 },
+            )
+            .await
+            .unwrap();
+        store
+            .set_delivery_paused(
+                &mailplane_server::audit::AuditContext::system(),
+                AccountId(id),
+                false,
             )
             .await
             .unwrap();

@@ -32,6 +32,7 @@ pub(crate) fn not_run(class: pb::FailureClass, message: String, hint: &str) -> p
             ..Default::default()
         }),
         capabilities: Vec::new(),
+        delivery: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The tunnel: the agent's long-lived stream to the server, reconnected with backoff.
 
 mod backoff;
+mod delivery;
 mod job;
 mod session;
 
@@ -64,11 +65,13 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(
         usize::try_from(config.max_concurrent_jobs.max(1)).unwrap_or(1),
     ));
+    let pool = Arc::new(delivery::pool(&allow, config.max_concurrent_jobs));
     let ctx = Ctx {
         allow: Arc::new(allow),
         slots,
         hostname: enroll::hostname(),
         config,
+        pool,
     };
     let _renewal = AbortOnDrop(tokio::spawn(renewal_loop(ctx.config.clone())));
     let mut backoff = Backoff::new(ctx.config.backoff);
@@ -78,6 +81,7 @@ pub async fn run(
     loop {
         match session::connect_and_serve(&ctx, &mut jobs, &mut shutdown).await {
             End::Shutdown => {
+                ctx.pool.close().await;
                 tracing::info!("stopped");
                 return Ok(());
             }
@@ -89,6 +93,7 @@ pub async fn run(
                     biased;
                     () = shutdown.as_mut() => {
                         session::drain_jobs(&ctx, &mut jobs).await;
+                        ctx.pool.close().await;
                         tracing::info!("stopped");
                         return Ok(());
                     }

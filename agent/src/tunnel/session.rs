@@ -15,10 +15,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use super::{TunnelError, job};
+use super::delivery::{DeliveryCtx, DeliveryPool};
+use super::{TunnelError, delivery, job};
 use crate::allowlist::Allowlist;
 use crate::channel::{self, RpcError};
 use crate::config::AgentConfig;
@@ -34,6 +36,8 @@ pub(crate) struct Ctx {
     pub allow: Arc<Allowlist>,
     pub slots: Arc<Semaphore>,
     pub hostname: String,
+    /// The SMTP sessions of delivery jobs, kept across reconnections to the server.
+    pub pool: Arc<DeliveryPool>,
 }
 
 /// How a connection ended.
@@ -139,6 +143,9 @@ pub(crate) async fn connect_and_serve<F: Future<Output = ()>>(
         }
     };
     let up = Instant::now();
+    // Delivery jobs of this stream that have not reached DATA stop when it is lost.
+    let link_lost = CancellationToken::new();
+    let _lost_on_return = link_lost.clone().drop_guard();
     tracing::info!(server = %ctx.config.server, "connected; waiting for jobs");
     let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -155,6 +162,21 @@ pub(crate) async fn connect_and_serve<F: Future<Output = ()>>(
                 Ok(Some(m)) => {
                     dead.as_mut().reset(Instant::now() + dead_after);
                     match m.event {
+                        Some(ServerEvent::Job(job)) if job.delivery.is_some() => {
+                            tracing::info!(
+                                job_id = %job.job_id,
+                                host = %job.host,
+                                port = job.port,
+                                "delivery job received"
+                            );
+                            let dctx = DeliveryCtx {
+                                allow: ctx.allow.clone(),
+                                slots: ctx.slots.clone(),
+                                pool: ctx.pool.clone(),
+                                link_lost: link_lost.clone(),
+                            };
+                            jobs.spawn(delivery::run(job, dctx, link.tx.clone()));
+                        }
                         Some(ServerEvent::Job(job)) => {
                             tracing::info!(
                                 job_id = %job.job_id,
@@ -231,7 +253,7 @@ async fn drain(ctx: &Ctx, jobs: &mut JoinSet<()>, link: Link, heartbeat: &mut In
                     let outcome = job::not_run(
                         pb::FailureClass::TemporaryFailure,
                         "the agent is shutting down".to_owned(),
-                        "run the test again; another agent of the connector can take it",
+                        "run it again; another agent of the connector can take it",
                     );
                     let _ = tx.send(job::update(&job.job_id, Update::Finished(outcome))).await;
                 }

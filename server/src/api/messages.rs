@@ -4,8 +4,8 @@
 use super::convert::{self, timestamp};
 use super::paging;
 use crate::domain::message::{
-    AttachmentInfo, Attempt, CONNECTOR_NOT_AVAILABLE, Message, MessageContent, MessageFilter,
-    MessageId, MessageState, NewMessage, QueueSummary, RecipientKind, RecipientState,
+    AttachmentInfo, Attempt, Message, MessageContent, MessageFilter, MessageId, MessageState,
+    NewMessage, QueueSummary, RecipientKind, RecipientState,
 };
 use crate::domain::{Account, validate};
 use crate::error::{Error, Result};
@@ -315,11 +315,7 @@ impl MessageService for Messages {
                 .collect(),
             message_id: built.message_id.clone(),
             bytes: built.bytes,
-            last_error: if account.spec.use_network_connector {
-                CONNECTOR_NOT_AVAILABLE.to_owned()
-            } else {
-                String::new()
-            },
+            last_error: String::new(),
         };
         let (stored, created) = self.store.create_message(&ctx, &new).await?;
         if created {

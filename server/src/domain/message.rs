@@ -11,10 +11,6 @@ use std::time::Duration;
 /// message and sends nothing new.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-/// Why a message for an account with a network connector waits.
-pub const CONNECTOR_NOT_AVAILABLE: &str = "delivery through a network connector is not \
-     available yet: the message stays QUEUED until the account delivers directly";
-
 /// A message's id, the `{id}` in `messages/{id}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub i64);

@@ -1,10 +1,11 @@
-//! One delivery attempt: the account's session settings, the pooled send to the recipients
-//! still pending, and the attempt recorded with what it means for the message.
+//! One delivery attempt: the account's session settings, the send to the recipients still
+//! pending (over this server's pool, or through an agent of the account's network connector,
+//! see [`remote`]), and the attempt recorded with what it means for the message.
 
 use super::Outbox;
-use crate::domain::message::{
-    Attempt, CONNECTOR_NOT_AVAILABLE, Claimed, MessageState, RecipientState,
-};
+use super::remote;
+use crate::domain::ConnectorId;
+use crate::domain::message::{Attempt, Claimed, MessageState, RecipientState};
 use crate::domain::retry::{AttemptEnd, RecipientVerdict, Settled, settle};
 use crate::domain::{micros, now_micros};
 use crate::smtp_tests::session_config::{
@@ -18,8 +19,49 @@ use std::time::{Duration, Instant};
 /// database error).
 const RETRY_SOON: Duration = Duration::from_secs(60);
 
+/// The `agent` of an attempt made by this server itself.
+const DIRECT: &str = "direct";
+
 /// Why a message whose attempt the server's shutdown ended is queued again.
 const STOPPED: &str = "the server stopped during an attempt; queued again";
+
+/// How a send ended, directly or through a connector.
+pub(super) enum SendEnd {
+    /// The relay answered.
+    Delivered {
+        /// Who sent it: `direct`, or the agent's name.
+        agent: String,
+        /// The answers.
+        delivery: smtp::Delivery,
+    },
+    /// Nothing was sent: the send could not start, no agent came, or the agent did not run
+    /// the job. Retried by the schedule (a transient failure of class `class`).
+    NotSent {
+        /// The agent, if one was asked.
+        agent: Option<String>,
+        /// Why, as a failure class.
+        class: pb::FailureClass,
+        /// What happened.
+        message: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// This server stops: queue it again now.
+    Stopped,
+    /// The agent went away before DATA: nothing was sent; queue it again now.
+    LostBeforeData {
+        /// The agent.
+        agent: String,
+    },
+    /// The agent went away after DATA started, or its report cannot be read: the relay may
+    /// have the message.
+    Unknown {
+        /// The agent.
+        agent: String,
+        /// What happened.
+        message: String,
+    },
+}
 
 /// Returns the message to the queue, due after `delay`, saying why.
 async fn requeue(outbox: &Outbox, claimed: &Claimed, delay: Duration, why: &str) {
@@ -33,7 +75,7 @@ async fn requeue(outbox: &Outbox, claimed: &Claimed, delay: Duration, why: &str)
 fn failed_before_sending(
     claimed: &Claimed,
     pending: &[usize],
-    class: smtp::FailureClass,
+    class: pb::FailureClass,
     end: AttemptEnd,
     message: &str,
     hint: &str,
@@ -55,8 +97,8 @@ fn failed_before_sending(
     );
     let attempt = Attempt {
         time: now,
-        agent: "direct".into(),
-        failure_class: convert::failure_class(class).as_str_name().to_owned(),
+        agent: DIRECT.into(),
+        failure_class: class.as_str_name().to_owned(),
         message: message.to_owned(),
         hint: hint.to_owned(),
         ..Attempt::default()
@@ -89,9 +131,6 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
             .await;
         }
     };
-    if account.spec.use_network_connector {
-        return requeue(outbox, &claimed, Duration::ZERO, CONNECTOR_NOT_AVAILABLE).await;
-    }
     let pending: Vec<usize> = claimed
         .recipients
         .iter()
@@ -112,7 +151,7 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
         (None, false) => failed_before_sending(
             &claimed,
             &pending,
-            smtp::FailureClass::PermanentFailure,
+            pb::FailureClass::PermanentFailure,
             AttemptEnd::Permanent,
             "the message's content was purged; it cannot be sent",
             "send it again",
@@ -122,22 +161,16 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
             let auth = match credentials(&outbox.store, &outbox.cipher, &account).await {
                 Ok(auth) => auth,
                 Err(e) => {
-                    let (attempt, settled) = failed_before_sending(
+                    let done = failed_before_sending(
                         &claimed,
                         &pending,
-                        smtp::FailureClass::PermanentFailure,
+                        pb::FailureClass::CredentialUnavailable,
                         AttemptEnd::Transient,
                         &e.to_string(),
                         CREDENTIAL_UNAVAILABLE_HINT,
                         outbox,
                     );
-                    let attempt = Attempt {
-                        failure_class: pb::FailureClass::CredentialUnavailable
-                            .as_str_name()
-                            .to_owned(),
-                        ..attempt
-                    };
-                    return finish(outbox, &claimed, attempt, settled).await;
+                    return finish(outbox, &claimed, done.0, done.1).await;
                 }
             };
             let config = connection_config(&outbox.smtp, &account, auth);
@@ -146,29 +179,83 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
                 .map(|p| claimed.recipients[*p].address.clone())
                 .collect();
             let envelope = smtp::Envelope::new(claimed.envelope_from.clone(), to);
-            let sent = tokio::select! {
-                sent = outbox.pool.send(&account.id, &config, &envelope, bytes) => sent,
+            let connector = account
+                .spec
+                .network_connector
+                .filter(|_| account.spec.use_network_connector);
+            let sending = async {
+                match connector {
+                    None => direct(outbox, &account.id, &config, &envelope, bytes).await,
+                    Some(c) => {
+                        let c = ConnectorId(c);
+                        remote::send(outbox, c, &claimed, &config, &envelope, bytes).await
+                    }
+                }
+            };
+            let end = tokio::select! {
+                end = sending => end,
                 () = outbox.abort.cancelled() => {
                     return requeue(outbox, &claimed, Duration::ZERO, STOPPED).await;
                 }
             };
-            match sent {
-                Ok(delivery) => judge(outbox, &claimed, &pending, &delivery, time),
-                // The pool is closing: the server stops.
-                Err(smtp::PoolError::Closed) => {
+            match end {
+                SendEnd::Delivered { agent, delivery } => {
+                    let (attempt, settled) = judge(outbox, &claimed, &pending, &delivery, time);
+                    (Attempt { agent, ..attempt }, settled)
+                }
+                SendEnd::NotSent {
+                    agent,
+                    class,
+                    message,
+                    hint,
+                } => {
+                    let (attempt, settled) = failed_before_sending(
+                        &claimed,
+                        &pending,
+                        class,
+                        AttemptEnd::Transient,
+                        &message,
+                        &hint,
+                        outbox,
+                    );
+                    let agent = agent.unwrap_or(attempt.agent.clone());
+                    (Attempt { agent, ..attempt }, settled)
+                }
+                SendEnd::LostBeforeData { agent } => {
+                    let message = format!("{agent} went away before DATA; queued again");
+                    tracing::warn!(message = %claimed.id, %agent, "agent lost before DATA; queued again");
+                    let attempt = Attempt {
+                        time,
+                        agent,
+                        failure_class: pb::FailureClass::ConnectorLost.as_str_name().to_owned(),
+                        message: message.clone(),
+                        hint: "nothing was sent; another agent of the connector takes it".into(),
+                        ..Attempt::default()
+                    };
+                    let settled = Settled {
+                        recipients: Vec::new(),
+                        state: MessageState::Queued,
+                        next_attempt_time: Some(now_micros()),
+                        last_error: message,
+                    };
+                    (attempt, settled)
+                }
+                SendEnd::Unknown { agent, message } => {
+                    tracing::warn!(message = %claimed.id, %agent, "delivery outcome unknown; not re-sending");
+                    let (attempt, settled) = failed_before_sending(
+                        &claimed,
+                        &pending,
+                        pb::FailureClass::ConnectorLost,
+                        AttemptEnd::Ambiguous,
+                        &message,
+                        "look for the message at the relay before calling RetryMessage",
+                        outbox,
+                    );
+                    (Attempt { agent, ..attempt }, settled)
+                }
+                SendEnd::Stopped => {
                     return requeue(outbox, &claimed, Duration::ZERO, STOPPED).await;
                 }
-                // The account's settings or an address the relay was never asked about: a
-                // person may fix the account, so it is retried until the maximum age.
-                Err(e) => failed_before_sending(
-                    &claimed,
-                    &pending,
-                    smtp::FailureClass::PermanentFailure,
-                    AttemptEnd::Transient,
-                    &format!("the attempt could not start: {e}"),
-                    "check the account's settings and the message's addresses",
-                    outbox,
-                ),
             }
         }
     };
@@ -178,6 +265,32 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
         ..attempt
     };
     finish(outbox, &claimed, attempt, settled).await;
+}
+
+/// Sends over this server's own pool.
+async fn direct(
+    outbox: &Outbox,
+    account: &crate::domain::AccountId,
+    config: &smtp::SessionConfig,
+    envelope: &smtp::Envelope,
+    bytes: &[u8],
+) -> SendEnd {
+    match outbox.pool.send(account, config, envelope, bytes).await {
+        Ok(delivery) => SendEnd::Delivered {
+            agent: DIRECT.into(),
+            delivery,
+        },
+        // The pool is closing: the server stops.
+        Err(smtp::PoolError::Closed) => SendEnd::Stopped,
+        // The account's settings or an address the relay was never asked about: a person
+        // may fix the account, so it is retried until the maximum age.
+        Err(e) => SendEnd::NotSent {
+            agent: None,
+            class: pb::FailureClass::PermanentFailure,
+            message: format!("the attempt could not start: {e}"),
+            hint: "check the account's settings and the message's addresses".into(),
+        },
+    }
 }
 
 /// Stores the attempt and the message's new state.
@@ -243,7 +356,7 @@ fn judge(
     );
     let attempt = Attempt {
         time,
-        agent: "direct".into(),
+        agent: DIRECT.into(),
         reply_code: reply.map_or(0, |r| i32::from(r.code)),
         enhanced_status_code: reply.and_then(|r| r.enhanced.clone()).unwrap_or_default(),
         relay_queue_id: delivery.queue_id().unwrap_or_default().to_owned(),

@@ -7,8 +7,8 @@
 //! outbox owns every task it starts: [`Outbox::shutdown`] stops claiming, lets the deliveries in
 //! flight finish within the drain time, and returns the rest to the queue.
 //!
-//! Messages of accounts that deliver through a network connector are not delivered yet: they
-//! stay QUEUED, with a `last_error` that says so.
+//! Messages of accounts with a network connector go to a live agent of the connector, which
+//! sends them over its own pooled sessions ([`remote`]); the same slots bound them.
 //!
 //! Crashes: a message claimed (SENDING) by a server that died is queued again at the next start
 //! (SQLite, one server) or once it has been SENDING longer than the claim timeout (PostgreSQL,
@@ -19,6 +19,7 @@
 
 mod claim;
 mod deliver;
+mod remote;
 pub mod settings;
 
 pub use settings::OutboxSettings;
@@ -28,6 +29,7 @@ use crate::domain::{AccountId, micros, now_micros};
 use crate::error::Result;
 use crate::smtp_tests::SmtpSettings;
 use crate::store::Store;
+use crate::tunnel::registry::Registry;
 use mailplane_smtp as smtp;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub struct Outbox {
     smtp: SmtpSettings,
     settings: OutboxSettings,
     pool: smtp::Pool<AccountId>,
+    /// The live agents, for accounts that deliver through a network connector.
+    registry: Arc<Registry>,
     /// Per account, one slot per SMTP session, held from the send until the attempt is
     /// recorded: a session takes its next message only once the last one is durable, so at
     /// most `sessions_per_account` messages per account are accepted by a relay and not yet
@@ -73,6 +77,7 @@ impl Outbox {
         cipher: Cipher,
         smtp: SmtpSettings,
         settings: OutboxSettings,
+        registry: Arc<Registry>,
     ) -> Arc<Self> {
         let pool = smtp::Pool::new(settings.pool, Arc::new(smtp.policy.clone()));
         Arc::new(Self {
@@ -81,6 +86,7 @@ impl Outbox {
             smtp,
             settings,
             pool,
+            registry,
             slots: std::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
             stop: CancellationToken::new(),

@@ -6,7 +6,7 @@ use super::watch::LiveTest;
 use super::wire::phase_from_pb;
 use super::{fail, finish};
 use crate::domain::{ConnectorId, TestName};
-use crate::tunnel::registry::Registry;
+use crate::tunnel::registry::{JobEnd, Registry};
 use mailplane_proto::v1 as pb;
 use mailplane_smtp::{self as smtp, proto as convert};
 use std::sync::Arc;
@@ -47,14 +47,6 @@ pub struct Remote<'a> {
     pub failover: FailoverPolicy,
 }
 
-/// How one agent's run ended.
-enum Attempt {
-    /// The agent reported the outcome.
-    Finished(pb::JobOutcome),
-    /// The agent went away; `data_started` says whether DATA had begun.
-    Lost { data_started: bool },
-}
-
 impl Remote<'_> {
     /// Runs the session on the least-loaded live agent of `connector`, handing it to another
     /// agent as [`FailoverPolicy`] says, and records the outcome on `live`.
@@ -92,14 +84,14 @@ impl Remote<'_> {
             let agent = dispatched.agent.name.to_string();
             tracing::info!(test = %name, %agent, "test dispatched to agent");
             live.update(|t| t.executed_by = ExecutedBy::Agent(agent.clone()));
-            let attempt = follow(&mut dispatched.updates, live).await;
+            let end = dispatched.follow(|u| publish(u, live)).await;
             drop(dispatched);
-            match attempt {
-                Attempt::Finished(outcome) => {
-                    finish(live, outcome, (!lost.is_empty()).then(|| retried(&lost)));
+            match end {
+                JobEnd::Finished(outcome) => {
+                    finish(live, *outcome, (!lost.is_empty()).then(|| retried(&lost)));
                     return;
                 }
-                Attempt::Lost { data_started: true } => {
+                JobEnd::Lost { data_started: true } => {
                     tracing::warn!(test = %name, %agent, "agent lost after DATA started; not re-sending");
                     fail(
                         live,
@@ -112,7 +104,7 @@ impl Remote<'_> {
                     );
                     return;
                 }
-                Attempt::Lost {
+                JobEnd::Lost {
                     data_started: false,
                 } => {
                     tracing::warn!(test = %name, %agent, "agent lost before DATA; retrying on another replica");
@@ -136,29 +128,22 @@ impl Remote<'_> {
     }
 }
 
-/// Publishes an agent's updates until it reports the outcome or goes away.
-async fn follow(updates: &mut crate::tunnel::registry::Updates, live: &LiveTest) -> Attempt {
-    let mut data_started = false;
-    while let Some(update) = updates.recv().await {
-        match update {
-            pb::job_update::Update::PhaseStarted(p) => {
-                let phase = phase_from_pb(p);
-                data_started |= phase == Some(Phase::Data);
-                if let Some(phase) = phase {
-                    live.publish(TestEvent::PhaseStarted(phase), |_| {});
-                }
+/// Publishes an agent's progress on `live` as it comes.
+fn publish(update: pb::job_update::Update, live: &LiveTest) {
+    match update {
+        pb::job_update::Update::PhaseStarted(p) => {
+            if let Some(phase) = phase_from_pb(p) {
+                live.publish(TestEvent::PhaseStarted(phase), |_| {});
             }
-            pb::job_update::Update::PhaseFinished(r) => {
-                let result = PhaseResult::from(r);
-                data_started |= result.phase == Some(Phase::Data);
-                live.publish(TestEvent::PhaseFinished(Box::new(result.clone())), |t| {
-                    t.transcript.push(result);
-                });
-            }
-            pb::job_update::Update::Finished(outcome) => return Attempt::Finished(outcome),
         }
+        pb::job_update::Update::PhaseFinished(r) => {
+            let result = PhaseResult::from(r);
+            live.publish(TestEvent::PhaseFinished(Box::new(result.clone())), |t| {
+                t.transcript.push(result);
+            });
+        }
+        pb::job_update::Update::Finished(_) => {}
     }
-    Attempt::Lost { data_started }
 }
 
 /// A note naming the agents that went away before a job finished.

@@ -25,10 +25,8 @@ use serde_json::json;
 const MESSAGE_COLUMNS: &str = "id, account_id, request_id, state, next_attempt_time, \
      attempt_count, message_id, size_bytes, last_error, payload, create_time, update_time";
 
-/// Messages the direct path delivers: not through a network connector (not available yet),
-/// and not of an account whose delivery is paused.
+/// Messages due for delivery, except those of an account whose delivery is paused.
 const DELIVERABLE: &str = "state IN ('queued', 'deferred') AND next_attempt_time IS NOT NULL \
-     AND account_id IN (SELECT id FROM accounts WHERE NOT use_network_connector) \
      AND account_id NOT IN (SELECT account_id FROM paused_accounts)";
 
 #[derive(sqlx::FromRow)]

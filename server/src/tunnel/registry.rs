@@ -135,6 +135,38 @@ pub struct Dispatched {
     registry: Arc<Registry>,
 }
 
+/// How an agent's run of a job ended.
+pub enum JobEnd {
+    /// The agent reported the outcome.
+    Finished(Box<pb::JobOutcome>),
+    /// The agent went away; `data_started` says whether DATA had begun (the relay may then
+    /// have the message).
+    Lost {
+        /// Whether the agent had reported DATA started.
+        data_started: bool,
+    },
+}
+
+impl Dispatched {
+    /// Waits for the job's outcome, handing every progress update to `progress` as it comes,
+    /// and noting whether DATA started.
+    pub async fn follow(&mut self, mut progress: impl FnMut(pb::job_update::Update)) -> JobEnd {
+        let mut data_started = false;
+        while let Some(update) = self.updates.recv().await {
+            let data = pb::Phase::Data as i32;
+            match update {
+                pb::job_update::Update::Finished(outcome) => {
+                    return JobEnd::Finished(Box::new(outcome));
+                }
+                pb::job_update::Update::PhaseStarted(p) => data_started |= p == data,
+                pb::job_update::Update::PhaseFinished(ref r) => data_started |= r.phase == data,
+            }
+            progress(update);
+        }
+        JobEnd::Lost { data_started }
+    }
+}
+
 impl Drop for Dispatched {
     fn drop(&mut self) {
         self.agent.jobs().remove(&self.job_id);

@@ -6,10 +6,11 @@
 
 use std::collections::VecDeque;
 
+use super::conn::Pooled;
 use crate::client::Link;
 use crate::command::Command;
 use crate::context::Ctx;
-use crate::delivery::{MessageOutcome, RecipientResult, RecipientStatus, Severity};
+use crate::delivery::{Envelope, MessageOutcome, RecipientResult, RecipientStatus, Severity};
 use crate::recorder::Fail;
 use crate::session::delivery::send_and_confirm;
 use crate::transcript::{Phase, PhaseRecord, PhaseStatus};
@@ -81,18 +82,20 @@ impl Exchange<'_, '_> {
     }
 }
 
-/// Runs one transaction for `mail_from` → `rcpt_to` with `payload` (already from
-/// [`data_payload`](crate::data_payload)). `rset` first when the connection carried a
-/// message before; `pipelining` when the relay offers it.
+/// Runs one transaction on `conn` for `envelope` with `payload` (already from
+/// [`data_payload`](crate::data_payload)): `RSET` first when the connection carried a
+/// message before, pipelined when the relay offers it. `on_data` is called when the relay
+/// answers `354`, before the payload goes out.
 pub(crate) async fn run(
     ctx: &Ctx<'_>,
-    link: &mut Link,
-    mail_from: &str,
-    rcpt_to: &[String],
+    conn: &mut Pooled,
+    envelope: &Envelope,
     payload: &[u8],
-    rset: bool,
-    pipelining: bool,
+    on_data: Option<&(dyn Fn() + Send + Sync)>,
 ) -> Tx {
+    let (rset, pipelining) = (conn.messages > 0, conn.capabilities.pipelining);
+    conn.messages += 1;
+    let (link, mail_from, rcpt_to) = (&mut conn.link, &envelope.mail_from, &envelope.rcpt_to);
     let mut recipients: Vec<RecipientResult> = rcpt_to
         .iter()
         .map(|a| RecipientResult {
@@ -123,7 +126,7 @@ pub(crate) async fn run(
             }
         }
     }
-    let mail = Command::MailFrom(mail_from.to_owned());
+    let mail = Command::MailFrom(mail_from.clone());
     let rcpts: Vec<Command> = rcpt_to.iter().map(|a| Command::RcptTo(a.clone())).collect();
     let unsent = pipelining.then(|| {
         let mut all = VecDeque::from([mail.clone()]);
@@ -237,6 +240,9 @@ pub(crate) async fn run(
     }
 
     // The message: from here on a broken connection leaves the relay's state unknown.
+    if let Some(on_data) = on_data {
+        on_data();
+    }
     let mut scratch = PhaseRecord::new(Phase::Data, PhaseStatus::Ok);
     match send_and_confirm(ctx, link, &mut scratch, payload).await {
         Ok((reply, queue_id)) => Tx {

@@ -260,3 +260,88 @@ fn the_send_future_is_send() {
         pool.close().await;
     });
 }
+
+/// Refuses every address.
+struct Nowhere;
+
+impl mailplane_smtp::DestinationCheck for Nowhere {
+    fn check(&self, addr: std::net::SocketAddr) -> Result<(), mailplane_smtp::Denied> {
+        Err(mailplane_smtp::Denied {
+            addr,
+            rule: "nowhere".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn send_with_reports_data_only_when_the_message_goes_out_and_uses_its_check() {
+    let (port, peer) = peer::start(script(vec![
+        greet(EHLO_PLAIN),
+        vec![
+            Step::Expect("MAIL FROM:<alice@example.org>"),
+            Step::Say("250 2.1.0 Ok"),
+            Step::Expect("RCPT TO:<nobody@example.net>"),
+            Step::Say("550 5.1.1 no such user"),
+        ],
+        vec![Step::ExpectAlone("RSET"), Step::Say("250 2.0.0 Ok")],
+        one_by_one("250 2.0.0 Ok: queued as 4A"),
+        quit(),
+    ]))
+    .await;
+    let pool = pool(PoolConfig::default());
+    let cfg = config(port);
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let on_data = || {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    };
+    let options = mailplane_smtp::SendOptions {
+        check: None,
+        on_data: Some(&on_data),
+    };
+    // Every recipient refused: no DATA, no call.
+    let refused = pool
+        .send_with(
+            &KEY,
+            &cfg,
+            &envelope(&["nobody@example.net"]),
+            MESSAGE,
+            options,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(refused.message, MessageOutcome::Permanent { .. }));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let sent = pool
+        .send_with(
+            &KEY,
+            &cfg,
+            &envelope(&["bob@example.net"]),
+            MESSAGE,
+            options,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.queue_id(), Some("4A"));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A check that refuses everything: a new connection (another key) is never opened.
+    let denied = pool
+        .send_with(
+            &"account-2",
+            &cfg,
+            &envelope(&["bob@example.net"]),
+            MESSAGE,
+            mailplane_smtp::SendOptions {
+                check: Some(&Nowhere),
+                on_data: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        denied.message.failure().map(|f| f.class),
+        Some(mailplane_smtp::FailureClass::DestinationNotAllowed)
+    );
+    pool.close().await;
+    let log = finish(peer).await;
+    assert_eq!(log.connections, 1);
+}

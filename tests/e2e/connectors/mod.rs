@@ -2,8 +2,10 @@
 //! CRUD and deletion rules, one-time enrollment tokens, certificate authentication,
 //! revocation within 3 s, dispatch to the least-loaded replica, failover before DATA, no
 //! re-send after DATA, and the offline wait. Enrollment, streams and revocation are in
-//! [`enrollment`], jobs and failover in [`dispatch`]; the fake agent and helpers are here.
+//! [`enrollment`], test jobs and failover in [`dispatch`], messages through agents in
+//! [`delivery`]; the fake agent and helpers are here.
 
+mod delivery;
 mod dispatch;
 mod enrollment;
 
@@ -175,6 +177,7 @@ impl FakeAgent {
                     ..Default::default()
                 }),
                 capabilities: vec!["PIPELINING".into()],
+                delivery: None,
             }),
         )
         .await;

@@ -11,7 +11,8 @@
 //! No route is added anywhere, and the namespaces have no default route: each reaches only its
 //! neighbours' /30s, so only the agent's namespace can reach the relay, and no packet of this
 //! test can leave the machine. The direct path fails, the same account through the
-//! connector succeeds, the mail is read back from the sink, the agent's allowlist refuses other
+//! connector succeeds (a test, and messages from the outbox), the mail is read back from the
+//! sink, the agent's allowlist refuses other
 //! ports, a restarted server is found again by the agent on its own (with backoff), and the
 //! credential's secret appears in none of the agent's logs.
 
@@ -69,6 +70,45 @@ async fn wait_online(server: &Server, connector: &str) -> pb::AgentReplica {
             Instant::now() < deadline,
             "the agent did not come online: {:?}",
             c.agents
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+type Outbox = pb::message_service_client::MessageServiceClient<mailplane_tests::Conn>;
+
+async fn send_message(outbox: &mut Outbox, account: &str, to: &str) -> pb::Message {
+    outbox
+        .send_message(pb::SendMessageRequest {
+            message: Some(pb::Message {
+                account: account.into(),
+                to: vec![to.into()],
+                subject: "Through the connector".into(),
+                text_body: "Delivered by the agent.".into(),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Polls GetMessage until the message is in `want`.
+async fn wait_message(outbox: &mut Outbox, name: &str, want: pb::MessageState) -> pb::Message {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = outbox
+            .get_message(pb::GetMessageRequest { name: name.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if m.state == i32::from(want) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {want:?}: {m:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -244,6 +284,29 @@ async fn connector_reaches_a_relay_that_only_the_agent_can_reach() {
         pb::FailureClass::DestinationNotAllowed,
         "{:?}",
         done.result
+    );
+
+    // Messages through the connector: the agent delivers them over its own pooled session,
+    // and each attempt names it; a relay outside its allowlist fails the message.
+    let mut outbox = pb::message_service_client::MessageServiceClient::new(server.channel.clone());
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let rcpt = format!("outbox-{i}-{:08x}@example.com", rand::random::<u32>());
+        let m = send_message(&mut outbox, &via.name, &rcpt).await;
+        sent.push((m.name, rcpt));
+    }
+    for (name, rcpt) in &sent {
+        let m = wait_message(&mut outbox, name, pb::MessageState::Sent).await;
+        assert_eq!(m.attempts.last().unwrap().agent, replica.name, "{m:?}");
+        sink.wait_for(&format!("to={rcpt}"), Duration::from_secs(10))
+            .await;
+    }
+    let m = send_message(&mut outbox, &outside.name, "outside@example.com").await;
+    let m = wait_message(&mut outbox, &m.name, pb::MessageState::Failed).await;
+    assert_eq!(
+        m.attempts.last().unwrap().failure_class,
+        i32::from(pb::FailureClass::DestinationNotAllowed),
+        "{m:?}"
     );
 
     // A job carrying a secret (the sink offers no AUTH, so it fails there).
