@@ -153,7 +153,7 @@ pub enum StartupError {
         /// The database URL, with any password redacted.
         url: String,
         /// The cause.
-        source: sqlx::Error,
+        source: store::OpenError,
     },
     /// The key file is missing, malformed or wrong.
     #[error(transparent)]

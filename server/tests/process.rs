@@ -35,6 +35,30 @@ fn serve_cli_and_sigterm() {
         None,
     );
     assert!(!out.status.success(), "plaintext is refused when TLS is on");
+    // The embedded database serves one process: a second server on it is refused, clearly.
+    let second = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !second.status.success(),
+        "a second server on one SQLite file"
+    );
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("in use by another mailplane server")
+            && err.contains(&format!("pid {}", child.id()))
+            && err.contains("PostgreSQL"),
+        "{err}"
+    );
     let info = Command::new(BIN)
         .args(["server", "info", "--data-dir"])
         .arg(dir.path())

@@ -1,10 +1,11 @@
-//! Encryption at rest: no plaintext in the database, the key file, and key mismatches.
+//! Storage: encryption at rest (no plaintext in the database, the key file, key mismatches),
+//! start-up errors, and migrations when replicas start at once.
 
 use crate::credentials::create_credential;
 use mailplane_proto::v1 as pb;
 use mailplane_server::StartupError;
 use mailplane_server::crypto::KeyError;
-use mailplane_tests::{Backend, TestServer};
+use mailplane_tests::{Backend, PgDatabase, TestServer};
 use std::os::unix::fs::PermissionsExt;
 
 const SECRET: &str = "plaintext-must-not-be-on-disk-7f3a";
@@ -198,4 +199,35 @@ async fn postgres_test_database_is_removed_after_a_panic() {
         !mailplane_tests::PgDatabase::exists(&name).await,
         "{name} is still there after the test panicked"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_on_an_empty_postgres_migrate_it_once() {
+    let mut db = PgDatabase::create().await;
+    let url = mailplane_server::store::DatabaseUrl::Postgres(db.url.clone());
+    let (a, b, c) = tokio::join!(
+        mailplane_server::store::open(&url),
+        mailplane_server::store::open(&url),
+        mailplane_server::store::open(&url),
+    );
+    let stores = [a.unwrap(), b.unwrap(), c.unwrap()];
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let (applied, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT version) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let files = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../migrations/postgres"
+    ))
+    .unwrap()
+    .count();
+    assert_eq!(applied, distinct, "a migration ran twice");
+    assert_eq!(usize::try_from(applied).unwrap(), files);
+    drop(stores);
+    conn.close().await.unwrap();
+    db.drop_db().await;
 }

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use tokio::sync::MutexGuard;
 
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{OpenError, SqliteStore};
 
 /// A change to an account: it receives the current fields and edits them in place, inside the
 /// store's transaction, so the check-then-write cannot race another writer.
@@ -227,8 +227,9 @@ pub fn redact_url(url: &str) -> String {
     url.to_owned()
 }
 
-/// Opens (creating and migrating as needed) the database that `url` names.
-pub async fn open(url: &DatabaseUrl) -> std::result::Result<Arc<Store>, sqlx::Error> {
+/// Opens (creating and migrating as needed) the database that `url` names. An SQLite file
+/// that another process has open is refused ([`OpenError::InUse`]).
+pub async fn open(url: &DatabaseUrl) -> std::result::Result<Arc<Store>, OpenError> {
     Ok(Arc::new(match url {
         DatabaseUrl::Sqlite(path) => Store::Sqlite(SqliteStore::open(path).await?),
         DatabaseUrl::Postgres(url) => Store::Postgres(PgStore::open(url).await?),

@@ -1,12 +1,85 @@
 //! The embedded SQLite backend: one file in the data directory, in WAL mode, created and
-//! migrated on start.
+//! migrated on start, and used by one server process at a time: an exclusive lock on
+//! `<file>.lock` (held as long as the store is open) refuses a second one with a clear error.
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use std::path::Path;
+use std::fs::{File, TryLockError};
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
+
+/// Why the store cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process has the database open.
+    #[error(
+        "{} is in use by another mailplane server ({holder}); the embedded SQLite database \
+         serves one server process: stop the other one, or use PostgreSQL \
+         (`--database-url postgres://…`) to run several replicas",
+        path.display()
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+        /// Who holds it, as it wrote in the lock file.
+        holder: String,
+    },
+    /// The lock file cannot be created or locked.
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database (SQLite or PostgreSQL) cannot be opened or migrated.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Takes the exclusive lock on `<path>.lock` and writes this process's id into it.
+fn lock_exclusively(path: &Path) -> Result<File, OpenError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let failed = |source| OpenError::Lock {
+        path: lock_path.clone(),
+        source,
+    };
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "a process that did not say which".to_owned(),
+                h => h.to_owned(),
+            };
+            return Err(OpenError::InUse {
+                path: path.to_owned(),
+                holder,
+            });
+        }
+        Err(TryLockError::Error(e)) => return Err(failed(e)),
+    }
+    // Only the holder writes, so a reader sees the current holder's id.
+    let me = format!("pid {}", std::process::id());
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(me.as_bytes()))
+        .map_err(failed)?;
+    Ok(file)
+}
 
 /// The SQLite store.
 #[derive(Debug)]
@@ -19,14 +92,18 @@ pub struct SqliteStore {
     /// SQLite has one writer at a time; queuing this process's writers here keeps them from
     /// spinning on the database lock.
     write_lock: Mutex<()>,
+    /// The exclusive lock on `<file>.lock`, released when the store is dropped.
+    _process_lock: File,
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) and migrates the database file at `path`.
-    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+    /// Opens (creating if missing) and migrates the database file at `path`, unless another
+    /// process has it open.
+    pub async fn open(path: &Path) -> Result<Self, OpenError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
+        let process_lock = lock_exclusively(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -44,7 +121,10 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(sqlx::Error::from)?;
         let durable = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(durable_options)
@@ -53,6 +133,7 @@ impl SqliteStore {
             pool,
             durable,
             write_lock: Mutex::new(()),
+            _process_lock: process_lock,
         })
     }
 
