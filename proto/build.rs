@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mailplane/v1/tokens.proto",
         "mailplane/v1/audit.proto",
         "mailplane/v1/messages.proto",
+        "mailplane/v1/replicas.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod outbox;
 pub mod render;
+pub mod replica;
 pub mod secret;
 pub mod server;
 pub mod smtp_tests;

@@ -33,8 +33,14 @@ fn main() -> ExitCode {
                 cli::connectors::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
-            Command::Server(cli::ServerCommand::Info { data_dir }) => {
-                cli::server_info(data_dir, &mut std::io::stdout().lock())?;
+            Command::Server(cli::server::ServerCommand::Info { data_dir }) => {
+                cli::server::info(data_dir, &mut std::io::stdout().lock())?;
+                Ok(())
+            }
+            Command::Server(cli::server::ServerCommand::Replicas) => {
+                let channel = cli::connect_with(&cli.client).await?;
+                let mut out = std::io::stdout().lock();
+                cli::server::replicas(channel, cli.client.output, &mut out).await?;
                 Ok(())
             }
             Command::Audit(command) => {

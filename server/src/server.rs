@@ -5,13 +5,16 @@ use crate::api::audit::Audit;
 use crate::api::connectors::Connectors;
 use crate::api::credentials::Credentials;
 use crate::api::messages::Messages;
+use crate::api::replicas::Replicas;
 use crate::api::smtp_tests::Tests;
 use crate::api::tokens::Tokens;
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::background::{Background, export_audit_log, watch_revocations};
 use crate::crypto::{self, Cipher, KeyError};
+use crate::domain::replica::ReplicaId;
 use crate::outbox::{Outbox, OutboxSettings};
+use crate::replica;
 use crate::smtp_tests::{SmtpSettings, TestRunner};
 use crate::store::{self, DatabaseUrl, Store};
 use crate::tunnel::ca::AgentCa;
@@ -22,6 +25,7 @@ use mailplane_proto::v1::audit_service_server::AuditServiceServer;
 use mailplane_proto::v1::credential_service_server::CredentialServiceServer;
 use mailplane_proto::v1::message_service_server::MessageServiceServer;
 use mailplane_proto::v1::network_connector_service_server::NetworkConnectorServiceServer;
+use mailplane_proto::v1::replica_service_server::ReplicaServiceServer;
 use mailplane_proto::v1::smtp_account_service_server::SmtpAccountServiceServer;
 use mailplane_proto::v1::smtp_test_service_server::SmtpTestServiceServer;
 use mailplane_proto::v1::token_service_server::TokenServiceServer;
@@ -249,6 +253,13 @@ pub async fn serve(
         agent: agent_listener,
     } = listeners.into();
     let state = open_state(&config).await?;
+    let me = replica::describe(
+        listener.local_addr().ok(),
+        agent_listener.as_ref().and_then(|l| l.local_addr().ok()),
+    );
+    replica::join(&state.store, &me)
+        .await
+        .map_err(|e| StartupError::Config(format!("registering this replica: {e}")))?;
     let auth = Arc::new(Authenticator::new(Arc::clone(&state.store), &state.cipher));
     match crate::auth::bootstrap(&state.store, &auth, &config.data_dir).await {
         Ok(Some(token)) if config.print_bootstrap_token => {
@@ -282,6 +293,7 @@ pub async fn serve(
     // Everything started from here on is owned: a start-up step that fails below, like a
     // normal shutdown, cancels and awaits it before `serve` returns.
     let background = Background::default();
+    background.spawn(replica::beat(Arc::clone(&state.store), me.clone()));
     if let Some(path) = config.audit_log.clone() {
         background.spawn(export_audit_log(Arc::clone(&state.store), path));
     }
@@ -295,6 +307,7 @@ pub async fn serve(
     runner.start_sweeper();
     if let Err(e) = outbox.start().await {
         background.stop().await;
+        replica::leave(&state.store, &me.id).await;
         runner.shutdown().await;
         outbox.shutdown(Duration::ZERO).await;
         return Err(StartupError::Config(format!("outbox: {e}")));
@@ -307,9 +320,11 @@ pub async fn serve(
         ca: &ca,
         runner: &runner,
         outbox: &outbox,
+        me: &me.id,
     };
     let served = serve_api(listener, agent_listener, shared, shutdown).await;
     background.stop().await;
+    replica::leave(&state.store, &me.id).await;
     // Tests still running here end CANCELLED: their sessions end with the process.
     runner.shutdown().await;
     // Deliveries in flight finish within the drain time, or return to the queue.
@@ -328,6 +343,7 @@ struct Shared<'a> {
     ca: &'a Arc<AgentCa>,
     runner: &'a Arc<TestRunner>,
     outbox: &'a Arc<Outbox>,
+    me: &'a ReplicaId,
 }
 
 /// Serves the API (and the agents' listener) until `shutdown` completes and the calls in
@@ -346,6 +362,7 @@ async fn serve_api(
         ca,
         runner,
         outbox,
+        me,
     } = shared;
     let local = listener.local_addr().ok();
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -440,6 +457,10 @@ async fn serve_api(
                 // A message up to the size limit, its attachments base64-free in protobuf, plus room.
                 .max_decoding_message_size(config.outbox.max_message_size.saturating_add(1 << 20)),
         )
+        .add_service(ReplicaServiceServer::new(Replicas::new(
+            Arc::clone(&state.store),
+            me.clone(),
+        )))
         .add_service(NetworkConnectorServiceServer::new(Connectors::new(
             Arc::clone(&state.store),
             Arc::clone(registry),

@@ -59,6 +59,9 @@ async fn run_other(
         Command::Tokens(c) => cli::tokens::run(channel, format, c, out).await?,
         Command::Audit(c) => cli::audit::run(channel, format, c, out).await?,
         Command::Connectors(c) => cli::connectors::run(channel, format, c, out).await?,
+        Command::Server(cli::server::ServerCommand::Replicas) => {
+            cli::server::replicas(channel, format, out).await?;
+        }
         Command::Serve(_) | Command::Server(_) => unreachable!("not a client command"),
         Command::Send(_) | Command::Messages(_) => unreachable!("the outbox"),
     }
@@ -551,5 +554,21 @@ async fn a_deferred_message_shows_its_attempts_and_can_be_retried() {
             .unwrap(),
     );
     assert_eq!(retried["state"], "QUEUED", "due now: {retried}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_replicas_lists_this_replica() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let table = mailplane(&server, &["server", "replicas"]).await.unwrap();
+    assert!(
+        table.contains("ADDRESS") && table.contains("HEARTBEAT"),
+        "{table}"
+    );
+    let line = table
+        .lines()
+        .find(|l| l.contains(&server.addr.to_string()))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.starts_with('*') && line.contains("SERVING"), "{table}");
     server.stop().await.unwrap();
 }

@@ -17,5 +17,6 @@ mod messages;
 mod netns;
 mod outbox;
 mod paging;
+mod replicas;
 mod smtp;
 mod storage;

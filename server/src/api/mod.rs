@@ -7,5 +7,6 @@ pub mod convert;
 pub mod credentials;
 pub mod messages;
 pub mod paging;
+pub mod replicas;
 pub mod smtp_tests;
 pub mod tokens;

@@ -186,6 +186,10 @@ pub const TABLE: &[(&str, Access)] = &[
         "/mailplane.v1.AuditService/ListEvents",
         Access::Role(Role::Admin),
     ),
+    (
+        "/mailplane.v1.ReplicaService/ListReplicas",
+        Access::Role(Role::Viewer),
+    ),
     ("/mailplane.v1.MessageService/SendMessage", Access::Sending),
     ("/mailplane.v1.MessageService/GetMessage", Access::Sending),
     (

@@ -10,6 +10,7 @@ pub mod output;
 pub mod pin;
 pub mod queue;
 pub mod send;
+pub mod server;
 pub mod tests;
 pub mod tokens;
 
@@ -118,9 +119,9 @@ pub enum Command {
     /// Manage network connectors and their agents.
     #[command(subcommand)]
     Connectors(connectors::ConnectorsCommand),
-    /// Facts about the server installed on this host.
+    /// Facts about the server: its CA on this host, and the replicas sharing its database.
     #[command(subcommand)]
-    Server(ServerCommand),
+    Server(server::ServerCommand),
     /// Read the audit log (admin).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -135,52 +136,6 @@ pub enum Command {
     /// `mailplane messages …` and `mailplane queue …`, flattened into this level.
     #[command(flatten)]
     Messages(messages::MessagesCommand),
-}
-
-/// `mailplane server …`.
-#[derive(Debug, Subcommand)]
-pub enum ServerCommand {
-    /// Print the CA certificate that clients and agents verify the server with, and its
-    /// SHA-256 fingerprint (read from the data dir).
-    Info {
-        /// The server's data dir [default: ~/.local/share/mailplane].
-        #[arg(long, env = "MAILPLANE_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-    },
-}
-
-/// Runs `mailplane server info`.
-pub fn server_info(
-    data_dir: Option<PathBuf>,
-    out: &mut impl std::io::Write,
-) -> Result<(), CliError> {
-    let dir = data_dir.unwrap_or_else(crate::config::default_data_dir);
-    let ca = dir.join("ca.pem");
-    let pem = std::fs::read_to_string(&ca).map_err(|e| {
-        CliError::Usage(format!(
-            "cannot read {} ({e}); has `mailplane serve` run with this data dir?",
-            ca.display()
-        ))
-    })?;
-    let fingerprint = crate::tunnel::ca::pem_fingerprint(&pem).unwrap_or_default();
-    writeln!(out, "data dir         {}", dir.display())?;
-    writeln!(out, "CA certificate   {}", ca.display())?;
-    writeln!(out, "CA SHA-256       {fingerprint}")?;
-    let token = crate::auth::bootstrap_file(&dir);
-    if token.exists() {
-        writeln!(
-            out,
-            "first admin token {} (delete it once you have made your own tokens)",
-            token.display()
-        )?;
-    }
-    writeln!(
-        out,
-        "\nClients: mailplane --tls-ca {} …   Agents: --server-ca {}",
-        ca.display(),
-        ca.display()
-    )?;
-    Ok(())
 }
 
 /// The log line format.

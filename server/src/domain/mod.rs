@@ -9,6 +9,7 @@ pub mod audit;
 pub mod connector;
 pub mod credential;
 pub mod message;
+pub mod replica;
 pub mod retry;
 pub mod rules;
 pub mod smtp_test;

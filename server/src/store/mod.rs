@@ -27,6 +27,7 @@ pub mod messages;
 pub mod meta;
 pub mod postgres;
 pub mod queue;
+pub mod replicas;
 mod rows;
 pub mod sqlite;
 pub mod tests;
