@@ -477,6 +477,7 @@ async fn serve_api(
                 Arc::clone(ca),
                 Arc::clone(registry),
                 config.agent_heartbeat,
+                me.clone(),
             );
             Some(agent_server(listener, config, ca, api, stop_rx)?)
         }

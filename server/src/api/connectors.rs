@@ -2,6 +2,7 @@
 
 use super::convert::{self, timestamp};
 use super::paging;
+use crate::domain::replica::AgentStreamView;
 use crate::domain::{
     AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec, micros, now_micros, validate,
 };
@@ -42,12 +43,18 @@ impl Connectors {
 
     async fn render(&self, connector: &Connector) -> Result<pb::Connector> {
         let live = self.registry.live(connector.id);
+        let streams = self.store.agent_streams(connector.id).await?;
         let agents = self
             .store
             .list_agents(connector.id)
             .await?
             .iter()
-            .map(|a| replica(a, live.iter().find(|l| l.name == a.name).map(Arc::as_ref)))
+            .map(|a| {
+                let here = live.iter().find(|l| l.name == a.name).map(Arc::as_ref);
+                let elsewhere: Vec<_> =
+                    streams.iter().filter(|s| s.agent_id == a.name.id).collect();
+                replica(a, here, &elsewhere)
+            })
             .collect();
         Ok(pb::Connector {
             name: connector.id.to_string(),
@@ -62,12 +69,16 @@ impl Connectors {
     }
 }
 
-/// An agent as the API shows it: live state from this server, or the last heartbeat any
-/// replica recorded.
-fn replica(a: &AgentRecord, live: Option<&LiveAgent>) -> pb::AgentReplica {
-    let recent = a
-        .last_heartbeat_time
-        .is_some_and(|t| now_micros() - t < ONLINE_WITHIN_MICROS);
+/// An agent as the API shows it: live state from this server, its streams on every replica,
+/// or the last heartbeat any replica recorded.
+fn replica(
+    a: &AgentRecord,
+    live: Option<&LiveAgent>,
+    streams: &[&AgentStreamView],
+) -> pb::AgentReplica {
+    let recent = streams.iter().any(|s| s.replica_alive)
+        || a.last_heartbeat_time
+            .is_some_and(|t| now_micros() - t < ONLINE_WITHIN_MICROS);
     let status = match (a.revoked, live) {
         (true, _) => pb::AgentStatus::Revoked,
         (false, Some(l)) if l.is_draining() => pb::AgentStatus::Draining,
@@ -89,6 +100,15 @@ fn replica(a: &AgentRecord, live: Option<&LiveAgent>) -> pb::AgentReplica {
         jobs_in_flight: live.map_or(0, LiveAgent::in_flight),
         enroll_time: Some(timestamp(a.enroll_time)),
         certificate_expire_time: a.cert_not_after.map(timestamp),
+        connections: streams
+            .iter()
+            .map(|s| pb::AgentConnection {
+                replica: s.replica.to_string(),
+                replica_address: s.replica_address.clone(),
+                connect_time: Some(timestamp(s.connected_since)),
+                replica_serving: s.replica_alive,
+            })
+            .collect(),
     }
 }
 
@@ -269,7 +289,7 @@ impl NetworkConnectorService for Connectors {
         let record = self.store.revoke_agent(&ctx, name).await?;
         self.registry.close(name.id);
         tracing::info!(agent = %name, "agent revoked");
-        Ok(Response::new(replica(&record, None)))
+        Ok(Response::new(replica(&record, None, &[])))
     }
 }
 

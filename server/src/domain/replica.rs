@@ -2,7 +2,7 @@
 //! every start, registers itself, beats, and is considered gone when its heartbeat is older
 //! than [`REPLICA_DEAD_AFTER`].
 
-use super::{Micros, micros};
+use super::{AgentName, Micros, micros};
 use std::time::Duration;
 
 /// How often a replica beats.
@@ -61,6 +61,34 @@ impl Replica {
     pub fn is_alive(&self, now: Micros) -> bool {
         now.saturating_sub(self.heartbeat_time) <= micros(REPLICA_DEAD_AFTER)
     }
+}
+
+/// One agent stream, and the replica that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStream {
+    /// The stream's id: the replica's id and the stream's session there.
+    pub id: String,
+    /// The replica holding it.
+    pub replica: ReplicaId,
+    /// The agent.
+    pub agent: AgentName,
+    /// When it connected.
+    pub connected_since: Micros,
+}
+
+/// An agent stream as listed: where it is connected, and whether that replica is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStreamView {
+    /// The agent's id.
+    pub agent_id: i64,
+    /// The replica holding it.
+    pub replica: ReplicaId,
+    /// That replica's API address.
+    pub replica_address: String,
+    /// When it connected.
+    pub connected_since: Micros,
+    /// Whether the replica's heartbeat is recent.
+    pub replica_alive: bool,
 }
 
 #[cfg(test)]

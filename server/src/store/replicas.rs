@@ -2,8 +2,10 @@
 
 use super::Store;
 use super::db::query;
-use crate::domain::Micros;
-use crate::domain::replica::{Replica, ReplicaId};
+use crate::domain::replica::{
+    AgentStream, AgentStreamView, REPLICA_DEAD_AFTER, Replica, ReplicaId,
+};
+use crate::domain::{ConnectorId, Micros, micros, now_micros};
 use crate::error::Result;
 
 type ReplicaRow = (String, String, String, String, String, i64, i64);
@@ -67,6 +69,54 @@ impl Store {
                         version,
                         start_time,
                         heartbeat_time,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Records that this replica holds `stream`.
+    pub async fn add_agent_stream(&self, stream: &AgentStream) -> Result<()> {
+        let q = query(
+            "INSERT INTO agent_streams (id, replica_id, agent_id, connector_id, connected_since) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&stream.id)
+        .bind(&stream.replica.0)
+        .bind(stream.agent.id)
+        .bind(stream.agent.connector.0)
+        .bind(stream.connected_since);
+        self.execute(&q).await?;
+        Ok(())
+    }
+
+    /// Records that a stream ended.
+    pub async fn remove_agent_stream(&self, id: &str) -> Result<()> {
+        self.execute(&query("DELETE FROM agent_streams WHERE id = $1").bind(id))
+            .await?;
+        Ok(())
+    }
+
+    /// The streams of `connector`'s agents, on every replica, oldest first.
+    pub async fn agent_streams(&self, connector: ConnectorId) -> Result<Vec<AgentStreamView>> {
+        let alive_since = now_micros() - micros(REPLICA_DEAD_AFTER);
+        let q = query(
+            "SELECT s.agent_id, s.replica_id, r.address, s.connected_since, r.heartbeat_time \
+             FROM agent_streams s JOIN replicas r ON r.id = s.replica_id \
+             WHERE s.connector_id = $1 ORDER BY s.connected_since, s.id",
+        )
+        .bind(connector.0);
+        let rows: Vec<(i64, String, String, i64, i64)> = self.all(&q).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(agent_id, replica, replica_address, connected_since, heartbeat)| {
+                    AgentStreamView {
+                        agent_id,
+                        replica: ReplicaId(replica),
+                        replica_address,
+                        connected_since,
+                        replica_alive: heartbeat >= alive_since,
                     }
                 },
             )

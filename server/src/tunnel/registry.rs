@@ -76,6 +76,11 @@ impl LiveAgent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// This stream's session number, unique in this process.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
     /// Jobs it runs now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)

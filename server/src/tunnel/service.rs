@@ -2,6 +2,7 @@
 
 use super::ca::{self, AgentCa};
 use super::registry::{LiveAgent, Registry};
+use crate::domain::replica::{AgentStream, ReplicaId};
 use crate::domain::{AgentRecord, validate};
 use crate::error::Error;
 use crate::store::Store;
@@ -27,6 +28,8 @@ pub struct AgentApi {
     ca: Arc<AgentCa>,
     registry: Arc<Registry>,
     heartbeat: Duration,
+    /// This replica: its streams are recorded under it, for the other replicas to see.
+    me: ReplicaId,
 }
 
 impl AgentApi {
@@ -37,12 +40,14 @@ impl AgentApi {
         ca: Arc<AgentCa>,
         registry: Arc<Registry>,
         heartbeat: Duration,
+        me: ReplicaId,
     ) -> Self {
         Self {
             store,
             ca,
             registry,
             heartbeat,
+            me,
         }
     }
 
@@ -170,6 +175,15 @@ impl AgentService for AgentApi {
         let (ended_tx, mut ended_rx) = tokio::sync::watch::channel(false);
         let live = Arc::new(LiveAgent::new(agent.name, &hello, tx.clone(), close_tx));
         self.registry.register(Arc::clone(&live));
+        let stream = AgentStream {
+            id: format!("{}/{}", self.me.0, live.session()),
+            replica: self.me.clone(),
+            agent: agent.name,
+            connected_since: live.connected_since,
+        };
+        if let Err(e) = self.store.add_agent_stream(&stream).await {
+            tracing::warn!(agent = %agent.name, error = %e, "cannot record the agent's stream");
+        }
         tracing::info!(agent = %agent.name, hostname = %hello.hostname, version = %hello.version, "agent connected");
 
         let (store, registry, heartbeat) = (
@@ -231,6 +245,9 @@ impl AgentService for AgentApi {
                     .await;
             }
             registry.unregister(&live);
+            if let Err(e) = store.remove_agent_stream(&stream.id).await {
+                tracing::warn!(agent = %live.name, error = %e, "cannot record the end of the agent's stream");
+            }
             let _ = ended_tx.send(true);
             tracing::info!(agent = %live.name, reason, "agent disconnected");
         });

@@ -34,16 +34,6 @@ fn accepted(job: &pb::SmtpJob) -> pb::JobOutcome {
     }
 }
 
-impl FakeAgent {
-    /// Closes the stream in order and waits for the server to close its side: every update
-    /// sent before has been read by then.
-    async fn hang_up(self) {
-        let Self { up, mut down } = self;
-        drop(up);
-        while let Ok(Some(_)) = down.message().await {}
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_go_through_an_agent_sqlite() {
     messages_go_through_an_agent(Backend::Sqlite).await;

@@ -8,6 +8,7 @@
 mod delivery;
 mod dispatch;
 mod enrollment;
+mod replicas;
 
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{Backend, TestServer, account, create_account};
@@ -148,6 +149,14 @@ impl FakeAgent {
             })
             .await
             .unwrap();
+    }
+
+    /// Closes the stream in order and waits for the server to close its side: every update
+    /// sent before has been read by then.
+    async fn hang_up(self) {
+        let Self { up, mut down } = self;
+        drop(up);
+        while let Ok(Some(_)) = down.message().await {}
     }
 
     async fn finish_ok(&self, job: &str) {
