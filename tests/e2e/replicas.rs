@@ -2,8 +2,22 @@
 //! stops; on SQLite there is the one.
 
 use mailplane_proto::v1 as pb;
-use mailplane_tests::{Backend, TestServer, with_token};
+use mailplane_tests::{Backend, TestServer, account, create_account, with_token};
 use pb::replica_service_client::ReplicaServiceClient;
+use pb::watch_test_response::Event;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// A second replica of `a`: the same database and key file, its own data dir and port.
+async fn second_replica(a: &TestServer) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(a.config.key_path(), dir.path().join("mailplane.key")).unwrap();
+    let config = mailplane_server::ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..a.config.clone()
+    };
+    TestServer::start_with(config, dir, None).await
+}
 
 async fn replicas(server: &TestServer, token: &str) -> Vec<pb::Replica> {
     ReplicaServiceClient::new(with_token(&server.raw, Some(token)))
@@ -21,14 +35,7 @@ fn serving(r: &pb::Replica) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_database_list_each_other_and_leave_when_they_stop() {
     let a = TestServer::start(Backend::Postgres).await;
-    // A second replica: the same database and key file, its own data dir and port.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(a.config.key_path(), dir.path().join("mailplane.key")).unwrap();
-    let config = mailplane_server::ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..a.config.clone()
-    };
-    let b = TestServer::start_with(config, dir, None).await;
+    let b = second_replica(&a).await;
 
     let seen = replicas(&b, &a.admin_token).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -79,4 +86,99 @@ async fn sqlite_has_one_replica_and_forgets_a_previous_run() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].current && serving(&seen[0]));
     server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_running_on_one_replica_is_watched_live_from_another() {
+    // A relay that holds the session after EHLO until the test lets it go.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = relay.local_addr().unwrap().port();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let peer = tokio::spawn(async move {
+        let (tcp, _) = relay.accept().await.unwrap();
+        let mut io = BufReader::new(tcp);
+        let mut line = String::new();
+        io.get_mut().write_all(b"220 relay.test\r\n").await.unwrap();
+        io.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("EHLO"), "{line}");
+        io.get_mut().write_all(b"250 relay.test\r\n").await.unwrap();
+        released.await.unwrap();
+        line.clear();
+        io.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("QUIT"), "{line}");
+        io.get_mut().write_all(b"221 bye\r\n").await.unwrap();
+    });
+    let a = TestServer::start(Backend::Postgres).await;
+    let b = second_replica(&a).await;
+    let acct = create_account(
+        &mut a.accounts(),
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            port: port.into(),
+            security: pb::SecurityMode::None.into(),
+            ..account("Watched")
+        },
+    )
+    .await;
+    let name = a
+        .tests()
+        .create_test(pb::CreateTestRequest {
+            parent: acct.name.clone(),
+            test: Some(pb::SmtpTest {
+                to: "ops@example.com".into(),
+                stop_after: pb::StopAfter::Connect.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .name;
+    // Watched from B, where it does not run: the banner and EHLO arrive while the relay still
+    // holds the session, so they came live, not from the final record.
+    let mut watch = pb::smtp_test_service_client::SmtpTestServiceClient::new(with_token(
+        &b.raw,
+        Some(&a.admin_token),
+    ))
+    .watch_test(pb::WatchTestRequest { name: name.clone() })
+    .await
+    .unwrap()
+    .into_inner();
+    let mut phases = Vec::new();
+    while !phases.contains(&pb::Phase::Ehlo) {
+        let msg = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .expect("the phases arrive live")
+            .unwrap()
+            .expect("the stream is open");
+        match msg.event {
+            Some(Event::PhaseFinished(r)) => phases.push(r.phase()),
+            Some(Event::Finished(t)) => panic!("finished before the relay let go: {t:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        phases,
+        [
+            pb::Phase::DnsResolve,
+            pb::Phase::TcpConnect,
+            pb::Phase::Banner,
+            pb::Phase::Ehlo
+        ]
+    );
+    release.send(()).unwrap();
+    let done = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .expect("the end arrives")
+            .unwrap()
+            .expect("the stream is open");
+        if let Some(Event::Finished(t)) = msg.event {
+            break t;
+        }
+    };
+    assert_eq!(done.state, i32::from(pb::TestState::Succeeded), "{done:?}");
+    peer.await.unwrap();
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
 }

@@ -30,6 +30,7 @@ use crate::domain::{
 };
 use crate::error::Result;
 use crate::store::Store;
+use crate::store::notify::Notifier;
 use crate::tunnel::registry::Registry;
 use admission::{Slot, Slots};
 use mailplane_proto::v1 as pb;
@@ -53,6 +54,9 @@ pub struct TestRunner {
     cipher: Cipher,
     settings: SmtpSettings,
     registry: Arc<Registry>,
+    /// Announcements of other replicas' progress (PostgreSQL); `None` on SQLite, whose one
+    /// replica runs every test it can be asked about.
+    notifier: Option<Arc<Notifier>>,
     slots: Slots,
     live: Mutex<HashMap<TestName, Arc<LiveTest>>>,
     tasks: TaskTracker,
@@ -66,6 +70,7 @@ impl TestRunner {
         cipher: Cipher,
         settings: SmtpSettings,
         registry: Arc<Registry>,
+        notifier: Option<Arc<Notifier>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -73,6 +78,7 @@ impl TestRunner {
             slots: Slots::new(settings.max_tests_per_account),
             settings,
             registry,
+            notifier,
             live: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -186,7 +192,20 @@ impl TestRunner {
         let _slot = slot;
         let name = live.snapshot().name;
         let deadline = self.guard_deadline();
-        let execute = tokio::time::timeout(deadline, self.execute(&account, &request, &live));
+        let running = async {
+            // With replicas, each phase is stored as it ends, for watchers elsewhere.
+            let persist = async {
+                match self.notifier {
+                    Some(_) => watch::persist_progress(&self.store, &live).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.execute(&account, &request, &live) => {}
+                () = persist => {}
+            }
+        };
+        let execute = tokio::time::timeout(deadline, running);
         tokio::select! {
             () = self.cancel.cancelled() => {
                 live.update(|t| t.cancel("the server shut down before this test finished", now_micros()));
@@ -286,10 +305,17 @@ impl TestRunner {
                     .spawn(watch::follow_live(live, tx, self.cancel.clone()));
             }
             None => {
+                // Subscribed before the read, so that no change in between is missed.
+                let notices = self.notifier.as_ref().map(|n| n.subscribe());
                 let first = watch::read(&self.store, name).await?;
                 let store = Arc::clone(&self.store);
-                self.tasks
-                    .spawn(watch::follow_stored(store, first, tx, self.cancel.clone()));
+                self.tasks.spawn(watch::follow_stored(
+                    store,
+                    first,
+                    notices,
+                    tx,
+                    self.cancel.clone(),
+                ));
             }
         }
         Ok(rx)

@@ -1,16 +1,21 @@
 //! Watching tests: the live events of tests running in this process, and the stored state of
-//! tests running elsewhere (another replica), polled until they end.
+//! tests running elsewhere (another replica), read again whenever that replica announces
+//! progress (PostgreSQL `NOTIFY`, see [`crate::store::notify`]). On SQLite, with one replica,
+//! a stored test that is not final was left by a server that died; it is read again now and
+//! then until the sweep closes it.
 
 use super::record::{self, TestEvent, TestRecord};
-use crate::domain::TestName;
+use crate::domain::{TestName, TestState};
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store::notify::Notice;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// How often a watcher of a test running elsewhere reads it again.
+/// How often a watcher reads a stored test again when no replica announces its progress
+/// (SQLite).
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The sending half of a watch.
@@ -66,7 +71,7 @@ impl LiveTest {
     }
 
     /// The history so far, and a receiver for what follows.
-    fn subscribe(&self) -> (Vec<TestEvent>, broadcast::Receiver<TestEvent>) {
+    pub(super) fn subscribe(&self) -> (Vec<TestEvent>, broadcast::Receiver<TestEvent>) {
         let inner = self.lock();
         (inner.history.clone(), inner.tx.subscribe())
     }
@@ -105,11 +110,61 @@ pub async fn follow_live(live: Arc<LiveTest>, tx: WatchSender, cancel: Cancellat
     }
 }
 
+/// Stores a running test's record each time a phase ends (and announces it), until the
+/// test's events end; for watchers on other replicas.
+pub async fn persist_progress(store: &Store, live: &LiveTest) {
+    let (_, mut events) = live.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(TestEvent::PhaseFinished(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                let test = live.snapshot();
+                if let Err(e) = store
+                    .update_test(test.name, TestState::Running, &record::encode(&test))
+                    .await
+                {
+                    tracing::warn!(test = %test.name, error = %e, "cannot store the test's progress");
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Waits until `name` may have changed: a notice about it (or a resync), or, with no
+/// notifier, [`POLL_INTERVAL`]. False when the watch is cancelled.
+async fn changed(
+    notices: &mut Option<broadcast::Receiver<Notice>>,
+    name: TestName,
+    cancel: &CancellationToken,
+) -> bool {
+    let Some(rx) = notices else {
+        return tokio::select! {
+            () = cancel.cancelled() => false,
+            () = tokio::time::sleep(POLL_INTERVAL) => true,
+        };
+    };
+    loop {
+        let notice = tokio::select! {
+            () = cancel.cancelled() => return false,
+            notice = rx.recv() => notice,
+        };
+        match notice {
+            Ok(Notice::Test(id)) if id == name.id => return true,
+            Ok(Notice::Test(_)) => {}
+            Ok(Notice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+    }
+}
+
 /// Follows a test that does not run here (it may run on another replica): replays its stored
-/// transcript, then reads it again every [`POLL_INTERVAL`] until it ends.
+/// transcript, then reads it again whenever it may have changed, until it ends. `notices`
+/// must have been subscribed before `first` was read.
 pub async fn follow_stored(
     store: Arc<Store>,
     first: TestRecord,
+    mut notices: Option<broadcast::Receiver<Notice>>,
     tx: WatchSender,
     cancel: CancellationToken,
 ) {
@@ -127,9 +182,8 @@ pub async fn follow_stored(
             send(&tx, TestEvent::Finished(Box::new(test))).await;
             return;
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        if !changed(&mut notices, name, &cancel).await {
+            return;
         }
         test = match read(&store, name).await {
             Ok(t) => t,

@@ -25,6 +25,7 @@ pub mod credentials;
 mod db;
 pub mod messages;
 pub mod meta;
+pub mod notify;
 pub mod postgres;
 pub mod queue;
 pub mod replicas;

@@ -40,7 +40,7 @@ impl Store {
     }
 
     /// Replaces a test's state and payload (progress, not a change anyone asked for: no audit
-    /// event).
+    /// event), and announces it to the watchers of every replica (PostgreSQL).
     pub async fn update_test(
         &self,
         name: TestName,
@@ -57,6 +57,13 @@ impl Store {
         .bind(name.id)
         .bind(name.account.0);
         self.execute(&q).await?;
+        if self.is_postgres() {
+            // Watchers on every replica read it again.
+            let q = query("SELECT pg_notify($1, $2)")
+                .bind(super::notify::TESTS_CHANNEL)
+                .bind(name.id.to_string());
+            self.execute(&q).await?;
+        }
         Ok(())
     }
 
