@@ -28,6 +28,15 @@ impl Background {
         });
     }
 
+    /// Runs the task `start` makes with the cancellation token; it must end soon after the
+    /// token fires (it may finish its own work first).
+    pub fn spawn_cancellable<F>(&self, start: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(start(self.cancel.clone()));
+    }
+
     /// Cancels every task and waits for them to end.
     pub async fn stop(self) {
         self.cancel.cancel();

@@ -19,6 +19,7 @@ use crate::smtp_tests::{SmtpSettings, TestRunner};
 use crate::store::notify::Notifier;
 use crate::store::{self, DatabaseUrl, Store};
 use crate::tunnel::ca::AgentCa;
+use crate::tunnel::pump::Pump;
 use crate::tunnel::registry::Registry;
 use crate::tunnel::service::AgentApi;
 use mailplane_proto::v1::audit_service_server::AuditServiceServer;
@@ -300,8 +301,18 @@ pub async fn serve(
     // normal shutdown, cancels and awaits it before `serve` returns.
     let background = Background::default();
     background.spawn(replica::beat(Arc::clone(&state.store), me.clone()));
-    if let Some((_, feed)) = notifier {
+    if let Some((notifier, feed)) = notifier {
         background.spawn(feed);
+        // Connector jobs that other replicas queue for the agents streaming to this one.
+        let pump = Arc::new(Pump {
+            store: Arc::clone(&state.store),
+            cipher: state.cipher.clone(),
+            registry: Arc::clone(&registry),
+            me: me.id.clone(),
+            notifier,
+            wait: config.smtp.connector_wait,
+        });
+        background.spawn_cancellable(|cancel| pump.run(cancel));
     }
     if let Some(path) = config.audit_log.clone() {
         background.spawn(export_audit_log(Arc::clone(&state.store), path));

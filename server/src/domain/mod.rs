@@ -8,6 +8,7 @@ pub mod account;
 pub mod audit;
 pub mod connector;
 pub mod credential;
+pub mod job;
 pub mod message;
 pub mod replica;
 pub mod retry;

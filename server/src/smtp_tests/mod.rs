@@ -13,6 +13,7 @@
 //! [`TestRunner::shutdown`].
 
 pub mod admission;
+pub mod handoff;
 pub mod local;
 pub mod record;
 pub mod remote;
@@ -33,6 +34,7 @@ use crate::store::Store;
 use crate::store::notify::Notifier;
 use crate::tunnel::registry::Registry;
 use admission::{Slot, Slots};
+use handoff::Handoff;
 use mailplane_proto::v1 as pb;
 use mailplane_smtp as smtp;
 use record::{FailureClass, Phase, TestEvent, TestRecord, TestResult};
@@ -278,6 +280,11 @@ impl TestRunner {
                     registry: &self.registry,
                     wait: self.settings.connector_wait,
                     failover: self.settings.failover,
+                    handoff: self.notifier.as_ref().map(|notifier| Handoff {
+                        store: &self.store,
+                        cipher: &self.cipher,
+                        notifier,
+                    }),
                 };
                 remote
                     .run(name, ConnectorId(connector), &config, live)

@@ -1,6 +1,7 @@
 //! The connector path: the session runs on an agent of the account's network connector,
 //! chosen by the registry, and the agent streams its phases back.
 
+use super::handoff::Handoff;
 use super::record::{ExecutedBy, FailureClass, Phase, PhaseResult, TestEvent};
 use super::watch::LiveTest;
 use super::wire::phase_from_pb;
@@ -45,6 +46,8 @@ pub struct Remote<'a> {
     pub wait: Duration,
     /// When to give up on agents that go away.
     pub failover: FailoverPolicy,
+    /// With several replicas: the way to agents that stream to another replica.
+    pub handoff: Option<Handoff<'a>>,
 }
 
 impl Remote<'_> {
@@ -60,6 +63,15 @@ impl Remote<'_> {
         let job = convert::job_from_config(name.to_string(), config);
         let mut lost: Vec<String> = Vec::new();
         loop {
+            if let Some(handoff) = &self.handoff
+                && lost.is_empty()
+                && self.registry.live(connector).is_empty()
+            {
+                let (wait, failover) = (self.wait, self.failover);
+                return handoff
+                    .run(name, connector, &job, wait, failover, live)
+                    .await;
+            }
             let Some(mut dispatched) = self
                 .registry
                 .dispatch(connector, job.clone(), self.wait)
@@ -129,7 +141,7 @@ impl Remote<'_> {
 }
 
 /// Publishes an agent's progress on `live` as it comes.
-fn publish(update: pb::job_update::Update, live: &LiveTest) {
+pub(super) fn publish(update: pb::job_update::Update, live: &LiveTest) {
     match update {
         pb::job_update::Update::PhaseStarted(p) => {
             if let Some(phase) = phase_from_pb(p) {
@@ -147,7 +159,7 @@ fn publish(update: pb::job_update::Update, live: &LiveTest) {
 }
 
 /// A note naming the agents that went away before a job finished.
-fn retried(lost: &[String]) -> String {
+pub(super) fn retried(lost: &[String]) -> String {
     if lost.is_empty() {
         String::new()
     } else {

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod connectors;
 pub mod credentials;
 mod db;
+pub mod jobs;
 pub mod messages;
 pub mod meta;
 pub mod notify;

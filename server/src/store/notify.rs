@@ -15,11 +15,22 @@ use tokio::sync::broadcast;
 /// The channel on which a test's progress is announced (the payload is the test's id).
 pub const TESTS_CHANNEL: &str = "mailplane_tests";
 
+/// The channel on which a queued connector job is announced (the payload is the connector's
+/// id).
+pub const JOBS_CHANNEL: &str = "mailplane_jobs";
+
+/// The channel on which a connector job's progress is announced (the payload is its id).
+pub const JOB_CHANNEL: &str = "mailplane_job";
+
 /// What a watcher hears.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
     /// The test with this id changed.
     Test(i64),
+    /// A job was queued for the connector with this id.
+    Jobs(i64),
+    /// The connector job with this id changed.
+    Job(i64),
     /// Notices may have been lost: read again.
     Resync,
 }
@@ -58,7 +69,10 @@ impl Notifier {
                         continue;
                     }
                 };
-                if let Err(e) = listener.listen(TESTS_CHANNEL).await {
+                if let Err(e) = listener
+                    .listen_all([TESTS_CHANNEL, JOBS_CHANNEL, JOB_CHANNEL])
+                    .await
+                {
                     tracing::warn!(error = %e, "cannot listen for notifications; retrying");
                     tokio::time::sleep(RETRY).await;
                     continue;
@@ -68,9 +82,16 @@ impl Notifier {
                 loop {
                     match listener.try_recv().await {
                         Ok(Some(n)) => {
-                            if let Ok(id) = n.payload().parse::<i64>() {
-                                let _ = tx.send(Notice::Test(id));
-                            }
+                            let Ok(id) = n.payload().parse::<i64>() else {
+                                continue;
+                            };
+                            let notice = match n.channel() {
+                                TESTS_CHANNEL => Notice::Test(id),
+                                JOBS_CHANNEL => Notice::Jobs(id),
+                                JOB_CHANNEL => Notice::Job(id),
+                                _ => continue,
+                            };
+                            let _ = tx.send(notice);
                         }
                         // The connection was lost; it reconnects on the next call.
                         Ok(None) => {

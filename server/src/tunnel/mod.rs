@@ -2,5 +2,6 @@
 //! SMTP sessions to them over their outbound streams.
 
 pub mod ca;
+pub mod pump;
 pub mod registry;
 pub mod service;

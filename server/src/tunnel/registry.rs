@@ -231,6 +231,16 @@ impl Registry {
         }
     }
 
+    /// Waits until an agent connects or leaves, or a job ends (a slot may be free).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Whether an agent of `connector` here takes a job now.
+    pub fn has_capacity(&self, connector: ConnectorId) -> bool {
+        self.pick(connector).is_some()
+    }
+
     /// The least-loaded agent of `connector` that takes jobs.
     fn pick(&self, connector: ConnectorId) -> Option<Arc<LiveAgent>> {
         self.agents()
