@@ -86,14 +86,14 @@ pub async fn run(
     for stream in 0..usize::try_from(ctx.config.connections.max(1)).unwrap_or(1) {
         streams.spawn(stream_loop(Arc::clone(&ctx), stream, stop.clone()));
     }
-    let shutdown = std::pin::pin!(shutdown);
-    tokio::select! {
-        () = shutdown => {}
-        Some(ended) = streams.join_next() => {
-            // The loops end only on shutdown: one ending now has failed.
-            if let Err(e) = ended {
-                tracing::error!(error = %e, "a stream to the server failed; stopping");
-            }
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = shutdown.as_mut() => break,
+            // The loops end only on shutdown: one ending now has panicked; the others go on.
+            Some(ended) = streams.join_next() => if let Err(e) = ended {
+                tracing::error!(error = %e, "a stream loop failed; the other streams go on");
+            },
         }
     }
     stop.cancel();

@@ -28,13 +28,25 @@ async fn next_conn(conns: &mut mpsc::UnboundedReceiver<Conn>) -> Conn {
         .unwrap()
 }
 
+/// Stops the agent: each stream says it is draining and closes; then `run` returns.
 async fn stop_agent(
     stop: oneshot::Sender<()>,
     agent: tokio::task::JoinHandle<Result<(), AgentError>>,
     conns: Vec<Conn>,
 ) {
     stop.send(()).unwrap();
-    drop(conns);
+    for mut conn in conns {
+        loop {
+            match conn.next().await {
+                Some(Event::Draining(_)) => break,
+                Some(Event::Heartbeat(_)) => {}
+                other => panic!("expected AgentDraining, got {other:?}"),
+            }
+        }
+        while let Some(event) = conn.next().await {
+            assert!(matches!(event, Event::Heartbeat(_)), "{event:?}");
+        }
+    }
     tokio::time::timeout(WAIT, agent)
         .await
         .expect("the agent stops")
@@ -168,5 +180,30 @@ async fn two_connections_hold_streams_to_two_servers() {
         h.conns.try_recv().is_err(),
         "A took a stream while refusing"
     );
+
     stop_agent(stop, agent, vec![on_b, second_on_b]).await;
+}
+
+#[tokio::test]
+async fn a_restarted_agent_starts_with_the_server_it_last_used() {
+    let mut h = Harness::start(allowed()).await;
+    let a_url = h.config.servers[0].clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut b = h.serve_another(listener);
+    h.config.servers = vec![a_url.clone(), b.url.clone()];
+    let (stop, agent) = h.spawn_run();
+    let mut on_a = next_conn(&mut h.conns).await;
+    on_a.expect_hello().await;
+    round_trip(&mut on_a, "a1").await;
+    stop_agent(stop, agent, vec![on_a]).await;
+    assert_eq!(last_server(&h), a_url);
+
+    // B now comes first in the list, but the agent starts where it was, on A.
+    h.config.servers = vec![b.url.clone(), a_url.clone()];
+    let (stop, agent) = h.spawn_run();
+    let mut on_a = next_conn(&mut h.conns).await;
+    on_a.expect_hello().await;
+    round_trip(&mut on_a, "a2").await;
+    assert!(b.conns.try_recv().is_err(), "B got a stream");
+    stop_agent(stop, agent, vec![on_a]).await;
 }
