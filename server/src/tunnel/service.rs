@@ -170,7 +170,7 @@ impl AgentService for AgentApi {
         let (ended_tx, mut ended_rx) = tokio::sync::watch::channel(false);
         let live = Arc::new(LiveAgent::new(agent.name, &hello, tx.clone(), close_tx));
         self.registry.register(Arc::clone(&live));
-        tracing::info!(agent = %agent.name, hostname = %hello.hostname, version = %hello.version, "agent connected");
+        tracing::info!(agent = %agent.name, stream = hello.stream, hostname = %hello.hostname, version = %hello.version, "agent connected");
 
         let (store, registry, heartbeat) = (
             Arc::clone(&self.store),
@@ -232,7 +232,7 @@ impl AgentService for AgentApi {
             }
             registry.unregister(&live);
             let _ = ended_tx.send(true);
-            tracing::info!(agent = %live.name, reason, "agent disconnected");
+            tracing::info!(agent = %live.name, stream = live.stream, reason, "agent disconnected");
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|message| *message)
