@@ -1,11 +1,13 @@
 //! The TLS channel to the server's agent listener.
 
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
-use crate::config::{AgentConfig, ConfigError};
+use crate::config::{AgentConfig, ConfigError, ServerUrl};
 
 /// The HTTP/2 keepalive ping interval and timeout.
 const KEEPALIVE: Duration = Duration::from_secs(10);
@@ -27,7 +29,7 @@ pub enum ChannelError {
     /// Connecting to the server failed.
     #[error("cannot connect to {server}: {reason}")]
     Connect {
-        /// The server URL.
+        /// The server URL (and the address, for a name).
         server: String,
         /// Why, with the error's causes.
         reason: String,
@@ -72,14 +74,100 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Connects to the server, verifying it with `server_ca` (and `extra_ca`, the CA from
-/// enrollment), presenting `identity` (certificate and key PEM) when given.
+/// One address of one server: where to dial, and what to expect there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Target {
+    /// The server's URL as configured.
+    pub url: String,
+    /// Whether the URL names a host (rather than an IP address).
+    pub named: bool,
+    /// The address to dial.
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.named {
+            write!(f, "{} ({})", self.url, self.addr)
+        } else {
+            f.write_str(&self.url)
+        }
+    }
+}
+
+/// The addresses of `server`, in the resolver's order (an IP address is its own).
+pub(crate) async fn resolve(server: &ServerUrl) -> Result<Vec<Target>, ChannelError> {
+    let failed = |reason: String| ChannelError::Connect {
+        server: server.url.clone(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = match server.host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, server.port)],
+        Err(_) => tokio::net::lookup_host((server.host.as_str(), server.port))
+            .await
+            .map_err(|e| failed(format!("cannot resolve {}: {e}", server.host)))?
+            .collect(),
+    };
+    let mut targets: Vec<Target> = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let t = Target {
+            url: server.url.clone(),
+            named: !server.is_ip(),
+            addr,
+        };
+        if !targets.contains(&t) {
+            targets.push(t);
+        }
+    }
+    if targets.is_empty() {
+        return Err(failed(format!("{} has no address", server.host)));
+    }
+    Ok(targets)
+}
+
+/// Connects to the first server of the list (in order, address by address) that answers,
+/// verifying it with `server_ca` (and `extra_ca`, the CA from enrollment), presenting
+/// `identity` (certificate and key PEM) when given.
 pub(crate) async fn connect(
     config: &AgentConfig,
     identity: Option<(&str, &str)>,
     extra_ca: Option<&str>,
+) -> Result<(Channel, Target), ChannelError> {
+    let mut last = None;
+    for server in config.server_urls()? {
+        let targets = match resolve(&server).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a server");
+                last = Some(e);
+                continue;
+            }
+        };
+        for target in targets {
+            match connect_to(config, &target, identity, extra_ca).await {
+                Ok(channel) => return Ok((channel, target)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach a server; trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ConfigError::Missing("server", "server", "MAILPLANE_AGENT_SERVER").into()
+    }))
+}
+
+/// Connects to one address of one server (the TLS name is still the server's: its URL's
+/// host, or `server_name`), verifying and presenting as [`connect`] does.
+pub(crate) async fn connect_to(
+    config: &AgentConfig,
+    target: &Target,
+    identity: Option<(&str, &str)>,
+    extra_ca: Option<&str>,
 ) -> Result<Channel, ChannelError> {
-    let domain = config.server_name()?;
+    let server = ServerUrl::parse(&target.url)?;
+    let domain = config.tls_name(&server);
     let server_ca = std::fs::read(&config.server_ca).map_err(|source| ChannelError::ServerCa {
         path: config.server_ca.clone(),
         source,
@@ -94,14 +182,24 @@ pub(crate) async fn connect(
         tls = tls.identity(Identity::from_pem(cert, key));
     }
     let failed = |e: tonic::transport::Error| ChannelError::Connect {
-        server: config.server.clone(),
+        server: target.to_string(),
         reason: chain(&e),
     };
-    Endpoint::from_shared(config.server.clone())
-        .map_err(|e| ConfigError::ServerUrl {
-            url: config.server.clone(),
-            reason: chain(&e),
-        })?
+    let bad_url = |reason: String| ConfigError::ServerUrl {
+        url: target.url.clone(),
+        reason,
+    };
+    let mut endpoint = Endpoint::from_shared(format!("https://{}", target.addr))
+        .map_err(|e| bad_url(chain(&e)))?;
+    if target.named {
+        // Requests still name the server, as they would have without the address.
+        let origin: Uri = target
+            .url
+            .parse()
+            .map_err(|_| bad_url("not a URL".to_owned()))?;
+        endpoint = endpoint.origin(origin);
+    }
+    endpoint
         .tls_config(tls)
         .map_err(failed)?
         .connect_timeout(config.connect_timeout)

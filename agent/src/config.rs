@@ -3,6 +3,8 @@
 //!
 //! ```toml
 //! server = "https://mailplane.example.org:7751"
+//! # or several replicas: server = ["https://cp1.example.org:7751", "https://cp2.example.org:7751"]
+//! # connections = 2            # streams held at once, to different servers when it can
 //! server_ca = "/etc/mailplane-agent/server-ca.pem"
 //! allowed_destinations = ["smtp.corp.example:587", "10.20.0.0/16:25"]
 //! # enrollment_token = "..."   # first start only; better passed in the environment
@@ -14,6 +16,11 @@
 //! # log_format = "text"        # or "json"
 //! # log_level = "info"
 //! ```
+//!
+//! `server` is one URL or a list (the flag `--server` repeats, and `MAILPLANE_AGENT_SERVER`
+//! takes a comma-separated list). A DNS name with several addresses is tried address by
+//! address. The agent tries the server it was last connected to first, then the others in
+//! order, and backs off only after the whole list failed (see `tunnel`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,7 +28,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tonic::transport::Uri;
+
+mod servers;
+
+use servers::FileServers;
+pub use servers::{MAX_CONNECTIONS, ServerUrl};
 
 /// An enrollment token. Its `Debug` prints `<redacted>` and it has no `Display`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -68,11 +79,12 @@ pub enum LogFormat {
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The server's agent listener, e.g. `https://mailplane.example.org:7751`.
-    pub server: String,
+    /// The server's agent listeners, e.g. `https://mailplane.example.org:7751`: replicas of
+    /// one control plane, tried in order (the last good one first).
+    pub servers: Vec<String>,
     /// The CA (PEM file) that signs the server's agent listener certificate.
     pub server_ca: PathBuf,
-    /// The TLS name to expect in the server's certificate; the URL's host when unset.
+    /// The TLS name to expect in the servers' certificates; each URL's host when unset.
     pub server_name: Option<String>,
     /// Where the key, certificates and agent name live.
     pub state_dir: PathBuf,
@@ -81,8 +93,11 @@ pub struct AgentConfig {
     /// Where jobs may connect: `HOST[:PORT|:PORT-PORT]` patterns (see [`crate::allowlist`]).
     /// Required: the agent refuses to run with an empty list.
     pub allowed_destinations: Vec<String>,
-    /// The most jobs run at once.
+    /// The most jobs run at once (over all connections).
     pub max_concurrent_jobs: u32,
+    /// How many streams to hold at once, each to a different server when it can (1 to
+    /// [`MAX_CONNECTIONS`]).
+    pub connections: u32,
     /// How often the agent sends a heartbeat. No message from the server for three
     /// intervals means the link is dead.
     pub heartbeat_interval: Duration,
@@ -101,7 +116,8 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// A configuration with defaults for everything but the essentials.
+    /// A configuration with defaults for everything but the essentials, for one server (set
+    /// [`AgentConfig::servers`] for several).
     pub fn new(
         server: impl Into<String>,
         server_ca: impl Into<PathBuf>,
@@ -109,13 +125,14 @@ impl AgentConfig {
         allowed_destinations: Vec<String>,
     ) -> Self {
         AgentConfig {
-            server: server.into(),
+            servers: vec![server.into()],
             server_ca: server_ca.into(),
             server_name: None,
             state_dir: state_dir.into(),
             enrollment_token: None,
             allowed_destinations,
             max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
+            connections: DEFAULT_CONNECTIONS,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             log_format: LogFormat::Text,
@@ -126,30 +143,23 @@ impl AgentConfig {
         }
     }
 
-    /// Checks what the agent needs before it talks to the server: the server URL (an
-    /// `https://` URL with a host, unless `server_name` is set).
+    /// Checks what the agent needs before it talks to the server: at least one server, each
+    /// an `https://` URL with a host, none listed twice, and `connections` in range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server_name().map(drop)
+        servers::check_connections(self.connections)?;
+        self.server_urls().map(drop)
     }
 
-    /// The TLS name to expect: `server_name`, or the URL's host.
-    pub fn server_name(&self) -> Result<String, ConfigError> {
-        if let Some(name) = &self.server_name {
-            return Ok(name.clone());
-        }
-        let bad = |reason: &str| ConfigError::ServerUrl {
-            url: self.server.clone(),
-            reason: reason.to_owned(),
-        };
-        let uri: Uri = self.server.parse().map_err(|_| bad("not a URL"))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(bad("the agent talks to the server over TLS: use https://"));
-        }
-        let host = uri.host().ok_or_else(|| bad("no host"))?;
-        Ok(host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned())
+    /// The servers, parsed and checked (see [`AgentConfig::validate`]).
+    pub fn server_urls(&self) -> Result<Vec<ServerUrl>, ConfigError> {
+        servers::parse_list(&self.servers)
+    }
+
+    /// The TLS name to expect from `server`: `server_name`, or the URL's host.
+    pub fn tls_name(&self, server: &ServerUrl) -> String {
+        self.server_name
+            .clone()
+            .unwrap_or_else(|| server.host.clone())
     }
 }
 
@@ -183,6 +193,8 @@ impl Default for BackoffPolicy {
 
 /// The default of `max_concurrent_jobs`.
 pub const DEFAULT_MAX_CONCURRENT_JOBS: u32 = 8;
+/// The default of `connections`.
+pub const DEFAULT_CONNECTIONS: u32 = 1;
 /// The default of `heartbeat_interval`.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// The default of `drain_timeout`.
@@ -288,13 +300,14 @@ impl FileDuration {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    server: Option<String>,
+    server: Option<FileServers>,
     server_ca: Option<PathBuf>,
     server_name: Option<String>,
     state_dir: Option<PathBuf>,
     enrollment_token: Option<Token>,
     allowed_destinations: Option<Vec<String>>,
     max_concurrent_jobs: Option<u32>,
+    connections: Option<u32>,
     heartbeat_interval: Option<FileDuration>,
     drain_timeout: Option<FileDuration>,
     log_format: Option<LogFormat>,
@@ -307,9 +320,16 @@ pub struct ConfigArgs {
     /// A TOML configuration file; flags and environment variables override its settings.
     #[arg(long, env = "MAILPLANE_AGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The server's agent listener, e.g. <https://mailplane.example.org:7751>.
-    #[arg(long, env = "MAILPLANE_AGENT_SERVER", value_name = "URL")]
-    pub server: Option<String>,
+    /// The server's agent listener, e.g. <https://mailplane.example.org:7751>. Repeat the
+    /// flag, or separate URLs with commas, for several replicas: the agent tries the one it
+    /// was last connected to first, then the others in order.
+    #[arg(
+        long,
+        env = "MAILPLANE_AGENT_SERVER",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub server: Vec<String>,
     /// The CA certificate (PEM file) that signs the server's agent listener certificate.
     #[arg(long, env = "MAILPLANE_AGENT_SERVER_CA", value_name = "FILE")]
     pub server_ca: Option<PathBuf>,
@@ -343,6 +363,10 @@ pub struct ConfigArgs {
     /// The most SMTP sessions run at once [default: 8].
     #[arg(long, env = "MAILPLANE_AGENT_MAX_CONCURRENT_JOBS", value_name = "N")]
     pub max_concurrent_jobs: Option<u32>,
+    /// How many streams to hold at once, each to a different server when it can, so that
+    /// losing one server leaves the agent connected (1 to 8) [default: 1].
+    #[arg(long, env = "MAILPLANE_AGENT_CONNECTIONS", value_name = "N")]
+    pub connections: Option<u32>,
     /// How often to send a heartbeat, e.g. 10s [default: 10s].
     #[arg(long, env = "MAILPLANE_AGENT_HEARTBEAT_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub heartbeat_interval: Option<Duration>,
@@ -378,15 +402,23 @@ impl ConfigArgs {
     }
 
     fn merge(&self, file: FileConfig) -> Result<AgentConfig, ConfigError> {
-        let server = self
-            .server
-            .clone()
-            .or(file.server)
-            .ok_or(ConfigError::Missing(
+        let servers: Vec<String> = if self.server.is_empty() {
+            file.server.map(FileServers::into_vec).unwrap_or_default()
+        } else {
+            self.server.clone()
+        };
+        let servers: Vec<String> = servers
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if servers.is_empty() {
+            return Err(ConfigError::Missing(
                 "server",
                 "server",
                 "MAILPLANE_AGENT_SERVER",
-            ))?;
+            ));
+        }
         let server_ca = self
             .server_ca
             .clone()
@@ -406,7 +438,8 @@ impl ConfigArgs {
         } else {
             self.allowed_destinations.clone()
         };
-        let mut c = AgentConfig::new(server, server_ca, state_dir, allowed);
+        let mut c = AgentConfig::new(String::new(), server_ca, state_dir, allowed);
+        c.servers = servers;
         c.server_name = self.server_name.clone().or(file.server_name);
         c.enrollment_token = self
             .enrollment_token
@@ -421,6 +454,9 @@ impl ConfigArgs {
                 ));
             }
             c.max_concurrent_jobs = n;
+        }
+        if let Some(n) = self.connections.or(file.connections) {
+            c.connections = n;
         }
         c.heartbeat_interval = match (self.heartbeat_interval, &file.heartbeat_interval) {
             (Some(d), _) => d,
@@ -444,6 +480,7 @@ impl ConfigArgs {
             .clone()
             .or(file.log_level)
             .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+        c.validate()?;
         Ok(c)
     }
 }

@@ -110,9 +110,9 @@ pub async fn enroll(config: &AgentConfig) -> Result<Enrolled, EnrollError> {
     let host = hostname();
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let csr_pem = csr_pem(&key, &host)?;
-    let channel = channel::connect(config, None, None).await?;
+    let (channel, server) = channel::connect(config, None, None).await?;
     let mut client = AgentServiceClient::new(channel);
-    tracing::info!(server = %config.server, hostname = %host, "enrolling");
+    tracing::info!(server = %server, hostname = %host, "enrolling");
     let response = tokio::time::timeout(
         CALL_TIMEOUT,
         client.enroll(pb::EnrollRequest {
@@ -148,7 +148,7 @@ pub async fn renew(config: &AgentConfig) -> Result<SystemTime, EnrollError> {
     let st = state::require(&config.state_dir)?;
     let key = KeyPair::from_pem(st.key_pem.expose())?;
     let csr_pem = csr_pem(&key, &hostname())?;
-    let channel = channel::connect(
+    let (channel, _) = channel::connect(
         config,
         Some((&st.cert_pem, st.key_pem.expose())),
         Some(&st.ca_pem),

@@ -2,9 +2,10 @@
 //! same session library as the server's direct path, so that every send takes one code path.
 //!
 //! The agent runs inside a restricted network, dials out to the server's agent listener
-//! over TLS and holds one `AgentService.Connect` stream: the server sends `SmtpJob`s, the
-//! agent runs each with [`mailplane_smtp::run_session`] (limited to its `allowed_destinations`) and
-//! streams the phases and the outcome back.
+//! over TLS and holds an `AgentService.Connect` stream (or several, to several server
+//! replicas: see [`tunnel`]): the server sends `SmtpJob`s, the agent runs each with
+//! [`mailplane_smtp::run_session`] (limited to its `allowed_destinations`) and streams the
+//! phases and the outcome back.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mailplane_agent::AgentError> {

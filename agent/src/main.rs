@@ -66,7 +66,8 @@ fn check_config(args: &ConfigArgs) -> bool {
             return false;
         }
     };
-    println!("server:               {}", config.server);
+    println!("server:               {}", config.servers.join(", "));
+    println!("connections:          {}", config.connections);
     match std::fs::metadata(&config.server_ca) {
         Ok(_) => println!("server_ca:            {}", config.server_ca.display()),
         Err(e) => {

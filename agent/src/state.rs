@@ -21,6 +21,9 @@ pub const CERT_FILE: &str = "cert.pem";
 pub const CA_FILE: &str = "ca.pem";
 /// The file holding the agent's resource name.
 pub const AGENT_FILE: &str = "agent";
+/// The URL of the server the agent was last connected to (a preference, not state the
+/// agent needs).
+pub const LAST_SERVER_FILE: &str = "last-server";
 
 /// A private key (PEM). Its `Debug` prints `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -218,6 +221,18 @@ pub fn save(
 /// Replaces `cert.pem` atomically.
 pub fn replace_certificate(dir: &Path, cert_pem: &str) -> Result<(), StateError> {
     write_atomic(dir, CERT_FILE, cert_pem, 0o644)
+}
+
+/// The server the agent was last connected to, if it noted one.
+pub fn last_server(dir: &Path) -> Result<Option<String>, StateError> {
+    Ok(read_optional(&dir.join(LAST_SERVER_FILE))?
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty()))
+}
+
+/// Notes the server the agent is connected to.
+pub fn save_last_server(dir: &Path, url: &str) -> Result<(), StateError> {
+    write_atomic(dir, LAST_SERVER_FILE, &format!("{url}\n"), 0o644)
 }
 
 #[cfg(test)]

@@ -55,7 +55,11 @@ fn check_config_precedence_and_secrets() {
     // The environment beats the file; a flag beats the environment. With a token the
     // missing state is fine (run enrolls), and the token is never printed.
     let envs = [
-        ("MAILPLANE_AGENT_SERVER", "https://env.example:1"),
+        (
+            "MAILPLANE_AGENT_SERVER",
+            "https://env.example:1,https://env2.example:1",
+        ),
+        ("MAILPLANE_AGENT_CONNECTIONS", "2"),
         ("MAILPLANE_AGENT_MAX_CONCURRENT_JOBS", "5"),
         (
             "MAILPLANE_AGENT_ALLOWED_DESTINATIONS",
@@ -74,7 +78,11 @@ fn check_config_precedence_and_secrets() {
         &envs,
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("https://env.example:1"), "{text}");
+    assert!(
+        text.contains("server:               https://env.example:1, https://env2.example:1"),
+        "{text}"
+    );
+    assert!(text.contains("connections:          2"), "{text}");
     assert!(text.contains("env.example:587, 10.0.0.0/8"), "{text}");
     assert!(text.contains("max_concurrent_jobs:  7"), "{text}");
     assert!(text.contains("enrollment_token:     set"), "{text}");
@@ -87,6 +95,12 @@ fn check_config_precedence_and_secrets() {
     );
     assert!(!out.status.success());
     assert!(text.contains("invalid destination pattern"), "{text}");
+    let (out, text) = agent(
+        &["check-config", "--config", config, "--connections", "9"],
+        &envs,
+    );
+    assert!(!out.status.success());
+    assert!(text.contains("invalid connections: 9"), "{text}");
     std::fs::write(&file, "sever = \"x\"\n").unwrap();
     let (out, text) = agent(&["check-config", "--config", config], &[]);
     assert!(!out.status.success());

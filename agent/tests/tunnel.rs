@@ -3,7 +3,8 @@
 //! stream, jobs against scripted SMTP peers, the allowlist, reconnection, dead-link
 //! detection, draining, and that no secret reaches a log line. Enrollment tests are in
 //! `tunnel/enrollment.rs`, the stream and jobs in `tunnel/jobs.rs`, delivery jobs in
-//! `tunnel/deliveries.rs`; the fake server is here.
+//! `tunnel/deliveries.rs`, several servers and connections in `tunnel/servers.rs`; the fake
+//! server is here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,11 +14,13 @@ mod deliveries;
 mod enrollment;
 #[path = "tunnel/jobs.rs"]
 mod jobs;
+#[path = "tunnel/servers.rs"]
+mod servers;
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -174,6 +177,8 @@ struct Fake {
     pki: Arc<Pki>,
     conns: mpsc::UnboundedSender<Conn>,
     enrolls: Arc<AtomicU32>,
+    /// Refuse new streams (a replica that is up but not taking agents).
+    refuse: Arc<AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -218,6 +223,9 @@ impl AgentService for Fake {
         if request.peer_certs().is_none_or(|c| c.is_empty()) {
             return Err(Status::unauthenticated("no client certificate"));
         }
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("this fake server refuses streams"));
+        }
         let (out, rx) = mpsc::channel(64);
         let _ = self.conns.send(Conn {
             inbound: request.into_inner(),
@@ -227,11 +235,60 @@ impl AgentService for Fake {
     }
 }
 
+/// One running fake server.
+struct FakeServer {
+    url: String,
+    conns: mpsc::UnboundedReceiver<Conn>,
+    enrolls: Arc<AtomicU32>,
+    refuse: Arc<AtomicBool>,
+}
+
+impl FakeServer {
+    /// Serves the fake `AgentService` with `pki`'s certificates on `listener`.
+    fn serve(pki: &Arc<Pki>, listener: tokio::net::TcpListener) -> Self {
+        let port = listener.local_addr().unwrap().port();
+        let (conns_tx, conns) = mpsc::unbounded_channel();
+        let enrolls = Arc::new(AtomicU32::new(0));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let fake = Fake {
+            pki: pki.clone(),
+            conns: conns_tx,
+            enrolls: enrolls.clone(),
+            refuse: refuse.clone(),
+        };
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                &pki.server_cert_pem,
+                &pki.server_key_pem,
+            ))
+            .client_ca_root(Certificate::from_pem(&pki.ca_pem))
+            .client_auth_optional(true);
+        let server = Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(AgentServiceServer::new(fake))
+            .serve_with_incoming(TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        FakeServer {
+            url: format!("https://127.0.0.1:{port}"),
+            conns,
+            enrolls,
+            refuse,
+        }
+    }
+
+    async fn conn(&mut self) -> Conn {
+        self.conns.recv().await.unwrap()
+    }
+}
+
 struct Harness {
     _dir: tempfile::TempDir,
+    pki: Arc<Pki>,
     config: AgentConfig,
     conns: mpsc::UnboundedReceiver<Conn>,
     enrolls: Arc<AtomicU32>,
+    refuse: Arc<AtomicBool>,
 }
 
 impl Harness {
@@ -241,35 +298,10 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let ca_path = dir.path().join("server-ca.pem");
         std::fs::write(&ca_path, &pki.ca_pem).unwrap();
-        let (conns_tx, conns) = mpsc::unbounded_channel();
-        let enrolls = Arc::new(AtomicU32::new(0));
-        let fake = Fake {
-            pki: pki.clone(),
-            conns: conns_tx,
-            enrolls: enrolls.clone(),
-        };
-        let tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(
-                &pki.server_cert_pem,
-                &pki.server_key_pem,
-            ))
-            .client_ca_root(Certificate::from_pem(&pki.ca_pem))
-            .client_auth_optional(true);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(AgentServiceServer::new(fake))
-            .serve_with_incoming(TcpListenerStream::new(listener));
-        tokio::spawn(server);
+        let first = FakeServer::serve(&pki, listener);
 
-        let mut config = AgentConfig::new(
-            format!("https://127.0.0.1:{port}"),
-            ca_path,
-            dir.path().join("state"),
-            allowed,
-        );
+        let mut config = AgentConfig::new(first.url, ca_path, dir.path().join("state"), allowed);
         config.server_name = Some("localhost".to_owned());
         config.enrollment_token = Some(Token::new(TOKEN));
         config.max_concurrent_jobs = 3;
@@ -283,10 +315,17 @@ impl Harness {
         };
         Harness {
             _dir: dir,
+            pki,
             config,
-            conns,
-            enrolls,
+            conns: first.conns,
+            enrolls: first.enrolls,
+            refuse: first.refuse,
         }
+    }
+
+    /// Another fake server with the same certificates (another replica), on `listener`.
+    fn serve_another(&self, listener: tokio::net::TcpListener) -> FakeServer {
+        FakeServer::serve(&self.pki, listener)
     }
 
     fn state_dir(&self) -> &Path {

@@ -130,6 +130,7 @@ async fn connect_idle(agent_addr: &str, ca: &str, id: &Identityish) -> Idle {
             hostname: "fanin".into(),
             version: "bench".into(),
             max_concurrent_jobs: 1,
+            stream: 0,
         })),
     })
     .await

@@ -59,7 +59,7 @@ log_format = "json"
     let config = path.to_str().unwrap();
 
     let c = parse(&["--config", config]).resolve().unwrap();
-    assert_eq!(c.server, "https://file.example:7751");
+    assert_eq!(c.servers, vec!["https://file.example:7751"]);
     assert_eq!(c.server_ca, PathBuf::from("/file/ca.pem"));
     assert_eq!(c.server_name.as_deref(), Some("file-name"));
     assert_eq!(c.allowed_destinations, vec!["file.example:25".to_owned()]);
@@ -95,7 +95,7 @@ log_format = "json"
     ])
     .resolve()
     .unwrap();
-    assert_eq!(c.server, "https://flag.example:1");
+    assert_eq!(c.servers, vec!["https://flag.example:1"]);
     assert_eq!(c.server_ca, PathBuf::from("/file/ca.pem"));
     assert_eq!(
         c.allowed_destinations,
@@ -136,19 +136,163 @@ fn unknown_keys_are_refused() {
 #[test]
 fn server_name_comes_from_the_setting_or_the_url() {
     let mut c = AgentConfig::new("https://[::1]:7751", "/ca.pem", "/state", Vec::new());
-    assert_eq!(c.server_name().unwrap(), "::1");
+    let urls = c.server_urls().unwrap();
+    assert_eq!((urls[0].host.as_str(), urls[0].port), ("::1", 7751));
+    assert_eq!(c.tls_name(&urls[0]), "::1");
     c.validate().unwrap();
-    c.server = "http://mailplane.example.org:7751".into();
+    c.servers = vec!["http://mailplane.example.org:7751".into()];
     assert_eq!(
         c.validate().unwrap_err().to_string(),
         "invalid server URL \"http://mailplane.example.org:7751\": \
          the agent talks to the server over TLS: use https://"
     );
-    c.server = "not a url".into();
+    c.servers = vec!["not a url".into()];
     assert!(matches!(
-        c.server_name(),
+        c.validate(),
         Err(ConfigError::ServerUrl { reason, .. }) if reason == "not a URL"
     ));
+    c.servers = vec!["https://cp.example.org".into()];
     c.server_name = Some("mailplane.example.org".into());
-    assert_eq!(c.server_name().unwrap(), "mailplane.example.org");
+    let urls = c.server_urls().unwrap();
+    assert_eq!(urls[0].port, 443);
+    assert!(!urls[0].is_ip());
+    assert_eq!(c.tls_name(&urls[0]), "mailplane.example.org");
+}
+
+#[test]
+fn server_is_repeatable_and_a_list_in_the_environment() {
+    let c = parse(&[
+        "--server",
+        "https://a.example:1",
+        "--server",
+        "https://b.example:1,https://c.example:1",
+        "--server-ca",
+        "/ca.pem",
+    ])
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        c.servers,
+        vec![
+            "https://a.example:1",
+            "https://b.example:1",
+            "https://c.example:1"
+        ]
+    );
+    assert_eq!(c.connections, 1);
+
+    // The environment takes the same comma-separated list (clap reads it for the flag).
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let arg = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == "server")
+        .unwrap();
+    assert_eq!(
+        arg.get_env().and_then(|e| e.to_str()),
+        Some("MAILPLANE_AGENT_SERVER")
+    );
+    assert_eq!(arg.get_value_delimiter(), Some(','));
+}
+
+fn from_file(text: &str) -> Result<AgentConfig, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, format!("server_ca = \"/ca.pem\"\n{text}")).unwrap();
+    parse(&["--config", path.to_str().unwrap()]).resolve()
+}
+
+#[test]
+fn the_file_takes_one_server_or_a_list() {
+    let c = from_file("server = \"https://one.example:7751\"\n").unwrap();
+    assert_eq!(c.servers, vec!["https://one.example:7751"]);
+    let c = from_file(
+        "server = [\"https://cp1.example:7751\", \"https://cp2.example:7751\"]\nconnections = 2\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.servers,
+        vec!["https://cp1.example:7751", "https://cp2.example:7751"]
+    );
+    assert_eq!(c.connections, 2);
+    assert!(matches!(
+        from_file("server = []\n"),
+        Err(ConfigError::Missing("server", ..))
+    ));
+    // Only `server`: a `servers` key is refused like any unknown key.
+    let err = from_file("servers = [\"https://a.example:1\"]\n").unwrap_err();
+    assert!(err.to_string().contains("servers"), "{err}");
+}
+
+#[test]
+fn duplicates_and_bad_urls_in_the_list_are_refused() {
+    let err = parse(&[
+        "--server",
+        "https://CP.example:7751,https://b.example:7751,https://cp.example:7751",
+        "--server-ca",
+        "/ca.pem",
+    ])
+    .resolve()
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid server URL \"https://cp.example:7751\": \
+         the same server as \"https://CP.example:7751\" (listed twice)"
+    );
+    // The default port counts as the same server.
+    assert!(
+        parse(&[
+            "--server",
+            "https://a.example,https://a.example:443",
+            "--server-ca",
+            "/ca.pem"
+        ])
+        .resolve()
+        .is_err()
+    );
+    // Another port is another server.
+    parse(&[
+        "--server",
+        "https://a.example:1,https://a.example:2",
+        "--server-ca",
+        "/ca.pem",
+    ])
+    .resolve()
+    .unwrap();
+    let err = parse(&[
+        "--server",
+        "https://a.example:1,http://b.example:1",
+        "--server-ca",
+        "/ca.pem",
+    ])
+    .resolve()
+    .unwrap_err();
+    assert!(err.to_string().contains("use https://"), "{err}");
+}
+
+#[test]
+fn connections_are_bounded() {
+    let with = |n: &str| {
+        parse(&[
+            "--server",
+            "https://a.example:1",
+            "--server-ca",
+            "/ca.pem",
+            "--connections",
+            n,
+        ])
+        .resolve()
+    };
+    assert_eq!(with("2").unwrap().connections, 2);
+    assert_eq!(with("8").unwrap().connections, 8);
+    for bad in ["0", "9"] {
+        let err = with(bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("invalid connections: {bad}: must be from 1 to 8")
+        );
+    }
+    assert!(matches!(
+        from_file("server = \"https://a.example:1\"\nconnections = 0\n"),
+        Err(ConfigError::Invalid("connections", _))
+    ));
 }

@@ -2,7 +2,8 @@
 //! (<https://github.com/grpc/grpc/blob/master/doc/connection-backoff.md>): the first delay
 //! is `initial`, each next one `multiplier` times the last, capped at `max`, each spread
 //! by a random ±`jitter`. A session that stayed up for `reset_after` starts the sequence
-//! over.
+//! over. With several servers an attempt is a round through the list (see `servers`): the
+//! agent waits only after every server of the round failed.
 
 use std::time::Duration;
 

@@ -1,8 +1,10 @@
-//! The tunnel: the agent's long-lived stream to the server, reconnected with backoff.
+//! The tunnel: the agent's long-lived streams to the servers (`connections` of them, to
+//! different servers when it can; see `servers`), each reconnected with backoff.
 
 mod backoff;
 mod delivery;
 mod job;
+mod servers;
 mod session;
 
 use std::future::Future;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 pub use backoff::{Backoff, BackoffPolicy};
 
@@ -18,6 +21,7 @@ use crate::channel::{ChannelError, RpcError};
 use crate::config::AgentConfig;
 use crate::enroll;
 use crate::state::StateError;
+use servers::Servers;
 use session::{Ctx, End};
 
 /// Why the stream to the server cannot be opened (the tunnel logs it and reconnects).
@@ -55,8 +59,10 @@ async fn renewal_loop(config: AgentConfig) {
     }
 }
 
-/// Holds the stream to the server until `shutdown` fires, reconnecting with backoff.
-/// The agent must be enrolled.
+/// Holds `config.connections` streams to the servers until `shutdown` fires, each
+/// reconnecting with its own backoff, all sharing the job slots, the allowlist and the
+/// delivery pool; on shutdown every stream drains, then this returns. The agent must be
+/// enrolled.
 pub async fn run(
     config: AgentConfig,
     allow: Allowlist,
@@ -66,36 +72,63 @@ pub async fn run(
         usize::try_from(config.max_concurrent_jobs.max(1)).unwrap_or(1),
     ));
     let pool = Arc::new(delivery::pool(&allow, config.max_concurrent_jobs));
-    let ctx = Ctx {
+    let ctx = Arc::new(Ctx {
         allow: Arc::new(allow),
         slots,
         hostname: enroll::hostname(),
+        servers: Servers::new(&config),
         config,
         pool,
-    };
+    });
     let _renewal = AbortOnDrop(tokio::spawn(renewal_loop(ctx.config.clone())));
+    let stop = CancellationToken::new();
+    let mut streams = JoinSet::new();
+    for stream in 0..usize::try_from(ctx.config.connections.max(1)).unwrap_or(1) {
+        streams.spawn(stream_loop(Arc::clone(&ctx), stream, stop.clone()));
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = shutdown.as_mut() => break,
+            // The loops end only on shutdown: one ending now has panicked; the others go on.
+            Some(ended) = streams.join_next() => if let Err(e) = ended {
+                tracing::error!(error = %e, "a stream loop failed; the other streams go on");
+            },
+        }
+    }
+    stop.cancel();
+    while let Some(ended) = streams.join_next().await {
+        if let Err(e) = ended {
+            tracing::error!(error = %e, "a stream to the server failed while draining");
+        }
+    }
+    ctx.pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One stream: connects, serves, and reconnects with backoff (after a whole round of the
+/// servers failed) until `stop` is cancelled; then drains its jobs.
+async fn stream_loop(ctx: Arc<Ctx>, stream: usize, stop: CancellationToken) {
     let mut backoff = Backoff::new(ctx.config.backoff);
     let mut jobs = JoinSet::new();
-    let shutdown = std::pin::pin!(shutdown);
-    let mut shutdown = shutdown;
+    let mut last = None;
     loop {
-        match session::connect_and_serve(&ctx, &mut jobs, &mut shutdown).await {
-            End::Shutdown => {
-                ctx.pool.close().await;
-                tracing::info!("stopped");
-                return Ok(());
-            }
+        match session::connect_and_serve(&ctx, stream, &mut last, &mut jobs, &stop).await {
+            End::Shutdown => return,
             End::Lost { reason, uptime } => {
                 let delay = backoff.next_delay(uptime);
-                tracing::warn!(reason = %reason, uptime = ?uptime, "lost the connection to the server");
-                tracing::info!("reconnecting in {delay:?} (attempt {})", backoff.attempt());
+                tracing::warn!(stream, reason = %reason, uptime = ?uptime, "lost the connection to the server");
+                tracing::info!(
+                    stream,
+                    "reconnecting in {delay:?} (attempt {})",
+                    backoff.attempt()
+                );
                 tokio::select! {
                     biased;
-                    () = shutdown.as_mut() => {
+                    () = stop.cancelled() => {
                         session::drain_jobs(&ctx, &mut jobs).await;
-                        ctx.pool.close().await;
-                        tracing::info!("stopped");
-                        return Ok(());
+                        return;
                     }
                     () = tokio::time::sleep(delay) => {}
                 }

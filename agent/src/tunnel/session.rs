@@ -1,8 +1,6 @@
 //! One connection to the server: the `Connect` stream, heartbeats, dead-link detection,
 //! jobs, and draining on shutdown.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +18,10 @@ use tonic::Streaming;
 use tonic::transport::Channel;
 
 use super::delivery::{DeliveryCtx, DeliveryPool};
+use super::servers::Servers;
 use super::{TunnelError, delivery, job};
 use crate::allowlist::Allowlist;
-use crate::channel::{self, RpcError};
+use crate::channel::{self, RpcError, Target};
 use crate::config::AgentConfig;
 use crate::enroll::VERSION;
 use crate::state;
@@ -38,6 +37,8 @@ pub(crate) struct Ctx {
     pub hostname: String,
     /// The SMTP sessions of delivery jobs, kept across reconnections to the server.
     pub pool: Arc<DeliveryPool>,
+    /// Which servers the streams hold, and which one was last good.
+    pub servers: Servers,
 }
 
 /// How a connection ended.
@@ -65,11 +66,12 @@ fn in_flight(jobs: &mut JoinSet<()>) -> u32 {
     u32::try_from(jobs.len()).unwrap_or(u32::MAX)
 }
 
-async fn open(ctx: &Ctx) -> Result<Link, TunnelError> {
+async fn open(ctx: &Ctx, stream: usize, target: &Target) -> Result<Link, TunnelError> {
     let dir = &ctx.config.state_dir;
     let st = state::require(dir)?;
-    let channel = channel::connect(
+    let channel = channel::connect_to(
         &ctx.config,
+        target,
         Some((&st.cert_pem, st.key_pem.expose())),
         Some(&st.ca_pem),
     )
@@ -80,6 +82,7 @@ async fn open(ctx: &Ctx) -> Result<Link, TunnelError> {
         hostname: ctx.hostname.clone(),
         version: VERSION.to_owned(),
         max_concurrent_jobs: ctx.config.max_concurrent_jobs,
+        stream: u32::try_from(stream).unwrap_or(u32::MAX),
     });
     // The receiver is alive: this cannot fail.
     let _ = tx.send(request(hello)).await;
@@ -110,43 +113,68 @@ pub(crate) async fn drain_jobs(ctx: &Ctx, jobs: &mut JoinSet<()>) {
     }
 }
 
-/// Connects, serves the stream until it fails or `shutdown` fires, and says how it ended.
-pub(crate) async fn connect_and_serve<F: Future<Output = ()>>(
+/// One round: opens a stream to the first server of the round's order that answers (see
+/// [`Servers::round`]); the reasons of every failure when none does.
+async fn open_any(
     ctx: &Ctx,
+    stream: usize,
+    last: Option<&Target>,
+) -> Result<(Link, Target), String> {
+    let (targets, mut failures) = ctx.servers.round(&ctx.config, stream, last).await;
+    let limit = ctx.config.connect_timeout + ctx.config.heartbeat_interval.saturating_mul(3);
+    for target in targets {
+        let failure = match tokio::time::timeout(limit, open(ctx, stream, &target)).await {
+            Ok(Ok(link)) => return Ok((link, target)),
+            Ok(Err(TunnelError::Channel(e))) => e.to_string(),
+            Ok(Err(e)) => format!("{target}: {e}"),
+            Err(_) => format!("{target}: the server did not answer the stream in time"),
+        };
+        tracing::info!(stream, error = %failure, "cannot open the stream; trying the next server");
+        failures.push(failure);
+    }
+    Err(if failures.is_empty() {
+        "no server to connect to".to_owned()
+    } else {
+        failures.join("; ")
+    })
+}
+
+/// Connects (stream number `stream`, to the first server that answers), serves the stream
+/// until it fails or `shutdown` fires, and says how it ended. `last` is the server the
+/// stream last held; it is updated when it connects.
+pub(crate) async fn connect_and_serve(
+    ctx: &Ctx,
+    stream: usize,
+    last: &mut Option<Target>,
     jobs: &mut JoinSet<()>,
-    shutdown: &mut Pin<&mut F>,
+    shutdown: &CancellationToken,
 ) -> End {
     let hb = ctx.config.heartbeat_interval;
     let dead_after = hb.saturating_mul(3);
-    let opening = tokio::time::timeout(ctx.config.connect_timeout + dead_after, open(ctx));
-    let link = tokio::select! {
+    let opened = tokio::select! {
         biased;
-        () = shutdown.as_mut() => {
+        () = shutdown.cancelled() => {
             drain_jobs(ctx, jobs).await;
             return End::Shutdown;
         }
-        r = opening => r,
+        r = open_any(ctx, stream, last.as_ref()) => r,
     };
-    let mut link = match link {
-        Ok(Ok(link)) => link,
-        Ok(Err(e)) => {
+    let (mut link, target) = match opened {
+        Ok(opened) => opened,
+        Err(reason) => {
             return End::Lost {
-                reason: e.to_string(),
-                uptime: Duration::ZERO,
-            };
-        }
-        Err(_) => {
-            return End::Lost {
-                reason: "the server did not answer the stream in time".to_owned(),
+                reason,
                 uptime: Duration::ZERO,
             };
         }
     };
+    let _holding = ctx.servers.hold(stream, &target);
+    *last = Some(target.clone());
     let up = Instant::now();
     // Delivery jobs of this stream that have not reached DATA stop when it is lost.
     let link_lost = CancellationToken::new();
     let _lost_on_return = link_lost.clone().drop_guard();
-    tracing::info!(server = %ctx.config.server, "connected; waiting for jobs");
+    tracing::info!(stream, server = %target, "connected; waiting for jobs");
     let mut heartbeat = tokio::time::interval_at(Instant::now() + hb, hb);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let dead = tokio::time::sleep(dead_after);
@@ -154,7 +182,7 @@ pub(crate) async fn connect_and_serve<F: Future<Output = ()>>(
     let reason = loop {
         tokio::select! {
             biased;
-            () = shutdown.as_mut() => {
+            () = shutdown.cancelled() => {
                 drain(ctx, jobs, link, &mut heartbeat).await;
                 return End::Shutdown;
             }

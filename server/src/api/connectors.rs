@@ -50,10 +50,14 @@ impl Connectors {
             .await?
             .iter()
             .map(|a| {
-                let here = live.iter().find(|l| l.name == a.name).map(Arc::as_ref);
-                let elsewhere: Vec<_> =
+                let here: Vec<&LiveAgent> = live
+                    .iter()
+                    .filter(|l| l.name == a.name)
+                    .map(Arc::as_ref)
+                    .collect();
+                let everywhere: Vec<_> =
                     streams.iter().filter(|s| s.agent_id == a.name.id).collect();
-                replica(a, here, &elsewhere)
+                replica(a, &here, &everywhere)
             })
             .collect();
         Ok(pb::Connector {
@@ -69,19 +73,22 @@ impl Connectors {
     }
 }
 
-/// An agent as the API shows it: live state from this server, its streams on every replica,
-/// or the last heartbeat any replica recorded.
+/// An agent as the API shows it, once however many streams it holds: live state from its
+/// streams to this server (draining when all of them are; host and version from the newest;
+/// jobs over all), its streams on every replica, or the last heartbeat any replica recorded.
 fn replica(
     a: &AgentRecord,
-    live: Option<&LiveAgent>,
-    streams: &[&AgentStreamView],
+    streams: &[&LiveAgent],
+    everywhere: &[&AgentStreamView],
 ) -> pb::AgentReplica {
-    let recent = streams.iter().any(|s| s.replica_alive)
+    let recent = everywhere.iter().any(|s| s.replica_alive)
         || a.last_heartbeat_time
             .is_some_and(|t| now_micros() - t < ONLINE_WITHIN_MICROS);
+    let live = streams.iter().max_by_key(|l| l.connected_since).copied();
+    let draining = streams.iter().all(|l| l.is_draining());
     let status = match (a.revoked, live) {
         (true, _) => pb::AgentStatus::Revoked,
-        (false, Some(l)) if l.is_draining() => pb::AgentStatus::Draining,
+        (false, Some(_)) if draining => pb::AgentStatus::Draining,
         (false, Some(_)) => pb::AgentStatus::Online,
         (false, None) if recent => pb::AgentStatus::Online,
         (false, None) => pb::AgentStatus::Offline,
@@ -92,15 +99,21 @@ fn replica(
         hostname: live.map_or_else(|| a.hostname.clone(), |l| l.hostname.clone()),
         version: live.map_or_else(|| a.version.clone(), |l| l.version.clone()),
         status: status.into(),
-        connected_since: live.map(|l| timestamp(l.connected_since)),
-        last_heartbeat_time: live
-            .map(LiveAgent::last_heartbeat)
+        connected_since: streams
+            .iter()
+            .map(|l| l.connected_since)
+            .min()
+            .map(timestamp),
+        last_heartbeat_time: streams
+            .iter()
+            .map(|l| l.last_heartbeat())
+            .max()
             .or(a.last_heartbeat_time)
             .map(timestamp),
-        jobs_in_flight: live.map_or(0, LiveAgent::in_flight),
+        jobs_in_flight: streams.iter().map(|l| l.in_flight()).sum(),
         enroll_time: Some(timestamp(a.enroll_time)),
         certificate_expire_time: a.cert_not_after.map(timestamp),
-        connections: streams
+        connections: everywhere
             .iter()
             .map(|s| pb::AgentConnection {
                 replica: s.replica.to_string(),
@@ -289,7 +302,7 @@ impl NetworkConnectorService for Connectors {
         let record = self.store.revoke_agent(&ctx, name).await?;
         self.registry.close(name.id);
         tracing::info!(agent = %name, "agent revoked");
-        Ok(Response::new(replica(&record, None, &[])))
+        Ok(Response::new(replica(&record, &[], &[])))
     }
 }
 

@@ -1,8 +1,11 @@
 //! The agents connected to this server, and job dispatch to them.
 //!
-//! Each live agent has an outbound channel (its stream) and a table of the jobs it runs. A job
-//! goes to the least-loaded live replica of its connector; when that agent's stream ends, every
-//! job it held sees its update channel close, and the runner decides whether to retry.
+//! Each live stream has an outbound channel and a table of the jobs it runs. An agent may hold
+//! several streams here at once (`mailplane-agent --connections`), each its own entry, keyed by
+//! a per-stream session id. A job goes to the least-loaded live replica of its connector (its
+//! load counted over all its streams), on that agent's least-loaded stream; when a stream
+//! ends, every job it held sees its update channel close, and the runner decides whether to
+//! retry. Revoking an agent closes all its streams.
 
 use crate::domain::{AgentName, ConnectorId, Micros, now_micros};
 use mailplane_proto::v1 as pb;
@@ -21,7 +24,7 @@ pub type Outbound = mpsc::Sender<Box<Result<pb::ConnectResponse, Status>>>;
 /// Updates of one job, as the agent sends them.
 pub type Updates = mpsc::UnboundedReceiver<pb::job_update::Update>;
 
-/// An agent with a live stream to this server.
+/// One live stream of an agent to this server.
 pub struct LiveAgent {
     /// Its name.
     pub name: AgentName,
@@ -31,8 +34,10 @@ pub struct LiveAgent {
     pub version: String,
     /// When its stream connected.
     pub connected_since: Micros,
-    /// The most jobs it takes at once.
+    /// The most jobs it takes at once (over all its streams).
     pub max_jobs: u32,
+    /// Which of the agent's streams this is (`AgentHello.stream`).
+    pub stream: u32,
     session: u64,
     last_heartbeat: AtomicI64,
     in_flight: AtomicU32,
@@ -57,6 +62,7 @@ impl LiveAgent {
             version: hello.version.clone(),
             connected_since: now_micros(),
             max_jobs: hello.max_concurrent_jobs.clamp(1, 1024),
+            stream: hello.stream,
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
             last_heartbeat: AtomicI64::new(now_micros()),
             in_flight: AtomicU32::new(0),
@@ -123,10 +129,11 @@ impl LiveAgent {
     }
 }
 
-/// The live agents of this server.
+/// The live streams of this server's agents.
 #[derive(Default)]
 pub struct Registry {
-    agents: Mutex<HashMap<i64, Arc<LiveAgent>>>,
+    /// By session id: an agent may hold several streams.
+    agents: Mutex<HashMap<u64, Arc<LiveAgent>>>,
     changed: Notify,
 }
 
@@ -181,40 +188,46 @@ impl Drop for Dispatched {
 }
 
 impl Registry {
-    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<LiveAgent>>> {
+    fn agents(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<LiveAgent>>> {
         self.agents
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds an agent's new stream, closing any older stream of the same agent.
+    /// Adds an agent's new stream, beside its other streams; an older stream with the same
+    /// number is closed (the agent reconnected, and the old link may not have noticed yet).
     pub fn register(&self, agent: Arc<LiveAgent>) {
-        let old = self.agents().insert(agent.name.id, agent);
-        if let Some(old) = old {
+        let mut agents = self.agents();
+        let stale: Vec<u64> = agents
+            .values()
+            .filter(|a| a.name.id == agent.name.id && a.stream == agent.stream)
+            .map(|a| a.session)
+            .collect();
+        let stale: Vec<Arc<LiveAgent>> = stale.iter().filter_map(|s| agents.remove(s)).collect();
+        agents.insert(agent.session, agent);
+        drop(agents);
+        for old in stale {
             old.close();
             old.jobs().clear();
         }
         self.changed.notify_waiters();
     }
 
-    /// Removes an agent's stream (if it is still the current one) and fails its jobs over.
+    /// Removes a stream and fails its jobs over.
     pub fn unregister(&self, agent: &LiveAgent) {
-        let mut agents = self.agents();
-        if agents
-            .get(&agent.name.id)
-            .is_some_and(|a| a.session == agent.session)
-        {
-            agents.remove(&agent.name.id);
-        }
-        drop(agents);
+        self.agents().remove(&agent.session);
         // Closing the job channels tells each runner that its agent is gone.
         agent.jobs().clear();
         self.changed.notify_waiters();
     }
 
-    /// The live agent with this id.
-    pub fn get(&self, agent_id: i64) -> Option<Arc<LiveAgent>> {
-        self.agents().get(&agent_id).cloned()
+    /// The live streams of the agent with this id.
+    pub fn streams(&self, agent_id: i64) -> Vec<Arc<LiveAgent>> {
+        self.agents()
+            .values()
+            .filter(|a| a.name.id == agent_id)
+            .cloned()
+            .collect()
     }
 
     /// Closes every agent's stream (shutdown).
@@ -224,9 +237,9 @@ impl Registry {
         }
     }
 
-    /// Closes an agent's stream, if it has one here.
+    /// Closes every stream of an agent that it has here.
     pub fn close(&self, agent_id: i64) {
-        if let Some(agent) = self.get(agent_id) {
+        for agent in self.streams(agent_id) {
             agent.close();
         }
     }
@@ -241,14 +254,23 @@ impl Registry {
         self.pick(connector).is_some()
     }
 
-    /// The least-loaded agent of `connector` that takes jobs.
+    /// The stream of the least-loaded agent of `connector` that takes jobs: an agent's load
+    /// and limit count all its streams (its job slots are shared), and among its streams the
+    /// least-loaded one that is not draining takes the job.
     fn pick(&self, connector: ConnectorId) -> Option<Arc<LiveAgent>> {
-        self.agents()
+        let agents = self.agents();
+        let mut load: HashMap<i64, u32> = HashMap::new();
+        for a in agents.values().filter(|a| a.name.connector == connector) {
+            *load.entry(a.name.id).or_default() += a.in_flight();
+        }
+        agents
             .values()
-            .filter(|a| {
-                a.name.connector == connector && !a.is_draining() && a.in_flight() < a.max_jobs
+            .filter(|a| a.name.connector == connector && !a.is_draining())
+            .filter(|a| load.get(&a.name.id).copied().unwrap_or(0) < a.max_jobs)
+            .min_by_key(|a| {
+                let agent_load = load.get(&a.name.id).copied().unwrap_or(0);
+                (agent_load, a.name.id, a.in_flight(), a.session)
             })
-            .min_by_key(|a| (a.in_flight(), a.name.id))
             .cloned()
     }
 
@@ -292,7 +314,8 @@ impl Registry {
         }
     }
 
-    /// The live agents of `connector`.
+    /// The live streams of `connector`'s agents (an agent with several streams here appears
+    /// once per stream).
     pub fn live(&self, connector: ConnectorId) -> Vec<Arc<LiveAgent>> {
         self.agents()
             .values()
@@ -301,3 +324,6 @@ impl Registry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

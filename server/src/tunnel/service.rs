@@ -184,7 +184,7 @@ impl AgentService for AgentApi {
         if let Err(e) = self.store.add_agent_stream(&stream).await {
             tracing::warn!(agent = %agent.name, error = %e, "cannot record the agent's stream");
         }
-        tracing::info!(agent = %agent.name, hostname = %hello.hostname, version = %hello.version, "agent connected");
+        tracing::info!(agent = %agent.name, stream = hello.stream, hostname = %hello.hostname, version = %hello.version, "agent connected");
 
         let (store, registry, heartbeat) = (
             Arc::clone(&self.store),
@@ -249,7 +249,7 @@ impl AgentService for AgentApi {
                 tracing::warn!(agent = %live.name, error = %e, "cannot record the end of the agent's stream");
             }
             let _ = ended_tx.send(true);
-            tracing::info!(agent = %live.name, reason, "agent disconnected");
+            tracing::info!(agent = %live.name, stream = live.stream, reason, "agent disconnected");
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|message| *message)

@@ -3,12 +3,14 @@
 //! revocation within 3 s, dispatch to the least-loaded replica, failover before DATA, no
 //! re-send after DATA, and the offline wait. Enrollment, streams and revocation are in
 //! [`enrollment`], test jobs and failover in [`dispatch`], messages through agents in
-//! [`delivery`]; the fake agent and helpers are here.
+//! [`delivery`], several streams of one agent in [`streams`]; the fake agent and helpers are
+//! here.
 
 mod delivery;
 mod dispatch;
 mod enrollment;
 mod replicas;
+mod streams;
 
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{Backend, TestServer, account, create_account};
@@ -107,6 +109,15 @@ struct FakeAgent {
 
 impl FakeAgent {
     async fn connect(server: &TestServer, who: &Enrolled) -> Result<Self, tonic::Status> {
+        Self::connect_stream(server, who, 0).await
+    }
+
+    /// Opens the agent's stream number `stream` (`AgentHello.stream`).
+    async fn connect_stream(
+        server: &TestServer,
+        who: &Enrolled,
+        stream: u32,
+    ) -> Result<Self, tonic::Status> {
         let tls = tls(&who.ca_pem).identity(Identity::from_pem(&who.cert_pem, &who.key_pem));
         let mut client = AgentServiceClient::new(channel(server, tls).await);
         let (up, rx) = tokio::sync::mpsc::channel(16);
@@ -115,6 +126,7 @@ impl FakeAgent {
                 hostname: "agent-host".into(),
                 version: "test".into(),
                 max_concurrent_jobs: 4,
+                stream,
             })),
         })
         .await
