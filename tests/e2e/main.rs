@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod cli;
+mod cluster;
 mod concurrency;
 mod connectors;
 mod credentials;

@@ -115,13 +115,13 @@ impl Drop for Topology {
 }
 
 /// A child process whose output lines are collected; killed on drop.
-pub(super) struct Proc {
-    pub(super) child: Child,
-    pub(super) lines: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proc {
-    pub(super) fn spawn(mut cmd: Command) -> Self {
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -151,12 +151,12 @@ impl Proc {
         Self { child, lines }
     }
 
-    pub(super) fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 
     /// Waits (up to `limit`) until the output contains `needle`.
-    pub(super) async fn wait_for(&self, needle: &str, limit: Duration) {
+    pub(crate) async fn wait_for(&self, needle: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         while !self.text().contains(needle) {
             assert!(
@@ -190,7 +190,7 @@ asyncore.loop()
 "#;
 
 /// A binary of the workspace, built next to this test by `cargo test --workspace`.
-pub(super) fn binary(name: &str) -> std::path::PathBuf {
+pub(crate) fn binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe
         .parent()

@@ -17,7 +17,7 @@
 //! credential's secret appears in none of the agent's logs.
 
 /// Runs `ip ARGS…` and panics with its error when it fails.
-mod harness;
+pub(crate) mod harness;
 
 use harness::{Proc, SINK, Server, Topology, binary};
 use mailplane_proto::v1 as pb;
