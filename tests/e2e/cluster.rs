@@ -229,7 +229,7 @@ async fn three_replicas_share_the_work_and_survive_one_killed() {
     };
     assert_eq!(
         where_connected().await,
-        [b.api.clone()],
+        [b.api.as_str()],
         "the agent is on B"
     );
 
@@ -303,7 +303,7 @@ async fn three_replicas_share_the_work_and_survive_one_killed() {
     );
     assert_eq!(
         where_connected().await,
-        [c.api.clone()],
+        [c.api.as_str()],
         "the agent moved to C"
     );
     assert_eq!(received.lock().unwrap().len(), 1, "delivered once");
