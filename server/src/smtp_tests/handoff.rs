@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 /// What handing a job over through the database needs.
 pub struct Handoff<'a> {
@@ -34,6 +35,8 @@ pub struct Handoff<'a> {
     pub cipher: &'a Cipher,
     /// Every replica's notices.
     pub notifier: &'a Arc<Notifier>,
+    /// Owns the clean-up that follows a job (off the test's path).
+    pub tasks: &'a TaskTracker,
 }
 
 /// What the followed job came to.
@@ -91,6 +94,7 @@ impl Handoff<'_> {
                     return;
                 }
             };
+            let state = status.state;
             match follower.step(status, wait, failover, live, connector) {
                 Some(Outcome::Done) => break,
                 Some(Outcome::Requeued) => {
@@ -101,11 +105,14 @@ impl Handoff<'_> {
                 }
                 None => {}
             }
-            changed(&mut notices, id, follower.next_check()).await;
+            changed(&mut notices, id, follower.next_check(state)).await;
         }
-        if let Err(e) = self.store.delete_job(id).await {
-            tracing::warn!(job = %id, error = %e, "cannot forget a finished connector job");
-        }
+        let store = Arc::clone(self.store);
+        self.tasks.spawn(async move {
+            if let Err(e) = store.delete_job(id).await {
+                tracing::warn!(job = %id, error = %e, "cannot forget a finished connector job");
+            }
+        });
     }
 
     async fn enqueue(
@@ -165,6 +172,7 @@ impl Follower {
         let lost = status.state == JobState::Lost || status.lease_expired(now_micros());
         match status.state {
             JobState::Finished => {
+                tracing::debug!("connector job finished elsewhere");
                 let outcome = status
                     .outcome
                     .as_deref()
@@ -225,10 +233,14 @@ impl Follower {
         }
     }
 
-    /// When to read the job again without an announcement: the offline deadline, or the next
-    /// lease check.
-    fn next_check(&self) -> Instant {
-        (Instant::now() + JOB_TICK).min(self.offline_at.max(Instant::now()))
+    /// When to read the job again without an announcement: the next lease check, or, while
+    /// the job waits for an agent, the offline deadline if that comes first.
+    fn next_check(&self, state: JobState) -> Instant {
+        let tick = Instant::now() + JOB_TICK;
+        match state {
+            JobState::Queued => tick.min(self.offline_at),
+            JobState::Claimed | JobState::Finished | JobState::Lost => tick,
+        }
     }
 }
 

@@ -195,17 +195,20 @@ impl TestRunner {
         let name = live.snapshot().name;
         let deadline = self.guard_deadline();
         let running = async {
-            // With replicas, each phase is stored as it ends, for watchers elsewhere.
+            // With replicas, each phase is stored as it ends, for watchers elsewhere. The
+            // writer stops between writes, never in one (a database call cancelled midway can
+            // leave its connection inside a transaction).
+            let done = CancellationToken::new();
             let persist = async {
-                match self.notifier {
-                    Some(_) => watch::persist_progress(&self.store, &live).await,
-                    None => std::future::pending().await,
+                if self.notifier.is_some() {
+                    watch::persist_progress(&self.store, &live, &done).await;
                 }
             };
-            tokio::select! {
-                () = self.execute(&account, &request, &live) => {}
-                () = persist => {}
-            }
+            let session = async {
+                self.execute(&account, &request, &live).await;
+                done.cancel();
+            };
+            tokio::join!(session, persist);
         };
         let execute = tokio::time::timeout(deadline, running);
         tokio::select! {
@@ -284,6 +287,7 @@ impl TestRunner {
                         store: &self.store,
                         cipher: &self.cipher,
                         notifier,
+                        tasks: &self.tasks,
                     }),
                 };
                 remote

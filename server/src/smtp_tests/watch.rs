@@ -5,7 +5,7 @@
 //! then until the sweep closes it.
 
 use super::record::{self, TestEvent, TestRecord};
-use crate::domain::{TestName, TestState};
+use crate::domain::TestName;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::notify::Notice;
@@ -110,23 +110,37 @@ pub async fn follow_live(live: Arc<LiveTest>, tx: WatchSender, cancel: Cancellat
     }
 }
 
-/// Stores a running test's record each time a phase ends (and announces it), until the
-/// test's events end; for watchers on other replicas.
-pub async fn persist_progress(store: &Store, live: &LiveTest) {
+/// Stores a running test's record each time a phase ends (and announces it), until `done`
+/// (checked between writes only); for watchers on other replicas.
+pub async fn persist_progress(store: &Store, live: &LiveTest, done: &CancellationToken) {
     let (_, mut events) = live.subscribe();
     loop {
-        match events.recv().await {
-            Ok(TestEvent::PhaseFinished(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                let test = live.snapshot();
-                if let Err(e) = store
-                    .update_test(test.name, TestState::Running, &record::encode(&test))
-                    .await
-                {
-                    tracing::warn!(test = %test.name, error = %e, "cannot store the test's progress");
-                }
-            }
-            Ok(_) => {}
+        let event = tokio::select! {
+            () = done.cancelled() => return,
+            event = events.recv() => event,
+        };
+        let mut finished_phase = match event {
+            Ok(TestEvent::PhaseFinished(_)) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+            Ok(_) => false,
             Err(broadcast::error::RecvError::Closed) => return,
+        };
+        // What came while the last write ran is stored together, as the record stands.
+        loop {
+            match events.try_recv() {
+                Ok(TestEvent::PhaseFinished(_))
+                | Err(broadcast::error::TryRecvError::Lagged(_)) => finished_phase = true,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if finished_phase {
+            let test = live.snapshot();
+            if let Err(e) = store
+                .record_test_progress(test.name, &record::encode(&test))
+                .await
+            {
+                tracing::warn!(test = %test.name, error = %e, "cannot store the test's progress");
+            }
         }
     }
 }

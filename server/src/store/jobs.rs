@@ -4,12 +4,33 @@
 //! [`JOB_CHANNEL`] with the job's id.
 
 use super::Store;
-use super::db::query;
+use super::db::{Arg, Query, query};
 use super::notify::{JOB_CHANNEL, JOBS_CHANNEL};
 use crate::domain::job::{ClaimedJob, JobId, JobState, JobStatus};
 use crate::domain::replica::ReplicaId;
 use crate::domain::{ConnectorId, Micros, now_micros};
 use crate::error::{Error, Result};
+
+/// `NOTIFY channel, payload` as a statement (PostgreSQL; on SQLite, whose one replica has no
+/// listener, a statement that does nothing).
+fn announcement(store: &Store, channel: &str, payload: i64) -> Query {
+    if store.is_postgres() {
+        query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload.to_string())
+    } else {
+        query("SELECT 1")
+    }
+}
+
+/// How a job ended, as its claimer writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEndWrite {
+    /// The encoded `JobOutcome` (`Finished`), or none (`Lost`).
+    pub outcome: Option<Vec<u8>>,
+    /// Whether DATA had started.
+    pub data_started: bool,
+}
 
 impl Store {
     /// Announces `payload` on `channel` (PostgreSQL only; SQLite has one replica).
@@ -23,7 +44,8 @@ impl Store {
         Ok(())
     }
 
-    /// Queues a job for `connector` about `subject` (e.g. a test's name).
+    /// Queues a job for `connector` about `subject` (e.g. a test's name). A progress write:
+    /// its creator follows it, and a creator that crashed has no use for it.
     pub async fn enqueue_job(
         &self,
         connector: ConnectorId,
@@ -40,8 +62,12 @@ impl Store {
         .bind(sealed.0)
         .bind(sealed.1)
         .bind(now);
-        let (id,): (i64,) = self.one(&q).await?;
-        self.announce(JOBS_CHANNEL, connector.0).await?;
+        let mut w = self.begin_progress_write().await?;
+        let (id,): (i64,) = w.conn().one(&q).await?;
+        w.conn()
+            .execute(&announcement(self, JOBS_CHANNEL, connector.0))
+            .await?;
+        w.commit().await?;
         Ok(JobId(id))
     }
 
@@ -67,11 +93,16 @@ impl Store {
         .bind(lease_until)
         .bind(now_micros())
         .bind(connector.0);
-        let row: Option<(i64, Vec<u8>, Vec<u8>)> = self.optional(&q).await?;
+        // A progress write: a claim lost in a crash leaves the job queued for another.
+        let mut w = self.begin_progress_write().await?;
+        let row: Option<(i64, Vec<u8>, Vec<u8>)> = w.conn().optional(&q).await?;
         let Some((id, nonce, sealed)) = row else {
             return Ok(None);
         };
-        self.announce(JOB_CHANNEL, id).await?;
+        w.conn()
+            .execute(&announcement(self, JOB_CHANNEL, id))
+            .await?;
+        w.commit().await?;
         Ok(Some(ClaimedJob {
             id: JobId(id),
             connector,
@@ -101,62 +132,76 @@ impl Store {
         Ok(())
     }
 
-    /// Records which agent runs a claimed job.
+    /// Records which agent runs a claimed job (announced with its first updates).
     pub async fn set_job_agent(&self, id: JobId, agent: &str) -> Result<()> {
+        let mut w = self.begin_progress_write().await?;
         let q = query("UPDATE connector_jobs SET agent = $1 WHERE id = $2")
             .bind(agent)
             .bind(id.0);
-        self.execute(&q).await?;
-        self.announce(JOB_CHANNEL, id.0).await
+        w.conn().execute(&q).await?;
+        w.commit().await
     }
 
-    /// Appends the agent's update number `seq` (an encoded `JobUpdate`) to a job.
-    pub async fn add_job_update(
+    /// Appends the agent's updates (numbered, encoded `JobUpdate`s) to a job and, with
+    /// `end`, ends it, in one progress write and one announcement: `data_started` when one of
+    /// the updates started DATA. (A crash of this replica in the milliseconds before the end
+    /// reaches the disk leaves the job claimed; its lease runs out and the creator decides as
+    /// for a lost agent.)
+    pub async fn add_job_updates(
         &self,
         id: JobId,
-        seq: i64,
-        body: &[u8],
+        updates: &[(i64, Vec<u8>)],
         data_started: bool,
+        end: Option<&JobEndWrite>,
     ) -> Result<()> {
-        let q = query("INSERT INTO connector_job_updates (job_id, seq, body) VALUES ($1, $2, $3)")
-            .bind(id.0)
-            .bind(seq)
-            .bind(body);
-        self.execute(&q).await?;
+        let mut w = self.begin_progress_write().await?;
+        if !updates.is_empty() {
+            let rows: Vec<String> = (0..updates.len())
+                .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+                .collect();
+            let q = query(format!(
+                "INSERT INTO connector_job_updates (job_id, seq, body) VALUES {}",
+                rows.join(", ")
+            ))
+            .bind_all(updates.iter().flat_map(|(seq, body)| {
+                [Arg::from(id.0), Arg::from(*seq), Arg::from(body.clone())]
+            }));
+            w.conn().execute(&q).await?;
+        }
         if data_started {
             let q = query("UPDATE connector_jobs SET data_started = $1 WHERE id = $2")
                 .bind(true)
                 .bind(id.0);
-            self.execute(&q).await?;
+            w.conn().execute(&q).await?;
         }
-        self.announce(JOB_CHANNEL, id.0).await
-    }
-
-    /// Ends a job: `Finished` with the encoded outcome, or `Lost`.
-    pub async fn end_job(
-        &self,
-        id: JobId,
-        outcome: Option<&[u8]>,
-        data_started: bool,
-    ) -> Result<()> {
-        let q = match outcome {
-            Some(outcome) => query(
-                "UPDATE connector_jobs SET state = $1, outcome = $2, data_started = $3, \
-                 lease_until = NULL, update_time = $4 WHERE id = $5",
-            )
-            .bind(JobState::Finished.as_str())
-            .bind(outcome),
-            None => query(
-                "UPDATE connector_jobs SET state = $1, outcome = NULL, data_started = $2, \
-                 lease_until = NULL, update_time = $3 WHERE id = $4",
-            )
-            .bind(JobState::Lost.as_str()),
+        if let Some(end) = end {
+            let q = match &end.outcome {
+                Some(outcome) => query(
+                    "UPDATE connector_jobs SET state = $1, outcome = $2, lease_until = NULL, \
+                     update_time = $3 WHERE id = $4",
+                )
+                .bind(JobState::Finished.as_str())
+                .bind(outcome.as_slice()),
+                None => query(
+                    "UPDATE connector_jobs SET state = $1, outcome = NULL, lease_until = NULL, \
+                     update_time = $2 WHERE id = $3",
+                )
+                .bind(JobState::Lost.as_str()),
+            }
+            .bind(now_micros())
+            .bind(id.0);
+            w.conn().execute(&q).await?;
+            if end.data_started {
+                let q = query("UPDATE connector_jobs SET data_started = $1 WHERE id = $2")
+                    .bind(true)
+                    .bind(id.0);
+                w.conn().execute(&q).await?;
+            }
         }
-        .bind(data_started)
-        .bind(now_micros())
-        .bind(id.0);
-        self.execute(&q).await?;
-        self.announce(JOB_CHANNEL, id.0).await
+        w.conn()
+            .execute(&announcement(self, JOB_CHANNEL, id.0))
+            .await?;
+        w.commit().await
     }
 
     /// Queues a job again, for another replica and agent (its updates are kept).
@@ -180,11 +225,13 @@ impl Store {
         self.execute(&q).await
     }
 
-    /// Forgets a job (its creator is done with it).
+    /// Forgets a job (its creator is done with it; a progress write).
     pub async fn delete_job(&self, id: JobId) -> Result<()> {
-        self.execute(&query("DELETE FROM connector_jobs WHERE id = $1").bind(id.0))
+        let mut w = self.begin_progress_write().await?;
+        w.conn()
+            .execute(&query("DELETE FROM connector_jobs WHERE id = $1").bind(id.0))
             .await?;
-        Ok(())
+        w.commit().await
     }
 
     /// A job as it stands, with its updates after `after_seq`.

@@ -67,6 +67,28 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a running test's progress (its payload) and announces it to the watchers of
+    /// every replica, as a progress write (see `begin_progress_write`).
+    pub async fn record_test_progress(&self, name: TestName, payload: &[u8]) -> Result<()> {
+        let mut w = self.begin_progress_write().await?;
+        let q = query(
+            "UPDATE smtp_tests SET payload = $1, update_time = $2 \
+             WHERE id = $3 AND account_id = $4 AND state = 'running'",
+        )
+        .bind(payload)
+        .bind(now_micros())
+        .bind(name.id)
+        .bind(name.account.0);
+        w.conn().execute(&q).await?;
+        if self.is_postgres() {
+            let q = query("SELECT pg_notify($1, $2)")
+                .bind(super::notify::TESTS_CHANNEL)
+                .bind(name.id.to_string());
+            w.conn().execute(&q).await?;
+        }
+        w.commit().await
+    }
+
     /// Reads one test.
     pub async fn get_test(&self, name: TestName) -> Result<StoredTest> {
         let q = query(format!(

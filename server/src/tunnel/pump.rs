@@ -9,10 +9,11 @@
 
 use super::registry::{JobEnd, Registry};
 use crate::crypto::{Cipher, Sealed};
-use crate::domain::job::{ClaimedJob, JOB_LEASE, JOB_TICK, JobId};
+use crate::domain::job::{ClaimedJob, JOB_LEASE, JOB_TICK};
 use crate::domain::replica::ReplicaId;
 use crate::domain::{ConnectorId, micros, now_micros};
 use crate::store::Store;
+use crate::store::jobs::JobEndWrite;
 use crate::store::notify::{Notice, Notifier};
 use mailplane_proto::v1 as pb;
 use prost::Message as _;
@@ -22,8 +23,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How often a running job's updates are written for its creator.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
+
 /// Jobs finished this long ago whose creator never came back for them are forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// What the follower of a job hands its writer.
+enum Item {
+    Update(Box<pb::job_update::Update>),
+    End(JobEnd),
+}
 
 /// The additional data a connector job is sealed with.
 pub fn job_aad(connector: ConnectorId) -> Vec<u8> {
@@ -120,7 +130,18 @@ impl Pump {
             Ok(job) => job,
             Err(e) => {
                 tracing::error!(job = %id, error = %e, "cannot open a connector job");
-                return self.end(id, None, false).await;
+                let lost = JobEndWrite {
+                    outcome: None,
+                    data_started: false,
+                };
+                if let Err(e) = self
+                    .store
+                    .add_job_updates(id, &[], false, Some(&lost))
+                    .await
+                {
+                    tracing::warn!(job = %id, error = %e, "cannot record the end of a connector job");
+                }
+                return;
             }
         };
         let job_id = job.job_id.clone();
@@ -136,44 +157,93 @@ impl Pump {
             return;
         };
         let agent = dispatched.agent.name.to_string();
+        tracing::debug!(job = %id, %agent, "connector job dispatched to agent");
         if let Err(e) = self.store.set_job_agent(id, &agent).await {
             tracing::warn!(job = %id, error = %e, "cannot record the job's agent");
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<pb::job_update::Update>();
+        // The end goes in one write with the last updates.
+        let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
         let follow = async move {
-            let end = dispatched.follow(move |u| drop(tx.send(u))).await;
+            let updates = tx.clone();
+            let end = dispatched
+                .follow(move |u| drop(updates.send(Item::Update(Box::new(u)))))
+                .await;
             drop(dispatched);
-            end
+            let _ = tx.send(Item::End(end));
         };
         let write = async {
             let mut seq = 0;
             let mut data_started = false;
-            while let Some(update) = rx.recv().await {
-                seq += 1;
-                let starts_data = matches!(
-                    &update,
-                    pb::job_update::Update::PhaseStarted(p) if *p == pb::Phase::Data as i32
-                );
+            while let Some(first) = rx.recv().await {
+                // Updates are written at most every PROGRESS_EVERY (live enough for a person
+                // watching), and the end at once with whatever is left: a short session costs
+                // one write.
+                let mut batch = vec![first];
+                let flush = tokio::time::Instant::now() + PROGRESS_EVERY;
+                while !matches!(batch.last(), Some(Item::End(_))) {
+                    tokio::select! {
+                        more = rx.recv() => match more {
+                            Some(item) => batch.push(item),
+                            None => break,
+                        },
+                        () = tokio::time::sleep_until(flush) => break,
+                    }
+                }
+                let mut starts_data = false;
+                let mut end = None;
+                let mut rows = Vec::new();
+                for item in batch {
+                    match item {
+                        Item::Update(update) => {
+                            seq += 1;
+                            starts_data |= matches!(
+                                &update,
+                                pb::job_update::Update::PhaseStarted(p) if *p == pb::Phase::Data as i32
+                            );
+                            let body = pb::JobUpdate {
+                                job_id: job_id.clone(),
+                                update: Some(*update),
+                            };
+                            rows.push((seq, body.encode_to_vec()));
+                        }
+                        Item::End(JobEnd::Finished(outcome)) => {
+                            end = Some(JobEndWrite {
+                                outcome: Some(outcome.encode_to_vec()),
+                                data_started: false,
+                            });
+                        }
+                        Item::End(JobEnd::Lost { data_started }) => {
+                            end = Some(JobEndWrite {
+                                outcome: None,
+                                data_started,
+                            });
+                        }
+                    }
+                }
                 data_started |= starts_data;
-                let body = pb::JobUpdate {
-                    job_id: job_id.clone(),
-                    update: Some(update),
+                let last = end.is_some();
+                if let Err(e) = self
+                    .store
+                    .add_job_updates(id, &rows, starts_data, end.as_ref())
+                    .await
+                {
+                    tracing::warn!(job = %id, error = %e, "cannot record the job's progress");
                 }
-                .encode_to_vec();
-                if let Err(e) = self.store.add_job_update(id, seq, &body, starts_data).await {
-                    tracing::warn!(job = %id, error = %e, "cannot record a job update");
+                if last {
+                    tracing::debug!(job = %id, "connector job end recorded");
+                    return;
                 }
             }
-            data_started
+            // The follower never ends without its end; should it, the job is lost.
+            let end = JobEndWrite {
+                outcome: None,
+                data_started,
+            };
+            if let Err(e) = self.store.add_job_updates(id, &[], false, Some(&end)).await {
+                tracing::warn!(job = %id, error = %e, "cannot record the end of a connector job");
+            }
         };
-        let (end, data_started) = tokio::join!(follow, write);
-        match end {
-            JobEnd::Finished(outcome) => {
-                self.end(id, Some(outcome.encode_to_vec()), data_started)
-                    .await;
-            }
-            JobEnd::Lost { data_started } => self.end(id, None, data_started).await,
-        }
+        tokio::join!(follow, write);
     }
 
     fn open(&self, claimed: &ClaimedJob) -> Result<pb::SmtpJob, String> {
@@ -186,15 +256,5 @@ impl Pump {
             .open(&job_aad(claimed.connector), &sealed)
             .map_err(|e| e.to_string())?;
         pb::SmtpJob::decode(bytes.as_slice()).map_err(|e| e.to_string())
-    }
-
-    async fn end(&self, id: JobId, outcome: Option<Vec<u8>>, data_started: bool) {
-        if let Err(e) = self
-            .store
-            .end_job(id, outcome.as_deref(), data_started)
-            .await
-        {
-            tracing::warn!(job = %id, error = %e, "cannot record the end of a connector job");
-        }
     }
 }
