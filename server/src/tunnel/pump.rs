@@ -197,7 +197,7 @@ impl Pump {
                         Item::Update(update) => {
                             seq += 1;
                             starts_data |= matches!(
-                                &update,
+                                &*update,
                                 pb::job_update::Update::PhaseStarted(p) if *p == pb::Phase::Data as i32
                             );
                             let body = pb::JobUpdate {
