@@ -297,9 +297,51 @@ async fn cancel_and_retry_follow_the_state_rules(server: &TestServer) {
     assert_eq!(seen, names);
 }
 
+/// Concurrent SendMessage calls are stored in batches (group commit): one message per
+/// request id however the calls fall into batches, each call answered with it.
+async fn concurrent_sends_store_one_message_per_request_id(server: &TestServer) {
+    let held = held_account(server, "Hold").await;
+    let c = messages(server);
+    let calls = (0..120).map(|i| {
+        let mut c = c.clone();
+        let m = pb::Message {
+            account: held.name.clone(),
+            ..message(&[&format!("ops{i}@example.com")])
+        };
+        async move { (i, send(&mut c, m, &format!("req-{}", i % 30)).await) }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut by_request: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    for (i, answer) in answers {
+        let stored = answer.unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(state(&stored), pb::MessageState::Queued);
+        by_request
+            .entry(format!("req-{}", i % 30))
+            .or_default()
+            .insert(stored.name);
+    }
+    assert_eq!(by_request.len(), 30);
+    assert!(
+        by_request.values().all(|names| names.len() == 1),
+        "{by_request:?}"
+    );
+    let listed = messages(server)
+        .list_messages(pb::ListMessagesRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(listed.len(), 30, "one message per request id");
+}
+
 both_backends!(
     validation_errors_store_nothing,
-    cancel_and_retry_follow_the_state_rules
+    cancel_and_retry_follow_the_state_rules,
+    concurrent_sends_store_one_message_per_request_id
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

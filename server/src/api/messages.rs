@@ -317,10 +317,10 @@ impl MessageService for Messages {
             bytes: built.bytes,
             last_error: String::new(),
         };
-        let (stored, created) = self.store.create_message(&ctx, &new).await?;
+        let recipients = new.recipients.len();
+        let (stored, created) = self.outbox.create_message(ctx, new).await?;
         if created {
-            tracing::info!(message = %stored.id, account = %stored.account, recipients = new.recipients.len(), size = stored.size_bytes, "message queued");
-            self.outbox.wake();
+            tracing::info!(message = %stored.id, account = %stored.account, recipients, size = stored.size_bytes, "message queued");
         }
         Ok(Response::new(render(&stored)))
     }

@@ -29,7 +29,7 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
             sweep(outbox).await;
         }
         let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
-        let sleep = if free == 0 {
+        let sleep = if free < min_claim(outbox.settings.batch, free) {
             None
         } else {
             match claim(outbox, &slots, &finished, free).await {
@@ -55,6 +55,15 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
             () = tokio::time::sleep(sleep) => {}
         }
     }
+}
+
+/// The fewest free slots worth a claim: a quarter of the batch while deliveries are running
+/// (a claim is a write transaction; one per finished delivery would cost more than the
+/// deliveries under load, and three quarters of the batch are still in flight), or any when
+/// none is running.
+fn min_claim(batch: u32, free: u32) -> u32 {
+    let batch = batch.max(1);
+    if free >= batch { 1 } else { (batch / 4).max(1) }
 }
 
 /// Queues again the claims a dead server left, and purges finished messages past retention.
@@ -122,4 +131,22 @@ async fn claim(
         });
     }
     Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_wait_for_a_quarter_of_the_batch_while_deliveries_run() {
+        assert_eq!(
+            min_claim(64, 64),
+            1,
+            "idle: any due message is claimed at once"
+        );
+        assert_eq!(min_claim(64, 15), 16);
+        assert_eq!(min_claim(64, 16), 16);
+        assert_eq!(min_claim(2, 1), 1);
+        assert_eq!(min_claim(0, 0), 1);
+    }
 }

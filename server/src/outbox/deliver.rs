@@ -296,11 +296,7 @@ async fn direct(
 /// Stores the attempt and the message's new state.
 async fn finish(outbox: &Outbox, claimed: &Claimed, attempt: Attempt, settled: Settled) {
     tracing::info!(message = %claimed.id, state = settled.state.as_str(), queue_id = %attempt.relay_queue_id, "delivery attempt");
-    if let Err(e) = outbox
-        .store
-        .record_attempt(claimed.id, &attempt, &settled)
-        .await
-    {
+    if let Err(e) = outbox.record_attempt(claimed.id, &attempt, &settled).await {
         tracing::error!(message = %claimed.id, error = %e, "cannot record a delivery attempt");
     }
 }

@@ -5,7 +5,9 @@
 //! One concern per module: [`settings`], [`claim`] (the loop that claims due messages, woken by
 //! new messages and by the next due time, never polling), and [`deliver`] (one attempt). The
 //! outbox owns every task it starts: [`Outbox::shutdown`] stops claiming, lets the deliveries in
-//! flight finish within the drain time, and returns the rest to the queue.
+//! flight finish within the drain time, and returns the rest to the queue. New messages come
+//! in through [`intake`], which stores those of concurrent `SendMessage` calls together;
+//! attempts are recorded through [`recorder`], likewise (both are [`batcher`]s).
 //!
 //! Messages of accounts with a network connector go to a live agent of the connector, which
 //! sends them over its own pooled sessions ([`remote`]); the same slots bound them.
@@ -17,14 +19,20 @@
 //! session takes its next message only once the last attempt is recorded, so at most one per
 //! session.
 
+mod batcher;
 mod claim;
 mod deliver;
+mod intake;
+mod recorder;
 mod remote;
 pub mod settings;
 
 pub use settings::OutboxSettings;
 
+use crate::audit::AuditContext;
 use crate::crypto::Cipher;
+use crate::domain::message::{Attempt, Message, MessageId, NewMessage};
+use crate::domain::retry::Settled;
 use crate::domain::{AccountId, micros, now_micros};
 use crate::error::Result;
 use crate::smtp_tests::SmtpSettings;
@@ -59,6 +67,10 @@ pub struct Outbox {
     /// Stops the deliveries in flight (after the drain time); they return to the queue.
     abort: CancellationToken,
     tasks: TaskTracker,
+    /// Stores new messages in batches (group commit).
+    intake: intake::Intake,
+    /// Records delivery attempts in batches.
+    recorder: recorder::Recorder,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -80,6 +92,8 @@ impl Outbox {
         registry: Arc<Registry>,
     ) -> Arc<Self> {
         let pool = smtp::Pool::new(settings.pool, Arc::new(smtp.policy.clone()));
+        let intake = intake::Intake::start(Arc::clone(&store));
+        let recorder = recorder::Recorder::start(Arc::clone(&store));
         Arc::new(Self {
             store,
             cipher,
@@ -92,6 +106,8 @@ impl Outbox {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            intake,
+            recorder,
         })
     }
 
@@ -111,6 +127,33 @@ impl Outbox {
                 self.settings.pool.max_sessions_per_key.max(1),
             ))
         }))
+    }
+
+    /// Stores a new message, durably, together with those of concurrent calls (see
+    /// [`Store::create_message`] for what it returns), and wakes the claim loop if it is new.
+    pub async fn create_message(
+        &self,
+        ctx: AuditContext,
+        new: NewMessage,
+    ) -> Result<(Message, bool)> {
+        let (message, created) = self.intake.submit((ctx, new)).await??;
+        if created {
+            self.wake();
+        }
+        Ok((message, created))
+    }
+
+    /// Records a delivery attempt on a SENDING message and settles it (see
+    /// [`Store::record_attempt`]), together with those of concurrent deliveries.
+    async fn record_attempt(
+        &self,
+        id: MessageId,
+        attempt: &Attempt,
+        settled: &Settled,
+    ) -> Result<()> {
+        self.recorder
+            .submit((id, attempt.clone(), settled.clone()))
+            .await?
     }
 
     /// Wakes the claim loop: a message was queued or made due.
@@ -141,6 +184,7 @@ impl Outbox {
     /// Stops claiming, gives the deliveries in flight `drain` to finish, returns the rest to
     /// the queue, awaits every task, and closes the pool's connections.
     pub async fn shutdown(&self, drain: Duration) {
+        self.intake.shutdown().await;
         self.stop.cancel();
         self.tasks.close();
         if tokio::time::timeout(drain, self.tasks.wait())
@@ -151,6 +195,8 @@ impl Outbox {
             self.abort.cancel();
             self.tasks.wait().await;
         }
+        // After the deliveries: they record their attempts through it.
+        self.recorder.shutdown().await;
         self.pool.close().await;
     }
 }

@@ -285,6 +285,13 @@ impl Store {
         if current.spec.is_default {
             rules::delete_account(id, &current.spec, count(&mut w.conn()).await?)?;
         }
+        if self.is_postgres() {
+            // New messages take no advisory lock: their foreign key's share lock on this row
+            // orders them against this one, so none is stored after the count below and then
+            // deleted with the account.
+            let lock = query("SELECT id FROM accounts WHERE id = $1 FOR UPDATE").bind(id.0);
+            w.conn().execute(&lock).await?;
+        }
         super::messages::check_none_waiting(&mut w.conn(), id).await?;
         w.conn()
             .execute(&query("DELETE FROM accounts WHERE id = $1").bind(id.0))

@@ -1,7 +1,7 @@
 //! The audit log's table: events recorded inside the change's own transaction, refusals, and
 //! the event lists.
 
-use super::db::{like_contains_exact_case, query};
+use super::db::{Arg, like_contains_exact_case, query};
 use super::{Store, Write};
 use crate::audit::{AuditContext, AuditEvent, AuditFilter};
 use crate::domain::now_micros;
@@ -56,6 +56,33 @@ pub(super) async fn record(
     .bind(resource)
     .bind(diff.to_string());
     w.conn().execute(&q).await?;
+    Ok(())
+}
+
+/// Records successful changes, each to its resource by its caller, in the changes' one
+/// transaction, with multi-row statements.
+pub(super) async fn record_many(
+    w: &mut Write<'_>,
+    events: &[(&AuditContext, String, serde_json::Value)],
+) -> Result<()> {
+    let time = now_micros();
+    for chunk in events.chunks(super::messages::MAX_ROWS) {
+        let q = query(
+            "INSERT INTO audit_events (time, actor, peer, rpc, resource, outcome, diff) VALUES ",
+        )
+        .rows(chunk.iter().map(|(ctx, resource, diff)| {
+            vec![
+                Arg::from(time),
+                Arg::from(&ctx.actor),
+                Arg::from(&ctx.peer),
+                Arg::from(&ctx.rpc),
+                Arg::from(resource),
+                Arg::from("ok"),
+                Arg::from(diff.to_string()),
+            ]
+        }));
+        w.conn().execute(&q).await?;
+    }
     Ok(())
 }
 

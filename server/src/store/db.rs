@@ -159,6 +159,40 @@ impl Query {
         self
     }
 
+    /// Appends one parenthesised tuple of placeholders per row (`($1, $2), ($3, $4)`, numbered
+    /// on from the arguments already bound) and binds the rows' values: a multi-row `VALUES`.
+    pub(super) fn rows(mut self, rows: impl IntoIterator<Item = Vec<Arg>>) -> Self {
+        let mut sql = String::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for (j, value) in row.into_iter().enumerate() {
+                self.args.push(value);
+                if j > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", self.args.len()));
+            }
+            sql.push(')');
+        }
+        self.sql.to_mut().push_str(&sql);
+        self
+    }
+
+    /// Appends `, $a, $b, …` (`values`' placeholders, numbered on) to a list begun in the text,
+    /// as in `IN ($1` … `)`, and binds them; for `IN` lists of several values.
+    pub(super) fn list(mut self, values: impl IntoIterator<Item = Arg>) -> Self {
+        let mut sql = String::new();
+        for (i, value) in values.into_iter().enumerate() {
+            self.args.push(value);
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", self.args.len()));
+        }
+        self.sql.to_mut().push_str(&sql);
+        self
+    }
+
     /// How many arguments are bound.
     #[cfg(test)]
     pub(super) fn arg_count(&self) -> usize {
@@ -269,6 +303,17 @@ mod tests {
             .bind("x")
             .bind_all([Arg::Bool(true)]);
         assert_eq!(q.sql(), "SELECT $1, $2, $3");
+        let rows = query("INSERT INTO t VALUES ").rows([
+            vec![Arg::from(1_i64), Arg::from("a")],
+            vec![Arg::from(2_i64), Arg::from("b")],
+        ]);
+        assert_eq!(rows.sql(), "INSERT INTO t VALUES ($1, $2), ($3, $4)");
+        assert_eq!(rows.args[3], Arg::Text(Some("b".into())));
+        let list = query("SELECT 1 WHERE $1 IN (")
+            .bind(7_i64)
+            .list([Arg::from(7_i64), Arg::from(8_i64)])
+            .and_sql(")");
+        assert_eq!(list.sql(), "SELECT 1 WHERE $1 IN ($2, $3)");
         assert_eq!(
             q.args,
             vec![

@@ -25,6 +25,11 @@ pub mod credentials;
 mod db;
 pub mod jobs;
 pub mod messages;
+pub mod messages_attempts;
+mod messages_create;
+/// Helpers for tests of the outbox: a store with an account, new messages.
+#[cfg(test)]
+pub(crate) use messages_create::tests as messages_tests;
 pub mod meta;
 pub mod notify;
 pub mod postgres;
@@ -175,6 +180,24 @@ impl Store {
                 })
             }
             Store::Postgres(_) => self.begin_write().await,
+        }
+    }
+
+    /// A write transaction of the outbox's own rows (messages, their recipients and attempts),
+    /// durable when it returns if `durable`. SQLite queues it with the other writers, as
+    /// [`Store::begin_write`] (or [`Store::begin_durable_write`]); PostgreSQL takes no advisory
+    /// lock: claims lock their rows (`FOR UPDATE SKIP LOCKED`), a change of state locks its
+    /// message, the unique `request_id` index refuses a duplicate, and the foreign key to the
+    /// account (which `delete_account` locks) keeps a new message from an account being
+    /// deleted, so concurrent writers need no global order, and their commits share WAL flushes.
+    async fn begin_outbox_write(&self, durable: bool) -> Result<Write<'_>> {
+        match self {
+            Store::Sqlite(_) if durable => self.begin_durable_write().await,
+            Store::Sqlite(_) => self.begin_write().await,
+            Store::Postgres(p) => Ok(Write {
+                tx: Tx::Postgres(p.begin().await?),
+                _guard: None,
+            }),
         }
     }
 

@@ -27,6 +27,15 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// Begins a write transaction without the advisory lock, for writes that row locks, foreign
+    /// keys and unique indexes keep apart (the outbox's messages): concurrent ones then commit
+    /// together, one WAL flush for many.
+    pub(super) async fn begin(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
     /// Begins a write transaction holding the advisory lock until it ends.
     pub(super) async fn begin_write(
         &self,

@@ -119,6 +119,9 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             // Few connections: each is a worker thread, and this is sized for small machines.
             .max_connections(4)
+            // A connection to a local file does not go stale; the test before each use would
+            // be one more trip to the connection's worker thread for every query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/sqlite")
@@ -127,6 +130,7 @@ impl SqliteStore {
             .map_err(sqlx::Error::from)?;
         let durable = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(durable_options)
             .await?;
         Ok(Self {
