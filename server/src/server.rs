@@ -296,6 +296,7 @@ pub async fn serve(
         config.smtp.clone(),
         config.outbox.clone(),
         Arc::clone(&registry),
+        me.id.clone(),
     );
     // Everything started from here on is owned: a start-up step that fails below, like a
     // normal shutdown, cancels and awaits it before `serve` returns.

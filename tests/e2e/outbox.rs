@@ -272,7 +272,14 @@ async fn a_message_left_sending_by_a_dead_server_is_delivered_after_restart() {
             .await
             .unwrap();
         let now = mailplane_server::domain::now_micros();
-        let claimed = store.claim_due(now, 10).await.unwrap();
+        let claimed = store
+            .claim_due(
+                now,
+                10,
+                &mailplane_server::domain::replica::ReplicaId::new(),
+            )
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 1);
     }
     let server = TestServer::start_with(config, data_dir, None).await;

@@ -9,6 +9,9 @@ use tokio::sync::{Notify, Semaphore};
 
 /// The longest sleep between two looks at the queue.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// How often messages claimed by replicas that stopped are looked for (a replica is dead
+/// after 15 s without a heartbeat).
+const ORPHANS_EVERY: Duration = Duration::from_secs(5);
 /// The pause after a database error.
 const ERROR_PAUSE: Duration = Duration::from_secs(5);
 
@@ -20,6 +23,7 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
     let finished = Arc::new(Notify::new());
     let every = outbox.settings.sweep_interval;
     let mut next_sweep = tokio::time::Instant::now();
+    let mut next_orphans = tokio::time::Instant::now();
     loop {
         if outbox.stop.is_cancelled() {
             return;
@@ -28,13 +32,25 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
             next_sweep = tokio::time::Instant::now() + every;
             sweep(outbox).await;
         }
+        if tokio::time::Instant::now() >= next_orphans {
+            next_orphans = tokio::time::Instant::now() + ORPHANS_EVERY;
+            match outbox.store.requeue_orphaned().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(messages = n, "took over messages of a replica that stopped")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot look for messages of stopped replicas")
+                }
+            }
+        }
         let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
         let sleep = if free < min_claim(outbox.settings.batch, free) {
             None
         } else {
             match claim(outbox, &slots, &finished, free).await {
                 Ok(true) => continue,
-                Ok(false) => match outbox.store.next_due().await {
+                Ok(false) => match outbox.store.next_due(&outbox.me).await {
                     Ok(next) => Some(until(next)),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot read the outbox");
@@ -47,10 +63,12 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
                 }
             }
         };
-        let sleep = sleep.unwrap_or(MAX_SLEEP).min(every);
+        let sleep = sleep.unwrap_or(MAX_SLEEP).min(every).min(ORPHANS_EVERY);
         tokio::select! {
             () = outbox.stop.cancelled() => return,
             () = outbox.wake.notified() => {}
+            // Messages of its connector may now be delivered here.
+            () = outbox.registry.agent_connected() => {}
             () = finished.notified() => {}
             () = tokio::time::sleep(sleep) => {}
         }
@@ -111,7 +129,10 @@ async fn claim(
     finished: &Arc<Notify>,
     free: u32,
 ) -> crate::error::Result<bool> {
-    let claimed = outbox.store.claim_due(now_micros(), free).await?;
+    let claimed = outbox
+        .store
+        .claim_due(now_micros(), free, &outbox.me)
+        .await?;
     let full = u32::try_from(claimed.len()).unwrap_or(u32::MAX) >= free;
     for message in claimed {
         let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {

@@ -32,6 +32,7 @@ pub use settings::OutboxSettings;
 use crate::audit::AuditContext;
 use crate::crypto::Cipher;
 use crate::domain::message::{Attempt, Message, MessageId, NewMessage};
+use crate::domain::replica::ReplicaId;
 use crate::domain::retry::Settled;
 use crate::domain::{AccountId, micros, now_micros};
 use crate::error::Result;
@@ -55,6 +56,9 @@ pub struct Outbox {
     pool: smtp::Pool<AccountId>,
     /// The live agents, for accounts that deliver through a network connector.
     registry: Arc<Registry>,
+    /// This replica: it claims connector messages only when it holds one of their
+    /// connector's agents (or no replica does).
+    me: ReplicaId,
     /// Per account, one slot per SMTP session, held from the send until the attempt is
     /// recorded: a session takes its next message only once the last one is durable, so at
     /// most `sessions_per_account` messages per account are accepted by a relay and not yet
@@ -90,6 +94,7 @@ impl Outbox {
         smtp: SmtpSettings,
         settings: OutboxSettings,
         registry: Arc<Registry>,
+        me: ReplicaId,
     ) -> Arc<Self> {
         let pool = smtp::Pool::new(settings.pool, Arc::new(smtp.policy.clone()));
         let intake = intake::Intake::start(Arc::clone(&store));
@@ -101,6 +106,7 @@ impl Outbox {
             settings,
             pool,
             registry,
+            me,
             slots: std::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
             stop: CancellationToken::new(),

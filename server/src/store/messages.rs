@@ -16,6 +16,7 @@ use crate::domain::message::{
     Attempt, Claimed, IDEMPOTENCY_WINDOW, Message, MessageContent, MessageFilter, MessageId,
     MessageState, Recipient, RecipientKind, RecipientState, check_transition,
 };
+use crate::domain::replica::{REPLICA_DEAD_AFTER, ReplicaId};
 use crate::domain::retry::Settled;
 use crate::domain::{AccountId, Micros, micros, now_micros};
 use crate::error::{Error, Result};
@@ -29,6 +30,22 @@ pub(super) const MAX_ROWS: usize = 500;
 /// The columns of [`MessageRow`].
 const MESSAGE_COLUMNS: &str = "id, account_id, request_id, state, next_attempt_time, \
      attempt_count, message_id, size_bytes, last_error, payload, create_time, update_time";
+
+/// Messages this replica may deliver (the replica's id is bound to `$me`, and the time
+/// since which a replica's heartbeat counts as alive to `$alive`): those of accounts that send
+/// directly; through a network connector, only when one of the connector's agents streams to
+/// this replica, or to no live replica at all (the attempt then fails `CONNECTOR_OFFLINE` at
+/// once and is retried on the schedule).
+fn deliverable_here(me: usize, alive: usize) -> String {
+    format!(
+        "{DELIVERABLE} AND +account_id IN (SELECT a.id FROM accounts a \
+         WHERE NOT a.use_network_connector \
+         OR EXISTS (SELECT 1 FROM agent_streams s \
+         WHERE s.connector_id = a.network_connector_id AND s.replica_id = ${me}) \
+         OR NOT EXISTS (SELECT 1 FROM agent_streams s JOIN replicas r ON r.id = s.replica_id \
+         WHERE s.connector_id = a.network_connector_id AND r.heartbeat_time >= ${alive}))"
+    )
+}
 
 /// Messages due for delivery, except those of an account whose delivery is paused. The unary
 /// `+` keeps SQLite's planner (which has no statistics) from choosing the account index, which
@@ -338,7 +355,7 @@ impl Store {
     }
 
     /// Claims up to `limit` messages due at `now` for delivery: they turn SENDING.
-    pub async fn claim_due(&self, now: Micros, limit: u32) -> Result<Vec<Claimed>> {
+    pub async fn claim_due(&self, now: Micros, limit: u32, me: &ReplicaId) -> Result<Vec<Claimed>> {
         let mut w = self.begin_outbox_write(false).await?;
         let lock = if self.is_postgres() {
             " FOR UPDATE SKIP LOCKED"
@@ -347,11 +364,14 @@ impl Store {
         };
         let q = query(format!(
             "SELECT id, account_id, envelope_from, body, create_time, attempt_count \
-             FROM messages WHERE {DELIVERABLE} AND next_attempt_time <= $1 \
-             ORDER BY next_attempt_time, id LIMIT $2{lock}"
+             FROM messages WHERE {} AND next_attempt_time <= $1 \
+             ORDER BY next_attempt_time, id LIMIT $2{lock}",
+            deliverable_here(3, 4)
         ))
         .bind(now)
-        .bind(i64::from(limit));
+        .bind(i64::from(limit))
+        .bind(&me.0)
+        .bind(now - micros(REPLICA_DEAD_AFTER));
         type Due = (i64, i64, String, Option<Vec<u8>>, i64, i64);
         let due: Vec<Due> = w.conn().all(&q).await?;
         if due.is_empty() {
@@ -360,10 +380,14 @@ impl Store {
         }
         let ids: Vec<i64> = due.iter().map(|d| d.0).collect();
         for chunk in ids.chunks(MAX_ROWS) {
-            let q = query("UPDATE messages SET state = 'sending', update_time = $1 WHERE id IN (")
-                .bind(now)
-                .list(chunk.iter().map(|id| Arg::from(*id)))
-                .and_sql(")");
+            let q = query(
+                "UPDATE messages SET state = 'sending', update_time = $1, claimed_by = $2 \
+                 WHERE id IN (",
+            )
+            .bind(now)
+            .bind(&me.0)
+            .list(chunk.iter().map(|id| Arg::from(*id)))
+            .and_sql(")");
             w.conn().execute(&q).await?;
         }
         let mut recipients = recipients_of(&mut w.conn(), &ids).await?;
@@ -384,11 +408,14 @@ impl Store {
             .collect())
     }
 
-    /// When the next deliverable message is due, if any is waiting.
-    pub async fn next_due(&self) -> Result<Option<Micros>> {
+    /// When the next message this replica may deliver is due, if any is waiting.
+    pub async fn next_due(&self, me: &ReplicaId) -> Result<Option<Micros>> {
         let q = query(format!(
-            "SELECT MIN(next_attempt_time) FROM messages WHERE {DELIVERABLE}"
-        ));
+            "SELECT MIN(next_attempt_time) FROM messages WHERE {}",
+            deliverable_here(1, 2)
+        ))
+        .bind(&me.0)
+        .bind(now_micros() - micros(REPLICA_DEAD_AFTER));
         let (next,): (Option<i64>,) = self.one(&q).await?;
         Ok(next)
     }
@@ -460,6 +487,22 @@ impl Store {
         .bind(id.0);
         self.execute(&q).await?;
         Ok(())
+    }
+
+    /// Returns to the queue, due now, the messages SENDING on a replica whose heartbeat stopped
+    /// (it died mid-delivery): another replica takes them over. Returns how many.
+    pub async fn requeue_orphaned(&self) -> Result<u64> {
+        let now = now_micros();
+        let q = query(
+            "UPDATE messages SET state = 'queued', next_attempt_time = $1, update_time = $1, \
+             claimed_by = NULL, \
+             last_error = 'the replica delivering it stopped; queued again' \
+             WHERE state = 'sending' AND claimed_by IS NOT NULL AND claimed_by NOT IN \
+             (SELECT id FROM replicas WHERE heartbeat_time >= $2)",
+        )
+        .bind(now)
+        .bind(now - micros(REPLICA_DEAD_AFTER));
+        self.execute(&q).await
     }
 
     /// Returns to the queue, due now, the messages left SENDING since before `claimed_before`

@@ -125,7 +125,14 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let claimed = store.claim_due(now_micros() + 1, 10).await.unwrap();
+        let claimed = store
+            .claim_due(
+                now_micros() + 1,
+                10,
+                &crate::domain::replica::ReplicaId::new(),
+            )
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 3);
         assert!(claimed.iter().all(|c| c.recipients.len() == 2));
         let attempt = |reply_code| Attempt {

@@ -132,6 +132,8 @@ impl LiveAgent {
 /// The live streams of this server's agents.
 #[derive(Default)]
 pub struct Registry {
+    /// Fired when a stream registers (work for its connector may now run here).
+    connected: Notify,
     /// By session id: an agent may hold several streams.
     agents: Mutex<HashMap<u64, Arc<LiveAgent>>>,
     changed: Notify,
@@ -211,6 +213,7 @@ impl Registry {
             old.jobs().clear();
         }
         self.changed.notify_waiters();
+        self.connected.notify_waiters();
     }
 
     /// Removes a stream and fails its jobs over.
@@ -242,6 +245,11 @@ impl Registry {
         for agent in self.streams(agent_id) {
             agent.close();
         }
+    }
+
+    /// Waits until an agent's stream registers here.
+    pub async fn agent_connected(&self) {
+        self.connected.notified().await;
     }
 
     /// Waits until an agent connects or leaves, or a job ends (a slot may be free).

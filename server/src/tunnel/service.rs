@@ -174,16 +174,17 @@ impl AgentService for AgentApi {
         let (close_tx, mut close_rx) = tokio::sync::watch::channel(false);
         let (ended_tx, mut ended_rx) = tokio::sync::watch::channel(false);
         let live = Arc::new(LiveAgent::new(agent.name, &hello, tx.clone(), close_tx));
-        self.registry.register(Arc::clone(&live));
         let stream = AgentStream {
             id: format!("{}/{}", self.me.0, live.session()),
             replica: self.me.clone(),
             agent: agent.name,
             connected_since: live.connected_since,
         };
+        // On record before it takes work here, so that work waiting for it is found.
         if let Err(e) = self.store.add_agent_stream(&stream).await {
             tracing::warn!(agent = %agent.name, error = %e, "cannot record the agent's stream");
         }
+        self.registry.register(Arc::clone(&live));
         tracing::info!(agent = %agent.name, stream = hello.stream, hostname = %hello.hostname, version = %hello.version, "agent connected");
 
         let (store, registry, heartbeat) = (

@@ -6,7 +6,7 @@ use super::*;
 use crate::messages::{message, messages, send, wait_for};
 
 /// A relay's report that it accepted every recipient of `job`.
-fn accepted(job: &pb::SmtpJob) -> pb::JobOutcome {
+pub(super) fn accepted(job: &pb::SmtpJob) -> pb::JobOutcome {
     let delivery = job.delivery.as_ref().expect("a delivery job");
     pb::JobOutcome {
         succeeded: true,

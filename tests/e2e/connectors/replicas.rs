@@ -109,3 +109,100 @@ async fn a_test_created_on_one_replica_runs_on_an_agent_of_another() {
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_to_one_replica_is_delivered_by_the_replica_with_the_agent() {
+    use crate::messages::{message, messages, send, wait_for};
+    let a = server_on(Backend::Postgres).await;
+    let b = second_replica(&a).await;
+    let (dc, acct) = connector_account(&a, "Outbound across").await;
+    let who = enroll(&b, &token(&a, &dc.name).await).await.unwrap();
+    let mut agent = FakeAgent::connect(&b, &who).await.unwrap();
+    // Sent to A, which has no stream to the agent: only B claims it.
+    let mut c = messages(&a);
+    let m = send(
+        &mut c,
+        pb::Message {
+            account: acct.name.clone(),
+            ..message(&["ops@example.com"])
+        },
+        "",
+    )
+    .await
+    .unwrap();
+    let job = agent.next_job().await;
+    assert!(job.delivery.is_some(), "a delivery job");
+    agent
+        .update(
+            &job.job_id,
+            pb::job_update::Update::Finished(super::delivery::accepted(&job)),
+        )
+        .await;
+    let sent = wait_for(&mut c, &m.name, pb::MessageState::Sent).await;
+    assert_eq!(
+        sent.attempts.len(),
+        1,
+        "no replica tried it without the agent: {sent:?}"
+    );
+    assert_eq!(sent.attempts[0].agent, who.name);
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_a_replica_that_stopped_beating_are_taken_over() {
+    use crate::messages::{held_account, message, messages, send};
+    use sqlx::Connection as _;
+    let a = TestServer::start(Backend::Postgres).await;
+    let acct = held_account(&a, "Orphan").await;
+    let mut c = messages(&a);
+    let m = send(
+        &mut c,
+        pb::Message {
+            account: acct.name.clone(),
+            ..message(&["ops@example.com"])
+        },
+        "",
+    )
+    .await
+    .unwrap();
+    // What a replica that died mid-delivery leaves: its registration, silent for 20 s, and the
+    // message SENDING under its name.
+    let url = a.pg.as_ref().unwrap().url.clone();
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let now = mailplane_server::domain::now_micros();
+    sqlx::query(
+        "INSERT INTO replicas (id, address, agent_address, hostname, version, start_time, \
+         heartbeat_time) VALUES ('dead', '127.0.0.1:1', '', 'gone', '0', $1, $2)",
+    )
+    .bind(now - 60_000_000)
+    .bind(now - 20_000_000)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let id: i64 = m.name.trim_start_matches("messages/").parse().unwrap();
+    sqlx::query("UPDATE messages SET state = 'sending', claimed_by = 'dead' WHERE id = $1")
+        .bind(id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    // The live replica queues it again within its orphan check (5 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let taken = loop {
+        let got = c
+            .get_message(pb::GetMessageRequest {
+                name: m.name.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if got.state == i32::from(pb::MessageState::Queued) && got.last_error.contains("stopped") {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "not taken over: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(taken.next_attempt_time.is_some());
+    db.close().await.unwrap();
+    a.stop().await.unwrap();
+}
