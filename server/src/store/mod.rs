@@ -143,28 +143,17 @@ impl Store {
     /// and commits without waiting for the WAL flush (`synchronous_commit = off`: a crash may
     /// lose the last few milliseconds of progress, never the order or a later state).
     async fn begin_progress_write(&self) -> Result<Write<'_>> {
-        self.begin_own_rows_write(false).await
-    }
-
-    /// A write transaction that touches only rows no rule spans (a connector job's end): no
-    /// writer lock on PostgreSQL, and a commit that is durable (`durable`) or a progress one.
-    async fn begin_own_rows_write(&self, durable: bool) -> Result<Write<'_>> {
         match self {
             Store::Sqlite(_) => self.begin_write().await,
-            Store::Postgres(p) => {
-                let tx = if durable {
-                    p.pool.begin().await?
-                } else {
-                    // One round trip for both.
+            Store::Postgres(p) => Ok(Write {
+                // One round trip for both.
+                tx: Tx::Postgres(
                     p.pool
                         .begin_with("BEGIN; SET LOCAL synchronous_commit TO OFF")
-                        .await?
-                };
-                Ok(Write {
-                    tx: Tx::Postgres(tx),
-                    _guard: None,
-                })
-            }
+                        .await?,
+                ),
+                _guard: None,
+            }),
         }
     }
 
