@@ -297,6 +297,7 @@ pub async fn serve(
         config.outbox.clone(),
         Arc::clone(&registry),
         me.id.clone(),
+        notifier.as_ref().map(|(n, _)| Arc::clone(n)),
     );
     // Everything started from here on is owned: a start-up step that fails below, like a
     // normal shutdown, cancels and awaits it before `serve` returns.

@@ -1,13 +1,16 @@
 //! `kill -9` of the real `mailplane` binary while 1,000 messages are queued for the local Postfix:
 //! after a restart on the same data dir every message is SENT and arrives, each exactly once
 //! except at most the messages that were in delivery at the kill (which the start logs as
-//! queued again).
+//! queued again). `crash/cluster.rs` does the same to one replica of three on PostgreSQL.
 
 // Helpers of integration tests are not `#[test]` functions, so clippy's test allowances do not
 // reach them; a panic is how a test reports, and every spawned server is waited for or killed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 
 mod support;
+
+#[path = "crash/cluster.rs"]
+mod cluster;
 
 use futures::StreamExt as _;
 use mailplane_proto::v1 as pb;

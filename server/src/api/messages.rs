@@ -389,7 +389,7 @@ impl MessageService for Messages {
         let id = convert::parse_name("name", "messages", &request.into_inner().name)?;
         let message = self.store.retry_message(&ctx, MessageId(id)).await?;
         tracing::info!(message = %message.id, "message queued again");
-        self.outbox.wake();
+        self.outbox.wake_everywhere().await;
         Ok(Response::new(render(&message)))
     }
 
@@ -412,7 +412,7 @@ impl MessageService for Messages {
         let id = convert::account_id("account", &request.into_inner().account)?;
         let summary = self.store.set_delivery_paused(&ctx, id, false).await?;
         tracing::info!(account = %id, "delivery resumed");
-        self.outbox.wake();
+        self.outbox.wake_everywhere().await;
         Ok(Response::new(render_summary(&summary)))
     }
 

@@ -3,9 +3,10 @@
 
 use super::{Outbox, deliver};
 use crate::domain::{micros, now_micros};
+use crate::store::notify::Notice;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, broadcast};
 
 /// The longest sleep between two looks at the queue.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -24,6 +25,7 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
     let every = outbox.settings.sweep_interval;
     let mut next_sweep = tokio::time::Instant::now();
     let mut next_orphans = tokio::time::Instant::now();
+    let mut notices = outbox.notifier.as_ref().map(|n| n.subscribe());
     loop {
         if outbox.stop.is_cancelled() {
             return;
@@ -69,6 +71,8 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
             () = outbox.wake.notified() => {}
             // Messages of its connector may now be delivered here.
             () = outbox.registry.agent_connected() => {}
+            // Another replica stored messages or made some due.
+            () = outbox_notice(&mut notices) => {}
             () = finished.notified() => {}
             () = tokio::time::sleep(sleep) => {}
         }
@@ -111,6 +115,22 @@ async fn sweep(outbox: &Outbox) {
             );
         }
         Err(e) => tracing::error!(error = %e, "cannot purge finished messages"),
+    }
+}
+
+/// Waits for another replica's announcement of new outbox work (never, without a notifier).
+async fn outbox_notice(notices: &mut Option<broadcast::Receiver<Notice>>) {
+    let Some(rx) = notices else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(Notice::Outbox | Notice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                return;
+            }
+            Ok(Notice::Test(_) | Notice::Jobs(_) | Notice::Job(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
     }
 }
 

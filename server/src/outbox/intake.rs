@@ -27,7 +27,14 @@ impl Batch for NewMessages {
     }
 
     async fn write(store: &Store, jobs: Vec<Self::Job>) -> Vec<Self::Answer> {
-        store.create_messages(&jobs).await
+        let answers = store.create_messages(&jobs).await;
+        // Every replica may deliver them: one announcement per batch.
+        if answers.iter().any(|a| matches!(a, Ok((_, true))))
+            && let Err(e) = store.announce_outbox().await
+        {
+            tracing::warn!(error = %e, "cannot announce new messages to the other replicas");
+        }
+        answers
     }
 }
 

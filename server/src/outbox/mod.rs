@@ -38,6 +38,7 @@ use crate::domain::{AccountId, micros, now_micros};
 use crate::error::Result;
 use crate::smtp_tests::SmtpSettings;
 use crate::store::Store;
+use crate::store::notify::Notifier;
 use crate::tunnel::registry::Registry;
 use mailplane_smtp as smtp;
 use std::collections::HashMap;
@@ -59,6 +60,8 @@ pub struct Outbox {
     /// This replica: it claims connector messages only when it holds one of their
     /// connector's agents (or no replica does).
     me: ReplicaId,
+    /// Other replicas' announcements of new work (PostgreSQL).
+    notifier: Option<Arc<Notifier>>,
     /// Per account, one slot per SMTP session, held from the send until the attempt is
     /// recorded: a session takes its next message only once the last one is durable, so at
     /// most `sessions_per_account` messages per account are accepted by a relay and not yet
@@ -95,6 +98,7 @@ impl Outbox {
         settings: OutboxSettings,
         registry: Arc<Registry>,
         me: ReplicaId,
+        notifier: Option<Arc<Notifier>>,
     ) -> Arc<Self> {
         let pool = smtp::Pool::new(settings.pool, Arc::new(smtp.policy.clone()));
         let intake = intake::Intake::start(Arc::clone(&store));
@@ -107,6 +111,7 @@ impl Outbox {
             pool,
             registry,
             me,
+            notifier,
             slots: std::sync::Mutex::new(HashMap::new()),
             wake: Notify::new(),
             stop: CancellationToken::new(),
@@ -165,6 +170,15 @@ impl Outbox {
     /// Wakes the claim loop: a message was queued or made due.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Wakes the claim loops of every replica: messages were made due (retried, or their
+    /// account resumed).
+    pub async fn wake_everywhere(&self) {
+        self.wake();
+        if let Err(e) = self.store.announce_outbox().await {
+            tracing::warn!(error = %e, "cannot announce work to the other replicas");
+        }
     }
 
     /// Queues again the messages a previous server left SENDING, then starts claiming.

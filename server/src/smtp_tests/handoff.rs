@@ -251,7 +251,7 @@ async fn changed(notices: &mut broadcast::Receiver<Notice>, id: JobId, until: In
             () = tokio::time::sleep_until(until) => return,
             notice = notices.recv() => match notice {
                 Ok(Notice::Job(j)) if j == id.0 => return,
-                Ok(Notice::Test(_) | Notice::Jobs(_) | Notice::Job(_)) => {}
+                Ok(Notice::Test(_) | Notice::Jobs(_) | Notice::Job(_) | Notice::Outbox) => {}
                 Ok(Notice::Resync) | Err(_) => return,
             },
         }

@@ -165,7 +165,7 @@ async fn changed(
         };
         match notice {
             Ok(Notice::Test(id)) if id == name.id => return true,
-            Ok(Notice::Test(_) | Notice::Jobs(_) | Notice::Job(_)) => {}
+            Ok(Notice::Test(_) | Notice::Jobs(_) | Notice::Job(_) | Notice::Outbox) => {}
             Ok(Notice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
             Err(broadcast::error::RecvError::Closed) => return false,
         }

@@ -33,6 +33,11 @@ pub struct JobEndWrite {
 }
 
 impl Store {
+    /// Tells every replica's outbox that there is new work (PostgreSQL only).
+    pub async fn announce_outbox(&self) -> Result<()> {
+        self.announce(super::notify::OUTBOX_CHANNEL, 0).await
+    }
+
     /// Announces `payload` on `channel` (PostgreSQL only; SQLite has one replica).
     async fn announce(&self, channel: &str, payload: i64) -> Result<()> {
         if self.is_postgres() {

@@ -15,6 +15,10 @@ use tokio::sync::broadcast;
 /// The channel on which a test's progress is announced (the payload is the test's id).
 pub const TESTS_CHANNEL: &str = "mailplane_tests";
 
+/// The channel on which new work for the outbox is announced (a message stored, made due, or
+/// an account resumed): every replica's claim loop looks.
+pub const OUTBOX_CHANNEL: &str = "mailplane_outbox";
+
 /// The channel on which a queued connector job is announced (the payload is the connector's
 /// id).
 pub const JOBS_CHANNEL: &str = "mailplane_jobs";
@@ -31,6 +35,8 @@ pub enum Notice {
     Jobs(i64),
     /// The connector job with this id changed.
     Job(i64),
+    /// The outbox has new work.
+    Outbox,
     /// Notices may have been lost: read again.
     Resync,
 }
@@ -70,7 +76,7 @@ impl Notifier {
                     }
                 };
                 if let Err(e) = listener
-                    .listen_all([TESTS_CHANNEL, JOBS_CHANNEL, JOB_CHANNEL])
+                    .listen_all([TESTS_CHANNEL, JOBS_CHANNEL, JOB_CHANNEL, OUTBOX_CHANNEL])
                     .await
                 {
                     tracing::warn!(error = %e, "cannot listen for notifications; retrying");
@@ -89,6 +95,7 @@ impl Notifier {
                                 TESTS_CHANNEL => Notice::Test(id),
                                 JOBS_CHANNEL => Notice::Jobs(id),
                                 JOB_CHANNEL => Notice::Job(id),
+                                OUTBOX_CHANNEL => Notice::Outbox,
                                 _ => continue,
                             };
                             let _ = tx.send(notice);

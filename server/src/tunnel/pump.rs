@@ -68,7 +68,7 @@ impl Pump {
                 () = cancel.cancelled() => break,
                 notice = notices.recv() => match notice {
                     Ok(Notice::Jobs(c)) => Some(ConnectorId(c)),
-                    Ok(Notice::Test(_) | Notice::Job(_)) => continue,
+                    Ok(Notice::Test(_) | Notice::Job(_) | Notice::Outbox) => continue,
                     Ok(Notice::Resync) | Err(_) => None,
                 },
                 () = self.registry.changed() => None,

@@ -1,0 +1,276 @@
+//! `kill -9` of one replica of three on one PostgreSQL while 1,000 messages, submitted round-robin
+//! to the three, are delivered: the other two take over what it held (once its heartbeat has
+//! stopped for 15 s), every message is SENT and arrives, each exactly once except at most the
+//! messages the dead replica had in delivery.
+
+use super::*;
+
+/// The number of messages logged as taken over from a replica that stopped.
+fn taken_over(lines: &[String]) -> u64 {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("took over messages of a replica"))
+        })
+        .filter_map(|v| v["fields"]["messages"].as_u64())
+        .sum()
+}
+
+async fn one_replica_killed(database_url: &str) {
+    let started = Instant::now();
+    let fx = fixtures();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config = dirs[0].path().join("mailplane.toml");
+    std::fs::write(
+        &config,
+        format!("[outbox]\nsessions_per_account = {SESSIONS}\n"),
+    )
+    .unwrap();
+    let config_s = config.to_str().unwrap().to_owned();
+    let extra = [
+        "--smtp-extra-ca",
+        fx["SMTP_CA"].as_str(),
+        "--config",
+        config_s.as_str(),
+        "--database-url",
+        database_url,
+    ];
+    let (a, a_addr, _, a_logs) = serve_logged(dirs[0].path(), &extra);
+    let a = Server(a);
+    let token = admin_token(dirs[0].path());
+    // The others share the database and its key.
+    for dir in &dirs[1..] {
+        std::fs::copy(
+            dirs[0].path().join("mailplane.key"),
+            dir.path().join("mailplane.key"),
+        )
+        .unwrap();
+    }
+    let (b, b_addr, _, b_logs) = serve_logged(dirs[1].path(), &extra);
+    let mut b = Server(b);
+    let (c, c_addr, _, c_logs) = serve_logged(dirs[2].path(), &extra);
+    let c = Server(c);
+    let ca_of = |i: usize| dirs[i].path().join("ca.pem");
+    let out = cli(
+        &a_addr,
+        &token,
+        &ca_of(0),
+        &[
+            "credentials",
+            "create",
+            "--display-name",
+            "Fixture",
+            "--username",
+            &fx["SMTP_USER"],
+        ],
+        Some(&fx["SMTP_PASSWORD"]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        &a_addr,
+        &token,
+        &ca_of(0),
+        &[
+            "accounts",
+            "create",
+            "--name",
+            "Cluster",
+            "--sender",
+            "alerts@mailplane.test",
+            "--host",
+            "localhost",
+            "--port",
+            &fx["SMTP_PORT_SUBMISSION"],
+            "--security",
+            "starttls-required",
+            "--credential",
+            "1",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let account = "accounts/1".to_owned();
+    let clients = [
+        client(&a_addr, &token, &ca_of(0)).await,
+        client(&b_addr, &token, &ca_of(1)).await,
+        client(&c_addr, &token, &ca_of(2)).await,
+    ];
+    let mut watch = clients[0].clone();
+    watch
+        .pause_account_delivery(pb::PauseAccountDeliveryRequest {
+            account: account.clone(),
+        })
+        .await
+        .unwrap();
+    let run = format!("{:016x}", rand::random::<u64>());
+    let rcpt = format!("crash-{run}@mailplane.test");
+    let sends = futures::stream::iter(0..MESSAGES).map(|i| {
+        let mut c = clients[i % 3].clone();
+        let (run, rcpt, account) = (run.clone(), rcpt.clone(), account.clone());
+        async move {
+            c.send_message(pb::SendMessageRequest {
+                message: Some(pb::Message {
+                    account,
+                    to: vec![rcpt],
+                    subject: format!("Crash {run} #{i}"),
+                    text_body: format!("Message {i} of the cluster crash test {run}."),
+                    ..Default::default()
+                }),
+                request_id: format!("crash-{run}-{i}"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .name
+        }
+    });
+    let names: Vec<String> = sends.buffer_unordered(CONCURRENCY).collect().await;
+    assert_eq!(names.iter().collect::<HashSet<_>>().len(), MESSAGES);
+    watch
+        .resume_account_delivery(pb::ResumeAccountDeliveryRequest {
+            account: account.clone(),
+        })
+        .await
+        .unwrap();
+
+    // Kill B halfway, while it holds claimed messages.
+    let b_id = {
+        let args = ClientArgs {
+            server: b_addr.clone(),
+            output: output::Format::Table,
+            token: Some(token.clone()),
+            tls_ca: Some(ca_of(1)),
+            tls_fingerprint: None,
+            insecure_plaintext: false,
+        };
+        let list = pb::replica_service_client::ReplicaServiceClient::new(
+            connect_with(&args).await.unwrap(),
+        )
+        .list_replicas(pb::ListReplicasRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+        let me = list.replicas.iter().find(|r| r.current).unwrap();
+        me.name.trim_start_matches("replicas/").to_owned()
+    };
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (q, s, d) = waiting(&mut watch).await;
+        let sent = i64::try_from(MESSAGES).unwrap() - q - s - d;
+        let (held,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM messages WHERE state = 'sending' AND claimed_by = $1",
+        )
+        .bind(&b_id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        if sent >= i64::try_from(MESSAGES / 3).unwrap() && held > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery stalled: {q} queued, {s} sending"
+        );
+    }
+    b.0.kill().unwrap();
+    b.0.wait().unwrap();
+    let killed_at = started.elapsed();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = HashMap::new();
+    loop {
+        let (q, s, d) = waiting(&mut watch).await;
+        if q + s + d == 0 {
+            last = states(&mut watch).await;
+            if last.len() == MESSAGES
+                && last
+                    .values()
+                    .all(|s| *s == i32::from(pb::MessageState::Sent))
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every message was SENT within 90 s of the kill: {q} queued, {s} sending, \
+             {d} deferred; {} states read",
+            last.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_sent = started.elapsed();
+    let maildir = PathBuf::from(&fx["SMTP_MAILDIR"]);
+    let mut seen = Maildir::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        seen.scan(&maildir, &run);
+        if seen.copies.len() == MESSAGES && postfix_queue_empty(&fx["SMTP_FIXTURES_DIR"]) {
+            seen.scan(&maildir, &run);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {MESSAGES} messages reached {} within 60 s",
+            seen.copies.len(),
+            maildir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.close().await.unwrap();
+    let (mut a, mut c) = (a, c);
+    a.terminate();
+    c.terminate();
+    drop(b_logs);
+    let lines: Vec<String> = a_logs.try_iter().chain(c_logs.try_iter()).collect();
+    let taken = taken_over(&lines);
+    let duplicates: usize = seen.copies.values().map(|n| n - 1).sum();
+    println!(
+        "cluster crash test: {MESSAGES} round-robin to 3 replicas; B killed at {killed_at:?}; \
+         {taken} taken over from it; all SENT at {all_sent:?}; {} distinct delivered, \
+         {duplicates} duplicates",
+        seen.copies.len()
+    );
+    assert!(taken >= 1, "B held messages in delivery when it was killed");
+    assert!(
+        u64::try_from(duplicates).unwrap() <= taken,
+        "{duplicates} duplicates, more than the {taken} messages B had in delivery"
+    );
+    assert!(
+        duplicates <= SESSIONS,
+        "{duplicates} duplicates, more than B's {SESSIONS} sessions"
+    );
+}
+
+#[test]
+fn kill_9_of_one_replica_of_three_loses_nothing() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let db = Pg::create().await;
+            let result = tokio::spawn({
+                let url = db.url.clone();
+                async move { one_replica_killed(&url).await }
+            })
+            .await;
+            db.drop_db().await;
+            if let Err(e) = result {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        });
+}
