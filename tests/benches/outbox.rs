@@ -5,7 +5,10 @@
 //!    Postfix's `smtp-sink`, from the first `SendMessage` until every message is `SENT`;
 //!    against `smtp-source -s 20 -m N -l 2048` into the same sink in the same run (goal: a
 //!    ratio of at least 0.5). SQLite and PostgreSQL.
-//! 2. Latency: `SendMessage` until `SENT` on a warm pooled connection to the local Postfix
+//! 2. Replicas: the same durable throughput on PostgreSQL with three `mailplane serve`
+//!    replicas on one database (messages sent round-robin to them) against one, in the same run
+//!    (goal: at least 0.9x: claiming work must not serialise the replicas).
+//! 3. Latency: `SendMessage` until `SENT` on a warm pooled connection to the local Postfix
 //!    submission port (STARTTLS + AUTH), p50 and p99 over `MAILPLANE_BENCH_LATENCY_N`
 //!    (default 200) sequential messages. SQLite and PostgreSQL.
 //!
@@ -58,11 +61,29 @@ struct Server {
     _proc: Proc,
     _dir: tempfile::TempDir,
     conn: Conn,
+    token: String,
 }
 
 impl Server {
     async fn start(bin: &str, database_url: Option<&str>, smtp_ca: Option<&str>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(
+            bin,
+            database_url,
+            smtp_ca,
+            tempfile::tempdir().unwrap(),
+            None,
+        )
+        .await
+    }
+
+    /// Starts a server in `dir`; `token` is the first admin token when another replica made it.
+    async fn start_in(
+        bin: &str,
+        database_url: Option<&str>,
+        smtp_ca: Option<&str>,
+        dir: tempfile::TempDir,
+        token: Option<String>,
+    ) -> Self {
         let config = dir.path().join("mailplane.toml");
         std::fs::write(
             &config,
@@ -112,7 +133,8 @@ impl Server {
                 break v["fields"]["addr"].as_str().unwrap().to_owned();
             }
         };
-        let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+        let token = token
+            .unwrap_or_else(|| std::fs::read_to_string(dir.path().join("admin.token")).unwrap());
         let conn = connect_with(&ClientArgs {
             server: addr,
             output: output::Format::Table,
@@ -127,6 +149,7 @@ impl Server {
             _proc: proc,
             _dir: dir,
             conn,
+            token: token.trim().to_owned(),
         }
     }
 
@@ -274,6 +297,81 @@ async fn throughput(bin: &str, database_url: Option<&str>, port: u16, n: usize) 
     n as f64 / elapsed.as_secs_f64()
 }
 
+/// Durable throughput with `replicas` servers on one PostgreSQL database, the messages sent
+/// round-robin to them: messages/s, first SendMessage to all SENT.
+async fn throughput_replicas(
+    bin: &str,
+    database_url: &str,
+    port: u16,
+    n: usize,
+    replicas: usize,
+) -> f64 {
+    let first = Server::start(bin, Some(database_url), None).await;
+    let mut servers = vec![];
+    for _ in 1..replicas {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            first._dir.path().join("mailplane.key"),
+            dir.path().join("mailplane.key"),
+        )
+        .unwrap();
+        servers.push(
+            Server::start_in(
+                bin,
+                Some(database_url),
+                None,
+                dir,
+                Some(first.token.clone()),
+            )
+            .await,
+        );
+    }
+    let account = first
+        .account(pb::SmtpAccount {
+            account_name: "Sink".into(),
+            sender_email: "bench@example.com".into(),
+            host: "127.0.0.1".into(),
+            port: port.into(),
+            security: pb::SecurityMode::None.into(),
+            use_authentication: false,
+            ..Default::default()
+        })
+        .await;
+    let body = "The nightly backup finished without errors. ".repeat(40);
+    let mut clients = vec![first.messages()];
+    clients.extend(servers.iter().map(Server::messages));
+    let start = Instant::now();
+    let sends = futures::stream::iter(0..n).map(|i| {
+        let mut c = clients[i % clients.len()].clone();
+        let (account, body) = (account.clone(), body.clone());
+        async move {
+            c.send_message(pb::SendMessageRequest {
+                message: Some(pb::Message {
+                    account,
+                    to: vec![format!("ops{i}@example.com")],
+                    subject: format!("Backup report {i}"),
+                    text_body: body,
+                    ..Default::default()
+                }),
+                request_id: format!("bench-{i}"),
+            })
+            .await
+            .unwrap();
+        }
+    });
+    sends.buffer_unordered(CONCURRENCY).collect::<()>().await;
+    let mut c = first.messages();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while waiting(&mut c).await > 0 {
+        assert!(Instant::now() < deadline, "not all SENT within 300 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(sent(&mut c).await, n, "every message is SENT");
+    println!("  {replicas} replica(s): all SENT after {elapsed:.2?}");
+    n as f64 / elapsed.as_secs_f64()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -407,6 +505,19 @@ async fn run() {
             outbox / source
         );
     }
+    println!(
+        "replicas: {n} messages sent round-robin, PostgreSQL, {SESSIONS} sessions per replica"
+    );
+    let mut one_db = PgDatabase::create().await;
+    let mut three_db = PgDatabase::create().await;
+    let one = throughput_replicas(&bin, &one_db.url, port, n, 1).await;
+    let three = throughput_replicas(&bin, &three_db.url, port, n, 3).await;
+    println!(
+        "  1 replica {one:.0} msg/s, 3 replicas {three:.0} msg/s, ratio {:.2} (goal >= 0.9)",
+        three / one
+    );
+    one_db.drop_db().await;
+    three_db.drop_db().await;
     println!("latency: SendMessage -> SENT, warm pooled session, STARTTLS + AUTH to local Postfix");
     for (backend, url) in [
         ("SQLite", None),
