@@ -117,6 +117,130 @@ impl Maildir {
     }
 }
 
+/// Creates the fixture credential (1) and an account `name` (accounts/1) sending through the
+/// Postfix submission port with STARTTLS and AUTH, with the CLI.
+fn fixture_account(addr: &str, token: &str, ca: &Path, fx: &HashMap<String, String>, name: &str) {
+    let out = cli(
+        addr,
+        token,
+        ca,
+        &[
+            "credentials",
+            "create",
+            "--display-name",
+            "Fixture",
+            "--username",
+            &fx["SMTP_USER"],
+        ],
+        Some(&fx["SMTP_PASSWORD"]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        addr,
+        token,
+        ca,
+        &[
+            "accounts",
+            "create",
+            "--name",
+            name,
+            "--sender",
+            "alerts@mailplane.test",
+            "--host",
+            "localhost",
+            "--port",
+            &fx["SMTP_PORT_SUBMISSION"],
+            "--security",
+            "starttls-required",
+            "--credential",
+            "1",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends the run's messages `Crash {run} #{i}` to `rcpt`, round-robin over `clients`,
+/// [`CONCURRENCY`] at once; each gets its own message.
+async fn send_all(clients: &[MessageServiceClient<Conn>], account: &str, run: &str, rcpt: &str) {
+    let sends = futures::stream::iter(0..MESSAGES).map(|i| {
+        let mut c = clients[i % clients.len()].clone();
+        async move {
+            c.send_message(pb::SendMessageRequest {
+                message: Some(pb::Message {
+                    account: account.to_owned(),
+                    to: vec![rcpt.to_owned()],
+                    subject: format!("Crash {run} #{i}"),
+                    text_body: format!("Message {i} of the crash test {run}."),
+                    ..Default::default()
+                }),
+                request_id: format!("crash-{run}-{i}"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .name
+        }
+    });
+    let names: Vec<String> = sends.buffer_unordered(CONCURRENCY).collect().await;
+    assert_eq!(names.iter().collect::<HashSet<_>>().len(), MESSAGES);
+}
+
+/// Waits until every message is SENT, at most `limit` after `event`.
+async fn wait_all_sent(c: &mut MessageServiceClient<Conn>, limit: Duration, event: &str) {
+    let deadline = Instant::now() + limit;
+    let mut last = HashMap::new();
+    loop {
+        let (q, s, d) = waiting(c).await;
+        if q + s + d == 0 {
+            last = states(c).await;
+            if last.len() == MESSAGES
+                && last
+                    .values()
+                    .all(|s| *s == i32::from(pb::MessageState::Sent))
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every message was SENT within {limit:?} of {event}: {q} queued, {s} sending, \
+             {d} deferred; {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every message of the run is in the Maildir and Postfix's queue is empty (so
+/// that any duplicate is in too); returns what was read.
+async fn wait_delivered(fx: &HashMap<String, String>, run: &str) -> Maildir {
+    let maildir = PathBuf::from(&fx["SMTP_MAILDIR"]);
+    let mut seen = Maildir::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        seen.scan(&maildir, run);
+        if seen.copies.len() == MESSAGES && postfix_queue_empty(&fx["SMTP_FIXTURES_DIR"]) {
+            seen.scan(&maildir, run);
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {MESSAGES} messages reached {} within 60 s",
+            seen.copies.len(),
+            maildir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Whether Postfix's queue is empty (true when it cannot be asked).
 fn postfix_queue_empty(fixtures_dir: &str) -> bool {
     let out = std::process::Command::new("postqueue")
@@ -215,52 +339,7 @@ async fn crash_and_restart(database_url: Option<&str>) {
     let mut child = Server(child);
     let token = admin_token(dir.path());
     let ca: PathBuf = dir.path().join("ca.pem");
-    let out = cli(
-        &addr,
-        &token,
-        &ca,
-        &[
-            "credentials",
-            "create",
-            "--display-name",
-            "Fixture",
-            "--username",
-            &fx["SMTP_USER"],
-        ],
-        Some(&fx["SMTP_PASSWORD"]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = cli(
-        &addr,
-        &token,
-        &ca,
-        &[
-            "accounts",
-            "create",
-            "--name",
-            "Crash",
-            "--sender",
-            "alerts@mailplane.test",
-            "--host",
-            "localhost",
-            "--port",
-            &fx["SMTP_PORT_SUBMISSION"],
-            "--security",
-            "starttls-required",
-            "--credential",
-            "1",
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fixture_account(&addr, &token, &ca, &fx, "Crash");
     let account = "accounts/1".to_owned();
 
     let mut c = client(&addr, &token, &ca).await;
@@ -272,28 +351,7 @@ async fn crash_and_restart(database_url: Option<&str>) {
     .unwrap();
     let run = format!("{:016x}", rand::random::<u64>());
     let rcpt = format!("crash-{run}@mailplane.test");
-    let sends = futures::stream::iter(0..MESSAGES).map(|i| {
-        let mut c = c.clone();
-        let (run, rcpt, account) = (run.clone(), rcpt.clone(), account.clone());
-        async move {
-            c.send_message(pb::SendMessageRequest {
-                message: Some(pb::Message {
-                    account,
-                    to: vec![rcpt],
-                    subject: format!("Crash {run} #{i}"),
-                    text_body: format!("Message {i} of the crash test {run}."),
-                    ..Default::default()
-                }),
-                request_id: format!("crash-{run}-{i}"),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .name
-        }
-    });
-    let names: Vec<String> = sends.buffer_unordered(CONCURRENCY).collect().await;
-    assert_eq!(names.iter().collect::<HashSet<_>>().len(), MESSAGES);
+    send_all(&[c.clone()], &account, &run, &rcpt).await;
     let stored = started.elapsed();
     c.resume_account_delivery(pb::ResumeAccountDeliveryRequest {
         account: account.clone(),
@@ -323,47 +381,10 @@ async fn crash_and_restart(database_url: Option<&str>) {
     let (child, addr, early, logs) = serve_logged(dir.path(), &extra);
     let mut child = Server(child);
     let mut c = client(&addr, &token, &ca).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = HashMap::new();
-    loop {
-        let (q, s, d) = waiting(&mut c).await;
-        if q + s + d == 0 {
-            last = states(&mut c).await;
-            if last.len() == MESSAGES
-                && last
-                    .values()
-                    .all(|s| *s == i32::from(pb::MessageState::Sent))
-            {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every message was SENT within 60 s of the restart: {q} queued, {s} sending, \
-             {d} deferred; {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_sent(&mut c, Duration::from_secs(60), "the restart").await;
     let all_sent = started.elapsed();
 
-    // Every message reaches the Maildir; then Postfix's queue empties (any duplicate is in).
-    let maildir = PathBuf::from(&fx["SMTP_MAILDIR"]);
-    let mut seen = Maildir::default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        seen.scan(&maildir, &run);
-        if seen.copies.len() == MESSAGES && postfix_queue_empty(&fx["SMTP_FIXTURES_DIR"]) {
-            seen.scan(&maildir, &run);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {MESSAGES} messages reached {} within 60 s",
-            seen.copies.len(),
-            maildir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = wait_delivered(&fx, &run).await;
     child.terminate();
     let mut lines = early;
     lines.extend(logs.try_iter());

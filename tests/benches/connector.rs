@@ -13,11 +13,13 @@
 // A benchmark reports failure by panicking, like a test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/connector.rs"]
+mod support;
+
 use mailplane_proto::v1 as pb;
-use mailplane_tests::rss_kib;
-use mailplane_tests::{Backend, SmtpFixtures, TestServer};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use mailplane_tests::{Backend, SmtpFixtures, TestServer, rss_kib};
+use pb::SmtpAccount;
+use support::{Agent, agent_bin, bench_n, create, fixture_account, p50, run_test};
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -27,43 +29,9 @@ fn main() {
     rt.block_on(run());
 }
 
-async fn run_test(server: &TestServer, account: &str, i: usize) -> Duration {
-    let mut tests = server.tests();
-    let start = Instant::now();
-    let created = tests
-        .create_test(pb::CreateTestRequest {
-            parent: account.into(),
-            test: Some(pb::SmtpTest {
-                to: format!("conn-{i}@mailplane.test"),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (_, t) = mailplane_tests::watch_to_end(&mut tests, &created.name).await;
-    assert_eq!(
-        t.state,
-        i32::from(pb::TestState::Succeeded),
-        "{:?}",
-        t.result
-    );
-    start.elapsed()
-}
-
 async fn run() {
-    let n: usize = std::env::var("MAILPLANE_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
-    let bin = std::env::var("MAILPLANE_AGENT_BIN")
-        .unwrap_or_else(|_| format!("{target}/release/mailplane-agent"));
-    assert!(
-        std::path::Path::new(&bin).exists(),
-        "build the agent first: cargo build --release -p mailplane-agent ({bin})"
-    );
+    let n = bench_n(200);
+    let bin = agent_bin();
     let fx = SmtpFixtures::load();
     let ca = std::fs::read(fx.var("SMTP_CA")).unwrap();
     let server = TestServer::start_configured(Backend::Sqlite, |c| {
@@ -73,116 +41,39 @@ async fn run() {
     })
     .await;
     let connector = server.create_connector("bench").await;
-    let token = server
-        .connectors()
-        .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
-            parent: connector.name.clone(),
-            ttl: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let dir = tempfile::tempdir().unwrap();
-    let server_ca = dir.path().join("ca.pem");
-    std::fs::write(&server_ca, &token.server_ca_pem).unwrap();
     let port = fx.port("SMTP_PORT_SUBMISSION");
-    let mut agent = Command::new(&bin)
-        .args([
-            "run",
-            "--log-level",
-            "warn",
-            "--server",
-            &format!("https://{}", server.agent_addr.unwrap()),
-        ])
-        .args(["--allow", &format!("localhost:{port}")])
-        .arg("--server-ca")
-        .arg(&server_ca)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("MAILPLANE_AGENT_ENROLLMENT_TOKEN", &token.token)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = server
-            .connectors()
-            .get_connector(pb::GetConnectorRequest {
-                name: connector.name.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if c.agents
-            .iter()
-            .any(|a| a.status == i32::from(pb::AgentStatus::Online) && a.connected_since.is_some())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the agent did not come online");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let idle_rss = rss_kib(agent.id());
-
-    let cred = server
-        .credentials()
-        .create_credential(pb::CreateCredentialRequest {
-            credential: Some(pb::Credential {
-                display_name: "bench".into(),
-                username: fx.var("SMTP_USER"),
-                secret: fx.var("SMTP_PASSWORD"),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut accounts = server.accounts();
-    let base = pb::SmtpAccount {
-        sender_email: "bench@mailplane.test".into(),
-        host: "localhost".into(),
-        port: port.into(),
-        security: pb::SecurityMode::StarttlsRequired.into(),
-        use_authentication: true,
-        credential: cred.name,
-        ..Default::default()
-    };
-    let direct = accounts
-        .create_account(pb::CreateAccountRequest {
-            account: Some(pb::SmtpAccount {
-                account_name: "direct".into(),
-                ..base.clone()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let via = accounts
-        .create_account(pb::CreateAccountRequest {
-            account: Some(pb::SmtpAccount {
-                account_name: "via".into(),
-                use_network_connector: true,
-                network_connector: connector.name.clone(),
-                ..base
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let agent = Agent::start(&server, &connector.name, port).await;
+    let idle_rss = rss_kib(agent.child.id());
+    let base = fixture_account(&server, &fx, port).await;
+    let direct = create(
+        &server,
+        SmtpAccount {
+            account_name: "direct".into(),
+            ..base.clone()
+        },
+    )
+    .await;
+    let via = create(
+        &server,
+        SmtpAccount {
+            account_name: "via".into(),
+            use_network_connector: true,
+            network_connector: connector.name.clone(),
+            ..base
+        },
+    )
+    .await;
 
     let (mut d, mut v) = (Vec::new(), Vec::new());
     for i in 0..n + 5 {
-        let dt = run_test(&server, &direct.name, i).await;
-        let vt = run_test(&server, &via.name, i).await;
+        let dt = run_test(&server, &direct, i).await;
+        let vt = run_test(&server, &via, i).await;
         if i >= 5 {
             d.push(dt);
             v.push(vt);
         }
     }
-    d.sort();
-    v.sort();
-    let (dp, vp) = (d[d.len() / 2], v[v.len() / 2]);
+    let (dp, vp) = (p50(&mut d), p50(&mut v));
     println!(
         "test p50 direct, over {n}: {:.2} ms",
         dp.as_secs_f64() * 1000.0
@@ -199,13 +90,15 @@ async fn run() {
         "agent idle RSS: {idle_rss} KiB ({:.1} MiB, target <= 10 MiB)",
         idle_rss as f64 / 1024.0
     );
-    println!("agent RSS after {n} jobs: {} KiB", rss_kib(agent.id()));
+    println!(
+        "agent RSS after {n} jobs: {} KiB",
+        rss_kib(agent.child.id())
+    );
     let size = std::fs::metadata(&bin).unwrap().len();
     println!(
         "agent release binary: {size} bytes ({:.1} MiB, target <= 12 MiB)",
         size as f64 / 1_048_576.0
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
     server.stop().await.unwrap();
 }

@@ -47,17 +47,7 @@ impl Replica {
         let proc = Proc::spawn(c);
         proc.wait_for("agent listener (TLS) listening", Duration::from_secs(30))
             .await;
-        let addr = |message: &str| {
-            proc.lines.lock().unwrap().iter().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v["fields"]["message"] == message)
-                    .then(|| v["fields"]["addr"].as_str().map(str::to_owned))?
-            })
-        };
-        let (api, agents) = (
-            addr("mailplane listening").unwrap(),
-            addr("agent listener (TLS) listening").unwrap(),
-        );
+        let (api, agents) = proc.listening();
         Self {
             proc,
             api,

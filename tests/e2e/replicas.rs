@@ -8,17 +8,6 @@ use pb::watch_test_response::Event;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// A second replica of `a`: the same database and key file, its own data dir and port.
-async fn second_replica(a: &TestServer) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(a.config.key_path(), dir.path().join("mailplane.key")).unwrap();
-    let config = mailplane_server::ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..a.config.clone()
-    };
-    TestServer::start_with(config, dir, None).await
-}
-
 async fn replicas(server: &TestServer, token: &str) -> Vec<pb::Replica> {
     ReplicaServiceClient::new(with_token(&server.raw, Some(token)))
         .list_replicas(pb::ListReplicasRequest {})
@@ -35,7 +24,7 @@ fn serving(r: &pb::Replica) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_one_database_list_each_other_and_leave_when_they_stop() {
     let a = TestServer::start(Backend::Postgres).await;
-    let b = second_replica(&a).await;
+    let b = a.start_replica().await;
 
     let seen = replicas(&b, &a.admin_token).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
@@ -109,7 +98,7 @@ async fn a_test_running_on_one_replica_is_watched_live_from_another() {
         io.get_mut().write_all(b"221 bye\r\n").await.unwrap();
     });
     let a = TestServer::start(Backend::Postgres).await;
-    let b = second_replica(&a).await;
+    let b = a.start_replica().await;
     let acct = create_account(
         &mut a.accounts(),
         pb::SmtpAccount {

@@ -235,6 +235,23 @@ impl TestServer {
         }
     }
 
+    /// Another replica on this server's database (PostgreSQL): the same key file and config,
+    /// its own data dir and ports. It finds the database set up, so it answers to this
+    /// server's first admin token.
+    pub async fn start_replica(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(self.config.key_path(), dir.path().join("mailplane.key"))
+            .expect("copy the key file");
+        let config = mailplane_server::ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..self.config.clone()
+        };
+        let mut replica = Self::start_with(config, dir, None).await;
+        replica.admin_token.clone_from(&self.admin_token);
+        replica.channel = with_token(&replica.raw, Some(&self.admin_token));
+        replica
+    }
+
     /// An account client.
     pub fn accounts(&self) -> SmtpAccountServiceClient<Conn> {
         SmtpAccountServiceClient::new(self.channel.clone())

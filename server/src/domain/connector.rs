@@ -6,6 +6,16 @@ use super::Micros;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectorId(pub i64);
 
+impl ConnectorId {
+    /// What to do when none of its agents is connected.
+    pub fn offline_hint(self) -> String {
+        format!(
+            "start mailplane-agent for {self} (see `mailplane connectors get {}`)",
+            self.0
+        )
+    }
+}
+
 impl std::fmt::Display for ConnectorId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "connectors/{}", self.0)

@@ -34,7 +34,8 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
             next_sweep = tokio::time::Instant::now() + every;
             sweep(outbox).await;
         }
-        if tokio::time::Instant::now() >= next_orphans {
+        // SQLite has one replica: what a dead run held was queued again at the start.
+        if !outbox.store.is_sqlite() && tokio::time::Instant::now() >= next_orphans {
             next_orphans = tokio::time::Instant::now() + ORPHANS_EVERY;
             match outbox.store.requeue_orphaned().await {
                 Ok(0) => {}
@@ -65,7 +66,10 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
                 }
             }
         };
-        let sleep = sleep.unwrap_or(MAX_SLEEP).min(every).min(ORPHANS_EVERY);
+        let mut sleep = sleep.unwrap_or(MAX_SLEEP).min(every);
+        if !outbox.store.is_sqlite() {
+            sleep = sleep.min(ORPHANS_EVERY);
+        }
         tokio::select! {
             () = outbox.stop.cancelled() => return,
             () = outbox.wake.notified() => {}

@@ -51,10 +51,7 @@ pub(super) async fn send(
             } else {
                 format!("no agent of {connector} was free within {wait:?}")
             },
-            hint: format!(
-                "start mailplane-agent for {connector} (see `mailplane connectors get {}`)",
-                connector.0
-            ),
+            hint: connector.offline_hint(),
         };
     };
     let agent = dispatched.agent.name.to_string();

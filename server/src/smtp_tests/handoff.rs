@@ -8,8 +8,8 @@
 //! hands the job to another, up to the [`FailoverPolicy`]; after DATA the test ends
 //! `CONNECTOR_LOST`; with no agent anywhere within the wait, `CONNECTOR_OFFLINE`.
 
-use super::record::{ExecutedBy, FailureClass, Phase};
-use super::remote::{FailoverPolicy, publish, retried};
+use super::record::{ExecutedBy, FailureClass};
+use super::remote::{FailoverPolicy, gave_up, lost_after_data, offline, publish, retried};
 use super::watch::LiveTest;
 use super::{fail, finish};
 use crate::crypto::Cipher;
@@ -183,50 +183,21 @@ impl Follower {
                 Some(Outcome::Done)
             }
             _ if lost && status.data_started => {
-                fail(
-                    live,
-                    FailureClass::ConnectorLost,
-                    Some(Phase::Data),
-                    format!(
-                        "{} went away after the message was sent; it was not re-sent, because it may already have been delivered",
-                        self.agent
-                    ),
-                    "look for the message at the relay (or the recipient) before testing again",
-                );
+                lost_after_data(live, &self.agent);
                 Some(Outcome::Done)
             }
             _ if lost => {
                 self.lost.push(self.agent.clone());
                 if failover.exhausted(&self.lost) {
-                    fail(
-                        live,
-                        FailureClass::ConnectorLost,
-                        None,
-                        format!(
-                            "agents went away before the session finished{}",
-                            retried(&self.lost)
-                        ),
-                        "check the agents' logs and their link to the server",
-                    );
+                    gave_up(live, &self.lost);
                     return Some(Outcome::Done);
                 }
                 self.offline_at = Instant::now() + wait;
                 Some(Outcome::Requeued)
             }
             JobState::Queued if Instant::now() >= self.offline_at => {
-                fail(
-                    live,
-                    FailureClass::ConnectorOffline,
-                    None,
-                    format!(
-                        "no live agent of {connector} on any replica within {wait:?}{}",
-                        retried(&self.lost)
-                    ),
-                    &format!(
-                        "start mailplane-agent for {connector} (see `mailplane connectors get {}`)",
-                        connector.0
-                    ),
-                );
+                let when = format!("on any replica within {wait:?}");
+                offline(live, connector, &when, &self.lost);
                 Some(Outcome::Done)
             }
             JobState::Queued | JobState::Claimed | JobState::Lost => None,

@@ -77,20 +77,7 @@ impl Remote<'_> {
                 .dispatch(connector, job.clone(), self.wait)
                 .await
             else {
-                fail(
-                    live,
-                    FailureClass::ConnectorOffline,
-                    None,
-                    format!(
-                        "no live agent of {connector} within {:?}{}",
-                        self.wait,
-                        retried(&lost)
-                    ),
-                    &format!(
-                        "start mailplane-agent for {connector} (see `mailplane connectors get {}`)",
-                        connector.0
-                    ),
-                );
+                offline(live, connector, &format!("within {:?}", self.wait), &lost);
                 return;
             };
             let agent = dispatched.agent.name.to_string();
@@ -105,15 +92,7 @@ impl Remote<'_> {
                 }
                 JobEnd::Lost { data_started: true } => {
                     tracing::warn!(test = %name, %agent, "agent lost after DATA started; not re-sending");
-                    fail(
-                        live,
-                        FailureClass::ConnectorLost,
-                        Some(Phase::Data),
-                        format!(
-                            "{agent} went away after the message was sent; it was not re-sent, because it may already have been delivered"
-                        ),
-                        "look for the message at the relay (or the recipient) before testing again",
-                    );
+                    lost_after_data(live, &agent);
                     return;
                 }
                 JobEnd::Lost {
@@ -122,22 +101,53 @@ impl Remote<'_> {
                     tracing::warn!(test = %name, %agent, "agent lost before DATA; retrying on another replica");
                     lost.push(agent);
                     if self.failover.exhausted(&lost) {
-                        fail(
-                            live,
-                            FailureClass::ConnectorLost,
-                            None,
-                            format!(
-                                "agents went away before the session finished{}",
-                                retried(&lost)
-                            ),
-                            "check the agents' logs and their link to the server",
-                        );
+                        gave_up(live, &lost);
                         return;
                     }
                 }
             }
         }
     }
+}
+
+/// The test ends `CONNECTOR_OFFLINE`: no agent of `connector` came (`when` says where and
+/// how long it waited).
+pub(super) fn offline(live: &LiveTest, connector: ConnectorId, when: &str, lost: &[String]) {
+    fail(
+        live,
+        FailureClass::ConnectorOffline,
+        None,
+        format!("no live agent of {connector} {when}{}", retried(lost)),
+        &connector.offline_hint(),
+    );
+}
+
+/// The test ends `CONNECTOR_LOST`: `agent` went away after DATA started, so nothing is re-sent.
+pub(super) fn lost_after_data(live: &LiveTest, agent: &str) {
+    fail(
+        live,
+        FailureClass::ConnectorLost,
+        Some(Phase::Data),
+        format!(
+            "{agent} went away after the message was sent; it was not re-sent, because it may already have been delivered"
+        ),
+        "look for the message at the relay (or the recipient) before testing again",
+    );
+}
+
+/// The test ends `CONNECTOR_LOST`: the agents in `lost` went away before DATA, as many as the
+/// failover policy allows.
+pub(super) fn gave_up(live: &LiveTest, lost: &[String]) {
+    fail(
+        live,
+        FailureClass::ConnectorLost,
+        None,
+        format!(
+            "agents went away before the session finished{}",
+            retried(lost)
+        ),
+        "check the agents' logs and their link to the server",
+    );
 }
 
 /// Publishes an agent's progress on `live` as it comes.

@@ -4,24 +4,12 @@
 //! [`JOB_CHANNEL`] with the job's id.
 
 use super::Store;
-use super::db::{Arg, Query, query};
+use super::db::{Arg, query};
 use super::notify::{JOB_CHANNEL, JOBS_CHANNEL};
 use crate::domain::job::{ClaimedJob, JobId, JobState, JobStatus};
 use crate::domain::replica::ReplicaId;
 use crate::domain::{ConnectorId, Micros, now_micros};
 use crate::error::{Error, Result};
-
-/// `NOTIFY channel, payload` as a statement (PostgreSQL; on SQLite, whose one replica has no
-/// listener, a statement that does nothing).
-fn announcement(store: &Store, channel: &str, payload: i64) -> Query {
-    if store.is_postgres() {
-        query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(payload.to_string())
-    } else {
-        query("SELECT 1")
-    }
-}
 
 /// How a job ended, as its claimer writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,22 +21,6 @@ pub struct JobEndWrite {
 }
 
 impl Store {
-    /// Tells every replica's outbox that there is new work (PostgreSQL only).
-    pub async fn announce_outbox(&self) -> Result<()> {
-        self.announce(super::notify::OUTBOX_CHANNEL, 0).await
-    }
-
-    /// Announces `payload` on `channel` (PostgreSQL only; SQLite has one replica).
-    async fn announce(&self, channel: &str, payload: i64) -> Result<()> {
-        if self.is_postgres() {
-            let q = query("SELECT pg_notify($1, $2)")
-                .bind(channel)
-                .bind(payload.to_string());
-            self.execute(&q).await?;
-        }
-        Ok(())
-    }
-
     /// Queues a job for `connector` about `subject` (e.g. a test's name). A progress write:
     /// its creator follows it, and a creator that crashed has no use for it.
     pub async fn enqueue_job(
@@ -69,9 +41,9 @@ impl Store {
         .bind(now);
         let mut w = self.begin_progress_write().await?;
         let (id,): (i64,) = w.conn().one(&q).await?;
-        w.conn()
-            .execute(&announcement(self, JOBS_CHANNEL, connector.0))
-            .await?;
+        if let Some(q) = self.announcement(JOBS_CHANNEL, connector.0) {
+            w.conn().execute(&q).await?;
+        }
         w.commit().await?;
         Ok(JobId(id))
     }
@@ -104,9 +76,9 @@ impl Store {
         let Some((id, nonce, sealed)) = row else {
             return Ok(None);
         };
-        w.conn()
-            .execute(&announcement(self, JOB_CHANNEL, id))
-            .await?;
+        if let Some(q) = self.announcement(JOB_CHANNEL, id) {
+            w.conn().execute(&q).await?;
+        }
         w.commit().await?;
         Ok(Some(ClaimedJob {
             id: JobId(id),
@@ -203,9 +175,9 @@ impl Store {
                 w.conn().execute(&q).await?;
             }
         }
-        w.conn()
-            .execute(&announcement(self, JOB_CHANNEL, id.0))
-            .await?;
+        if let Some(q) = self.announcement(JOB_CHANNEL, id.0) {
+            w.conn().execute(&q).await?;
+        }
         w.commit().await
     }
 

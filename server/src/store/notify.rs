@@ -8,6 +8,8 @@
 //! again ([`Notice::Resync`]).
 
 use super::Store;
+use super::db::{Query, query};
+use crate::error::Result;
 use sqlx::postgres::PgListener;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -119,5 +121,30 @@ impl Notifier {
     /// A receiver of the notices from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.tx.subscribe()
+    }
+}
+
+impl Store {
+    /// `NOTIFY channel, payload` as a statement, to run in a transaction (delivered when it
+    /// commits); none on SQLite, whose one replica has no listener.
+    pub(super) fn announcement(&self, channel: &str, payload: i64) -> Option<Query> {
+        self.is_postgres().then(|| {
+            query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload.to_string())
+        })
+    }
+
+    /// Announces `payload` on `channel` at once (PostgreSQL only).
+    pub(super) async fn announce(&self, channel: &str, payload: i64) -> Result<()> {
+        if let Some(q) = self.announcement(channel, payload) {
+            self.execute(&q).await?;
+        }
+        Ok(())
+    }
+
+    /// Tells every replica's outbox that there is new work (PostgreSQL only).
+    pub async fn announce_outbox(&self) -> Result<()> {
+        self.announce(OUTBOX_CHANNEL, 0).await
     }
 }

@@ -57,14 +57,8 @@ impl Store {
         .bind(name.id)
         .bind(name.account.0);
         self.execute(&q).await?;
-        if self.is_postgres() {
-            // Watchers on every replica read it again.
-            let q = query("SELECT pg_notify($1, $2)")
-                .bind(super::notify::TESTS_CHANNEL)
-                .bind(name.id.to_string());
-            self.execute(&q).await?;
-        }
-        Ok(())
+        // Watchers on every replica read it again.
+        self.announce(super::notify::TESTS_CHANNEL, name.id).await
     }
 
     /// Stores a running test's progress (its payload) and announces it to the watchers of
@@ -80,10 +74,7 @@ impl Store {
         .bind(name.id)
         .bind(name.account.0);
         w.conn().execute(&q).await?;
-        if self.is_postgres() {
-            let q = query("SELECT pg_notify($1, $2)")
-                .bind(super::notify::TESTS_CHANNEL)
-                .bind(name.id.to_string());
+        if let Some(q) = self.announcement(super::notify::TESTS_CHANNEL, name.id) {
             w.conn().execute(&q).await?;
         }
         w.commit().await

@@ -54,52 +54,7 @@ async fn one_replica_killed(database_url: &str) {
     let (c, c_addr, _, c_logs) = serve_logged(dirs[2].path(), &extra);
     let c = Server(c);
     let ca_of = |i: usize| dirs[i].path().join("ca.pem");
-    let out = cli(
-        &a_addr,
-        &token,
-        &ca_of(0),
-        &[
-            "credentials",
-            "create",
-            "--display-name",
-            "Fixture",
-            "--username",
-            &fx["SMTP_USER"],
-        ],
-        Some(&fx["SMTP_PASSWORD"]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = cli(
-        &a_addr,
-        &token,
-        &ca_of(0),
-        &[
-            "accounts",
-            "create",
-            "--name",
-            "Cluster",
-            "--sender",
-            "alerts@mailplane.test",
-            "--host",
-            "localhost",
-            "--port",
-            &fx["SMTP_PORT_SUBMISSION"],
-            "--security",
-            "starttls-required",
-            "--credential",
-            "1",
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fixture_account(&a_addr, &token, &ca_of(0), &fx, "Cluster");
     let account = "accounts/1".to_owned();
     let clients = [
         client(&a_addr, &token, &ca_of(0)).await,
@@ -115,28 +70,7 @@ async fn one_replica_killed(database_url: &str) {
         .unwrap();
     let run = format!("{:016x}", rand::random::<u64>());
     let rcpt = format!("crash-{run}@mailplane.test");
-    let sends = futures::stream::iter(0..MESSAGES).map(|i| {
-        let mut c = clients[i % 3].clone();
-        let (run, rcpt, account) = (run.clone(), rcpt.clone(), account.clone());
-        async move {
-            c.send_message(pb::SendMessageRequest {
-                message: Some(pb::Message {
-                    account,
-                    to: vec![rcpt],
-                    subject: format!("Crash {run} #{i}"),
-                    text_body: format!("Message {i} of the cluster crash test {run}."),
-                    ..Default::default()
-                }),
-                request_id: format!("crash-{run}-{i}"),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .name
-        }
-    });
-    let names: Vec<String> = sends.buffer_unordered(CONCURRENCY).collect().await;
-    assert_eq!(names.iter().collect::<HashSet<_>>().len(), MESSAGES);
+    send_all(&clients, &account, &run, &rcpt).await;
     watch
         .resume_account_delivery(pb::ResumeAccountDeliveryRequest {
             account: account.clone(),
@@ -189,46 +123,9 @@ async fn one_replica_killed(database_url: &str) {
     b.0.wait().unwrap();
     let killed_at = started.elapsed();
 
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = HashMap::new();
-    loop {
-        let (q, s, d) = waiting(&mut watch).await;
-        if q + s + d == 0 {
-            last = states(&mut watch).await;
-            if last.len() == MESSAGES
-                && last
-                    .values()
-                    .all(|s| *s == i32::from(pb::MessageState::Sent))
-            {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every message was SENT within 90 s of the kill: {q} queued, {s} sending, \
-             {d} deferred; {} states read",
-            last.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_sent(&mut watch, Duration::from_secs(90), "the kill").await;
     let all_sent = started.elapsed();
-    let maildir = PathBuf::from(&fx["SMTP_MAILDIR"]);
-    let mut seen = Maildir::default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        seen.scan(&maildir, &run);
-        if seen.copies.len() == MESSAGES && postfix_queue_empty(&fx["SMTP_FIXTURES_DIR"]) {
-            seen.scan(&maildir, &run);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {MESSAGES} messages reached {} within 60 s",
-            seen.copies.len(),
-            maildir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = wait_delivered(&fx, &run).await;
     db.close().await.unwrap();
     let (mut a, mut c) = (a, c);
     a.terminate();

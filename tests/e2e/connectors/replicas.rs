@@ -7,7 +7,7 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_shows_where_each_agent_is_connected() {
     let a = server_on(Backend::Postgres).await;
-    let b = second_replica(&a).await;
+    let b = a.start_replica().await;
     let connector = a.create_connector("Across").await;
     let who = enroll(&b, &token(&a, &connector.name).await).await.unwrap();
     let agent = FakeAgent::connect(&b, &who).await.unwrap();
@@ -40,21 +40,10 @@ async fn every_replica_shows_where_each_agent_is_connected() {
     a.stop().await.unwrap();
 }
 
-/// A second replica of `a` (same database and key), with its own agent listener.
-async fn second_replica(a: &TestServer) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(a.config.key_path(), dir.path().join("mailplane.key")).unwrap();
-    let config = mailplane_server::ServerConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..a.config.clone()
-    };
-    TestServer::start_with(config, dir, None).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_created_on_one_replica_runs_on_an_agent_of_another() {
     let a = server_on(Backend::Postgres).await;
-    let b = second_replica(&a).await;
+    let b = a.start_replica().await;
     let (dc, acct) = connector_account(&a, "Handoff").await;
     let first = enroll(&b, &token(&a, &dc.name).await).await.unwrap();
     let second = enroll(&b, &token(&a, &dc.name).await).await.unwrap();
@@ -114,7 +103,7 @@ async fn a_test_created_on_one_replica_runs_on_an_agent_of_another() {
 async fn a_message_sent_to_one_replica_is_delivered_by_the_replica_with_the_agent() {
     use crate::messages::{message, messages, send, wait_for};
     let a = server_on(Backend::Postgres).await;
-    let b = second_replica(&a).await;
+    let b = a.start_replica().await;
     let (dc, acct) = connector_account(&a, "Outbound across").await;
     let who = enroll(&b, &token(&a, &dc.name).await).await.unwrap();
     let mut agent = FakeAgent::connect(&b, &who).await.unwrap();

@@ -155,6 +155,21 @@ impl Proc {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// The API and agent addresses a `mailplane serve` logged (JSON), once it logged both.
+    pub(crate) fn listening(&self) -> (String, String) {
+        let addr = |message: &str| {
+            self.lines.lock().unwrap().iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["fields"]["message"] == message)
+                    .then(|| v["fields"]["addr"].as_str().map(str::to_owned))?
+            })
+        };
+        (
+            addr("mailplane listening").unwrap(),
+            addr("agent listener (TLS) listening").unwrap(),
+        )
+    }
+
     /// Waits (up to `limit`) until the output contains `needle`.
     pub(crate) async fn wait_for(&self, needle: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
@@ -243,17 +258,7 @@ impl Server {
         });
         proc.wait_for("agent listener (TLS) listening", Duration::from_secs(30))
             .await;
-        let addr = |message: &str| {
-            proc.lines.lock().unwrap().iter().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v["fields"]["message"] == message)
-                    .then(|| v["fields"]["addr"].as_str().map(str::to_owned))?
-            })
-        };
-        let (api, agents) = (
-            addr("mailplane listening").unwrap(),
-            addr("agent listener (TLS) listening").unwrap(),
-        );
+        let (api, agents) = proc.listening();
         let raw = tonic::transport::Endpoint::from_shared(format!("http://{api}"))
             .unwrap()
             .connect()

@@ -75,44 +75,16 @@ async fn wait_online(server: &Server, connector: &str) -> pb::AgentReplica {
     }
 }
 
-type Outbox = pb::message_service_client::MessageServiceClient<mailplane_tests::Conn>;
-
+/// A message through `account` to `to`.
 async fn send_message(outbox: &mut Outbox, account: &str, to: &str) -> pb::Message {
-    outbox
-        .send_message(pb::SendMessageRequest {
-            message: Some(pb::Message {
-                account: account.into(),
-                to: vec![to.into()],
-                subject: "Through the connector".into(),
-                text_body: "Delivered by the agent.".into(),
-                ..Default::default()
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    let m = pb::Message {
+        account: account.into(),
+        ..crate::messages::message(&[to])
+    };
+    crate::messages::send(outbox, m, "").await.unwrap()
 }
 
-/// Polls GetMessage until the message is in `want`.
-async fn wait_message(outbox: &mut Outbox, name: &str, want: pb::MessageState) -> pb::Message {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let m = outbox
-            .get_message(pb::GetMessageRequest { name: name.into() })
-            .await
-            .unwrap()
-            .into_inner();
-        if m.state == i32::from(want) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never became {want:?}: {m:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+type Outbox = pb::message_service_client::MessageServiceClient<mailplane_tests::Conn>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_reaches_a_relay_that_only_the_agent_can_reach() {
@@ -296,13 +268,13 @@ async fn connector_reaches_a_relay_that_only_the_agent_can_reach() {
         sent.push((m.name, rcpt));
     }
     for (name, rcpt) in &sent {
-        let m = wait_message(&mut outbox, name, pb::MessageState::Sent).await;
+        let m = crate::messages::wait_for(&mut outbox, name, pb::MessageState::Sent).await;
         assert_eq!(m.attempts.last().unwrap().agent, replica.name, "{m:?}");
         sink.wait_for(&format!("to={rcpt}"), Duration::from_secs(10))
             .await;
     }
     let m = send_message(&mut outbox, &outside.name, "outside@example.com").await;
-    let m = wait_message(&mut outbox, &m.name, pb::MessageState::Failed).await;
+    let m = crate::messages::wait_for(&mut outbox, &m.name, pb::MessageState::Failed).await;
     assert_eq!(
         m.attempts.last().unwrap().failure_class,
         i32::from(pb::FailureClass::DestinationNotAllowed),
