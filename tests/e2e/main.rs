@@ -8,6 +8,7 @@
 mod accounts;
 mod audit;
 mod auth;
+mod caps;
 mod cli;
 mod cluster;
 mod concurrency;

@@ -276,10 +276,12 @@ async fn a_message_left_sending_by_a_dead_server_is_delivered_after_restart() {
             .claim_due(
                 now,
                 10,
+                4,
                 &mailplane_server::domain::replica::ReplicaId::new(),
             )
             .await
-            .unwrap();
+            .unwrap()
+            .messages;
         assert_eq!(claimed.len(), 1);
     }
     let server = TestServer::start_with(config, data_dir, None).await;

@@ -11,6 +11,31 @@ use std::time::Duration;
 /// message and sends nothing new.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
+/// How an attempt ends whose replica died after the agent reported DATA started: the relay
+/// may have the message, so it waits for a person (see `Store::requeue_orphaned`).
+pub struct LostAttempt {
+    /// The failure class, as stored.
+    pub class: &'static str,
+    /// What happened.
+    pub message: &'static str,
+    /// What to do.
+    pub hint: &'static str,
+}
+
+impl LostAttempt {
+    /// The message's last error.
+    pub fn last_error(&self) -> String {
+        super::retry::not_retried(self.message)
+    }
+}
+
+/// See [`LostAttempt`].
+pub const ORPHANED_AFTER_DATA: LostAttempt = LostAttempt {
+    class: "FAILURE_CLASS_CONNECTOR_LOST",
+    message: "the replica following this delivery stopped after its agent started DATA",
+    hint: "look for the message at the relay before calling RetryMessage",
+};
+
 /// A message's id, the `{id}` in `messages/{id}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub i64);
@@ -332,6 +357,15 @@ pub fn check_transition(id: MessageId, state: MessageState, retry: bool) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_orphaned_attempt_reads_back_as_connector_lost() {
+        use mailplane_proto::v1 as pb;
+        assert_eq!(
+            pb::FailureClass::from_str_name(ORPHANED_AFTER_DATA.class),
+            Some(pb::FailureClass::ConnectorLost)
+        );
+    }
 
     #[test]
     fn states_round_trip_and_transitions_are_checked() {

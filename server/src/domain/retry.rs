@@ -83,6 +83,15 @@ pub struct Settled {
     pub last_error: String,
 }
 
+/// The last error of a message whose attempt ended in doubt (`failure`): it waits for a
+/// person.
+pub fn not_retried(failure: &str) -> String {
+    format!(
+        "{failure}; the relay may already have the message, so it is not retried \
+         automatically: call RetryMessage to send it again"
+    )
+}
+
 /// Decides what an attempt means for the message. `verdicts` are the relay's answers for the
 /// recipients that were sent to, by position in `claimed.recipients`; recipients accepted
 /// before keep their state. `failure` describes a failed attempt.
@@ -132,14 +141,7 @@ pub fn settle(
             (MessageState::Failed, None, failure.to_owned())
         }
     } else if end == AttemptEnd::Ambiguous {
-        (
-            MessageState::Deferred,
-            None,
-            format!(
-                "{failure}; the relay may already have the message, so it is not retried \
-                 automatically: call RetryMessage to send it again"
-            ),
-        )
+        (MessageState::Deferred, None, not_retried(failure))
     } else if age >= schedule.max_age {
         (
             MessageState::Failed,

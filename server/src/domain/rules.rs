@@ -144,6 +144,19 @@ pub fn check_version(name: &str, expected: Option<i64>, current: i64) -> Result<
     }
 }
 
+/// A new test of `account`, which has `unfinished` tests queued or running on any replica:
+/// `ResourceExhausted` when that is already `limit`.
+pub fn test_cap(account: AccountId, unfinished: i64, limit: usize) -> Result<()> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    if unfinished >= limit {
+        return Err(Error::ResourceExhausted(format!(
+            "{account} already has {unfinished} tests running (the limit is {limit}, on all \
+             replicas together); wait for one to finish"
+        )));
+    }
+    Ok(())
+}
+
 /// Using an enrollment token, given its stored `(connector, expire_time, used_time)` if it
 /// exists: the connector it enrolls into, or why it cannot be used.
 pub fn enrollment_token(
@@ -173,6 +186,14 @@ pub fn enrollment_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_cap_counts_every_replica() {
+        assert!(test_cap(AccountId(1), 3, 4).is_ok());
+        let err = test_cap(AccountId(1), 4, 4).unwrap_err();
+        assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+        assert!(err.to_string().contains("limit is 4"), "{err}");
+    }
     use crate::domain::account::tests::spec;
 
     #[test]

@@ -26,6 +26,10 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
     let mut next_sweep = tokio::time::Instant::now();
     let mut next_orphans = tokio::time::Instant::now();
     let mut notices = outbox.notifier.as_ref().map(|n| n.subscribe());
+    let per_account =
+        u32::try_from(outbox.settings.pool.max_sessions_per_key.max(1)).unwrap_or(u32::MAX);
+    // After a claim held back by an account's cap: the free slots at which to claim again.
+    let mut gate: Option<u32> = None;
     loop {
         if outbox.stop.is_cancelled() {
             return;
@@ -38,28 +42,50 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
         if !outbox.store.is_sqlite() && tokio::time::Instant::now() >= next_orphans {
             next_orphans = tokio::time::Instant::now() + ORPHANS_EVERY;
             match outbox.store.requeue_orphaned().await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::warn!(messages = n, "took over messages of a replica that stopped")
-                }
+                Ok((0, 0)) => {}
+                Ok((queued, deferred)) => tracing::warn!(
+                    queued,
+                    deferred,
+                    "took over messages of a replica that stopped (deferred: DATA had started \
+                     on an agent)"
+                ),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot look for messages of stopped replicas")
                 }
             }
         }
         let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
-        let sleep = if free < min_claim(outbox.settings.batch, free) {
+        let sleep = if free < gate.unwrap_or_else(|| min_claim(outbox.settings.batch, free)) {
             None
         } else {
             match claim(outbox, &slots, &finished, free).await {
-                Ok(true) => continue,
-                Ok(false) => match outbox.store.next_due(&outbox.me).await {
-                    Ok(next) => Some(until(next)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the outbox");
-                        Some(ERROR_PAUSE)
+                Ok(Claimed::Full) => {
+                    gate = None;
+                    continue;
+                }
+                // Held back by an account's cap: claim again once a few deliveries finished
+                // (here, or on another replica: the periodic look below).
+                Ok(Claimed::Capped) => {
+                    let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+                    let batch = outbox.settings.batch.max(1);
+                    gate = Some(if free >= batch {
+                        // None of them runs here: wait for the periodic look (or new work).
+                        u32::MAX
+                    } else {
+                        free.saturating_add(recheck_after(per_account)).min(batch)
+                    });
+                    None
+                }
+                Ok(Claimed::AllDue) => {
+                    gate = None;
+                    match outbox.store.next_due(&outbox.me).await {
+                        Ok(next) => Some(until(next)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the outbox");
+                            Some(ERROR_PAUSE)
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim messages for delivery");
                     Some(ERROR_PAUSE)
@@ -72,15 +98,22 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
         }
         tokio::select! {
             () = outbox.stop.cancelled() => return,
-            () = outbox.wake.notified() => {}
+            () = outbox.wake.notified() => gate = None,
             // Messages of its connector may now be delivered here.
-            () = outbox.registry.agent_connected() => {}
+            () = outbox.registry.agent_connected() => gate = None,
             // Another replica stored messages or made some due.
-            () = outbox_notice(&mut notices) => {}
+            () = outbox_notice(&mut notices) => gate = None,
             () = finished.notified() => {}
-            () = tokio::time::sleep(sleep) => {}
+            () = tokio::time::sleep(sleep) => gate = None,
         }
     }
+}
+
+/// After a claim held back by an account's cap of `per_account` deliveries at once: how many
+/// of them must finish before the next claim (a quarter, so that a busy account costs one
+/// claim per few deliveries, not one per delivery).
+fn recheck_after(per_account: u32) -> u32 {
+    (per_account / 4).max(1)
 }
 
 /// The fewest free slots worth a claim: a quarter of the batch while deliveries are running
@@ -145,20 +178,32 @@ fn until(next: Option<i64>) -> Duration {
     })
 }
 
-/// Claims up to `free` due messages and starts their deliveries. `true` when every free slot
-/// was filled (more may be due).
+/// What a claim did.
+enum Claimed {
+    /// Every free slot was filled: more may be due.
+    Full,
+    /// An account with due messages is at its cap on deliveries at once.
+    Capped,
+    /// Every due message this replica may deliver was claimed.
+    AllDue,
+}
+
+/// Claims up to `free` due messages (at most the per-account cap of each account on all
+/// replicas together) and starts their deliveries.
 async fn claim(
     outbox: &Arc<Outbox>,
     slots: &Arc<Semaphore>,
     finished: &Arc<Notify>,
     free: u32,
-) -> crate::error::Result<bool> {
-    let claimed = outbox
+) -> crate::error::Result<Claimed> {
+    let per_account =
+        u32::try_from(outbox.settings.pool.max_sessions_per_key.max(1)).unwrap_or(u32::MAX);
+    let claims = outbox
         .store
-        .claim_due(now_micros(), free, &outbox.me)
+        .claim_due(now_micros(), free, per_account, &outbox.me)
         .await?;
-    let full = u32::try_from(claimed.len()).unwrap_or(u32::MAX) >= free;
-    for message in claimed {
+    let full = u32::try_from(claims.messages.len()).unwrap_or(u32::MAX) >= free;
+    for message in claims.messages {
         let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {
             // Cannot happen: `free` permits were available and only this loop takes them.
             outbox
@@ -175,7 +220,13 @@ async fn claim(
             finished.notify_one();
         });
     }
-    Ok(full)
+    Ok(if full {
+        Claimed::Full
+    } else if claims.capped {
+        Claimed::Capped
+    } else {
+        Claimed::AllDue
+    })
 }
 
 #[cfg(test)]
@@ -193,5 +244,12 @@ mod tests {
         assert_eq!(min_claim(64, 16), 16);
         assert_eq!(min_claim(2, 1), 1);
         assert_eq!(min_claim(0, 0), 1);
+    }
+
+    #[test]
+    fn a_capped_account_is_claimed_again_after_a_quarter_of_its_cap() {
+        assert_eq!(recheck_after(20), 5);
+        assert_eq!(recheck_after(4), 1);
+        assert_eq!(recheck_after(1), 1);
     }
 }

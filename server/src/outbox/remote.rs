@@ -56,7 +56,34 @@ pub(super) async fn send(
     };
     let agent = dispatched.agent.name.to_string();
     tracing::debug!(message = %claimed.id, %agent, "delivery dispatched to agent");
-    let end = dispatched.follow(|_| {}).await;
+    // DATA started is written down (for PostgreSQL's other replicas: if this one dies now,
+    // the agent may still hand the message over, and they must not send it again). The write
+    // runs beside the job and always to its end: a database call is never cut off midway.
+    let (data_tx, data_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut data_tx = Some(data_tx);
+    let data = pb::Phase::Data as i32;
+    let follow = dispatched.follow(move |update| {
+        let started = match &update {
+            pb::job_update::Update::PhaseStarted(p) => *p == data,
+            pb::job_update::Update::PhaseFinished(r) => r.phase == data,
+            pb::job_update::Update::Finished(_) => false,
+        };
+        if started && let Some(tx) = data_tx.take() {
+            let _ = tx.send(());
+        }
+    });
+    let mark = async {
+        // Closed unsent when the job ends without DATA.
+        if data_rx.await.is_ok()
+            && let Err(e) = outbox
+                .store
+                .mark_data_started(claimed.id, &outbox.me, &agent)
+                .await
+        {
+            tracing::warn!(message = %claimed.id, error = %e, "cannot record that DATA started");
+        }
+    };
+    let (end, ()) = tokio::join!(follow, mark);
     drop(dispatched);
     match end {
         JobEnd::Lost { data_started: true } => SendEnd::Unknown {

@@ -27,13 +27,13 @@ pub use settings::SmtpSettings;
 use crate::audit::AuditContext;
 use crate::crypto::Cipher;
 use crate::domain::{
-    Account, AccountId, ConnectorId, TestName, TestRequest, TestState, now_micros,
+    Account, AccountId, ConnectorId, TestName, TestRequest, TestState, micros, now_micros,
 };
 use crate::error::Result;
 use crate::store::Store;
 use crate::store::notify::Notifier;
+use crate::store::tests::TestCap;
 use crate::tunnel::registry::Registry;
-use admission::{Slot, Slots};
 use handoff::Handoff;
 use mailplane_proto::v1 as pb;
 use mailplane_smtp as smtp;
@@ -59,7 +59,6 @@ pub struct TestRunner {
     /// Announcements of other replicas' progress (PostgreSQL); `None` on SQLite, whose one
     /// replica runs every test it can be asked about.
     notifier: Option<Arc<Notifier>>,
-    slots: Slots,
     live: Mutex<HashMap<TestName, Arc<LiveTest>>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -77,7 +76,6 @@ impl TestRunner {
         Arc::new(Self {
             store,
             cipher,
-            slots: Slots::new(settings.max_tests_per_account),
             settings,
             registry,
             notifier,
@@ -124,8 +122,10 @@ impl TestRunner {
 
     /// Closes tests that a previous server left queued or running: their sessions are gone.
     pub async fn close_stale(&self) -> Result<usize> {
-        let margin = i64::try_from(self.guard_deadline().as_micros()).unwrap_or(i64::MAX);
-        let stale = self.store.stale_tests(now_micros() - margin).await?;
+        let stale = self
+            .store
+            .stale_tests(now_micros() - micros(self.guard_deadline()))
+            .await?;
         for stored in &stale {
             let mut test = record::decode(stored)?;
             test.cancel("the server stopped before this test finished", now_micros());
@@ -161,8 +161,6 @@ impl TestRunner {
             )
             .await?;
         }
-        let slot = self.slots.take(account.id)?;
-
         let mut test = TestRecord::queued(account.id, request, now_micros());
         test.name = self
             .store
@@ -170,7 +168,10 @@ impl TestRunner {
                 ctx,
                 account.id,
                 &test.request,
-                TestState::Queued,
+                TestCap {
+                    limit: self.settings.max_tests_per_account,
+                    since: now_micros() - micros(self.guard_deadline()),
+                },
                 &record::encode(&test),
             )
             .await?;
@@ -179,19 +180,12 @@ impl TestRunner {
         self.lock_live().insert(name, Arc::clone(&live));
         tracing::info!(test = %name, to = %test.request.to, "test queued");
         self.tasks
-            .spawn(Arc::clone(self).run(account, test.request.clone(), live, slot));
+            .spawn(Arc::clone(self).run(account, test.request.clone(), live));
         Ok(test)
     }
 
     /// Runs one test to its end (or until shutdown), then stores and publishes the result.
-    async fn run(
-        self: Arc<Self>,
-        account: Account,
-        request: TestRequest,
-        live: Arc<LiveTest>,
-        slot: Slot,
-    ) {
-        let _slot = slot;
+    async fn run(self: Arc<Self>, account: Account, request: TestRequest, live: Arc<LiveTest>) {
         let name = live.snapshot().name;
         let deadline = self.guard_deadline();
         let running = async {

@@ -2,6 +2,7 @@
 
 use super::audit::record;
 use super::db::{Conn, Query, like_contains, query};
+use super::locks::{RowLock, Rule};
 use super::rows::{ACCOUNT_COLUMNS, AccountRow, SPEC_COLUMNS, account_args, convert};
 use super::{AccountEdit, Store, Write, connectors, credentials};
 use crate::audit::{AuditContext, diff};
@@ -137,10 +138,13 @@ async fn count(conn: &mut Conn<'_>) -> Result<i64> {
 }
 
 /// Checks what an account refers to: its credential (which must exist and fit; the mechanism
-/// follows its kind when none was chosen) and its network connector (which must exist).
-async fn check_references(conn: &mut Conn<'_>, spec: &mut AccountSpec) -> Result<()> {
+/// follows its kind when none was chosen) and its network connector (which must exist). Both
+/// stay as read until the write commits: a change of the credential's kind, or the deletion of
+/// either, waits for it (and then sees the account that uses them).
+async fn check_references(w: &mut Write<'_>, spec: &mut AccountSpec) -> Result<()> {
     if let Some(id) = spec.credential {
-        let kind = match credentials::fetch(conn, id).await {
+        w.lock_row("credentials", id.0, RowLock::Share).await?;
+        let kind = match credentials::fetch(&mut w.conn(), id).await {
             Ok(c) => Some(c.spec.kind),
             Err(Error::NotFound(_)) => None,
             Err(e) => return Err(e),
@@ -148,7 +152,8 @@ async fn check_references(conn: &mut Conn<'_>, spec: &mut AccountSpec) -> Result
         rules::account_credential(spec, id, kind)?;
     }
     if let Some(id) = spec.network_connector.map(ConnectorId) {
-        match connectors::fetch(conn, id).await {
+        w.lock_row("connectors", id.0, RowLock::Share).await?;
+        match connectors::fetch(&mut w.conn(), id).await {
             Ok(_) => {}
             Err(Error::NotFound(_)) => return Err(rules::missing_connector(id)),
             Err(e) => return Err(e),
@@ -173,7 +178,8 @@ impl Store {
         mut spec: AccountSpec,
     ) -> Result<Account> {
         let mut w = self.begin_write().await?;
-        check_references(&mut w.conn(), &mut spec).await?;
+        w.lock_rule(Rule::Accounts).await?;
+        check_references(&mut w, &mut spec).await?;
         let takes_default = rules::create_account(&mut spec, count(&mut w.conn()).await?)?;
         let now = now_micros();
         if takes_default {
@@ -239,12 +245,13 @@ impl Store {
         edit: AccountEdit<'_>,
     ) -> Result<Account> {
         let mut w = self.begin_write().await?;
+        w.lock_rule(Rule::Accounts).await?;
         let current = fetch(&mut w.conn(), id).await?;
         rules::check_version(&id.to_string(), expected_version, current.version)?;
         let mut spec = current.spec.clone();
         edit(&mut spec)?;
         let takes_default = rules::update_account(id, &current.spec, &spec)?;
-        check_references(&mut w.conn(), &mut spec).await?;
+        check_references(&mut w, &mut spec).await?;
         let now = now_micros();
         if takes_default {
             clear_default(&mut w, now, id.0).await?;
@@ -280,18 +287,16 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
+        w.lock_rule(Rule::Accounts).await?;
         let current = fetch(&mut w.conn(), id).await?;
         rules::check_version(&id.to_string(), expected_version, current.version)?;
         if current.spec.is_default {
             rules::delete_account(id, &current.spec, count(&mut w.conn()).await?)?;
         }
-        if self.is_postgres() {
-            // New messages take no advisory lock: their foreign key's share lock on this row
-            // orders them against this one, so none is stored after the count below and then
-            // deleted with the account.
-            let lock = query("SELECT id FROM accounts WHERE id = $1 FOR UPDATE").bind(id.0);
-            w.conn().execute(&lock).await?;
-        }
+        // New messages take no lock of their own: their foreign key's share lock on this row
+        // orders them against this one, so none is stored after the count below and then
+        // deleted with the account.
+        w.lock_row("accounts", id.0, RowLock::Delete).await?;
         super::messages::check_none_waiting(&mut w.conn(), id).await?;
         w.conn()
             .execute(&query("DELETE FROM accounts WHERE id = $1").bind(id.0))
@@ -304,6 +309,7 @@ impl Store {
     /// Makes an account the default, clearing the previous default in the same transaction.
     pub async fn set_default_account(&self, ctx: &AuditContext, id: AccountId) -> Result<Account> {
         let mut w = self.begin_write().await?;
+        w.lock_rule(Rule::Accounts).await?;
         let current = fetch(&mut w.conn(), id).await?;
         if !rules::set_default_account(id, &current.spec)? {
             return Ok(current);

@@ -3,6 +3,7 @@
 use super::Store;
 use super::audit::record;
 use super::db::query;
+use super::locks::RowLock;
 use super::rows::{AGENT_COLUMNS, AgentRow};
 use crate::audit::{AuditContext, diff};
 use crate::domain::{AgentName, AgentRecord, ConnectorId, Micros, now_micros, rules};
@@ -20,10 +21,12 @@ impl Store {
     ) -> Result<AgentRecord> {
         let mut w = self.begin_write().await?;
         let now = now_micros();
-        let q = query(
+        // Two enrollments with one token: the second waits, then sees it used.
+        let q = query(format!(
             "SELECT connector_id, expire_time, used_time FROM enrollment_tokens \
-             WHERE token_hash = $1",
-        )
+             WHERE token_hash = $1{}",
+            w.row_lock(RowLock::Update)
+        ))
         .bind(token_hash);
         let token: Option<(i64, i64, Option<i64>)> = w.conn().optional(&q).await?;
         let connector = rules::enrollment_token(token, now)?;

@@ -2,6 +2,7 @@
 
 use super::audit::record;
 use super::db::{Conn, query};
+use super::locks::RowLock;
 use super::rows::{CONNECTOR_COLUMNS, ConnectorRow};
 use super::{ConnectorEdit, Store};
 use crate::audit::{AuditContext, REDACTED, diff};
@@ -95,6 +96,7 @@ impl Store {
         edit: ConnectorEdit<'_>,
     ) -> Result<Connector> {
         let mut w = self.begin_write().await?;
+        w.lock_row("connectors", id.0, RowLock::Update).await?;
         let current = fetch(&mut w.conn(), id).await?;
         rules::check_version(&id.to_string(), expected_version, current.version)?;
         let mut spec = current.spec.clone();
@@ -134,6 +136,7 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
+        w.lock_row("connectors", id.0, RowLock::Delete).await?;
         let current = fetch(&mut w.conn(), id).await?;
         rules::check_version(&id.to_string(), expected_version, current.version)?;
         let q = query(

@@ -2,6 +2,7 @@
 
 use super::audit::record;
 use super::db::{Conn, query};
+use super::locks::RowLock;
 use super::rows::{CREDENTIAL_COLUMNS, CredentialRow, convert};
 use super::{CredentialEdit, Store, Write, accounts};
 use crate::audit::{AuditContext, REDACTED, diff};
@@ -102,6 +103,7 @@ impl Store {
         cipher: &Cipher,
     ) -> Result<Credential> {
         let mut w = self.begin_write().await?;
+        w.lock_row("credentials", id.0, RowLock::Update).await?;
         let current = fetch(&mut w.conn(), id).await?;
         rules::check_version(&id.to_string(), expected_version, current.version)?;
         let mut spec = current.spec.clone();
@@ -143,6 +145,7 @@ impl Store {
         expected_version: Option<i64>,
     ) -> Result<()> {
         let mut w = self.begin_write().await?;
+        w.lock_row("credentials", id.0, RowLock::Delete).await?;
         let current = fetch(&mut w.conn(), id).await?;
         rules::check_version(&id.to_string(), expected_version, current.version)?;
         let q = query("SELECT id, account_name FROM accounts WHERE credential_id = $1 ORDER BY id")

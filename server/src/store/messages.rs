@@ -1,22 +1,17 @@
-//! The outbox: messages, their recipients and attempts; idempotent, durable creation; claiming
-//! due messages for delivery; recording what an attempt did.
-//!
-//! Claiming runs in the write transaction: on SQLite (one replica) that transaction is the only
-//! writer; on PostgreSQL the claimed rows are also locked with `FOR UPDATE SKIP LOCKED`, so
-//! replicas never claim the same message. A claimed message is `SENDING` until its attempt is
-//! recorded; one left `SENDING` by a server that died is returned to the queue by
-//! [`Store::requeue_sending`] at the next start.
+//! The outbox: messages, their recipients and attempts; reading them, cancelling and retrying
+//! them, and purging finished ones. Creation is in `messages_create`, claims in
+//! `messages_claims`, attempts in `messages_attempts`.
 
 use super::audit::record;
 use super::db::{Arg, Conn, Query, like_contains, query};
+use super::locks::RowLock;
 use super::rows::bad_value;
 use super::{Store, Write};
 use crate::audit::{AuditContext, diff};
 use crate::domain::message::{
-    Attempt, Claimed, IDEMPOTENCY_WINDOW, Message, MessageContent, MessageFilter, MessageId,
-    MessageState, Recipient, RecipientKind, RecipientState, check_transition,
+    Attempt, IDEMPOTENCY_WINDOW, Message, MessageContent, MessageFilter, MessageId, MessageState,
+    Recipient, RecipientKind, RecipientState, check_transition,
 };
-use crate::domain::replica::{REPLICA_DEAD_AFTER, ReplicaId};
 use crate::domain::retry::Settled;
 use crate::domain::{AccountId, Micros, micros, now_micros};
 use crate::error::{Error, Result};
@@ -30,30 +25,6 @@ pub(super) const MAX_ROWS: usize = 500;
 /// The columns of [`MessageRow`].
 const MESSAGE_COLUMNS: &str = "id, account_id, request_id, state, next_attempt_time, \
      attempt_count, message_id, size_bytes, last_error, payload, create_time, update_time";
-
-/// Messages this replica may deliver (the replica's id is bound to `$me`, and the time
-/// since which a replica's heartbeat counts as alive to `$alive`): those of accounts that send
-/// directly; through a network connector, only when one of the connector's agents streams to
-/// this replica, or to no live replica at all (the attempt then fails `CONNECTOR_OFFLINE` at
-/// once and is retried on the schedule).
-fn deliverable_here(me: usize, alive: usize) -> String {
-    format!(
-        "{DELIVERABLE} AND +account_id IN (SELECT a.id FROM accounts a \
-         WHERE NOT a.use_network_connector \
-         OR EXISTS (SELECT 1 FROM agent_streams s \
-         WHERE s.connector_id = a.network_connector_id AND s.replica_id = ${me}) \
-         OR NOT EXISTS (SELECT 1 FROM agent_streams s JOIN replicas r ON r.id = s.replica_id \
-         WHERE s.connector_id = a.network_connector_id AND r.heartbeat_time >= ${alive}))"
-    )
-}
-
-/// Messages due for delivery, except those of an account whose delivery is paused. The unary
-/// `+` keeps SQLite's planner (which has no statistics) from choosing the account index, which
-/// walks every message the account ever sent, over the partial index of due messages
-/// (`messages_due`): with thousands of finished messages a claim took milliseconds; with `+` it
-/// reads only the waiting ones.
-const DELIVERABLE: &str = "state IN ('queued', 'deferred') AND next_attempt_time IS NOT NULL \
-     AND +account_id NOT IN (SELECT account_id FROM paused_accounts)";
 
 #[derive(sqlx::FromRow)]
 struct MessageRow {
@@ -169,7 +140,10 @@ async fn recipients(conn: &mut Conn<'_>, id: MessageId) -> Result<Vec<Recipient>
 }
 
 /// The recipients of each of `ids`, in envelope order: one query for a batch of messages.
-async fn recipients_of(conn: &mut Conn<'_>, ids: &[i64]) -> Result<HashMap<i64, Vec<Recipient>>> {
+pub(super) async fn recipients_of(
+    conn: &mut Conn<'_>,
+    ids: &[i64],
+) -> Result<HashMap<i64, Vec<Recipient>>> {
     let mut out: HashMap<i64, Vec<Recipient>> = HashMap::new();
     for chunk in ids.chunks(MAX_ROWS) {
         let q = query(
@@ -314,12 +288,9 @@ impl Store {
 
     async fn transition(&self, ctx: &AuditContext, id: MessageId, retry: bool) -> Result<Message> {
         let mut w = self.begin_write().await?;
-        if self.is_postgres() {
-            // Claims and attempts take no advisory lock: this row lock keeps them out (a claim
-            // skips the message; an attempt is only ever recorded on a SENDING one).
-            let lock = query("SELECT id FROM messages WHERE id = $1 FOR UPDATE").bind(id.0);
-            w.conn().execute(&lock).await?;
-        }
+        // This row lock keeps claims and attempts out (a claim skips the message; an attempt
+        // is only ever recorded on a SENDING one).
+        w.lock_row("messages", id.0, RowLock::Update).await?;
         let current = fetch(&mut w.conn(), id).await?;
         check_transition(id, current.state, retry)?;
         let now = now_micros();
@@ -352,72 +323,6 @@ impl Store {
         record(&mut w, ctx, &id.to_string(), change).await?;
         w.commit().await?;
         Ok(message)
-    }
-
-    /// Claims up to `limit` messages due at `now` for delivery: they turn SENDING.
-    pub async fn claim_due(&self, now: Micros, limit: u32, me: &ReplicaId) -> Result<Vec<Claimed>> {
-        let mut w = self.begin_outbox_write(false).await?;
-        let lock = if self.is_postgres() {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let q = query(format!(
-            "SELECT id, account_id, envelope_from, body, create_time, attempt_count \
-             FROM messages WHERE {} AND next_attempt_time <= $1 \
-             ORDER BY next_attempt_time, id LIMIT $2{lock}",
-            deliverable_here(3, 4)
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(&me.0)
-        .bind(now - micros(REPLICA_DEAD_AFTER));
-        type Due = (i64, i64, String, Option<Vec<u8>>, i64, i64);
-        let due: Vec<Due> = w.conn().all(&q).await?;
-        if due.is_empty() {
-            w.commit().await?;
-            return Ok(Vec::new());
-        }
-        let ids: Vec<i64> = due.iter().map(|d| d.0).collect();
-        for chunk in ids.chunks(MAX_ROWS) {
-            let q = query(
-                "UPDATE messages SET state = 'sending', update_time = $1, claimed_by = $2 \
-                 WHERE id IN (",
-            )
-            .bind(now)
-            .bind(&me.0)
-            .list(chunk.iter().map(|id| Arg::from(*id)))
-            .and_sql(")");
-            w.conn().execute(&q).await?;
-        }
-        let mut recipients = recipients_of(&mut w.conn(), &ids).await?;
-        w.commit().await?;
-        Ok(due
-            .into_iter()
-            .map(
-                |(id, account, envelope_from, bytes, create_time, attempt_count)| Claimed {
-                    id: MessageId(id),
-                    account: AccountId(account),
-                    envelope_from,
-                    bytes,
-                    recipients: recipients.remove(&id).unwrap_or_default(),
-                    create_time,
-                    attempt_count,
-                },
-            )
-            .collect())
-    }
-
-    /// When the next message this replica may deliver is due, if any is waiting.
-    pub async fn next_due(&self, me: &ReplicaId) -> Result<Option<Micros>> {
-        let q = query(format!(
-            "SELECT MIN(next_attempt_time) FROM messages WHERE {}",
-            deliverable_here(1, 2)
-        ))
-        .bind(&me.0)
-        .bind(now_micros() - micros(REPLICA_DEAD_AFTER));
-        let (next,): (Option<i64>,) = self.one(&q).await?;
-        Ok(next)
     }
 
     /// Records an attempt on a SENDING message and settles it: the recipients' states, the
@@ -467,56 +372,6 @@ impl Store {
         .bind(id.0);
         w.conn().execute(&q).await?;
         w.commit().await
-    }
-
-    /// Returns a claimed message to the queue without an attempt (the server is stopping, or
-    /// the attempt could not start), due at `due`, with `last_error`.
-    pub async fn requeue_message(
-        &self,
-        id: MessageId,
-        due: Micros,
-        last_error: &str,
-    ) -> Result<()> {
-        let q = query(
-            "UPDATE messages SET state = 'queued', next_attempt_time = $1, last_error = $2, \
-             update_time = $3 WHERE id = $4 AND state = 'sending'",
-        )
-        .bind(due)
-        .bind(last_error)
-        .bind(now_micros())
-        .bind(id.0);
-        self.execute(&q).await?;
-        Ok(())
-    }
-
-    /// Returns to the queue, due now, the messages SENDING on a replica whose heartbeat stopped
-    /// (it died mid-delivery): another replica takes them over. Returns how many.
-    pub async fn requeue_orphaned(&self) -> Result<u64> {
-        let now = now_micros();
-        let q = query(
-            "UPDATE messages SET state = 'queued', next_attempt_time = $1, update_time = $1, \
-             claimed_by = NULL, \
-             last_error = 'the replica delivering it stopped; queued again' \
-             WHERE state = 'sending' AND claimed_by IS NOT NULL AND claimed_by NOT IN \
-             (SELECT id FROM replicas WHERE heartbeat_time >= $2)",
-        )
-        .bind(now)
-        .bind(now - micros(REPLICA_DEAD_AFTER));
-        self.execute(&q).await
-    }
-
-    /// Returns to the queue, due now, the messages left SENDING since before `claimed_before`
-    /// (by a server that died mid-delivery). Returns how many.
-    pub async fn requeue_sending(&self, claimed_before: Micros) -> Result<u64> {
-        let now = now_micros();
-        let q = query(
-            "UPDATE messages SET state = 'queued', next_attempt_time = $1, update_time = $1, \
-             last_error = 'the server stopped during an attempt; queued again' \
-             WHERE state = 'sending' AND update_time < $2",
-        )
-        .bind(now)
-        .bind(claimed_before);
-        self.execute(&q).await
     }
 
     /// Purges finished messages: the content of those finished before `body_before`, and

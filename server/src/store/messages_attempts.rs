@@ -129,10 +129,12 @@ mod tests {
             .claim_due(
                 now_micros() + 1,
                 10,
+                4,
                 &crate::domain::replica::ReplicaId::new(),
             )
             .await
-            .unwrap();
+            .unwrap()
+            .messages;
         assert_eq!(claimed.len(), 3);
         assert!(claimed.iter().all(|c| c.recipients.len() == 2));
         let attempt = |reply_code| Attempt {

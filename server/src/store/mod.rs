@@ -10,8 +10,9 @@
 //!
 //! The rules (the first account becomes the default, the default-account rules, credential
 //! fit, in-use checks) are decided by plain functions in [`crate::domain::rules`]; the store
-//! runs them inside its write transaction, so the check-then-write cannot race another writer,
-//! and the database backs the invariants with constraints (a unique index on the case-folded
+//! runs them inside its write transaction, under the row and rule locks of [`locks`] on
+//! PostgreSQL (SQLite's writers run one at a time), so the check-then-write cannot race another
+//! writer of any replica, and the database backs the invariants with constraints (a unique index on the case-folded
 //! name, a unique partial index on `is_default`). Every change that is audited takes the
 //! caller's [`crate::audit::AuditContext`] as its first argument and records its event in the
 //! same transaction; bookkeeping writes (heartbeats, token use, test progress, metadata)
@@ -24,8 +25,10 @@ pub mod connectors;
 pub mod credentials;
 mod db;
 pub mod jobs;
+mod locks;
 pub mod messages;
 pub mod messages_attempts;
+pub mod messages_claims;
 mod messages_create;
 /// Helpers for tests of the outbox: a store with an account, new messages.
 #[cfg(test)]
@@ -121,7 +124,8 @@ impl Read {
 
 impl Store {
     /// Begins a write transaction. SQLite queues this process's writers and takes the write
-    /// lock up front (`BEGIN IMMEDIATE`); PostgreSQL takes a transaction-scoped advisory lock.
+    /// lock up front (`BEGIN IMMEDIATE`); PostgreSQL takes no lock here: the write locks the
+    /// rows and rules it relies on ([`locks`]).
     async fn begin_write(&self) -> Result<Write<'_>> {
         Ok(match self {
             Store::Sqlite(s) => {
@@ -132,7 +136,7 @@ impl Store {
                 }
             }
             Store::Postgres(p) => Write {
-                tx: Tx::Postgres(p.begin_write().await?),
+                tx: Tx::Postgres(p.begin().await?),
                 _guard: None,
             },
         })
@@ -173,20 +177,16 @@ impl Store {
     }
 
     /// A write transaction of the outbox's own rows (messages, their recipients and attempts),
-    /// durable when it returns if `durable`. SQLite queues it with the other writers, as
-    /// [`Store::begin_write`] (or [`Store::begin_durable_write`]); PostgreSQL takes no advisory
-    /// lock: claims lock their rows (`FOR UPDATE SKIP LOCKED`), a change of state locks its
+    /// durable when it returns if `durable`. On PostgreSQL these lock nothing beyond their
+    /// rows: claims lock theirs (`FOR UPDATE SKIP LOCKED`), a change of state locks its
     /// message, the unique `request_id` index refuses a duplicate, and the foreign key to the
     /// account (which `delete_account` locks) keeps a new message from an account being
-    /// deleted, so concurrent writers need no global order, and their commits share WAL flushes.
+    /// deleted.
     async fn begin_outbox_write(&self, durable: bool) -> Result<Write<'_>> {
-        match self {
-            Store::Sqlite(_) if durable => self.begin_durable_write().await,
-            Store::Sqlite(_) => self.begin_write().await,
-            Store::Postgres(p) => Ok(Write {
-                tx: Tx::Postgres(p.begin().await?),
-                _guard: None,
-            }),
+        if durable {
+            self.begin_durable_write().await
+        } else {
+            self.begin_write().await
         }
     }
 

@@ -4,10 +4,6 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// The key of the transaction-scoped advisory lock that serialises writers. Replicas share the
-/// database, so an in-process lock would not do; the unique indexes stay the last line.
-const WRITE_LOCK_KEY: i64 = 0x6d61_696c_706c_616e; // "mailplan"
-
 /// The PostgreSQL store.
 #[derive(Debug)]
 pub struct PgStore {
@@ -27,24 +23,12 @@ impl PgStore {
         Ok(Self { pool })
     }
 
-    /// Begins a write transaction without the advisory lock, for writes that row locks, foreign
-    /// keys and unique indexes keep apart (the outbox's messages): concurrent ones then commit
-    /// together, one WAL flush for many.
+    /// Begins a write transaction. It takes no lock that other writers wait on: each write
+    /// locks what it relies on (see `store::locks`), so the commits of concurrent writers,
+    /// of every replica, share WAL flushes.
     pub(super) async fn begin(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.pool.begin().await
-    }
-
-    /// Begins a write transaction holding the advisory lock until it ends.
-    pub(super) async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WRITE_LOCK_KEY)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
     }
 }

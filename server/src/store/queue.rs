@@ -3,6 +3,7 @@
 use super::Store;
 use super::audit::record;
 use super::db::{Conn, query};
+use super::locks::RowLock;
 use crate::audit::{AuditContext, diff};
 use crate::domain::message::QueueSummary;
 use crate::domain::{AccountId, now_micros};
@@ -63,6 +64,8 @@ impl Store {
         paused: bool,
     ) -> Result<QueueSummary> {
         let mut w = self.begin_write().await?;
+        // Two pauses at once: the second sees the first.
+        w.lock_row("accounts", account.0, RowLock::Update).await?;
         let Some(before) = summaries(&mut w.conn(), Some(account)).await?.pop() else {
             return Err(Error::NotFound(account.to_string()));
         };

@@ -3,30 +3,57 @@
 use super::Store;
 use super::audit::record;
 use super::db::query;
+use super::locks::Rule;
 use super::rows::{TEST_COLUMNS, TestRow, convert};
 use crate::audit::{AuditContext, diff};
-use crate::domain::{AccountId, Micros, StoredTest, TestName, TestRequest, TestState, now_micros};
+use crate::domain::{
+    AccountId, Micros, StoredTest, TestName, TestRequest, TestState, now_micros, rules,
+};
 use crate::error::{Error, Result};
+
+/// The cap on a new test: at most `limit` tests of its account queued or running, counting
+/// those created since `since` (older ones are past any deadline, left by a server that
+/// stopped).
+#[derive(Debug, Clone, Copy)]
+pub struct TestCap {
+    /// Tests at once per account.
+    pub limit: usize,
+    /// The oldest creation time still counted.
+    pub since: Micros,
+}
 
 impl Store {
     /// Stores a new test for `account` (the audit event shows what `request` sends where, never
-    /// the body); `NotFound` if the account is gone.
+    /// the body), if the account has fewer than `cap.limit` tests queued or running on all
+    /// replicas; `NotFound` if the account is gone.
     pub async fn create_test(
         &self,
         ctx: &AuditContext,
         account: AccountId,
         request: &TestRequest,
-        state: TestState,
+        cap: TestCap,
         payload: &[u8],
     ) -> Result<TestName> {
         let now = now_micros();
         let mut w = self.begin_write().await?;
+        // The count and the new test go together: other replicas' new tests of this account
+        // wait here (a test that stayed unfinished past any deadline is not counted; the
+        // sweep closes it).
+        w.lock_rule(Rule::AccountTests(account)).await?;
+        let q = query(
+            "SELECT COUNT(*) FROM smtp_tests \
+             WHERE account_id = $1 AND state IN ('queued', 'running') AND create_time >= $2",
+        )
+        .bind(account.0)
+        .bind(cap.since);
+        let (unfinished,): (i64,) = w.conn().one(&q).await?;
+        rules::test_cap(account, unfinished, cap.limit)?;
         let q = query(
             "INSERT INTO smtp_tests (account_id, state, payload, create_time, update_time) \
              SELECT id, $2, $3, $4, $4 FROM accounts WHERE id = $1 RETURNING id",
         )
         .bind(account.0)
-        .bind(state.as_str())
+        .bind(TestState::Queued.as_str())
         .bind(payload)
         .bind(now);
         let Some((id,)): Option<(i64,)> = w.conn().optional(&q).await? else {

@@ -102,6 +102,7 @@ async fn a_test_created_on_one_replica_runs_on_an_agent_of_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_to_one_replica_is_delivered_by_the_replica_with_the_agent() {
     use crate::messages::{message, messages, send, wait_for};
+    use sqlx::Connection as _;
     let a = server_on(Backend::Postgres).await;
     let b = a.start_replica().await;
     let (dc, acct) = connector_account(&a, "Outbound across").await;
@@ -121,6 +122,33 @@ async fn a_message_sent_to_one_replica_is_delivered_by_the_replica_with_the_agen
     .unwrap();
     let job = agent.next_job().await;
     assert!(job.delivery.is_some(), "a delivery job");
+    // DATA started is on record, for the other replicas, should B die now.
+    agent
+        .update(
+            &job.job_id,
+            pb::job_update::Update::PhaseStarted(pb::Phase::Data.into()),
+        )
+        .await;
+    let url = a.pg.as_ref().unwrap().url.clone();
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let id: i64 = m.name.trim_start_matches("messages/").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let marked: Option<String> =
+            sqlx::query_scalar("SELECT data_agent FROM messages WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if marked.as_deref() == Some(who.name.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "DATA started was not recorded: {marked:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     agent
         .update(
             &job.job_id,
@@ -175,6 +203,30 @@ async fn messages_of_a_replica_that_stopped_beating_are_taken_over() {
         .execute(&mut db)
         .await
         .unwrap();
+    // And one whose agent had started DATA: the agent may still hand it to the relay.
+    let after_data = send(
+        &mut c,
+        pb::Message {
+            account: acct.name.clone(),
+            ..message(&["ops@example.com"])
+        },
+        "",
+    )
+    .await
+    .unwrap();
+    let id: i64 = after_data
+        .name
+        .trim_start_matches("messages/")
+        .parse()
+        .unwrap();
+    sqlx::query(
+        "UPDATE messages SET state = 'sending', claimed_by = 'dead', \
+         data_agent = 'connectors/9/agents/9' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut db)
+    .await
+    .unwrap();
     // The live replica queues it again within its orphan check (5 s).
     let deadline = Instant::now() + Duration::from_secs(20);
     let taken = loop {
@@ -192,6 +244,32 @@ async fn messages_of_a_replica_that_stopped_beating_are_taken_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(taken.next_attempt_time.is_some());
+    let deferred = c
+        .get_message(pb::GetMessageRequest {
+            name: after_data.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        deferred.state,
+        i32::from(pb::MessageState::Deferred),
+        "{deferred:?}"
+    );
+    assert!(
+        deferred.next_attempt_time.is_none(),
+        "it waits for RetryMessage"
+    );
+    assert!(deferred.last_error.contains("RetryMessage"), "{deferred:?}");
+    let attempt = deferred
+        .attempts
+        .last()
+        .expect("the lost attempt is recorded");
+    assert_eq!(
+        attempt.failure_class,
+        i32::from(pb::FailureClass::ConnectorLost)
+    );
+    assert_eq!(attempt.agent, "connectors/9/agents/9");
     db.close().await.unwrap();
     a.stop().await.unwrap();
 }
