@@ -83,7 +83,9 @@ pub use outgoing::{
     Attachment, DEFAULT_ATTACHMENT_TYPE, DEFAULT_MAX_MESSAGE_SIZE, MAX_RECIPIENTS, OutgoingError,
     OutgoingMessage, bare_address, check_message_size,
 };
-pub use policy::{Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError};
+pub use policy::{
+    Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError, embedded_ipv4,
+};
 pub use pool::{Pool, PoolConfig, PoolError, SendOptions};
 pub use secret::Secret;
 pub use session::run_session;
