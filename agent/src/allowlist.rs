@@ -8,7 +8,8 @@
 //!
 //! A job is allowed when its host name matches a name pattern (then every address the
 //! name resolves to may be used, except the session library's default-deny list:
-//! link-local, cloud metadata and unspecified addresses), or otherwise address by address,
+//! link-local, cloud metadata and unspecified addresses, also inside NAT64, 6to4 and
+//! IPv4-compatible IPv6 addresses), or otherwise address by address,
 //! when the address matches an IP/CIDR pattern. The check runs after DNS and before any
 //! connection, through [`mailplane_smtp::DestinationCheck`], so a refused job makes no connection
 //! and fails with `DESTINATION_NOT_ALLOWED`.
@@ -383,6 +384,19 @@ mod tests {
         assert!(c.check(sa("198.51.100.1:587")).is_ok());
         assert!(c.check(sa("169.254.169.254:587")).is_err());
         assert!(c.check(sa("0.0.0.0:587")).is_err());
+        // The session library's default deny, in every form: the other cloud metadata
+        // addresses, and denied IPv4 addresses inside NAT64, 6to4 and IPv4-compatible IPv6.
+        for denied in [
+            "[fd00:ec2::254]:587",
+            "100.100.100.200:587",
+            "168.63.129.16:587",
+            "[64:ff9b::a9fe:a9fe]:587",
+            "[2002:a9fe:a9fe::1]:587",
+            "[::169.254.169.254]:587",
+        ] {
+            let e = c.check(sa(denied)).unwrap_err();
+            assert!(e.rule.starts_with("deny "), "{denied}: {e}");
+        }
         // No name match: address by address.
         let c = a.check_for("other.example.org", 25);
         assert!(!c.name_allowed());

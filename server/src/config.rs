@@ -117,9 +117,11 @@ impl OutboxFileConfig {
 pub struct SmtpFileConfig {
     /// Destinations allowed, as `CIDR [PORT|PORT-PORT]`; when any are given, only these are.
     pub allow: Option<Vec<String>>,
-    /// Destinations denied, checked first. Replaces the default list (link-local and
-    /// metadata addresses, unspecified addresses); keep those in it.
+    /// Destinations denied, checked first, in addition to the default list (link-local and
+    /// cloud metadata addresses, unspecified addresses) or to `deny_replace`.
     pub deny: Option<Vec<String>>,
+    /// Destinations denied instead of the default list (`[]`: deny nothing but `deny`).
+    pub deny_replace: Option<Vec<String>>,
     /// A PEM file with extra CA certificates for relays with an internal PKI.
     pub extra_ca_file: Option<PathBuf>,
     /// The most tests that may run at once on one account.
@@ -228,6 +230,8 @@ pub struct Overrides {
     pub smtp_allow: Vec<String>,
     /// `--smtp-deny`.
     pub smtp_deny: Vec<String>,
+    /// `--smtp-deny-replace` (`Some(empty)`: given, with no rule).
+    pub smtp_deny_replace: Option<Vec<String>>,
     /// `--smtp-extra-ca`.
     pub smtp_extra_ca: Option<PathBuf>,
     /// `--agent-listen`.
@@ -244,8 +248,10 @@ pub struct Overrides {
     pub insecure_plaintext: bool,
 }
 
+/// Parses rules, skipping empty entries (so `--smtp-deny-replace ''` is an empty list).
 fn rules(list: &[String]) -> Result<Vec<smtp::Rule>, String> {
     list.iter()
+        .filter(|r| !r.trim().is_empty())
         .map(|r| r.parse::<smtp::Rule>().map_err(|e| e.to_string()))
         .collect()
 }
@@ -258,12 +264,19 @@ fn smtp_settings(flags: &Overrides, file: &SmtpFileConfig) -> Result<SmtpSetting
     } else {
         flags.smtp_allow.clone()
     };
-    settings.policy.allow = rules(&allow)?;
-    if !flags.smtp_deny.is_empty() {
-        settings.policy.deny = rules(&flags.smtp_deny)?;
-    } else if let Some(deny) = &file.deny {
-        settings.policy.deny = rules(deny)?;
-    }
+    // Each list: the flag (or its environment variable) when given, else the file's.
+    let deny = if flags.smtp_deny.is_empty() {
+        file.deny.clone().unwrap_or_default()
+    } else {
+        flags.smtp_deny.clone()
+    };
+    let replace = flags
+        .smtp_deny_replace
+        .clone()
+        .or_else(|| file.deny_replace.clone())
+        .map(|list| rules(&list))
+        .transpose()?;
+    settings.policy = smtp::DestinationPolicy::with_deny(replace, rules(&deny)?, rules(&allow)?);
     if let Some(path) = flags.smtp_extra_ca.as_ref().or(file.extra_ca_file.as_ref()) {
         let pem = std::fs::read(path)
             .map_err(|e| format!("cannot read the extra CA file {}: {e}", path.display()))?;
@@ -399,13 +412,74 @@ mod tests {
         )
         .unwrap();
         let c = resolve(Overrides::default(), &file).unwrap();
-        assert_eq!(c.smtp.policy.deny.len(), 2);
+        assert_eq!(
+            c.smtp.policy.deny.len(),
+            smtp::DestinationPolicy::DEFAULT_DENY.len() + 2,
+            "deny extends the defaults"
+        );
         assert_eq!(c.smtp.timeouts.banner, Duration::from_secs(7));
         let flags = Overrides {
             smtp_allow: vec!["not-a-cidr".into()],
             ..Overrides::default()
         };
         assert!(resolve(flags, &file).unwrap_err().contains("not-a-cidr"));
+    }
+
+    fn denies(c: &ServerConfig, addr: &str) -> bool {
+        use smtp::DestinationCheck as _;
+        c.smtp.policy.check(addr.parse().unwrap()).is_err()
+    }
+
+    #[test]
+    fn smtp_deny_extends_and_deny_replace_replaces() {
+        let defaults = smtp::DestinationPolicy::DEFAULT_DENY.len();
+        // --smtp-deny adds to the defaults.
+        let flags = Overrides {
+            smtp_deny: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            ..Overrides::default()
+        };
+        let c = resolve(flags, &FileConfig::default()).unwrap();
+        assert_eq!(c.smtp.policy.deny.len(), defaults + 2);
+        assert!(denies(&c, "127.0.0.1:25") && denies(&c, "[::1]:25"));
+        assert!(denies(&c, "169.254.169.254:80") && denies(&c, "168.63.129.16:80"));
+        // --smtp-deny-replace replaces them; --smtp-deny still adds.
+        let flags = Overrides {
+            smtp_deny: vec!["10.0.0.0/8".into()],
+            smtp_deny_replace: Some(vec!["127.0.0.0/8".into()]),
+            ..Overrides::default()
+        };
+        let c = resolve(flags, &FileConfig::default()).unwrap();
+        assert_eq!(c.smtp.policy.deny.len(), 2);
+        assert!(denies(&c, "127.0.0.1:25") && denies(&c, "10.1.1.1:25"));
+        assert!(!denies(&c, "169.254.169.254:80"));
+        // An empty replacement denies nothing.
+        let flags = Overrides {
+            smtp_deny_replace: Some(vec![String::new()]),
+            ..Overrides::default()
+        };
+        let c = resolve(flags, &FileConfig::default()).unwrap();
+        assert!(c.smtp.policy.deny.is_empty());
+        // The file's keys do the same, and flags win over them key by key.
+        let file: FileConfig = toml::from_str(
+            "[smtp]\ndeny = [\"192.168.0.0/16\"]\ndeny_replace = [\"172.16.0.0/12\"]",
+        )
+        .unwrap();
+        let c = resolve(Overrides::default(), &file).unwrap();
+        assert_eq!(c.smtp.policy.deny.len(), 2);
+        assert!(denies(&c, "192.168.1.1:25") && denies(&c, "172.16.0.1:25"));
+        assert!(!denies(&c, "169.254.169.254:80"));
+        let flags = Overrides {
+            smtp_deny_replace: Some(vec!["127.0.0.0/8".into()]),
+            ..Overrides::default()
+        };
+        let c = resolve(flags, &file).unwrap();
+        assert!(denies(&c, "127.0.0.1:25") && denies(&c, "192.168.1.1:25"));
+        assert!(!denies(&c, "172.16.0.1:25"));
+        let flags = Overrides {
+            smtp_deny_replace: Some(vec!["nonsense".into()]),
+            ..Overrides::default()
+        };
+        assert!(resolve(flags, &file).unwrap_err().contains("nonsense"));
     }
 
     #[test]

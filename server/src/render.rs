@@ -64,6 +64,7 @@ pub fn account_json(a: &pb::SmtpAccount) -> Value {
         "charset": a.charset,
         "plain_text_only": a.plain_text_only,
         "attachment_size_limit_bytes": a.attachment_size_limit_bytes,
+        "allow_plaintext_auth": a.allow_plaintext_auth,
         "etag": a.etag,
         "create_time": time(a.create_time.as_ref()),
         "update_time": time(a.update_time.as_ref()),

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::Security;
 use crate::transcript::Phase;
 use crate::wire::Reply;
 
@@ -40,7 +41,8 @@ pub enum FailureClass {
     CertificateUntrusted,
     /// The server certificate is not valid for the host name.
     CertificateNameMismatch,
-    /// `STARTTLS` was required but the server does not offer it (or refused it).
+    /// `STARTTLS` was required but the server does not offer it (or refused it), or AUTH
+    /// would have gone out on a connection without TLS (and `allow_plaintext_auth` is off).
     StartTlsUnavailable,
     /// The server rejected the credentials.
     AuthRejected,
@@ -250,6 +252,20 @@ pub(crate) fn reply_hint(phase: Phase, reply: &Reply, class: FailureClass) -> St
         | FailureClass::CertificateNameMismatch
         | FailureClass::ProtocolMismatch
         | FailureClass::DestinationNotAllowed => class.default_hint().to_owned(),
+    }
+}
+
+/// The hint when a session refuses to send AUTH on a connection without TLS.
+pub(crate) fn plaintext_auth_hint(security: Security) -> &'static str {
+    match security {
+        Security::None => {
+            "security NONE would send the credential in clear, so it was not sent; use \
+             STARTTLS_REQUIRED or IMPLICIT_TLS, or (admin) set allow_plaintext_auth"
+        }
+        Security::StartTlsOpportunistic | Security::StartTlsRequired | Security::ImplicitTls => {
+            "the relay did not offer STARTTLS, so the credential was not sent; use a relay \
+             that offers TLS, or (admin) set allow_plaintext_auth"
+        }
     }
 }
 

@@ -83,7 +83,9 @@ pub use outgoing::{
     Attachment, DEFAULT_ATTACHMENT_TYPE, DEFAULT_MAX_MESSAGE_SIZE, MAX_RECIPIENTS, OutgoingError,
     OutgoingMessage, bare_address, check_message_size,
 };
-pub use policy::{Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError};
+pub use policy::{
+    Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError, embedded_ipv4,
+};
 pub use pool::{Pool, PoolConfig, PoolError, SendOptions};
 pub use secret::Secret;
 pub use session::run_session;
@@ -98,9 +100,10 @@ pub use wire::{Reply, data_payload, normalize_crlf, parse_queue_id, parse_reply}
 pub enum Security {
     /// Never TLS, even if the server offers STARTTLS.
     None,
-    /// STARTTLS if the first EHLO offers it; otherwise continue in clear. Once STARTTLS
-    /// is offered, a refused command or a failed handshake fails the session (no silent
-    /// downgrade).
+    /// STARTTLS if the first EHLO offers it; otherwise continue in clear, but without AUTH
+    /// (the session fails `STARTTLS_UNAVAILABLE` before it unless
+    /// [`SessionConfig::allow_plaintext_auth`]). Once STARTTLS is offered, a refused command
+    /// or a failed handshake fails the session (no silent downgrade).
     StartTlsOpportunistic,
     /// STARTTLS or nothing: if it is not offered, fail with `STARTTLS_UNAVAILABLE`
     /// before anything sensitive is sent.
@@ -325,6 +328,10 @@ pub struct SessionConfig {
     pub helo_name: Option<String>,
     /// Credentials; `None` skips AUTH.
     pub auth: Option<Credentials>,
+    /// Whether AUTH may be sent on a connection without TLS (security `NONE`, or
+    /// `STARTTLS_OPPORTUNISTIC` when the relay offers no STARTTLS). Off by default: the
+    /// session then fails `STARTTLS_UNAVAILABLE` before AUTH, and the credential is not sent.
+    pub allow_plaintext_auth: bool,
     /// Where to stop.
     pub stop_after: StopAfter,
     /// Timeouts.
@@ -344,6 +351,7 @@ impl SessionConfig {
             extra_ca_pem: None,
             helo_name: None,
             auth: None,
+            allow_plaintext_auth: false,
             stop_after: StopAfter::Delivery,
             timeouts: Timeouts::default(),
             message: None,

@@ -321,6 +321,7 @@ pub fn job_from_config(job_id: impl Into<String>, config: &smtp::SessionConfig) 
             username: c.username.clone(),
             secret: c.secret.expose().to_owned(),
         }),
+        allow_plaintext_auth: config.allow_plaintext_auth,
         stop_after: stop_after_to_pb(config.stop_after).into(),
         timeouts: Some(timeouts_to_pb(&config.timeouts)),
         message: config.message.as_ref().map(|m| pb::JobMessage {
@@ -362,6 +363,7 @@ pub fn config_from_job(job: &pb::SmtpJob) -> Result<smtp::SessionConfig, Convert
         extra_ca_pem: (!job.extra_ca_pem.is_empty()).then(|| job.extra_ca_pem.clone()),
         helo_name: non_empty(&job.helo_name),
         auth,
+        allow_plaintext_auth: job.allow_plaintext_auth,
         stop_after: stop_after_from_pb(job.stop_after)?,
         timeouts: timeouts_from_pb(job.timeouts.as_ref())?,
         message: job.message.as_ref().map(|m| smtp::MessageSpec {

@@ -167,6 +167,7 @@ async fn plain_port_offers_no_auth_in_clear() {
     let fx = Fixtures::load();
     let (mut cfg, _) = fx.config("SMTP_PORT_PLAIN", Security::None, "noauth");
     cfg.auth = Some(fx.credentials(AuthMechanism::Plain, None));
+    cfg.allow_plaintext_auth = true;
     let report = run(&cfg).await;
     let f = failed(&report);
     assert_eq!(

@@ -53,13 +53,16 @@ async fn every_rpc_with_every_role() {
         if *access == Access::Public {
             continue;
         }
-        assert_eq!(
-            call(&server, None, path).await,
-            Code::Unauthenticated,
-            "{path} without a token"
-        );
-        // Wrong tokens count towards the brute-force limit: try a few, not every path.
-        if checked < 5 * 3 {
+        // Missing and wrong tokens count towards the brute-force limit (10 a minute): try
+        // a few paths, not every one.
+        if checked < 5 * 4 {
+            assert_eq!(
+                call(&server, None, path).await,
+                Code::Unauthenticated,
+                "{path} without a token"
+            );
+        }
+        if checked < 4 * 4 {
             assert_eq!(
                 call(&server, Some("mpt_1_wrong"), path).await,
                 Code::Unauthenticated,
@@ -197,5 +200,53 @@ async fn failed_authentication_is_rate_limited_per_address() {
         call(&server, Some(&server.admin_token), path).await,
         Code::ResourceExhausted
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_tokens_count_and_refusals_are_collapsed_per_peer_and_minute() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let path = "/mailplane.v1.SmtpAccountService/ListAccounts";
+    for _ in 0..6 {
+        assert_eq!(call(&server, None, path).await, Code::Unauthenticated);
+    }
+    for i in 0..4 {
+        let wrong = format!("mpt_1_guess{i}");
+        assert_eq!(
+            call(&server, Some(&wrong), path).await,
+            Code::Unauthenticated
+        );
+    }
+    // The eleventh refused call within the minute, even without a token, is cut short.
+    assert_eq!(call(&server, None, path).await, Code::ResourceExhausted);
+    assert_eq!(
+        call(&server, None, "/mailplane.v1.TokenService/ListTokens").await,
+        Code::ResourceExhausted
+    );
+    // One event for the ten refusals, carrying their count (the rate-limited ones are not
+    // recorded).
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.sqlite_path().display()))
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor, peer, diff FROM audit_events WHERE outcome = 'denied'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (actor, peer, diff) = &rows[0];
+    assert_eq!(actor, "unauthenticated");
+    assert_eq!(peer, "127.0.0.1");
+    let diff: serde_json::Value = serde_json::from_str(diff).unwrap();
+    assert_eq!(diff["count"], 10, "{diff}");
+    assert!(
+        diff["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Unauthenticated"),
+        "{diff}"
+    );
+    assert_eq!(diff["last_rpc"], path);
+    pool.close().await;
     server.stop().await.unwrap();
 }

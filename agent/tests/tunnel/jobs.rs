@@ -248,3 +248,51 @@ async fn a_silent_server_is_a_dead_link() {
     agent.await.unwrap().unwrap();
     let _ = std::io::stderr().flush();
 }
+
+#[tokio::test]
+async fn refuses_auth_in_clear_unless_the_job_allows_it() {
+    // A relay that offers AUTH but no STARTTLS (as if someone on the path removed it).
+    let (smtp_port, peer_log) = peer::start(vec![
+        Step::Say("220 relay.test ESMTP"),
+        Step::Expect("EHLO agent.example.org"),
+        Step::Say("250-relay.test"),
+        Step::Say("250 AUTH PLAIN LOGIN"),
+        Step::Expect("QUIT"),
+        Step::Say("221 bye"),
+    ])
+    .await;
+    let mut h = Harness::start(vec![format!("127.0.0.1:{smtp_port}")]).await;
+    let (stop, agent) = h.spawn_run();
+    let mut conn = h.conn().await;
+    conn.expect_hello().await;
+    let mut clear = job(
+        "job-clear",
+        "127.0.0.1",
+        smtp_port,
+        smtp::StopAfter::Delivery,
+    );
+    clear.security = pb::SecurityMode::StarttlsOpportunistic.into();
+    clear.allow_plaintext_auth = false;
+    conn.send_job(clear).await;
+    let (_, outcome) = conn.job_updates("job-clear").await;
+    assert!(!outcome.succeeded, "{outcome:?}");
+    let result = outcome.result.unwrap();
+    assert_eq!(
+        result.failure_class,
+        i32::from(pb::FailureClass::StarttlsUnavailable),
+        "{result:?}"
+    );
+    assert_eq!(result.failed_phase, i32::from(pb::Phase::Auth));
+    assert!(result.hint.contains("allow_plaintext_auth"), "{result:?}");
+    let log = peer_log.await.unwrap();
+    assert_eq!(log.error, None, "{log:?}");
+    assert_eq!(
+        log.lines,
+        ["EHLO agent.example.org", "QUIT"],
+        "no AUTH was sent"
+    );
+    stop.send(()).unwrap();
+    while conn.next().await.is_some() {}
+    drop(conn);
+    agent.await.unwrap().unwrap();
+}

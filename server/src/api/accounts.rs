@@ -2,7 +2,8 @@
 
 use super::convert::{self, Mode};
 use super::paging;
-use crate::domain::{AccountFilter, AccountSpec};
+use crate::auth::Actor;
+use crate::domain::{AccountFilter, AccountSpec, Role, rules};
 use crate::error::Error;
 use crate::render;
 use crate::store::Store;
@@ -29,6 +30,11 @@ impl Accounts {
     }
 }
 
+/// The caller's role, as the auth layer found it (`None` for a call that did not pass it).
+fn caller_role<T>(request: &Request<T>) -> Option<Role> {
+    request.extensions().get::<Actor>().map(|a| a.role)
+}
+
 /// The stream of an export.
 type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportAccountsResponse, Status>> + Send>>;
 
@@ -39,11 +45,13 @@ impl SmtpAccountService for Accounts {
         request: Request<pb::CreateAccountRequest>,
     ) -> Result<Response<pb::SmtpAccount>, Status> {
         let ctx = crate::audit::context(&request);
+        let role = caller_role(&request);
         let msg = request
             .into_inner()
             .account
             .ok_or_else(|| Error::invalid("account", "is required"))?;
         let spec = AccountSpec::try_from(msg)?;
+        rules::plaintext_auth_change(role, false, spec.allow_plaintext_auth)?;
         let account = self.store.create_account(&ctx, spec).await?;
         tracing::info!(account = %account.id, name = %account.spec.account_name, "account created");
         Ok(Response::new((&account).into()))
@@ -80,6 +88,7 @@ impl SmtpAccountService for Accounts {
         request: Request<pb::UpdateAccountRequest>,
     ) -> Result<Response<pb::SmtpAccount>, Status> {
         let ctx = crate::audit::context(&request);
+        let role = caller_role(&request);
         let req = request.into_inner();
         let msg = req
             .account
@@ -88,10 +97,11 @@ impl SmtpAccountService for Accounts {
         let fields = convert::mask_fields(req.update_mask.as_ref())?;
         let expected = convert::expected_version(&id.to_string(), &msg.etag)?;
         let edit = |spec: &mut AccountSpec| {
+            let before = spec.allow_plaintext_auth;
             for field in &fields {
                 convert::apply_field(spec, &msg, field, Mode::Update)?;
             }
-            Ok(())
+            rules::plaintext_auth_change(role, before, spec.allow_plaintext_auth)
         };
         let account = self.store.update_account(&ctx, id, expected, &edit).await?;
         tracing::info!(account = %id, fields = ?fields, "account updated");

@@ -129,6 +129,7 @@ impl From<&Account> for pb::SmtpAccount {
             charset: s.charset.clone(),
             plain_text_only: s.plain_text_only,
             attachment_size_limit_bytes: s.attachment_size_limit_bytes,
+            allow_plaintext_auth: s.allow_plaintext_auth,
             etag: etag(a.version),
             create_time: Some(timestamp(a.create_time)),
             update_time: Some(timestamp(a.update_time)),
@@ -156,7 +157,7 @@ impl From<&Credential> for pb::Credential {
 }
 
 /// The writable account fields, as named in the API and in update masks.
-pub const ACCOUNT_FIELDS: [&str; 24] = [
+pub const ACCOUNT_FIELDS: [&str; 25] = [
     "account_name",
     "enabled",
     "sender_email",
@@ -181,6 +182,7 @@ pub const ACCOUNT_FIELDS: [&str; 24] = [
     "charset",
     "plain_text_only",
     "attachment_size_limit_bytes",
+    "allow_plaintext_auth",
 ];
 
 /// Output-only fields, which a mask may not name.
@@ -223,6 +225,7 @@ fn blank_spec() -> AccountSpec {
         charset: "UTF-8".into(),
         plain_text_only: false,
         attachment_size_limit_bytes: 0,
+        allow_plaintext_auth: false,
     }
 }
 
@@ -382,6 +385,7 @@ pub fn apply_field(
             }
             spec.attachment_size_limit_bytes = msg.attachment_size_limit_bytes;
         }
+        "allow_plaintext_auth" => spec.allow_plaintext_auth = msg.allow_plaintext_auth,
         other => {
             return Err(Error::invalid(
                 "update_mask",

@@ -1,12 +1,16 @@
 //! Who may call what: API tokens (bearer, in the `authorization` metadata), roles, and the one
 //! table that says which role each RPC needs. One tower layer ([`layer::AuthLayer`]) enforces it
-//! in front of every service, so no handler checks permissions on its own.
+//! in front of every service, so no handler checks which RPCs a role may call. (One field
+//! depends on the role: only an admin may turn on an account's `allow_plaintext_auth`, a rule
+//! in `domain::rules` that the accounts service asks with the caller's [`Actor`].)
 //!
 //! Tokens look like `mpt_{id}_{secret}`. The server keeps only an HMAC-SHA256 of the secret,
 //! under a key derived from the key-encryption key, and compares in constant time. Failed
-//! attempts are rate-limited per peer address.
+//! attempts, missing and wrong tokens alike, are rate-limited per peer address, and refused
+//! calls are audited once per peer and minute with a count ([`refusals`]).
 
 pub mod layer;
+mod refusals;
 
 use crate::crypto::Cipher;
 use crate::domain::{Role, TokenRecord, now_micros};
@@ -247,6 +251,7 @@ pub struct Authenticator {
     key: [u8; 32],
     cache: Mutex<HashMap<i64, Cached>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    refusals: refusals::Refusals,
 }
 
 /// The message for every authentication failure: it says what to do, and nothing about why a
@@ -262,6 +267,7 @@ impl Authenticator {
             key: cipher.derive("mailplane:api-token-hash"),
             cache: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            refusals: refusals::Refusals::default(),
         }
     }
 
@@ -281,8 +287,10 @@ impl Authenticator {
         }
     }
 
-    /// Records a refused call in the audit log. A flood of refused calls from one address is
-    /// cut short by the rate limit, so the log cannot be filled by a guesser.
+    /// Records a refused call in the audit log: one event per peer (and caller) and minute,
+    /// whose `count` the later refusals of that minute raise (per replica). A flood of refused
+    /// calls from one address is also cut short by the rate limit, whose refusals are not
+    /// recorded.
     pub async fn record_denied(
         &self,
         path: &str,
@@ -302,7 +310,7 @@ impl Authenticator {
             rpc: path.to_owned(),
         };
         let reason = format!("{:?}: {}", status.code(), status.message());
-        if let Err(e) = self.store.record_denied(&context, &reason).await {
+        if let Err(e) = self.refusals.record(&self.store, &context, &reason).await {
             tracing::warn!(error = %e, "cannot record a refused call");
         }
     }
@@ -364,8 +372,9 @@ impl Authenticator {
         let actor = match self.verify(authorization).await {
             Ok(actor) => actor,
             Err(status) => {
-                // Only a presented, wrong token is a guess; a missing one is not.
-                if authorization.is_some() && status.code() == tonic::Code::Unauthenticated {
+                // A missing token counts like a wrong one: both are refused calls that would
+                // otherwise be free to repeat.
+                if status.code() == tonic::Code::Unauthenticated {
                     self.failed(peer);
                 }
                 return Err(status);

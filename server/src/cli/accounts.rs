@@ -164,6 +164,11 @@ pub struct AccountFields {
     /// The attachment size limit in bytes (0 for none).
     #[arg(long)]
     pub attachment_size_limit: Option<u64>,
+    /// Allow AUTH on a connection without TLS (security none, or starttls-opportunistic when
+    /// the relay offers no STARTTLS); the credential then goes in clear. Admin only
+    /// ("--allow-plaintext-auth false" turns it off) [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_plaintext_auth: Option<bool>,
 }
 
 impl AccountFields {
@@ -193,6 +198,7 @@ impl AccountFields {
         set!(helo_name, "helo_name");
         set!(charset, "charset");
         set!(plain_text_only, "plain_text_only");
+        set!(allow_plaintext_auth, "allow_plaintext_auth");
         if let Some(v) = self.enabled {
             m.enabled = Some(v);
             mask.push("enabled");

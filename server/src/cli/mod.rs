@@ -180,11 +180,17 @@ pub struct ServeArgs {
     /// Allow test e-mail only to these destinations ("CIDR [PORT|PORT-PORT]", repeatable).
     #[arg(long, env = "MAILPLANE_SMTP_ALLOW", value_delimiter = ',')]
     pub smtp_allow: Vec<String>,
-    /// Deny test e-mail to these destinations, replacing the default list of link-local,
-    /// cloud-metadata and unspecified addresses (e.g. --smtp-deny 169.254.0.0/16,fe80::/10,
-    /// 0.0.0.0/8,::/128,127.0.0.0/8,10.0.0.0/8 to deny loopback and private ranges too).
+    /// Also deny SMTP to these destinations ("CIDR [PORT|PORT-PORT]", repeatable), on top of
+    /// the default list of link-local, cloud-metadata and unspecified addresses. A server
+    /// exposed to many operators should deny loopback and private ranges too: --smtp-deny
+    /// 127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7
     #[arg(long, env = "MAILPLANE_SMTP_DENY", value_delimiter = ',')]
     pub smtp_deny: Vec<String>,
+    /// Deny these destinations instead of the default list ("" for none); --smtp-deny still
+    /// adds to them. Keep 169.254.0.0/16,fe80::/10 unless you know the metadata endpoints are
+    /// unreachable.
+    #[arg(long, env = "MAILPLANE_SMTP_DENY_REPLACE", value_delimiter = ',')]
+    pub smtp_deny_replace: Option<Vec<String>>,
     /// Extra CA certificates (PEM) to trust for relays with an internal PKI.
     #[arg(long, env = "MAILPLANE_SMTP_EXTRA_CA")]
     pub smtp_extra_ca: Option<PathBuf>,
@@ -231,6 +237,7 @@ impl ServeArgs {
             drain_timeout_secs: self.drain_timeout,
             smtp_allow: self.smtp_allow.clone(),
             smtp_deny: self.smtp_deny.clone(),
+            smtp_deny_replace: self.smtp_deny_replace.clone(),
             smtp_extra_ca: self.smtp_extra_ca.clone(),
             agent_listen: self.agent_listen.clone(),
             agent_tls_names: self.agent_tls_names.clone(),

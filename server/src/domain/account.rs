@@ -77,6 +77,9 @@ pub struct AccountSpec {
     pub plain_text_only: bool,
     /// The attachment size limit in bytes; 0 means none.
     pub attachment_size_limit_bytes: u64,
+    /// Whether AUTH may be sent on a connection without TLS (only an admin may turn it on,
+    /// see [`super::rules::plaintext_auth_change`]).
+    pub allow_plaintext_auth: bool,
 }
 
 impl AccountSpec {
@@ -88,6 +91,15 @@ impl AccountSpec {
                 "ignore_certificate_errors",
                 "contradicts security NONE, which uses no TLS and so checks no certificate; \
                  choose a TLS security mode or turn ignore_certificate_errors off",
+            ));
+        }
+        if self.security == Security::None && self.use_authentication && !self.allow_plaintext_auth
+        {
+            return Err(Error::invalid(
+                "allow_plaintext_auth",
+                "is required for security NONE with use_authentication, which would send the \
+                 credential in clear; choose STARTTLS_REQUIRED or IMPLICIT_TLS, or have an admin \
+                 set allow_plaintext_auth",
             ));
         }
         if self.use_authentication && self.credential.is_none() {
@@ -236,6 +248,7 @@ pub(crate) mod tests {
             charset: "UTF-8".into(),
             plain_text_only: false,
             attachment_size_limit_bytes: 0,
+            allow_plaintext_auth: false,
         }
     }
 
@@ -274,6 +287,53 @@ pub(crate) mod tests {
             ..spec()
         };
         assert!(s.check().unwrap_err().to_string().starts_with("is_default"));
+    }
+
+    #[test]
+    fn security_none_with_authentication_needs_allow_plaintext_auth() {
+        let s = AccountSpec {
+            security: Security::None,
+            use_authentication: true,
+            credential: Some(CredentialId(1)),
+            ..spec()
+        };
+        let err = s.check().unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument { field, .. } if field == "allow_plaintext_auth"),
+            "{err}"
+        );
+        assert!(
+            AccountSpec {
+                allow_plaintext_auth: true,
+                ..s.clone()
+            }
+            .check()
+            .is_ok()
+        );
+        // Without authentication there is nothing to protect; with TLS nothing goes in clear.
+        assert!(
+            AccountSpec {
+                use_authentication: false,
+                credential: None,
+                ..s.clone()
+            }
+            .check()
+            .is_ok()
+        );
+        for security in [
+            Security::StartTlsOpportunistic,
+            Security::StartTlsRequired,
+            Security::ImplicitTls,
+        ] {
+            assert!(
+                AccountSpec {
+                    security,
+                    ..s.clone()
+                }
+                .check()
+                .is_ok()
+            );
+        }
     }
 
     #[test]

@@ -67,6 +67,7 @@ impl Account {
             "charset": s.charset,
             "plain_text_only": s.plain_text_only,
             "attachment_size_limit_bytes": s.attachment_size_limit_bytes,
+            "allow_plaintext_auth": s.allow_plaintext_auth,
             "etag": etag(self.version),
             "create_time": rfc3339(self.create_time),
             "update_time": rfc3339(self.update_time),
@@ -129,6 +130,8 @@ mod tests {
         with.spec.network_connector = Some(4);
         with.spec.reply_to_email = Some("r@example.com".into());
         with.spec.helo_name = Some("helo".into());
+        with.spec.allow_plaintext_auth = true;
+        assert_eq!(with.audit_json()["allow_plaintext_auth"], true);
         assert_eq!(
             with.audit_json(),
             crate::render::account_json(&(&with).into())

@@ -6,7 +6,7 @@
 
 use super::{
     Account, AccountId, AccountSpec, AuthMechanism, ConnectorId, CredentialId, CredentialKind,
-    Micros, etag, mechanism_for,
+    Micros, Role, etag, mechanism_for,
 };
 use crate::error::{Error, Result};
 
@@ -43,6 +43,20 @@ pub fn update_account(id: AccountId, current: &AccountSpec, new: &AccountSpec) -
     }
     new.check()?;
     Ok(new.is_default && !current.is_default)
+}
+
+/// Changing `allow_plaintext_auth`: only the admin role may turn it on, since it lets a
+/// session send the credential without TLS. Turning it off, or keeping it, needs no more than
+/// the RPC itself. `role` is the caller's (`None`: not known, treated as not an admin).
+pub fn plaintext_auth_change(role: Option<Role>, before: bool, after: bool) -> Result<()> {
+    if after && !before && role != Some(Role::Admin) {
+        return Err(Error::PermissionDenied(format!(
+            "only the admin role may set allow_plaintext_auth (it lets AUTH send the credential \
+             without TLS); the caller's role is {}: ask an admin, or use a TLS security mode",
+            role.map_or("unknown", Role::as_str)
+        )));
+    }
+    Ok(())
 }
 
 /// Deleting an account: the default cannot go while other accounts exist.
@@ -231,6 +245,21 @@ mod tests {
             ..spec()
         };
         assert!(set_default_account(id, &disabled).is_err());
+    }
+
+    #[test]
+    fn only_an_admin_turns_on_plaintext_auth() {
+        for role in [Role::Operator, Role::Viewer, Role::Sender] {
+            let err = plaintext_auth_change(Some(role), false, true).unwrap_err();
+            assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
+            assert!(err.to_string().contains("allow_plaintext_auth"), "{err}");
+            // Keeping it on (another field changed) or turning it off is fine.
+            assert!(plaintext_auth_change(Some(role), true, true).is_ok());
+            assert!(plaintext_auth_change(Some(role), true, false).is_ok());
+            assert!(plaintext_auth_change(Some(role), false, false).is_ok());
+        }
+        assert!(plaintext_auth_change(None, false, true).is_err());
+        assert!(plaintext_auth_change(Some(Role::Admin), false, true).is_ok());
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub fn connection_config(
     config.helo_name.clone_from(&s.helo_name);
     config.timeouts = settings.timeouts;
     config.auth = auth;
+    config.allow_plaintext_auth = s.allow_plaintext_auth;
     config
 }
 

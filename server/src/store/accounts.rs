@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn insert_and_update_have_matching_placeholders() {
-        assert!(INSERT_ACCOUNT.contains("$28)"));
-        assert!(UPDATE_ACCOUNT.ends_with("WHERE id = $28"));
+        assert!(INSERT_ACCOUNT.contains("$29)"));
+        assert!(UPDATE_ACCOUNT.ends_with("WHERE id = $29"));
     }
 }

@@ -87,17 +87,31 @@ pub(super) async fn record_many(
 }
 
 impl Store {
-    /// Records a refused call in the audit log.
-    pub async fn record_denied(&self, ctx: &AuditContext, reason: &str) -> Result<()> {
+    /// Records a refused call in the audit log, with `details` (the reason, and the count of
+    /// refusals it stands for) as its diff. Returns the event's id.
+    pub async fn record_denied(
+        &self,
+        ctx: &AuditContext,
+        details: &serde_json::Value,
+    ) -> Result<i64> {
         let q = query(
             "INSERT INTO audit_events (time, actor, peer, rpc, resource, outcome, diff) \
-             VALUES ($1, $2, $3, $4, '', 'denied', $5)",
+             VALUES ($1, $2, $3, $4, '', 'denied', $5) RETURNING id",
         )
         .bind(now_micros())
         .bind(&ctx.actor)
         .bind(&ctx.peer)
         .bind(&ctx.rpc)
-        .bind(serde_json::json!({ "reason": reason }).to_string());
+        .bind(details.to_string());
+        let (id,): (i64,) = self.one(&q).await?;
+        Ok(id)
+    }
+
+    /// Replaces the details of refusal event `id` (a later refusal it now also stands for).
+    pub async fn update_denied(&self, id: i64, details: &serde_json::Value) -> Result<()> {
+        let q = query("UPDATE audit_events SET diff = $1 WHERE id = $2 AND outcome = 'denied'")
+            .bind(details.to_string())
+            .bind(id);
         self.execute(&q).await?;
         Ok(())
     }

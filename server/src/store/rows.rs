@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use std::sync::LazyLock;
 
 /// The account columns that hold its writable fields, in the order of [`account_args`].
-pub(super) const SPEC_COLUMNS: [&str; 25] = [
+pub(super) const SPEC_COLUMNS: [&str; 26] = [
     "account_name",
     "name_key",
     "enabled",
@@ -38,6 +38,7 @@ pub(super) const SPEC_COLUMNS: [&str; 25] = [
     "charset",
     "plain_text_only",
     "attachment_size_limit_bytes",
+    "allow_plaintext_auth",
 ];
 
 /// Every account column, as read back into an [`AccountRow`].
@@ -49,7 +50,7 @@ pub(super) static ACCOUNT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// An account's writable fields as arguments, in [`SPEC_COLUMNS`] order.
-pub(super) fn account_args(s: &AccountSpec) -> [Arg; 25] {
+pub(super) fn account_args(s: &AccountSpec) -> [Arg; 26] {
     [
         Arg::from(&s.account_name),
         Arg::from(name_key(&s.account_name)),
@@ -76,6 +77,7 @@ pub(super) fn account_args(s: &AccountSpec) -> [Arg; 25] {
         Arg::from(&s.charset),
         Arg::from(s.plain_text_only),
         Arg::from(i64::try_from(s.attachment_size_limit_bytes).unwrap_or(i64::MAX)),
+        Arg::from(s.allow_plaintext_auth),
     ]
 }
 
@@ -114,6 +116,7 @@ pub(super) struct AccountRow {
     charset: String,
     plain_text_only: bool,
     attachment_size_limit_bytes: i64,
+    allow_plaintext_auth: bool,
     version: i64,
     create_time: i64,
     update_time: i64,
@@ -158,6 +161,7 @@ impl TryFrom<AccountRow> for Account {
                 plain_text_only: r.plain_text_only,
                 attachment_size_limit_bytes: u64::try_from(r.attachment_size_limit_bytes)
                     .unwrap_or(0),
+                allow_plaintext_auth: r.allow_plaintext_auth,
             },
             version: r.version,
             create_time: r.create_time,

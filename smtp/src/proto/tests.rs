@@ -12,6 +12,7 @@ fn full_config() -> smtp::SessionConfig {
         "alice",
         smtp::Secret::new("tok"),
     ));
+    c.allow_plaintext_auth = true;
     c.stop_after = smtp::StopAfter::Auth;
     let ms = |n: u64| Duration::from_millis(n);
     c.timeouts = smtp::Timeouts {

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::Session;
-use crate::classify::FailureClass;
+use crate::classify::{FailureClass, plaintext_auth_hint};
 use crate::client::Link;
 use crate::command::Command;
 use crate::recorder::Fail;
@@ -23,6 +23,20 @@ impl Session<'_> {
             return Ok(link);
         };
         let mut run = self.rec.begin(Phase::Auth).await;
+        if !link.tls_active && !self.ctx.cfg.allow_plaintext_auth {
+            // Never send a credential in clear unless the account explicitly allows it: with
+            // STARTTLS_OPPORTUNISTIC, someone on the path may have removed STARTTLS.
+            let mut fail = Fail::new(
+                FailureClass::StartTlsUnavailable,
+                "the connection is not encrypted; AUTH was not sent",
+                plaintext_auth_hint(self.ctx.cfg.security),
+            );
+            fail.can_quit = true;
+            return self
+                .settle(run, Err::<(), _>(fail), link)
+                .await
+                .map(|((), l)| l);
+        }
         let mech = creds.mechanism.as_str();
         if !self.capabilities.offers_auth(mech) {
             let offered = &self.capabilities.auth;

@@ -220,6 +220,36 @@ async fn a_drop_during_data_is_transient_and_ambiguous() {
 }
 
 #[tokio::test]
+async fn pooled_sessions_send_no_auth_in_clear() {
+    let (port, peer) = peer::start(script(vec![greet(EHLO_AUTH), quit()])).await;
+    let pool = pool(PoolConfig::default());
+    let mut cfg = config(port);
+    cfg.security = Security::StartTlsOpportunistic;
+    cfg.auth = Some(Credentials::new(
+        AuthMechanism::Plain,
+        "alice",
+        Secret::new(SECRET),
+    ));
+    let env = envelope(&["bob@example.net"]);
+    let d = pool.send(&KEY, &cfg, &env, MESSAGE).await.unwrap();
+    let MessageOutcome::Permanent { failure } = &d.message else {
+        panic!("expected Permanent: {d:#?}");
+    };
+    assert_eq!(
+        (failure.class, failure.phase),
+        (FailureClass::StartTlsUnavailable, Phase::Auth)
+    );
+    assert_eq!(d.recipients[0].status, RecipientStatus::NotTried);
+    let log = finish(peer).await;
+    assert!(
+        !log.lines.iter().any(|l| l.starts_with("AUTH")),
+        "{:?}",
+        log.lines
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
 async fn connection_failures_are_classified_like_run_session() {
     let (port, peer) = peer::start(script(vec![greet(EHLO_PLAIN), quit()])).await;
     let pool = pool(PoolConfig::default());

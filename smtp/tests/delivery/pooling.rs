@@ -113,6 +113,8 @@ async fn two_messages_over_one_connection_with_rset_exact_bytes_and_auth_once() 
         "alice",
         Secret::new(SECRET),
     ));
+    // The scripted relay speaks in clear.
+    cfg.allow_plaintext_auth = true;
     let env = envelope(&["bob@example.net"]);
     let (logs, guard) = capture_tracing();
     let first = pool.send(&KEY, &cfg, &env, MESSAGE).await.unwrap();

@@ -15,6 +15,7 @@ async fn success_with_queue_id_wire_bytes_headers_and_redaction() {
     steps.extend(delivery_steps());
     let (port, peer) = peer::start(steps).await;
     let mut cfg = config(port, Security::None);
+    cfg.allow_plaintext_auth = true;
     cfg.auth = Some(Credentials::new(
         AuthMechanism::Plain,
         "alice",
@@ -244,6 +245,7 @@ async fn auth_535_is_rejected_and_login_secret_is_redacted() {
     ])
     .await;
     let mut cfg = config(port, Security::None);
+    cfg.allow_plaintext_auth = true;
     cfg.auth = Some(Credentials::new(
         AuthMechanism::Login,
         "alice",
@@ -279,6 +281,7 @@ async fn mechanism_not_offered() {
     ])
     .await;
     let mut cfg = config(port, Security::None);
+    cfg.allow_plaintext_auth = true;
     cfg.auth = Some(Credentials::new(
         AuthMechanism::Plain,
         "alice",
@@ -308,6 +311,7 @@ async fn xoauth2_success_stop_after_auth() {
     ])
     .await;
     let mut cfg = config(port, Security::None);
+    cfg.allow_plaintext_auth = true;
     cfg.auth = Some(Credentials::new(
         AuthMechanism::XOAuth2,
         "alice@example.org",

@@ -1,5 +1,7 @@
-//! Account CRUD, the default account and etags; validation is in [`validation`].
+//! Account CRUD, the default account and etags; validation is in [`validation`], and who may
+//! allow AUTH in clear in [`plaintext_auth`].
 
+mod plaintext_auth;
 mod validation;
 
 use mailplane_proto::v1 as pb;

@@ -208,6 +208,17 @@ async fn every_validation_rule_refuses_and_changes_nothing(server: &TestServer) 
             "ignore_certificate_errors",
         ),
         (
+            "NONE with authentication, without allow_plaintext_auth",
+            pb::SmtpAccount {
+                security: pb::SecurityMode::None.into(),
+                use_authentication: true,
+                credential: "credentials/999".into(),
+                ..account("x26")
+            },
+            Code::InvalidArgument,
+            "allow_plaintext_auth",
+        ),
+        (
             "disabled default",
             pb::SmtpAccount {
                 is_default: true,

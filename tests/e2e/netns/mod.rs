@@ -207,6 +207,8 @@ async fn connector_reaches_a_relay_that_only_the_agent_can_reach() {
             network_connector: connector.name.clone(),
             use_authentication: true,
             credential: cred.name,
+            // The relay speaks in clear (security NONE).
+            allow_plaintext_auth: true,
             ..relay("With secret", 2525)
         },
     )

@@ -1,9 +1,11 @@
 //! Test e-mails: against real Postfix with Dovecot SASL ([`postfix`]: every header, every
 //! security mode on the right and the wrong port, certificates, AUTH, stop_after, locales, an
-//! unreadable credential) and against silent or refusing peers ([`peers`]: the destination
-//! policy, timeouts, the per-account cap, bad requests, shutdown). The helpers below are shared.
+//! unreadable credential), against silent or refusing peers ([`peers`]: the destination
+//! policy, timeouts, the per-account cap, bad requests, shutdown), and through a listener that
+//! strips STARTTLS ([`plaintext`]: no AUTH in clear). The helpers below are shared.
 
 mod peers;
+mod plaintext;
 mod postfix;
 
 use mailplane_proto::v1 as pb;

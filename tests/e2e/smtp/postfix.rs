@@ -474,6 +474,7 @@ async fn an_unreadable_credential_is_its_own_failure_class() {
             host: "127.0.0.1".into(),
             use_authentication: true,
             credential,
+            allow_plaintext_auth: true,
             ..relay("Sealed", port, pb::SecurityMode::None)
         },
     )
