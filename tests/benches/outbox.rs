@@ -16,7 +16,8 @@
 //! `smtp-sink` and `smtp-source`) and PostgreSQL (as the e2e tests do).
 //!
 //! Run: `cargo build --release -p mailplane-server && cargo bench -p mailplane-tests --bench
-//! outbox`. `MAILPLANE_BENCH_N` sets the throughput count.
+//! outbox`. `MAILPLANE_BENCH_N` sets the throughput count; `MAILPLANE_BENCH_ONLY` (a
+//! comma-separated list of `sqlite`, `postgres`, `replicas`, `latency`) runs only those parts.
 
 // A benchmark reports failure by panicking, like a test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
@@ -467,6 +468,8 @@ async fn run() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
+    let only = std::env::var("MAILPLANE_BENCH_ONLY").unwrap_or_default();
+    let runs = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     let target = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
     let bin =
@@ -496,6 +499,13 @@ async fn run() {
 
     println!("throughput: {n} messages of ~2 KB, {SESSIONS} sessions, into smtp-sink");
     for (backend, url) in [("SQLite", None), ("PostgreSQL", Some(pg.url.clone()))] {
+        if !runs(
+            &backend
+                .to_ascii_lowercase()
+                .replace("postgresql", "postgres"),
+        ) {
+            continue;
+        }
         let source = baseline(port, n);
         println!("{backend}:");
         let outbox = throughput(&bin, url.as_deref(), port, n).await;
@@ -505,26 +515,32 @@ async fn run() {
             outbox / source
         );
     }
-    println!(
-        "replicas: {n} messages sent round-robin, PostgreSQL, {SESSIONS} sessions per replica"
-    );
-    let mut one_db = PgDatabase::create().await;
-    let mut three_db = PgDatabase::create().await;
-    let one = throughput_replicas(&bin, &one_db.url, port, n, 1).await;
-    let three = throughput_replicas(&bin, &three_db.url, port, n, 3).await;
-    println!(
-        "  1 replica {one:.0} msg/s, 3 replicas {three:.0} msg/s, ratio {:.2} (goal >= 0.9)",
-        three / one
-    );
-    one_db.drop_db().await;
-    three_db.drop_db().await;
-    println!("latency: SendMessage -> SENT, warm pooled session, STARTTLS + AUTH to local Postfix");
-    for (backend, url) in [
-        ("SQLite", None),
-        ("PostgreSQL", Some(pg_latency.url.clone())),
-    ] {
-        println!("{backend}:");
-        latency(&bin, url.as_deref(), &fx, latency_n).await;
+    if runs("replicas") {
+        println!(
+            "replicas: {n} messages sent round-robin, PostgreSQL, {SESSIONS} sessions per account on all replicas together"
+        );
+        let mut one_db = PgDatabase::create().await;
+        let mut three_db = PgDatabase::create().await;
+        let one = throughput_replicas(&bin, &one_db.url, port, n, 1).await;
+        let three = throughput_replicas(&bin, &three_db.url, port, n, 3).await;
+        println!(
+            "  1 replica {one:.0} msg/s, 3 replicas {three:.0} msg/s, ratio {:.2} (goal >= 0.9)",
+            three / one
+        );
+        one_db.drop_db().await;
+        three_db.drop_db().await;
+    }
+    if runs("latency") {
+        println!(
+            "latency: SendMessage -> SENT, warm pooled session, STARTTLS + AUTH to local Postfix"
+        );
+        for (backend, url) in [
+            ("SQLite", None),
+            ("PostgreSQL", Some(pg_latency.url.clone())),
+        ] {
+            println!("{backend}:");
+            latency(&bin, url.as_deref(), &fx, latency_n).await;
+        }
     }
     pg.drop_db().await;
     pg_latency.drop_db().await;

@@ -1,9 +1,9 @@
 //! `SmtpAccountService`: the gRPC edge of SMTP accounts.
 
+use super::caller_role;
 use super::convert::{self, Mode};
 use super::paging;
-use crate::auth::Actor;
-use crate::domain::{AccountFilter, AccountSpec, Role, rules};
+use crate::domain::{AccountFilter, AccountSpec, rules};
 use crate::error::Error;
 use crate::render;
 use crate::store::Store;
@@ -28,11 +28,6 @@ impl Accounts {
     pub fn new(store: Arc<Store>) -> Self {
         Self { store }
     }
-}
-
-/// The caller's role, as the auth layer found it (`None` for a call that did not pass it).
-fn caller_role<T>(request: &Request<T>) -> Option<Role> {
-    request.extensions().get::<Actor>().map(|a| a.role)
 }
 
 /// The stream of an export.

@@ -2,7 +2,7 @@
 
 use super::convert;
 use super::paging;
-use crate::domain::{Locale, TestName, TestRequest, validate};
+use crate::domain::{Locale, Role, TestName, TestRequest, validate};
 use crate::error::{Error, Result};
 use crate::smtp_tests::TestRunner;
 use futures::{Stream, StreamExt as _};
@@ -92,6 +92,45 @@ impl Tests {
 }
 
 /// The stream of a watch.
+/// What the caller may see of a transcript. A viewer does not see what the client sent after
+/// `AUTH` (the LOGIN user name, base64-encoded; the secrets are redacted for everyone).
+#[derive(Debug, Clone, Copy)]
+struct View {
+    viewer: bool,
+}
+
+impl View {
+    fn of<T>(request: &Request<T>) -> Self {
+        Self {
+            viewer: super::caller_role(request) == Some(Role::Viewer),
+        }
+    }
+
+    fn phase(self, mut phase: pb::PhaseResult) -> pb::PhaseResult {
+        if self.viewer && phase.phase == pb::Phase::Auth as i32 {
+            for command in phase.commands.iter_mut().skip(1) {
+                *command = crate::audit::REDACTED.to_owned();
+            }
+        }
+        phase
+    }
+
+    fn test(self, mut test: pb::SmtpTest) -> pb::SmtpTest {
+        test.transcript = test.transcript.into_iter().map(|p| self.phase(p)).collect();
+        test
+    }
+
+    fn event(self, mut event: pb::WatchTestResponse) -> pb::WatchTestResponse {
+        use pb::watch_test_response::Event;
+        event.event = event.event.map(|e| match e {
+            Event::PhaseFinished(p) => Event::PhaseFinished(self.phase(p)),
+            Event::Finished(t) => Event::Finished(self.test(t)),
+            started @ Event::PhaseStarted(_) => started,
+        });
+        event
+    }
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchTestResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -115,15 +154,17 @@ impl SmtpTestService for Tests {
         &self,
         request: Request<pb::GetTestRequest>,
     ) -> Result<Response<pb::SmtpTest>, Status> {
+        let view = View::of(&request);
         let name = test_name("name", &request.into_inner().name)?;
         let test = self.runner.get(name).await?;
-        Ok(Response::new(pb::SmtpTest::from(&test)))
+        Ok(Response::new(view.test(pb::SmtpTest::from(&test))))
     }
 
     async fn list_tests(
         &self,
         request: Request<pb::ListTestsRequest>,
     ) -> Result<Response<pb::ListTestsResponse>, Status> {
+        let view = View::of(&request);
         let req = request.into_inner();
         let account = convert::account_id("parent", &req.parent)?;
         let size = paging::page_size(req.page_size)?;
@@ -132,7 +173,10 @@ impl SmtpTestService for Tests {
         let rows = self.runner.list(account, before, size + 1).await?;
         let (tests, next_page_token) = paging::finish(rows, size, &context, |t| t.name.id);
         Ok(Response::new(pb::ListTestsResponse {
-            tests: tests.iter().map(pb::SmtpTest::from).collect(),
+            tests: tests
+                .iter()
+                .map(|t| view.test(pb::SmtpTest::from(t)))
+                .collect(),
             next_page_token,
         }))
     }
@@ -143,12 +187,14 @@ impl SmtpTestService for Tests {
         &self,
         request: Request<pb::WatchTestRequest>,
     ) -> Result<Response<Self::WatchTestStream>, Status> {
+        let view = View::of(&request);
         let name = test_name("name", &request.into_inner().name)?;
         let rx = self.runner.watch(name).await?;
-        let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|event| match event {
-            Ok(event) => Ok(pb::WatchTestResponse::from(&event)),
-            Err(e) => Err(Status::from(e)),
-        });
+        let events =
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(move |event| match event {
+                Ok(event) => Ok(view.event(pb::WatchTestResponse::from(&event))),
+                Err(e) => Err(Status::from(e)),
+            });
         Ok(Response::new(Box::pin(events)))
     }
 }
@@ -156,6 +202,44 @@ impl SmtpTestService for Tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_viewer_does_not_see_what_follows_auth() {
+        let auth = pb::PhaseResult {
+            phase: pb::Phase::Auth.into(),
+            commands: vec![
+                "AUTH LOGIN".into(),
+                "b3BzQGV4YW1wbGUuY29t".into(),
+                "<redacted>".into(),
+            ],
+            ..Default::default()
+        };
+        let ehlo = pb::PhaseResult {
+            phase: pb::Phase::Ehlo.into(),
+            commands: vec!["EHLO client".into()],
+            ..Default::default()
+        };
+        let test = pb::SmtpTest {
+            transcript: vec![ehlo.clone(), auth.clone()],
+            ..Default::default()
+        };
+        let seen = View { viewer: true }.test(test.clone());
+        assert_eq!(seen.transcript[0], ehlo);
+        assert_eq!(
+            seen.transcript[1].commands,
+            ["AUTH LOGIN", "<redacted>", "<redacted>"]
+        );
+        assert_eq!(View { viewer: false }.test(test.clone()), test);
+        let event = pb::WatchTestResponse {
+            event: Some(pb::watch_test_response::Event::PhaseFinished(auth)),
+        };
+        let Some(pb::watch_test_response::Event::PhaseFinished(p)) =
+            View { viewer: true }.event(event).event
+        else {
+            panic!("a phase");
+        };
+        assert_eq!(p.commands[1], "<redacted>");
+    }
     use crate::domain::StopAfter;
 
     #[test]

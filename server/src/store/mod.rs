@@ -261,15 +261,40 @@ impl DatabaseUrl {
     }
 }
 
-/// A URL with any password replaced, fit for logs and errors.
+/// A URL with any password replaced, fit for logs and errors: the one in the user info (up to
+/// the last `@`, since a password may hold an unescaped `@`, `/` or `?`: when in doubt more is
+/// hidden, never less), and the value of any query parameter whose name holds "password".
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _password)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:<redacted>@{host}");
-    }
-    url.to_owned()
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (userinfo, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (Some(userinfo), after),
+        None => (None, rest),
+    };
+    let userinfo = match userinfo {
+        Some(info) => match info.split_once(':') {
+            Some((user, _password)) => format!("{user}:<redacted>@"),
+            None => format!("{info}@"),
+        },
+        None => String::new(),
+    };
+    let after = match after.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                        format!("{key}=<redacted>")
+                    }
+                    _ => param.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => after.to_owned(),
+    };
+    format!("{scheme}://{userinfo}{after}")
 }
 
 /// Opens (creating and migrating as needed) the database that `url` names. An SQLite file
@@ -306,5 +331,29 @@ mod url_tests {
             redact_url("postgres://u:pw@h/db"),
             "postgres://u:<redacted>@h/db"
         );
+    }
+
+    #[test]
+    fn redacts_passwords_holding_at_signs_and_in_the_query() {
+        assert_eq!(
+            redact_url("postgres://u:p@ss/w?rd@h:5432/db"),
+            "postgres://u:<redacted>@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=hunter2&sslpassword=x2&sslmode=require"),
+            "postgres://h/db?user=u&password=<redacted>&sslpassword=<redacted>&sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("not a url"), "not a url");
+        for url in [
+            "postgres://u:hunter2@h/db?application_name=a@b",
+            "postgres://u:hun@ter2@h/db?password=hunter3",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("hunter3") && !shown.contains("ter2"),
+                "{shown}"
+            );
+        }
     }
 }

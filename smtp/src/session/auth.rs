@@ -124,7 +124,7 @@ impl Session<'_> {
                         if let Some(json) = r.lines.first().and_then(|l| B64.decode(l.trim()).ok())
                         {
                             rec.detail
-                                .push(format!("XOAUTH2 error: {}", escape_preview(&json, 200)));
+                                .push(format!("XOAUTH2 error: {}", xoauth2_error(&json)));
                         }
                         let end = Command::AuthResponse {
                             data: String::new(),
@@ -136,5 +136,65 @@ impl Session<'_> {
                 }
             }
         }
+    }
+}
+
+/// What a transcript shows of a relay's XOAUTH2 error challenge: only the documented fields
+/// (`status`, `schemes`, `scope`), each escaped and cut short. Anything else the relay put
+/// there (it may echo the user, or worse) is left out.
+fn xoauth2_error(json: &[u8]) -> String {
+    const FIELDS: [&str; 3] = ["status", "schemes", "scope"];
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(json)
+    else {
+        return format!(
+            "({} bytes that are not a JSON object, not shown)",
+            json.len()
+        );
+    };
+    let shown: Vec<String> = FIELDS
+        .iter()
+        .filter_map(|&key| {
+            let value = match map.get(key)? {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some(format!("{key}={}", escape_preview(value.as_bytes(), 100)))
+        })
+        .collect();
+    let left_out = map.keys().filter(|k| !FIELDS.contains(&k.as_str())).count();
+    let mut text = if shown.is_empty() {
+        "no status".to_owned()
+    } else {
+        shown.join(" ")
+    };
+    if left_out > 0 {
+        text.push_str(&format!(" ({left_out} other fields not shown)"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xoauth2_error;
+
+    #[test]
+    fn xoauth2_errors_show_only_the_documented_fields() {
+        let google = br#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#;
+        assert_eq!(
+            xoauth2_error(google),
+            "status=400 schemes=Bearer scope=https://mail.google.com/"
+        );
+        let echo = br#"{"status":"401","token":"ya29.secret-token","user":"ops@example.com"}"#;
+        let shown = xoauth2_error(echo);
+        assert_eq!(shown, "status=401 (2 other fields not shown)");
+        assert!(!shown.contains("ya29") && !shown.contains("ops@"));
+        let junk = b"user=ops@example.com auth=Bearer ya29.secret";
+        let shown = xoauth2_error(junk);
+        assert!(
+            !shown.contains("ya29") && shown.contains("not shown"),
+            "{shown}"
+        );
+        let control = br#"{"status":"4\r\n00"}"#;
+        assert_eq!(xoauth2_error(control), "status=4\\r\\n00");
     }
 }
