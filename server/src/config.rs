@@ -126,6 +126,10 @@ pub struct SmtpFileConfig {
     pub extra_ca_file: Option<PathBuf>,
     /// The most tests that may run at once on one account.
     pub max_tests_per_account: Option<usize>,
+    /// The most tests that may run at once on this server (all accounts).
+    pub max_tests_running: Option<usize>,
+    /// Days a finished test's record (and transcript) is kept.
+    pub test_retention_days: Option<u64>,
     /// Seconds a whole test may take.
     pub test_deadline_secs: Option<u64>,
     /// Per-phase timeouts in seconds; unset ones keep their defaults (RFC 5321 §4.5.3.2,
@@ -284,6 +288,12 @@ fn smtp_settings(flags: &Overrides, file: &SmtpFileConfig) -> Result<SmtpSetting
     }
     if let Some(n) = file.max_tests_per_account {
         settings.max_tests_per_account = n.max(1);
+    }
+    if let Some(n) = file.max_tests_running {
+        settings.max_tests_running = n.max(1);
+    }
+    if let Some(days) = file.test_retention_days {
+        settings.test_retention = Duration::from_secs(days.max(1).saturating_mul(86_400));
     }
     if let Some(secs) = file.test_deadline_secs {
         settings.timeouts.overall = Duration::from_secs(secs.max(1));
@@ -488,6 +498,8 @@ mod tests {
         let c = resolve(Overrides::default(), &file).unwrap();
         assert_eq!(c.listen.port(), 7750);
         assert_eq!(c.smtp.max_tests_per_account, 4);
+        assert_eq!(c.smtp.max_tests_running, 64);
+        assert_eq!(c.smtp.test_retention, Duration::from_secs(30 * 86_400));
         let defaults = OutboxSettings::default();
         assert_eq!(c.outbox.max_message_size, defaults.max_message_size);
         assert_eq!(c.outbox.retry, defaults.retry);

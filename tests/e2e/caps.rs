@@ -1,5 +1,5 @@
-//! Per-account caps hold for all replicas together (two replicas on PostgreSQL): tests at
-//! once, and deliveries at once.
+//! Caps: per account, on all replicas together (two replicas on PostgreSQL), on tests at once
+//! and deliveries at once; per server, on tests at once.
 
 use crate::messages::{message, messages, send, wait_for};
 use mailplane_proto::v1 as pb;
@@ -179,14 +179,9 @@ async fn deliveries_at_once_are_capped_per_account_on_all_replicas_together() {
     a.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tests_at_once_are_capped_per_account_on_all_replicas_together() {
-    let a = TestServer::start_configured(Backend::Postgres, |c| {
-        c.smtp.max_tests_per_account = 2;
-    })
-    .await;
-    let b = a.start_replica().await;
-    // A relay that accepts and never answers: tests stay running until the servers stop.
+/// A relay that accepts and never answers (tests stay running until the server stops), and
+/// the task that holds its connections.
+async fn silent_relay() -> (u16, tokio::task::JoinHandle<()>) {
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = silent.local_addr().unwrap().port();
     let hold = tokio::spawn(async move {
@@ -195,34 +190,72 @@ async fn tests_at_once_are_capped_per_account_on_all_replicas_together() {
             held.push(tcp);
         }
     });
-    let acct = create_account(
-        &mut a.accounts(),
+    (port, hold)
+}
+
+async fn silent_account(server: &TestServer, name: &str, port: u16) -> pb::SmtpAccount {
+    create_account(
+        &mut server.accounts(),
         pb::SmtpAccount {
             host: "127.0.0.1".into(),
             port: port.into(),
             security: pb::SecurityMode::None.into(),
-            ..account("Silent")
+            ..account(name)
         },
     )
+    .await
+}
+
+async fn create_test(
+    server: &TestServer,
+    acct: &pb::SmtpAccount,
+) -> Result<tonic::Response<pb::SmtpTest>, tonic::Status> {
+    server
+        .tests()
+        .create_test(pb::CreateTestRequest {
+            parent: acct.name.clone(),
+            test: Some(pb::SmtpTest {
+                to: "cap@mailplane.test".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tests_at_once_are_capped_per_server() {
+    let server = TestServer::start_configured(Backend::Sqlite, |c| {
+        c.smtp.max_tests_running = 1;
+    })
     .await;
-    let create = |server: &TestServer| {
-        let mut c = server.tests();
-        let parent = acct.name.clone();
-        async move {
-            c.create_test(pb::CreateTestRequest {
-                parent,
-                test: Some(pb::SmtpTest {
-                    to: "cap@mailplane.test".into(),
-                    ..Default::default()
-                }),
-            })
-            .await
-        }
-    };
-    create(&a).await.unwrap();
-    create(&b).await.unwrap();
+    let (port, hold) = silent_relay().await;
+    let first = silent_account(&server, "First", port).await;
+    let second = silent_account(&server, "Second", port).await;
+    create_test(&server, &first).await.unwrap();
+    let err = create_test(&server, &second).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(
+        err.message().contains("max_tests_running"),
+        "{}",
+        err.message()
+    );
+    server.stop().await.unwrap();
+    hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tests_at_once_are_capped_per_account_on_all_replicas_together() {
+    let a = TestServer::start_configured(Backend::Postgres, |c| {
+        c.smtp.max_tests_per_account = 2;
+    })
+    .await;
+    let b = a.start_replica().await;
+    let (port, hold) = silent_relay().await;
+    let acct = silent_account(&a, "Silent", port).await;
+    create_test(&a, &acct).await.unwrap();
+    create_test(&b, &acct).await.unwrap();
     for server in [&a, &b] {
-        let err = create(server).await.unwrap_err();
+        let err = create_test(server, &acct).await.unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
         assert!(
             err.message().contains("on all replicas"),

@@ -171,6 +171,18 @@ pub fn test_cap(account: AccountId, unfinished: i64, limit: usize) -> Result<()>
     Ok(())
 }
 
+/// A new test on a server that runs `running` tests: `ResourceExhausted` when that is already
+/// `limit`.
+pub fn server_test_cap(running: usize, limit: usize) -> Result<()> {
+    if running >= limit {
+        return Err(Error::ResourceExhausted(format!(
+            "this server already runs {running} tests (its limit, max_tests_running, is \
+             {limit}); try again when some have finished"
+        )));
+    }
+    Ok(())
+}
+
 /// Using an enrollment token, given its stored `(connector, expire_time, used_time)` if it
 /// exists: the connector it enrolls into, or why it cannot be used.
 pub fn enrollment_token(
@@ -200,6 +212,14 @@ pub fn enrollment_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_caps_tests_at_once() {
+        assert!(server_test_cap(63, 64).is_ok());
+        let err = server_test_cap(64, 64).unwrap_err();
+        assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+        assert!(err.to_string().contains("max_tests_running"), "{err}");
+    }
 
     #[test]
     fn test_cap_counts_every_replica() {

@@ -34,6 +34,7 @@ use crate::store::Store;
 use crate::store::notify::Notifier;
 use crate::store::tests::TestCap;
 use crate::tunnel::registry::Registry;
+use admission::{Running, RunningTest};
 use handoff::Handoff;
 use mailplane_proto::v1 as pb;
 use mailplane_smtp as smtp;
@@ -60,6 +61,8 @@ pub struct TestRunner {
     /// replica runs every test it can be asked about.
     notifier: Option<Arc<Notifier>>,
     live: Mutex<HashMap<TestName, Arc<LiveTest>>>,
+    /// The tests running here, against `max_tests_running`.
+    running: Running,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -80,6 +83,7 @@ impl TestRunner {
             registry,
             notifier,
             live: Mutex::new(HashMap::new()),
+            running: Running::default(),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
         })
@@ -100,7 +104,8 @@ impl TestRunner {
     }
 
     /// Starts the sweep: at once, then every minute, tests that a server (this one before a
-    /// crash, or another replica) left unfinished past any possible deadline are closed.
+    /// crash, or another replica) left unfinished past any possible deadline are closed, and
+    /// finished tests past their retention are purged.
     pub fn start_sweeper(self: &Arc<Self>) {
         let runner = Arc::clone(self);
         let cancel = self.cancel.clone();
@@ -115,6 +120,14 @@ impl TestRunner {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(tests = n, "closed tests left unfinished"),
                     Err(e) => tracing::error!(error = %e, "cannot close unfinished tests"),
+                }
+                let before = now_micros() - micros(runner.settings.test_retention);
+                match runner.store.purge_tests(before).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(tests = n, "purged finished tests past their retention")
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot purge finished tests"),
                 }
             }
         });
@@ -161,6 +174,7 @@ impl TestRunner {
             )
             .await?;
         }
+        let admitted = self.running.admit(self.settings.max_tests_running)?;
         let mut test = TestRecord::queued(account.id, request, now_micros());
         test.name = self
             .store
@@ -180,12 +194,19 @@ impl TestRunner {
         self.lock_live().insert(name, Arc::clone(&live));
         tracing::info!(test = %name, to = %test.request.to, "test queued");
         self.tasks
-            .spawn(Arc::clone(self).run(account, test.request.clone(), live));
+            .spawn(Arc::clone(self).run(account, test.request.clone(), live, admitted));
         Ok(test)
     }
 
     /// Runs one test to its end (or until shutdown), then stores and publishes the result.
-    async fn run(self: Arc<Self>, account: Account, request: TestRequest, live: Arc<LiveTest>) {
+    async fn run(
+        self: Arc<Self>,
+        account: Account,
+        request: TestRequest,
+        live: Arc<LiveTest>,
+        admitted: RunningTest,
+    ) {
+        let _admitted = admitted;
         let name = live.snapshot().name;
         let deadline = self.guard_deadline();
         let running = async {

@@ -13,8 +13,12 @@ pub struct SmtpSettings {
     pub timeouts: smtp::Timeouts,
     /// An extra CA (PEM) trusted for relays with an internal PKI.
     pub extra_ca_pem: Option<Vec<u8>>,
-    /// The most tests that may run at once on one account.
+    /// The most tests that may run at once on one account (on all replicas together).
     pub max_tests_per_account: usize,
+    /// The most tests that may run at once on this server, all accounts together.
+    pub max_tests_running: usize,
+    /// How long a finished test's record and transcript are kept (default 30 days).
+    pub test_retention: Duration,
     /// How long a test waits for a live agent of its account's connector.
     pub connector_wait: Duration,
     /// What happens when the agent running a test goes away.
@@ -31,6 +35,8 @@ impl Default for SmtpSettings {
             timeouts: smtp::Timeouts::default(),
             extra_ca_pem: None,
             max_tests_per_account: 4,
+            max_tests_running: 64,
+            test_retention: Duration::from_secs(30 * 86_400),
             connector_wait: Duration::from_secs(30),
             failover: FailoverPolicy::default(),
         }

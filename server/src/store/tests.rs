@@ -148,4 +148,58 @@ impl Store {
         .bind(before);
         convert(self.all::<TestRow>(&q).await?)
     }
+
+    /// Deletes finished tests (with their transcripts) last changed before `before`. Returns
+    /// how many.
+    pub async fn purge_tests(&self, before: Micros) -> Result<u64> {
+        let q = query(
+            "DELETE FROM smtp_tests WHERE state NOT IN ('queued', 'running') AND update_time < $1",
+        )
+        .bind(before);
+        self.execute(&q).await
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use crate::audit::AuditContext;
+    use crate::domain::{Locale, StopAfter, TestRequest, TestState, now_micros};
+    use crate::store::messages_tests::store_with_account;
+    use crate::store::tests::TestCap;
+
+    #[tokio::test]
+    async fn only_finished_tests_past_retention_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, account) = store_with_account(dir.path()).await;
+        let request = TestRequest {
+            to: "ops@example.com".into(),
+            subject: "s".into(),
+            body: "b".into(),
+            locale: Locale::En,
+            stop_after: StopAfter::Delivery,
+        };
+        let cap = TestCap {
+            limit: 10,
+            since: 0,
+        };
+        let ctx = AuditContext::system();
+        let finished = store
+            .create_test(&ctx, account, &request, cap, b"{}")
+            .await
+            .unwrap();
+        store
+            .update_test(finished, TestState::Succeeded, b"{}")
+            .await
+            .unwrap();
+        let running = store
+            .create_test(&ctx, account, &request, cap, b"{}")
+            .await
+            .unwrap();
+        // Nothing is old enough yet.
+        assert_eq!(store.purge_tests(0).await.unwrap(), 0);
+        assert_eq!(store.purge_tests(now_micros() + 1).await.unwrap(), 1);
+        let left = store.list_tests(account, 0, 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].name, running, "an unfinished test is kept");
+    }
 }
