@@ -15,6 +15,7 @@ mod concurrency;
 mod connectors;
 mod credentials;
 mod discovery;
+mod hostile;
 mod messages;
 mod netns;
 mod outbox;
