@@ -61,6 +61,17 @@ impl Write<'_> {
         Ok(())
     }
 
+    /// Takes `rule`'s advisory lock until the transaction ends if no one else holds it
+    /// (PostgreSQL; always on SQLite, whose writers run one at a time): whether it did.
+    pub(super) async fn try_lock_rule(&mut self, rule: Rule) -> Result<bool> {
+        if matches!(self.tx, Tx::Postgres(_)) {
+            let q = query("SELECT pg_try_advisory_xact_lock($1)").bind(rule.key());
+            let (got,): (bool,) = self.conn().one(&q).await?;
+            return Ok(got);
+        }
+        Ok(true)
+    }
+
     /// Locks row `id` of `table` until the transaction ends (PostgreSQL); a row that does not
     /// exist locks nothing, and the read that follows says so.
     pub(super) async fn lock_row(

@@ -3,7 +3,8 @@
 //! A claim runs in a write transaction. On SQLite (one replica) that transaction is the only
 //! writer. On PostgreSQL the claimed rows are locked with `FOR UPDATE SKIP LOCKED`, so replicas
 //! never claim the same message, and each account's claims take the account's advisory lock
-//! (in account order), so that the per-account cap on deliveries at once
+//! (skipping an account whose lock another replica holds), so that the per-account cap on
+//! deliveries at once
 //! (`sessions_per_account`) holds for all replicas together: the count of the account's
 //! `SENDING` messages and the new claims are one step. A claimed message is `SENDING` until
 //! its attempt is recorded; one left `SENDING` by a server that died is returned to the queue
@@ -96,12 +97,23 @@ impl Store {
             w.commit().await?;
             return Ok(Claims::default());
         }
-        // Locks in account order, so that two replicas never wait for each other in a cycle.
-        let mut ids: Vec<i64> = accounts.iter().map(|&(_, id)| id).collect();
-        ids.sort_unstable();
-        for &id in &ids {
-            w.lock_rule(Rule::AccountClaims(AccountId(id))).await?;
+        // An account another replica is claiming right now is left to it (it takes what the
+        // cap leaves): no replica waits for another's claim.
+        let mut mine = Vec::with_capacity(accounts.len());
+        let mut claims = Claims::default();
+        for (first, id) in accounts {
+            if w.try_lock_rule(Rule::AccountClaims(AccountId(id))).await? {
+                mine.push((first, id));
+            } else {
+                claims.capped = true;
+            }
         }
+        let accounts = mine;
+        if accounts.is_empty() {
+            w.commit().await?;
+            return Ok(claims);
+        }
+        let ids: Vec<i64> = accounts.iter().map(|&(_, id)| id).collect();
         let q = query(
             "SELECT account_id, COUNT(*) FROM messages WHERE state = 'sending' \
              AND account_id IN (",
@@ -116,7 +128,6 @@ impl Store {
             ""
         };
         let mut left = i64::from(limit);
-        let mut claims = Claims::default();
         let mut due: Vec<Due> = Vec::new();
         for (_, account) in accounts {
             let room = i64::from(per_account) - sending.get(&account).copied().unwrap_or(0);
