@@ -363,7 +363,8 @@ fn job(id: &str, host: &str, port: u16, stop_after: smtp::StopAfter) -> pb::Smtp
         smtp::AuthMechanism::Plain,
         "alice",
         smtp::Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([c.host.parse().unwrap()]));
     c.message = Some(smtp::MessageSpec {
         sender: "alice@example.org".into(),
         recipients: vec!["bob@example.net".into()],

@@ -36,7 +36,8 @@ fn submission(fx: &Fixtures) -> SessionConfig {
         AuthMechanism::Plain,
         fx.get("SMTP_USER"),
         Secret::new(fx.get("SMTP_PASSWORD")),
-    ));
+    )
+    .allowed_to([c.host.parse().unwrap()]));
     c
 }
 

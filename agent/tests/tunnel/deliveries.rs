@@ -15,7 +15,8 @@ fn delivery(id: &str, port: u16, rcpt: &[&str]) -> pb::SmtpJob {
         smtp::AuthMechanism::Plain,
         "alice",
         smtp::Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([c.host.parse().unwrap()]));
     let envelope = smtp::Envelope::new(
         "alice@example.org",
         rcpt.iter().map(|r| (*r).to_owned()).collect(),

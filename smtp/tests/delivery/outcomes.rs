@@ -229,7 +229,8 @@ async fn pooled_sessions_send_no_auth_in_clear() {
         AuthMechanism::Plain,
         "alice",
         Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([cfg.host.parse().unwrap()]));
     let env = envelope(&["bob@example.net"]);
     let d = pool.send(&KEY, &cfg, &env, MESSAGE).await.unwrap();
     let MessageOutcome::Permanent { failure } = &d.message else {

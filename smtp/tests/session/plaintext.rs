@@ -8,7 +8,8 @@ fn with_credentials(mut cfg: SessionConfig) -> SessionConfig {
         AuthMechanism::Plain,
         "alice",
         Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([cfg.host.parse().unwrap()]));
     cfg
 }
 

@@ -20,7 +20,8 @@ async fn success_with_queue_id_wire_bytes_headers_and_redaction() {
         AuthMechanism::Plain,
         "alice",
         Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([cfg.host.parse().unwrap()]));
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let report = run_session(&cfg, &DestinationPolicy::default(), Some(&tx))
         .await
@@ -250,7 +251,8 @@ async fn auth_535_is_rejected_and_login_secret_is_redacted() {
         AuthMechanism::Login,
         "alice",
         Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([cfg.host.parse().unwrap()]));
     let report = run(&cfg).await;
     let log = finish(peer).await;
     assert_eq!(log.lines[3], B64.encode(SECRET));
@@ -286,7 +288,8 @@ async fn mechanism_not_offered() {
         AuthMechanism::Plain,
         "alice",
         Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([cfg.host.parse().unwrap()]));
     let report = run(&cfg).await;
     finish(peer).await;
     let f = failure(&report);
@@ -316,7 +319,8 @@ async fn xoauth2_success_stop_after_auth() {
         AuthMechanism::XOAuth2,
         "alice@example.org",
         Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([cfg.host.parse().unwrap()]));
     cfg.stop_after = StopAfter::Auth;
     let report = run(&cfg).await;
     let log = finish(peer).await;

@@ -17,7 +17,8 @@ async fn starttls_required_but_not_offered() {
         AuthMechanism::Plain,
         "alice",
         Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([cfg.host.parse().unwrap()]));
     let report = run(&cfg).await;
     let log = finish(peer).await;
     // Nothing sensitive went out: only EHLO and QUIT.
@@ -278,7 +279,8 @@ async fn failed_handshake(
         AuthMechanism::Plain,
         "alice",
         Secret::new(SECRET),
-    ));
+    )
+    .allowed_to([cfg.host.parse().unwrap()]));
     let report = run_quick(cfg).await;
     let log = finish(peer).await;
     let f = expect_failure(&report, class, Phase::TlsHandshake);
