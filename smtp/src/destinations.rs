@@ -177,9 +177,9 @@ impl FromStr for AuthDestination {
             };
             (HostMatch::Ip(IpAddr::V6(ip).to_canonical()), port)
         } else if text.matches(':').count() > 1 {
-            let ip = text.parse::<std::net::Ipv6Addr>().map_err(|_| {
-                err("expected an IPv6 address; write `[ADDR]:PORT` to add a port")
-            })?;
+            let ip = text
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| err("expected an IPv6 address; write `[ADDR]:PORT` to add a port"))?;
             (HostMatch::Ip(IpAddr::V6(ip).to_canonical()), None)
         } else {
             let (host, port) = match text.split_once(':') {
@@ -299,7 +299,10 @@ mod tests {
         let v4 = p("127.0.0.1:2525");
         assert!(v4.matches("127.0.0.1", 2525));
         assert!(!v4.matches("127.0.0.1", 25));
-        assert!(!v4.matches("localhost", 2525), "names never match addresses");
+        assert!(
+            !v4.matches("localhost", 2525),
+            "names never match addresses"
+        );
         assert!(!p("localhost").matches("127.0.0.1", 25));
 
         let v6 = p("[::1]:25");

@@ -76,11 +76,11 @@ use std::fmt;
 use std::time::Duration;
 
 pub use classify::{FailureClass, classify_reply};
-pub use destinations::{
-    AuthDestination, AuthDestinationError, MAX_AUTH_DESTINATIONS, destination_allowed,
-};
 pub use delivery::{
     ConnectionUse, Delivery, Envelope, MessageOutcome, RecipientResult, RecipientStatus, Severity,
+};
+pub use destinations::{
+    AuthDestination, AuthDestinationError, MAX_AUTH_DESTINATIONS, destination_allowed,
 };
 pub use message::{BuiltMessage, MessageError, MessageSpec, build_message};
 pub use outgoing::{

@@ -1,4 +1,7 @@
-//! Credentials: write-only secrets, rotation, deletion rules.
+//! Credentials: write-only secrets, rotation, deletion rules, and where a secret may be sent
+//! ([`destinations`]).
+
+mod destinations;
 
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{TestServer, account, both_backends, create_account};
@@ -27,6 +30,7 @@ pub async fn create_credential(
                 username: "relay-user".into(),
                 secret: secret.into(),
                 kind: kind.into(),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })
@@ -100,6 +104,7 @@ async fn secret_never_comes_back(server: &TestServer) {
                     display_name: "x".into(),
                     username: "u".into(),
                     secret: bad.into(),
+                    allowed_destinations: mailplane_tests::test_destinations(),
                     ..Default::default()
                 }),
             })
@@ -114,6 +119,7 @@ async fn secret_never_comes_back(server: &TestServer) {
                 display_name: String::new(),
                 username: "u".into(),
                 secret: SECRET.into(),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })

@@ -7,15 +7,17 @@ fn full_config() -> smtp::SessionConfig {
     c.ignore_certificate_errors = true;
     c.extra_ca_pem = Some(b"-----BEGIN CERTIFICATE-----\nabc\n".to_vec());
     c.helo_name = Some("client.example.org".into());
-    c.auth = Some(smtp::Credentials::new(
-        smtp::AuthMechanism::XOAuth2,
-        "alice",
-        smtp::Secret::new("tok"),
-    )
-    .allowed_to(
-        ["smtp.example.org:587", "*.example.net", "[2001:db8::1]:25"]
-            .map(|d| d.parse().unwrap()),
-    ));
+    c.auth = Some(
+        smtp::Credentials::new(
+            smtp::AuthMechanism::XOAuth2,
+            "alice",
+            smtp::Secret::new("tok"),
+        )
+        .allowed_to(
+            ["smtp.example.org:587", "*.example.net", "[2001:db8::1]:25"]
+                .map(|d| d.parse().unwrap()),
+        ),
+    );
     c.allow_plaintext_auth = true;
     c.stop_after = smtp::StopAfter::Auth;
     let ms = |n: u64| Duration::from_millis(n);

@@ -43,7 +43,11 @@ async fn auth_to_a_destination_outside_the_list_is_refused() {
         cfg.auth = Some(credentials(allowed));
         let report = run(&cfg).await;
         let log = finish(peer).await;
-        assert_eq!(log.lines, ["EHLO client.example.org", "QUIT"], "{allowed:?}");
+        assert_eq!(
+            log.lines,
+            ["EHLO client.example.org", "QUIT"],
+            "{allowed:?}"
+        );
         assert_no_auth(&log);
         let f = failure(&report);
         assert_eq!(
@@ -91,7 +95,10 @@ async fn auth_to_an_allowed_destination_goes_out() {
 
 /// STARTTLS to a relay whose certificate comes from a CA the session does not trust, with
 /// `ignore_certificate_errors`: the session goes on, but AUTH is not sent.
-async fn unverified_starttls(security: Security, allow_plaintext_auth: bool) -> (SessionReport, PeerLog) {
+async fn unverified_starttls(
+    security: Security,
+    allow_plaintext_auth: bool,
+) -> (SessionReport, PeerLog) {
     let trusted = TestCa::new("mailplane test CA");
     let other = TestCa::new("someone else's CA");
     let (port, peer) = peer::start(vec![
@@ -136,7 +143,8 @@ async fn starttls_required_sends_no_auth_to_an_unverified_certificate() {
             "{security:?}: {f}"
         );
         assert!(
-            f.message.contains("certificate of localhost did not verify"),
+            f.message
+                .contains("certificate of localhost did not verify"),
             "{f}"
         );
         assert!(f.hint.contains("ignore_certificate_errors"), "{f}");
