@@ -1,7 +1,8 @@
 //! Credentials: write-only secrets, rotation, deletion rules, and where a secret may be sent
-//! ([`destinations`]).
+//! ([`destinations`]), and how existing credentials get theirs on upgrade ([`migration`]).
 
 mod destinations;
+mod migration;
 
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{TestServer, account, both_backends, create_account};
