@@ -359,11 +359,14 @@ fn job(id: &str, host: &str, port: u16, stop_after: smtp::StopAfter) -> pb::Smtp
     c.allow_plaintext_auth = true;
     c.stop_after = stop_after;
     c.timeouts = smtp::Timeouts::all(Duration::from_secs(10));
-    c.auth = Some(smtp::Credentials::new(
-        smtp::AuthMechanism::Plain,
-        "alice",
-        smtp::Secret::new(SECRET),
-    ));
+    c.auth = Some(
+        smtp::Credentials::new(
+            smtp::AuthMechanism::Plain,
+            "alice",
+            smtp::Secret::new(SECRET),
+        )
+        .allowed_to([c.host.parse().unwrap()]),
+    );
     c.message = Some(smtp::MessageSpec {
         sender: "alice@example.org".into(),
         recipients: vec!["bob@example.net".into()],

@@ -79,6 +79,7 @@ pub fn credential_json(c: &pb::Credential) -> Value {
         "display_name": c.display_name,
         "username": c.username,
         "kind": kind(c.kind),
+        "allowed_destinations": c.allowed_destinations,
         "has_secret": c.has_secret,
         "secret_update_time": time(c.secret_update_time.as_ref()),
         "etag": c.etag,

@@ -131,6 +131,8 @@ fn fixture_account(addr: &str, token: &str, ca: &Path, fx: &HashMap<String, Stri
             "Fixture",
             "--username",
             &fx["SMTP_USER"],
+            "--allow-destination",
+            "localhost",
         ],
         Some(&fx["SMTP_PASSWORD"]),
     );

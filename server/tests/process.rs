@@ -114,6 +114,8 @@ fn serve_cli_and_sigterm() {
             "Relay",
             "--username",
             "u",
+            "--allow-destination",
+            "smtp.example.com",
         ],
         Some(&format!("{secret}\n")),
     );
@@ -256,6 +258,8 @@ fn accounts_test_through_postfix_leaks_no_secret() {
             "Fixture",
             "--username",
             &fx["SMTP_USER"],
+            "--allow-destination",
+            "localhost",
         ],
         Some(secret),
     );

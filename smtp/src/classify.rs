@@ -62,11 +62,15 @@ pub enum FailureClass {
     ProtocolMismatch,
     /// The destination policy refused every resolved address.
     DestinationNotAllowed,
+    /// The credential may not be sent to this relay: its host and port are not in the
+    /// credential's `allowed_destinations`, or the relay's certificate was not verified
+    /// (AUTH goes only to a relay that proved it is the host). Nothing secret was sent.
+    CredentialDestinationDenied,
 }
 
 impl FailureClass {
     /// Every class, in declaration order.
-    pub const ALL: [FailureClass; 17] = [
+    pub const ALL: [FailureClass; 18] = [
         FailureClass::Dns,
         FailureClass::ConnectionRefused,
         FailureClass::Timeout,
@@ -84,6 +88,7 @@ impl FailureClass {
         FailureClass::PermanentFailure,
         FailureClass::ProtocolMismatch,
         FailureClass::DestinationNotAllowed,
+        FailureClass::CredentialDestinationDenied,
     ];
 
     /// A stable upper-case name, e.g. `"STARTTLS_UNAVAILABLE"`.
@@ -106,6 +111,7 @@ impl FailureClass {
             FailureClass::PermanentFailure => "PERMANENT_FAILURE",
             FailureClass::ProtocolMismatch => "PROTOCOL_MISMATCH",
             FailureClass::DestinationNotAllowed => "DESTINATION_NOT_ALLOWED",
+            FailureClass::CredentialDestinationDenied => "CREDENTIAL_DESTINATION_DENIED",
         }
     }
 
@@ -127,7 +133,8 @@ impl FailureClass {
             | FailureClass::MessageRejected
             | FailureClass::PermanentFailure
             | FailureClass::ProtocolMismatch
-            | FailureClass::DestinationNotAllowed => false,
+            | FailureClass::DestinationNotAllowed
+            | FailureClass::CredentialDestinationDenied => false,
         }
     }
 
@@ -170,6 +177,10 @@ impl FailureClass {
             }
             FailureClass::DestinationNotAllowed => {
                 "the destination address is blocked by the destination policy"
+            }
+            FailureClass::CredentialDestinationDenied => {
+                "the credential may not be sent to this relay; an admin can add it to the \
+                 credential's allowed_destinations"
             }
         }
     }
@@ -251,8 +262,29 @@ pub(crate) fn reply_hint(phase: Phase, reply: &Reply, class: FailureClass) -> St
         | FailureClass::CertificateUntrusted
         | FailureClass::CertificateNameMismatch
         | FailureClass::ProtocolMismatch
-        | FailureClass::DestinationNotAllowed => class.default_hint().to_owned(),
+        | FailureClass::DestinationNotAllowed
+        | FailureClass::CredentialDestinationDenied => class.default_hint().to_owned(),
     }
+}
+
+/// The hint when a session refuses to send AUTH to a host and port outside the
+/// credential's `allowed_destinations`.
+pub(crate) fn destination_denied_hint(host: &str, port: u16) -> String {
+    format!(
+        "the credential is not allowed to {host}:{port}, so it was not sent; point the account at \
+         a relay in the credential's allowed_destinations, or have an admin add {host}:{port} \
+         (mailplane credentials update --allow-destination)"
+    )
+}
+
+/// The hint when a session refuses to send AUTH because the relay's certificate did not
+/// verify (`ignore_certificate_errors`).
+pub(crate) fn unverified_auth_hint(host: &str) -> String {
+    format!(
+        "the certificate of {host} did not verify (ignore_certificate_errors lets the session \
+         go on, but not with the credential), so AUTH was not sent; give the relay a valid \
+         certificate for {host} or trust its CA (--smtp-extra-ca)"
+    )
 }
 
 /// The hint when a session refuses to send AUTH on a connection without TLS.

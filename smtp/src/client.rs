@@ -103,4 +103,7 @@ pub(crate) struct Link {
     pub(crate) sniffed: Arc<Mutex<Vec<u8>>>,
     /// Whether TLS is up.
     pub(crate) tls_active: bool,
+    /// Whether TLS is up with a certificate that verified for the host (not merely
+    /// accepted under `ignore_certificate_errors`).
+    pub(crate) tls_verified: bool,
 }

@@ -186,7 +186,8 @@ pub(crate) fn retry_later(class: FailureClass) -> bool {
         | FailureClass::MessageRejected
         | FailureClass::PermanentFailure
         | FailureClass::ProtocolMismatch
-        | FailureClass::DestinationNotAllowed => false,
+        | FailureClass::DestinationNotAllowed
+        | FailureClass::CredentialDestinationDenied => false,
     }
 }
 

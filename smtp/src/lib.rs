@@ -57,6 +57,7 @@ mod client;
 mod command;
 mod context;
 mod delivery;
+mod destinations;
 mod message;
 mod outgoing;
 mod policy;
@@ -77,6 +78,9 @@ use std::time::Duration;
 pub use classify::{FailureClass, classify_reply};
 pub use delivery::{
     ConnectionUse, Delivery, Envelope, MessageOutcome, RecipientResult, RecipientStatus, Severity,
+};
+pub use destinations::{
+    AuthDestination, AuthDestinationError, MAX_AUTH_DESTINATIONS, destination_allowed,
 };
 pub use message::{BuiltMessage, MessageError, MessageSpec, build_message};
 pub use outgoing::{
@@ -288,7 +292,7 @@ impl AuthMechanism {
     }
 }
 
-/// User name and secret for AUTH.
+/// User name and secret for AUTH, and where the secret may be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// The mechanism.
@@ -297,16 +301,29 @@ pub struct Credentials {
     pub username: String,
     /// The password or bearer token.
     pub secret: Secret,
+    /// The relays (host and port as configured) the secret may be sent to. A session whose
+    /// host and port no pattern matches fails `CREDENTIAL_DESTINATION_DENIED` before AUTH;
+    /// an empty list sends the secret nowhere.
+    pub allowed_destinations: Vec<AuthDestination>,
 }
 
 impl Credentials {
-    /// Credentials for `mechanism`.
+    /// Credentials for `mechanism`, allowed to no destination yet: add them with
+    /// [`Credentials::allowed_to`].
     pub fn new(mechanism: AuthMechanism, username: impl Into<String>, secret: Secret) -> Self {
         Credentials {
             mechanism,
             username: username.into(),
             secret,
+            allowed_destinations: Vec::new(),
         }
+    }
+
+    /// These credentials, allowed to `destinations` as well.
+    #[must_use]
+    pub fn allowed_to(mut self, destinations: impl IntoIterator<Item = AuthDestination>) -> Self {
+        self.allowed_destinations.extend(destinations);
+        self
     }
 }
 

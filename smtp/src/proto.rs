@@ -36,6 +36,9 @@ pub enum ConvertError {
     /// A timeout is negative or out of range.
     #[error("invalid timeout {0}")]
     InvalidTimeout(&'static str),
+    /// An entry of `auth.allowed_destinations` is not a destination pattern.
+    #[error("auth.allowed_destinations: {0}")]
+    InvalidDestination(#[from] smtp::AuthDestinationError),
 }
 
 /// The API's phase for a session phase.
@@ -75,6 +78,9 @@ pub fn failure_class(c: smtp::FailureClass) -> pb::FailureClass {
         smtp::FailureClass::PermanentFailure => pb::FailureClass::PermanentFailure,
         smtp::FailureClass::ProtocolMismatch => pb::FailureClass::ProtocolMismatch,
         smtp::FailureClass::DestinationNotAllowed => pb::FailureClass::DestinationNotAllowed,
+        smtp::FailureClass::CredentialDestinationDenied => {
+            pb::FailureClass::CredentialDestinationDenied
+        }
     }
 }
 
@@ -320,6 +326,11 @@ pub fn job_from_config(job_id: impl Into<String>, config: &smtp::SessionConfig) 
             mechanism: mechanism_to_pb(c.mechanism).into(),
             username: c.username.clone(),
             secret: c.secret.expose().to_owned(),
+            allowed_destinations: c
+                .allowed_destinations
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }),
         allow_plaintext_auth: config.allow_plaintext_auth,
         stop_after: stop_after_to_pb(config.stop_after).into(),
@@ -349,11 +360,21 @@ pub fn config_from_job(job: &pb::SmtpJob) -> Result<smtp::SessionConfig, Convert
         .ok_or(ConvertError::InvalidPort(job.port))?;
     let auth = match &job.auth {
         None => None,
-        Some(a) => Some(smtp::Credentials::new(
-            mechanism_from_pb(a.mechanism)?,
-            a.username.clone(),
-            smtp::Secret::new(a.secret.clone()),
-        )),
+        Some(a) => {
+            let allowed = a
+                .allowed_destinations
+                .iter()
+                .map(|d| d.parse::<smtp::AuthDestination>())
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(
+                smtp::Credentials::new(
+                    mechanism_from_pb(a.mechanism)?,
+                    a.username.clone(),
+                    smtp::Secret::new(a.secret.clone()),
+                )
+                .allowed_to(allowed),
+            )
+        }
     };
     Ok(smtp::SessionConfig {
         host: job.host.clone(),

@@ -32,11 +32,14 @@ fn submission(fx: &Fixtures) -> SessionConfig {
     c.extra_ca_pem = Some(std::fs::read(fx.get("SMTP_CA")).unwrap());
     c.helo_name = Some("client.mailplane.test".into());
     c.timeouts.overall = Duration::from_secs(30);
-    c.auth = Some(Credentials::new(
-        AuthMechanism::Plain,
-        fx.get("SMTP_USER"),
-        Secret::new(fx.get("SMTP_PASSWORD")),
-    ));
+    c.auth = Some(
+        Credentials::new(
+            AuthMechanism::Plain,
+            fx.get("SMTP_USER"),
+            Secret::new(fx.get("SMTP_PASSWORD")),
+        )
+        .allowed_to([c.host.parse().unwrap()]),
+    );
     c
 }
 

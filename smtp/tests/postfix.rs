@@ -44,6 +44,7 @@ impl FixturesExt for Fixtures {
     fn credentials(&self, mechanism: AuthMechanism, password: Option<&str>) -> Credentials {
         let pw = password.unwrap_or_else(|| self.get("SMTP_PASSWORD"));
         Credentials::new(mechanism, self.get("SMTP_USER"), Secret::new(pw))
+            .allowed_to([self.get("SMTP_HOST").parse().unwrap()])
     }
 }
 

@@ -1,6 +1,7 @@
 //! The SMTP session against a scripted peer: outcomes, classes, hints, timeouts, wire
-//! bytes, redaction and `stop_after` ([`replies`]), STARTTLS and TLS ([`tls`]), and no AUTH in
-//! clear ([`plaintext`]). The helpers below are shared.
+//! bytes, redaction and `stop_after` ([`replies`]), STARTTLS and TLS ([`tls`]), no AUTH in
+//! clear ([`plaintext`]), and no AUTH outside the credential's destinations or to an
+//! unverified certificate ([`destinations`]). The helpers below are shared.
 
 // Test helpers outside #[test] functions may unwrap too: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +16,8 @@ use mailplane_testkit::logs::capture_tracing;
 use mailplane_testkit::peer::{self, PeerLog, Step, TestCa};
 use tokio::task::JoinHandle;
 
+#[path = "session/destinations.rs"]
+mod destinations;
 #[path = "session/plaintext.rs"]
 mod plaintext;
 #[path = "session/replies.rs"]

@@ -388,6 +388,7 @@ async fn latency(bin: &str, database_url: Option<&str>, fx: &SmtpFixtures, n: us
                 display_name: "fixture".into(),
                 username: fx.var("SMTP_USER"),
                 secret: fx.var("SMTP_PASSWORD"),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })

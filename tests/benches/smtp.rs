@@ -55,6 +55,7 @@ async fn run() {
                 display_name: "bench".into(),
                 username: user.clone(),
                 secret: password.clone(),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })

@@ -97,6 +97,7 @@ async fn mutations_are_audited_with_diffs_and_no_secrets(backend: Backend) {
                 display_name: "Relay".into(),
                 username: "u".into(),
                 secret: secret.into(),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })

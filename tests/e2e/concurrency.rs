@@ -256,6 +256,7 @@ async fn a_stalled_account_write_holds_up_no_other_write() {
                     display_name: "During the stall".into(),
                     username: "u".into(),
                     secret: "s3cret-during".into(),
+                    allowed_destinations: mailplane_tests::test_destinations(),
                     ..Default::default()
                 }),
             })

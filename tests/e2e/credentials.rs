@@ -1,4 +1,8 @@
-//! Credentials: write-only secrets, rotation, deletion rules.
+//! Credentials: write-only secrets, rotation, deletion rules, and where a secret may be sent
+//! ([`destinations`]), and how existing credentials get theirs on upgrade ([`migration`]).
+
+mod destinations;
+mod migration;
 
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{TestServer, account, both_backends, create_account};
@@ -27,6 +31,7 @@ pub async fn create_credential(
                 username: "relay-user".into(),
                 secret: secret.into(),
                 kind: kind.into(),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })
@@ -100,6 +105,7 @@ async fn secret_never_comes_back(server: &TestServer) {
                     display_name: "x".into(),
                     username: "u".into(),
                     secret: bad.into(),
+                    allowed_destinations: mailplane_tests::test_destinations(),
                     ..Default::default()
                 }),
             })
@@ -114,6 +120,7 @@ async fn secret_never_comes_back(server: &TestServer) {
                 display_name: String::new(),
                 username: "u".into(),
                 secret: SECRET.into(),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })

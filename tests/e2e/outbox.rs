@@ -34,6 +34,7 @@ async fn delivers_through_postfix(backend: Backend) {
                 display_name: "fixture".into(),
                 username: fx.var("SMTP_USER"),
                 secret: fx.var("SMTP_PASSWORD"),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })

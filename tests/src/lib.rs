@@ -391,6 +391,20 @@ pub fn account(name: &str) -> pb::SmtpAccount {
     }
 }
 
+/// The relays test credentials may be sent to: every host the tests' accounts use (`account`'s
+/// `smtp.example.com`, the fixtures' `localhost`, scripted peers on `127.0.0.1`), on any port.
+pub fn test_destinations() -> Vec<String> {
+    [
+        "smtp.example.com",
+        "*.example.com",
+        "*.example.net",
+        "localhost",
+        "127.0.0.1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Creates an account and returns it.
 pub async fn create_account(
     client: &mut SmtpAccountServiceClient<Conn>,

@@ -11,11 +11,14 @@ fn delivery(id: &str, port: u16, rcpt: &[&str]) -> pb::SmtpJob {
     // The scripted relays speak in clear.
     c.allow_plaintext_auth = true;
     c.timeouts = smtp::Timeouts::all(Duration::from_secs(60));
-    c.auth = Some(smtp::Credentials::new(
-        smtp::AuthMechanism::Plain,
-        "alice",
-        smtp::Secret::new(SECRET),
-    ));
+    c.auth = Some(
+        smtp::Credentials::new(
+            smtp::AuthMechanism::Plain,
+            "alice",
+            smtp::Secret::new(SECRET),
+        )
+        .allowed_to([c.host.parse().unwrap()]),
+    );
     let envelope = smtp::Envelope::new(
         "alice@example.org",
         rcpt.iter().map(|r| (*r).to_owned()).collect(),

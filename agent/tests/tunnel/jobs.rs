@@ -296,3 +296,53 @@ async fn refuses_auth_in_clear_unless_the_job_allows_it() {
     drop(conn);
     agent.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn refuses_auth_outside_the_jobs_allowed_destinations() {
+    // A relay the agent may reach (its allowlist), but the credential may not go to.
+    let (smtp_port, peer_log) = peer::start(vec![
+        Step::Say("220 relay.test ESMTP"),
+        Step::Expect("EHLO agent.example.org"),
+        Step::Say("250-relay.test"),
+        Step::Say("250 AUTH PLAIN LOGIN"),
+        Step::Expect("QUIT"),
+        Step::Say("221 bye"),
+    ])
+    .await;
+    let mut h = Harness::start(vec![format!("127.0.0.1:{smtp_port}")]).await;
+    let (stop, agent) = h.spawn_run();
+    let mut conn = h.conn().await;
+    conn.expect_hello().await;
+    let mut elsewhere = job(
+        "job-elsewhere",
+        "127.0.0.1",
+        smtp_port,
+        smtp::StopAfter::Delivery,
+    );
+    elsewhere.auth.as_mut().unwrap().allowed_destinations = vec!["relay.example.com:587".into()];
+    conn.send_job(elsewhere).await;
+    let (_, outcome) = conn.job_updates("job-elsewhere").await;
+    assert!(!outcome.succeeded, "{outcome:?}");
+    let result = outcome.result.unwrap();
+    assert_eq!(
+        result.failure_class,
+        i32::from(pb::FailureClass::CredentialDestinationDenied),
+        "{result:?}"
+    );
+    assert_eq!(result.failed_phase, i32::from(pb::Phase::Auth));
+    assert!(
+        result.hint.contains(&format!("127.0.0.1:{smtp_port}")),
+        "{result:?}"
+    );
+    let log = peer_log.await.unwrap();
+    assert_eq!(log.error, None, "{log:?}");
+    assert_eq!(
+        log.lines,
+        ["EHLO agent.example.org", "QUIT"],
+        "no AUTH was sent"
+    );
+    stop.send(()).unwrap();
+    while conn.next().await.is_some() {}
+    drop(conn);
+    agent.await.unwrap().unwrap();
+}

@@ -1,6 +1,7 @@
 //! Conversions between prost messages and domain types. Field syntax is validated here, at the
 //! edge, so that nothing malformed gets further in.
 
+use crate::domain::credential::parse_destinations;
 use crate::domain::validate;
 use crate::domain::{
     Account, AccountFilter, AccountId, AccountSpec, AuthMechanism, Credential, CredentialId,
@@ -152,6 +153,12 @@ impl From<&Credential> for pb::Credential {
             etag: etag(c.version),
             create_time: Some(timestamp(c.create_time)),
             update_time: Some(timestamp(c.update_time)),
+            allowed_destinations: c
+                .spec
+                .allowed_destinations
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 }
@@ -435,7 +442,13 @@ impl TryFrom<Option<pb::AccountFilter>> for AccountFilter {
 }
 
 /// The writable credential fields, as named in update masks.
-pub const CREDENTIAL_FIELDS: [&str; 4] = ["display_name", "username", "secret", "kind"];
+pub const CREDENTIAL_FIELDS: [&str; 5] = [
+    "display_name",
+    "username",
+    "secret",
+    "kind",
+    "allowed_destinations",
+];
 
 /// Sets one non-secret credential field from `msg`.
 pub fn apply_credential_field(
@@ -455,6 +468,9 @@ pub fn apply_credential_field(
                 }
                 pb::CredentialKind::Oauth2Token => CredentialKind::OAuth2Token,
             };
+        }
+        "allowed_destinations" => {
+            spec.allowed_destinations = parse_destinations(field, &msg.allowed_destinations)?;
         }
         // The secret is handled apart, so it never sits in a spec that might be logged.
         "secret" => {}
@@ -494,6 +510,7 @@ impl TryFrom<&pb::Credential> for CredentialSpec {
             display_name: String::new(),
             username: String::new(),
             kind: CredentialKind::Password,
+            allowed_destinations: Vec::new(),
         };
         for field in CREDENTIAL_FIELDS {
             apply_credential_field(&mut spec, msg, field)?;

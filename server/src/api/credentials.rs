@@ -2,8 +2,9 @@
 
 use super::convert;
 use super::paging;
+use crate::auth::Actor;
 use crate::crypto::Cipher;
-use crate::domain::CredentialSpec;
+use crate::domain::{CredentialSpec, rules};
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::store::Store;
@@ -78,6 +79,7 @@ impl CredentialService for Credentials {
         request: Request<pb::UpdateCredentialRequest>,
     ) -> Result<Response<pb::Credential>, Status> {
         let ctx = crate::audit::context(&request);
+        let role = request.extensions().get::<Actor>().map(|a| a.role);
         let req = request.into_inner();
         let mut msg = req
             .credential
@@ -88,8 +90,8 @@ impl CredentialService for Credentials {
         if paths.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
-                "is required: list the fields to change (display_name, username, secret, kind), \
-                 or \"*\"",
+                "is required: list the fields to change (display_name, username, secret, kind, \
+                 allowed_destinations), or \"*\"",
             )
             .into());
         }
@@ -107,10 +109,11 @@ impl CredentialService for Credentials {
         }
         let expected = convert::expected_version(&id.to_string(), &msg.etag)?;
         let edit = |spec: &mut CredentialSpec| {
+            let before = spec.allowed_destinations.clone();
             for field in &fields {
                 convert::apply_credential_field(spec, &msg, field)?;
             }
-            Ok(())
+            rules::destinations_change(id, role, rotate, &before, &spec.allowed_destinations)
         };
         let updated = self
             .store

@@ -29,7 +29,9 @@ pub enum CredentialsCommand {
         #[arg(long)]
         page_token: Option<String>,
     },
-    /// Change fields, or rotate the secret with --rotate-secret.
+    /// Change fields, or rotate the secret with --rotate-secret. --allow-destination replaces
+    /// the whole list: adding a destination that the current ones do not cover needs the admin
+    /// role, or --rotate-secret in the same call.
     Update {
         /// The credential: its code or credentials/CODE.
         credential: String,
@@ -74,6 +76,13 @@ pub struct CredentialFields {
     /// What the secret is [create default: password].
     #[arg(long, value_enum)]
     pub kind: Option<KindArg>,
+    /// A relay the secret may be sent to, HOST or HOST:PORT (repeat for more; required on
+    /// create): a host name (smtp.example.com), a wildcard for the names below a domain
+    /// (*.example.com), an IPv4 address, or an IPv6 address in brackets ([2001:db8::1]:587).
+    /// Without a port, any port. Accounts using the credential must have a host and port in
+    /// this list. On update, the list given replaces the current one.
+    #[arg(long = "allow-destination", value_name = "HOST[:PORT]")]
+    pub allow_destination: Vec<String>,
 }
 
 impl CredentialFields {
@@ -95,6 +104,10 @@ impl CredentialFields {
             }
             .into();
             mask.push("kind".to_owned());
+        }
+        if !self.allow_destination.is_empty() {
+            m.allowed_destinations.clone_from(&self.allow_destination);
+            mask.push("allowed_destinations".to_owned());
         }
         (m, mask)
     }
@@ -119,11 +132,12 @@ fn read_secret() -> Result<String, CliError> {
     Ok(secret)
 }
 
-const COLUMNS: [(&str, &str); 5] = [
+const COLUMNS: [(&str, &str); 6] = [
     ("CODE", "id"),
     ("NAME", "display_name"),
     ("USERNAME", "username"),
     ("KIND", "kind"),
+    ("DESTINATIONS", "allowed_destinations"),
     ("SECRET SET", "secret_update_time"),
 ];
 

@@ -25,6 +25,7 @@ fn cell(value: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         Value::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(" "),
         other => other.to_string(),
     }
 }

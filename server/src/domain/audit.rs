@@ -84,6 +84,12 @@ impl Credential {
             "display_name": self.spec.display_name,
             "username": self.spec.username,
             "kind": kind_name(self.spec.kind),
+            "allowed_destinations": self
+                .spec
+                .allowed_destinations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             "has_secret": self.has_secret,
             "secret_update_time": self.secret_update_time.map(rfc3339).unwrap_or_default(),
             "etag": etag(self.version),
@@ -150,6 +156,9 @@ mod tests {
                     display_name: "d".into(),
                     username: "u".into(),
                     kind,
+                    allowed_destinations: ["relay.example.com:587", "*.example.org"]
+                        .map(|d| d.parse().unwrap())
+                        .to_vec(),
                 },
                 has_secret: time.is_some(),
                 secret_update_time: time,

@@ -1,6 +1,9 @@
-//! Credentials: a user name and a write-only secret, sealed at rest.
+//! Credentials: a user name and a write-only secret, sealed at rest, and the relays the secret
+//! may be sent to.
 
 use super::Micros;
+use crate::error::{Error, Result};
+pub use mailplane_smtp::{AuthDestination, MAX_AUTH_DESTINATIONS};
 
 /// A credential's code, the `{id}` in `credentials/{id}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,6 +52,11 @@ pub struct CredentialSpec {
     pub username: String,
     /// What the secret is.
     pub kind: CredentialKind,
+    /// The relays (`HOST` or `HOST:PORT` patterns) the secret may be sent to: an account may
+    /// use the credential only while its host and port match one, and a session sends AUTH
+    /// only to such a relay. Empty (only after an upgrade, for a credential no account used):
+    /// the credential can be used nowhere until an admin sets them.
+    pub allowed_destinations: Vec<AuthDestination>,
 }
 
 /// A stored credential, as the API may show it: never with its secret.
@@ -68,4 +76,101 @@ pub struct Credential {
     pub create_time: Micros,
     /// When it last changed.
     pub update_time: Micros,
+}
+
+/// Parses `allowed_destinations` from the API: at least one pattern, at most
+/// [`MAX_AUTH_DESTINATIONS`], each `HOST` or `HOST:PORT`; duplicates are dropped and the order
+/// kept. `InvalidArgument` names the field, and the entry when one is malformed.
+pub fn parse_destinations(field: &str, values: &[String]) -> Result<Vec<AuthDestination>> {
+    if values.is_empty() {
+        return Err(Error::invalid(
+            field,
+            "is required: list the relays the secret may be sent to, as HOST or HOST:PORT \
+             (e.g. smtp.example.com:587, *.example.com, 192.0.2.10, [2001:db8::1]:465)",
+        ));
+    }
+    if values.len() > MAX_AUTH_DESTINATIONS {
+        return Err(Error::invalid(
+            field,
+            format!("must list at most {MAX_AUTH_DESTINATIONS} destinations"),
+        ));
+    }
+    let mut out: Vec<AuthDestination> = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        let d = value
+            .parse::<AuthDestination>()
+            .map_err(|e| Error::invalid(format!("{field}[{i}]"), e.to_string()))?;
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// The stored form of `allowed_destinations`: canonical patterns separated by spaces (a
+/// pattern has none).
+pub fn destinations_to_column(destinations: &[AuthDestination]) -> String {
+    destinations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Parses the stored form; `None` names the first entry that does not parse.
+pub fn destinations_from_column(column: &str) -> std::result::Result<Vec<AuthDestination>, String> {
+    column
+        .split_whitespace()
+        .map(|d| d.parse().map_err(|_| d.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_parse_with_the_field_named() {
+        let ok = parse_destinations(
+            "credential.allowed_destinations",
+            &[
+                "Relay.Example.com:587".into(),
+                "relay.example.com:587".into(),
+                "*.example.org".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            destinations_to_column(&ok),
+            "relay.example.com:587 *.example.org"
+        );
+        assert_eq!(
+            destinations_from_column(&destinations_to_column(&ok)).unwrap(),
+            ok
+        );
+        assert_eq!(destinations_from_column("").unwrap(), []);
+
+        let err = parse_destinations("credential.allowed_destinations", &[]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        assert!(
+            err.to_string().contains("credential.allowed_destinations"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("is required"), "{err}");
+
+        let err = parse_destinations(
+            "credential.allowed_destinations",
+            &["ok.example.com".into(), "bad host:25".into()],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("credential.allowed_destinations[1]"),
+            "{err}"
+        );
+        let many: Vec<String> = (0..=MAX_AUTH_DESTINATIONS)
+            .map(|i| format!("h{i}.example.com"))
+            .collect();
+        assert!(parse_destinations("f", &many).is_err());
+    }
 }

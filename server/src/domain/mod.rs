@@ -22,7 +22,7 @@ pub use account::{
     mechanism_for,
 };
 pub use connector::{AgentName, AgentRecord, Connector, ConnectorId, ConnectorSpec};
-pub use credential::{Credential, CredentialId, CredentialKind, CredentialSpec};
+pub use credential::{AuthDestination, Credential, CredentialId, CredentialKind, CredentialSpec};
 pub use smtp_test::{Locale, StopAfter, StoredTest, TestName, TestRequest, TestState};
 pub use token::{Role, TokenRecord};
 

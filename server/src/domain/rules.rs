@@ -4,9 +4,10 @@
 //! accounts use a credential), asks the rule, and writes what it decided, all in one
 //! transaction. The rules never touch the database, so they are tested here without one.
 
+use super::credential::AuthDestination;
 use super::{
     Account, AccountId, AccountSpec, AuthMechanism, ConnectorId, CredentialId, CredentialKind,
-    Micros, Role, etag, mechanism_for,
+    CredentialSpec, Micros, Role, etag, mechanism_for,
 };
 use crate::error::{Error, Result};
 
@@ -84,23 +85,126 @@ pub fn set_default_account(id: AccountId, current: &AccountSpec) -> Result<bool>
     Ok(true)
 }
 
-/// An account naming a credential: `kind` is the credential's, or `None` if it does not exist.
-/// Fills in the mechanism from the kind when none was chosen, and checks that they fit.
+/// An account naming a credential: `credential` is its spec, or `None` if it does not exist.
+/// Fills in the mechanism from the kind when none was chosen, and checks that they fit and that
+/// the account's host and port are among the credential's allowed destinations.
 pub fn account_credential(
     spec: &mut AccountSpec,
     id: CredentialId,
-    kind: Option<CredentialKind>,
+    credential: Option<&CredentialSpec>,
 ) -> Result<()> {
-    let Some(kind) = kind else {
+    let Some(credential) = credential else {
         return Err(Error::FailedPrecondition(format!(
             "credential {id} does not exist; create it first (mailplane credentials create) or \
              name an existing one"
         )));
     };
     if spec.auth_mechanism.is_none() {
-        spec.auth_mechanism = Some(mechanism_for(kind));
+        spec.auth_mechanism = Some(mechanism_for(credential.kind));
     }
-    spec.check_credential(kind)
+    spec.check_credential(credential.kind)?;
+    account_destination(spec, id, &credential.allowed_destinations)
+}
+
+/// An account may use a credential only while its host and port match one of the credential's
+/// `allowed_destinations` (so that no one can aim the secret at a relay of their choosing).
+pub fn account_destination(
+    spec: &AccountSpec,
+    id: CredentialId,
+    allowed: &[AuthDestination],
+) -> Result<()> {
+    if mailplane_smtp::destination_allowed(allowed, &spec.host, spec.port) {
+        return Ok(());
+    }
+    let target = host_port(&spec.host, spec.port);
+    let list = if allowed.is_empty() {
+        "none (an admin must set them first)".to_owned()
+    } else {
+        join(allowed)
+    };
+    Err(Error::FailedPrecondition(format!(
+        "{target} is not among the allowed destinations of {id} ({list}): an account may use a \
+         credential only with a host and port the credential allows; use one of them, or have an \
+         admin add {target} (mailplane credentials update {} --allow-destination {target})",
+        id.0
+    )))
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn join(destinations: &[AuthDestination]) -> String {
+    destinations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Changing a credential's `allowed_destinations`: adding a destination that none of the
+/// current ones covers (widening) needs the admin role, or the secret given again in the same
+/// call (who knows the secret may send it anywhere). Narrowing needs no more than the RPC.
+/// `role` is the caller's (`None`: not known, treated as not an admin).
+pub fn destinations_change(
+    id: CredentialId,
+    role: Option<Role>,
+    secret_given: bool,
+    before: &[AuthDestination],
+    after: &[AuthDestination],
+) -> Result<()> {
+    if role == Some(Role::Admin) || secret_given {
+        return Ok(());
+    }
+    let added: Vec<AuthDestination> = after
+        .iter()
+        .filter(|a| !before.iter().any(|b| a.is_covered_by(b)))
+        .cloned()
+        .collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    Err(Error::PermissionDenied(format!(
+        "adding {} to the allowed_destinations of {id} widens where its secret may be sent, which \
+         needs the admin role or the secret given again in the same call; the caller's role is \
+         {}: ask an admin, or give the secret with the change (--rotate-secret)",
+        join(&added),
+        role.map_or("unknown", Role::as_str)
+    )))
+}
+
+/// Changing a credential's `allowed_destinations`: every account using it must still be
+/// allowed. `FailedPrecondition` lists those that would not be.
+pub fn credential_destinations(
+    id: CredentialId,
+    allowed: &[AuthDestination],
+    users: &[Account],
+) -> Result<()> {
+    let outside: Vec<String> = users
+        .iter()
+        .filter(|a| !mailplane_smtp::destination_allowed(allowed, &a.spec.host, a.spec.port))
+        .map(|a| {
+            format!(
+                "{} ({}, {})",
+                a.id,
+                a.spec.account_name,
+                host_port(&a.spec.host, a.spec.port)
+            )
+        })
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "the new allowed_destinations of {id} would leave accounts that use it outside the list: \
+         {}; keep their host and port in the list, or point those accounts elsewhere first",
+        outside.join(", ")
+    )))
 }
 
 /// An account naming a network connector that does not exist.
@@ -280,6 +384,96 @@ mod tests {
         }
         assert!(plaintext_auth_change(None, false, true).is_err());
         assert!(plaintext_auth_change(Some(Role::Admin), false, true).is_ok());
+    }
+
+    fn dests(list: &[&str]) -> Vec<AuthDestination> {
+        list.iter().map(|d| d.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn widening_destinations_needs_an_admin_or_the_secret() {
+        let id = CredentialId(3);
+        let before = dests(&["relay.example.com:587", "*.mail.example.org"]);
+        for role in [Some(Role::Operator), Some(Role::Viewer), None] {
+            // Narrowing, keeping, and adding what is already covered are fine.
+            for after in [
+                &["relay.example.com:587"][..],
+                &["relay.example.com:587", "*.mail.example.org"],
+                &["eu.mail.example.org:25", "*.eu.mail.example.org"],
+            ] {
+                assert!(
+                    destinations_change(id, role, false, &before, &dests(after)).is_ok(),
+                    "{after:?}"
+                );
+            }
+            for after in [
+                &["relay.example.com"][..],
+                &["relay.example.com:587", "attacker.test:587"],
+                &["*.example.org"],
+                &["relay.example.com:2525"],
+            ] {
+                let err = destinations_change(id, role, false, &before, &dests(after)).unwrap_err();
+                assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
+                let text = err.to_string();
+                assert!(
+                    text.contains("admin role") && text.contains("secret given again"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains(&dests(after).last().unwrap().to_string()),
+                    "{text}"
+                );
+                // The secret given again in the same call is enough.
+                assert!(destinations_change(id, role, true, &before, &dests(after)).is_ok());
+            }
+        }
+        let wide = dests(&["attacker.test"]);
+        assert!(destinations_change(id, Some(Role::Admin), false, &before, &wide).is_ok());
+        // From nothing (an unused credential after the upgrade) everything is widening.
+        assert!(destinations_change(id, Some(Role::Operator), false, &[], &before).is_err());
+    }
+
+    #[test]
+    fn accounts_must_stay_inside_their_credentials_destinations() {
+        let id = CredentialId(3);
+        let mut s = spec();
+        s.host = "relay.example.com".into();
+        s.port = 587;
+        assert!(account_destination(&s, id, &dests(&["relay.example.com:587"])).is_ok());
+        assert!(account_destination(&s, id, &dests(&["*.example.com"])).is_ok());
+        for list in [&["relay.example.com:25"][..], &["attacker.test"], &[]] {
+            let err = account_destination(&s, id, &dests(list)).unwrap_err();
+            assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("relay.example.com:587") && text.contains("credentials/3"),
+                "{text}"
+            );
+        }
+        s.host = "2001:db8::1".into();
+        let err = account_destination(&s, id, &[]).unwrap_err();
+        assert!(err.to_string().contains("[2001:db8::1]:587"), "{err}");
+        assert!(account_destination(&s, id, &dests(&["[2001:db8::1]:587"])).is_ok());
+
+        let users = [Account {
+            id: AccountId(9),
+            spec: AccountSpec {
+                host: "relay.example.com".into(),
+                port: 587,
+                ..spec()
+            },
+            version: 1,
+            create_time: 0,
+            update_time: 0,
+        }];
+        assert!(credential_destinations(id, &dests(&["relay.example.com"]), &users).is_ok());
+        let err = credential_destinations(id, &dests(&["other.example.com"]), &users).unwrap_err();
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+        assert!(
+            err.to_string().contains("accounts/9")
+                && err.to_string().contains("relay.example.com:587"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub const CREDENTIAL_UNAVAILABLE_HINT: &str = "the account's credential cannot b
      that the server runs with the key file the credential was stored with, or store the secret \
      again";
 
-/// The credentials for AUTH, if the account authenticates: the credential's user name and its
-/// decrypted secret.
+/// The credentials for AUTH, if the account authenticates: the credential's user name, its
+/// decrypted secret, and the destinations it may be sent to (which the session checks again).
 pub async fn credentials(
     store: &Store,
     cipher: &Cipher,
@@ -40,11 +40,10 @@ pub async fn credentials(
     let mechanism = s
         .auth_mechanism
         .unwrap_or(mechanism_for(credential.spec.kind));
-    Ok(Some(smtp::Credentials::new(
-        mechanism,
-        credential.spec.username,
-        secret,
-    )))
+    Ok(Some(
+        smtp::Credentials::new(mechanism, credential.spec.username, secret)
+            .allowed_to(credential.spec.allowed_destinations),
+    ))
 }
 
 /// How to reach and authenticate to `account`'s relay: its host, port, security, certificate

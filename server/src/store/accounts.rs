@@ -137,19 +137,20 @@ async fn count(conn: &mut Conn<'_>) -> Result<i64> {
     Ok(n)
 }
 
-/// Checks what an account refers to: its credential (which must exist and fit; the mechanism
-/// follows its kind when none was chosen) and its network connector (which must exist). Both
-/// stay as read until the write commits: a change of the credential's kind, or the deletion of
-/// either, waits for it (and then sees the account that uses them).
+/// Checks what an account refers to: its credential (which must exist, fit, and allow the
+/// account's host and port; the mechanism follows its kind when none was chosen) and its network
+/// connector (which must exist). Both stay as read until the write commits: a change of the
+/// credential's kind or destinations, or the deletion of either, waits for it (and then sees the
+/// account that uses them).
 async fn check_references(w: &mut Write<'_>, spec: &mut AccountSpec) -> Result<()> {
     if let Some(id) = spec.credential {
         w.lock_row("credentials", id.0, RowLock::Share).await?;
-        let kind = match credentials::fetch(&mut w.conn(), id).await {
-            Ok(c) => Some(c.spec.kind),
+        let credential = match credentials::fetch(&mut w.conn(), id).await {
+            Ok(c) => Some(c.spec),
             Err(Error::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        rules::account_credential(spec, id, kind)?;
+        rules::account_credential(spec, id, credential.as_ref())?;
     }
     if let Some(id) = spec.network_connector.map(ConnectorId) {
         w.lock_row("connectors", id.0, RowLock::Share).await?;

@@ -7,6 +7,7 @@ use super::rows::{CREDENTIAL_COLUMNS, CredentialRow, convert};
 use super::{CredentialEdit, Store, Write, accounts};
 use crate::audit::{AuditContext, REDACTED, diff};
 use crate::crypto::{Cipher, Sealed};
+use crate::domain::credential::destinations_to_column;
 use crate::domain::{Credential, CredentialId, CredentialSpec, now_micros, rules};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
@@ -59,12 +60,13 @@ impl Store {
         let mut w = self.begin_write().await?;
         let now = now_micros();
         let q = query(
-            "INSERT INTO credentials (display_name, username, kind, version, create_time, \
-             update_time) VALUES ($1, $2, $3, 1, $4, $4) RETURNING id",
+            "INSERT INTO credentials (display_name, username, kind, allowed_destinations, \
+             version, create_time, update_time) VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING id",
         )
         .bind(&spec.display_name)
         .bind(&spec.username)
         .bind(spec.kind.as_str())
+        .bind(destinations_to_column(&spec.allowed_destinations))
         .bind(now);
         let (id,): (i64,) = w.conn().one(&q).await?;
         let id = CredentialId(id);
@@ -92,7 +94,8 @@ impl Store {
         convert(self.all::<CredentialRow>(&q).await?)
     }
 
-    /// Applies `edit`, and rotates the secret when `new_secret` is given.
+    /// Applies `edit`, and rotates the secret when `new_secret` is given. Accounts that use the
+    /// credential must still fit its kind and stay among its allowed destinations.
     pub async fn update_credential(
         &self,
         ctx: &AuditContext,
@@ -108,19 +111,24 @@ impl Store {
         rules::check_version(&id.to_string(), expected_version, current.version)?;
         let mut spec = current.spec.clone();
         edit(&mut spec)?;
-        if spec.kind != current.spec.kind {
-            // Accounts that use the credential must still fit its new kind.
+        let kind_changed = spec.kind != current.spec.kind;
+        let destinations_changed = spec.allowed_destinations != current.spec.allowed_destinations;
+        if kind_changed || destinations_changed {
+            // Accounts that use the credential must still fit its new kind, and stay among its
+            // allowed destinations.
             let users = accounts::using_credential(&mut w.conn(), id.0).await?;
             rules::credential_kind(id, spec.kind, &users)?;
+            rules::credential_destinations(id, &spec.allowed_destinations, &users)?;
         }
         let now = now_micros();
         let q = query(
             "UPDATE credentials SET display_name = $1, username = $2, kind = $3, \
-             version = version + 1, update_time = $4 WHERE id = $5",
+             allowed_destinations = $4, version = version + 1, update_time = $5 WHERE id = $6",
         )
         .bind(&spec.display_name)
         .bind(&spec.username)
         .bind(spec.kind.as_str())
+        .bind(destinations_to_column(&spec.allowed_destinations))
         .bind(now)
         .bind(id.0);
         w.conn().execute(&q).await?;

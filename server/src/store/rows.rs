@@ -3,6 +3,7 @@
 
 use super::db::Arg;
 use crate::domain::account::name_key;
+use crate::domain::credential::destinations_from_column;
 use crate::domain::{
     Account, AccountId, AccountSpec, AgentName, AgentRecord, AuthMechanism, Connector, ConnectorId,
     ConnectorSpec, Credential, CredentialId, CredentialKind, CredentialSpec, Role, Security,
@@ -171,8 +172,8 @@ impl TryFrom<AccountRow> for Account {
 }
 
 /// The credential columns, as read back (never the secret).
-pub(super) const CREDENTIAL_COLUMNS: &str =
-    "id, display_name, username, kind, secret_update_time, version, create_time, update_time";
+pub(super) const CREDENTIAL_COLUMNS: &str = "id, display_name, username, kind, allowed_destinations, secret_update_time, version, \
+     create_time, update_time";
 
 /// A row of `credentials` ([`CREDENTIAL_COLUMNS`]).
 #[derive(Debug, sqlx::FromRow)]
@@ -181,6 +182,7 @@ pub(super) struct CredentialRow {
     display_name: String,
     username: String,
     kind: String,
+    allowed_destinations: String,
     secret_update_time: Option<i64>,
     version: i64,
     create_time: i64,
@@ -197,6 +199,8 @@ impl TryFrom<CredentialRow> for Credential {
                 display_name: r.display_name,
                 username: r.username,
                 kind: CredentialKind::parse(&r.kind).ok_or_else(|| bad_value("kind", &r.kind))?,
+                allowed_destinations: destinations_from_column(&r.allowed_destinations)
+                    .map_err(|d| bad_value("allowed_destinations", &d))?,
             },
             has_secret: r.secret_update_time.is_some(),
             secret_update_time: r.secret_update_time,

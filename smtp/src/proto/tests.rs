@@ -7,11 +7,17 @@ fn full_config() -> smtp::SessionConfig {
     c.ignore_certificate_errors = true;
     c.extra_ca_pem = Some(b"-----BEGIN CERTIFICATE-----\nabc\n".to_vec());
     c.helo_name = Some("client.example.org".into());
-    c.auth = Some(smtp::Credentials::new(
-        smtp::AuthMechanism::XOAuth2,
-        "alice",
-        smtp::Secret::new("tok"),
-    ));
+    c.auth = Some(
+        smtp::Credentials::new(
+            smtp::AuthMechanism::XOAuth2,
+            "alice",
+            smtp::Secret::new("tok"),
+        )
+        .allowed_to(
+            ["smtp.example.org:587", "*.example.net", "[2001:db8::1]:25"]
+                .map(|d| d.parse().unwrap()),
+        ),
+    );
     c.allow_plaintext_auth = true;
     c.stop_after = smtp::StopAfter::Auth;
     let ms = |n: u64| Duration::from_millis(n);
@@ -125,6 +131,18 @@ fn defaults_and_errors() {
         config_from_job(&no_mech),
         Err(ConvertError::MissingAuthMechanism)
     );
+    let bad_destination = pb::SmtpJob {
+        auth: Some(pb::JobAuth {
+            mechanism: pb::AuthMechanism::Plain.into(),
+            allowed_destinations: vec!["smtp.example.org:0".into()],
+            ..Default::default()
+        }),
+        ..job.clone()
+    };
+    assert!(matches!(
+        config_from_job(&bad_destination),
+        Err(ConvertError::InvalidDestination(_))
+    ));
     let negative = pb::SmtpJob {
         timeouts: Some(pb::JobTimeouts {
             quit: Some(prost_types::Duration {

@@ -5,13 +5,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::Session;
-use crate::classify::{FailureClass, plaintext_auth_hint};
+use crate::classify::{
+    FailureClass, destination_denied_hint, plaintext_auth_hint, unverified_auth_hint,
+};
 use crate::client::Link;
 use crate::command::Command;
 use crate::recorder::Fail;
 use crate::transcript::{Phase, PhaseRecord};
 use crate::wire::{Reply, escape_preview};
-use crate::{AuthMechanism, Credentials, Failure};
+use crate::{AuthMechanism, Credentials, Failure, Security, destination_allowed};
 
 impl Session<'_> {
     /// Authenticates with the configured credentials (skipped without them).
@@ -23,15 +25,7 @@ impl Session<'_> {
             return Ok(link);
         };
         let mut run = self.rec.begin(Phase::Auth).await;
-        if !link.tls_active && !self.ctx.cfg.allow_plaintext_auth {
-            // Never send a credential in clear unless the account explicitly allows it: with
-            // STARTTLS_OPPORTUNISTIC, someone on the path may have removed STARTTLS.
-            let mut fail = Fail::new(
-                FailureClass::StartTlsUnavailable,
-                "the connection is not encrypted; AUTH was not sent",
-                plaintext_auth_hint(self.ctx.cfg.security),
-            );
-            fail.can_quit = true;
+        if let Some(fail) = self.refuse_auth(&link, &creds) {
             return self
                 .settle(run, Err::<(), _>(fail), link)
                 .await
@@ -68,6 +62,58 @@ impl Session<'_> {
         self.settle(run, result.map(|_| ()), link)
             .await
             .map(|((), l)| l)
+    }
+
+    /// Why the credential must not go out on `link`, if it must not: the relay is not among
+    /// the credential's allowed destinations; the connection is not encrypted (unless
+    /// `allow_plaintext_auth`); or TLS is up but the certificate did not verify for the
+    /// host, with `IMPLICIT_TLS` or `STARTTLS_REQUIRED` (always), or with
+    /// `STARTTLS_OPPORTUNISTIC` unless `allow_plaintext_auth` (which already accepts a relay
+    /// that proved nothing).
+    fn refuse_auth(&self, link: &Link, creds: &Credentials) -> Option<Fail> {
+        let cfg = self.ctx.cfg;
+        let fail = |class, message: String, hint: String| {
+            let mut fail = Fail::new(class, message, hint);
+            fail.can_quit = true;
+            Some(fail)
+        };
+        if !destination_allowed(&creds.allowed_destinations, &cfg.host, cfg.port) {
+            return fail(
+                FailureClass::CredentialDestinationDenied,
+                format!(
+                    "{}:{} is not among the credential's allowed destinations; AUTH was not sent",
+                    self.ctx.host, cfg.port
+                ),
+                destination_denied_hint(&self.ctx.host, cfg.port),
+            );
+        }
+        if !link.tls_active {
+            if cfg.allow_plaintext_auth {
+                return None;
+            }
+            // Never send a credential in clear unless the account explicitly allows it: with
+            // STARTTLS_OPPORTUNISTIC, someone on the path may have removed STARTTLS.
+            return fail(
+                FailureClass::StartTlsUnavailable,
+                "the connection is not encrypted; AUTH was not sent".to_owned(),
+                plaintext_auth_hint(cfg.security).to_owned(),
+            );
+        }
+        let unverified_ok = match cfg.security {
+            Security::ImplicitTls | Security::StartTlsRequired => false,
+            Security::StartTlsOpportunistic | Security::None => cfg.allow_plaintext_auth,
+        };
+        if !link.tls_verified && !unverified_ok {
+            return fail(
+                FailureClass::CredentialDestinationDenied,
+                format!(
+                    "the certificate of {} did not verify; AUTH was not sent",
+                    self.ctx.host
+                ),
+                unverified_auth_hint(&self.ctx.host),
+            );
+        }
+        None
     }
 
     /// The exchange for the configured mechanism.

@@ -152,6 +152,7 @@ impl Session<'_> {
                     peer,
                     sniffed,
                     tls_active: false,
+                    tls_verified: false,
                 })
             }
             (None, Some(fail), _) => Err(fail),

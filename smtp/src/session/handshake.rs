@@ -10,7 +10,7 @@ use crate::client::{Client, Link};
 use crate::command::Command;
 use crate::recorder::Fail;
 use crate::tls;
-use crate::transcript::{Phase, PhaseRecord};
+use crate::transcript::{Phase, PhaseRecord, Verification};
 use crate::{Failure, Security};
 
 impl Session<'_> {
@@ -85,6 +85,7 @@ impl Session<'_> {
             peer,
             sniffed,
             tls_active,
+            tls_verified: _,
         } = link;
         let redact = client.redactions();
         let stream = client
@@ -136,6 +137,7 @@ impl Session<'_> {
                 let rec_guard = record.lock().unwrap_or_else(|p| p.into_inner());
                 let info = tls::session_info(tls_stream.get_ref().1, &rec_guard, ignore);
                 drop(rec_guard);
+                let tls_verified = matches!(info.verification, Verification::Verified);
                 rec.detail
                     .push(format!("{} {}", info.protocol_version, info.cipher_suite));
                 rec.tls = Some(info);
@@ -144,6 +146,7 @@ impl Session<'_> {
                     peer,
                     sniffed,
                     tls_active: true,
+                    tls_verified,
                 })
             }
         }

@@ -225,11 +225,10 @@ async fn pooled_sessions_send_no_auth_in_clear() {
     let pool = pool(PoolConfig::default());
     let mut cfg = config(port);
     cfg.security = Security::StartTlsOpportunistic;
-    cfg.auth = Some(Credentials::new(
-        AuthMechanism::Plain,
-        "alice",
-        Secret::new(SECRET),
-    ));
+    cfg.auth = Some(
+        Credentials::new(AuthMechanism::Plain, "alice", Secret::new(SECRET))
+            .allowed_to([cfg.host.parse().unwrap()]),
+    );
     let env = envelope(&["bob@example.net"]);
     let d = pool.send(&KEY, &cfg, &env, MESSAGE).await.unwrap();
     let MessageOutcome::Permanent { failure } = &d.message else {

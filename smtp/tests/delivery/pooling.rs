@@ -108,11 +108,10 @@ async fn two_messages_over_one_connection_with_rset_exact_bytes_and_auth_once() 
     .await;
     let pool = pool(PoolConfig::default());
     let mut cfg = config(port);
-    cfg.auth = Some(Credentials::new(
-        AuthMechanism::Plain,
-        "alice",
-        Secret::new(SECRET),
-    ));
+    cfg.auth = Some(
+        Credentials::new(AuthMechanism::Plain, "alice", Secret::new(SECRET))
+            .allowed_to([cfg.host.parse().unwrap()]),
+    );
     // The scripted relay speaks in clear.
     cfg.allow_plaintext_auth = true;
     let env = envelope(&["bob@example.net"]);

@@ -4,11 +4,10 @@
 use super::*;
 
 fn with_credentials(mut cfg: SessionConfig) -> SessionConfig {
-    cfg.auth = Some(Credentials::new(
-        AuthMechanism::Plain,
-        "alice",
-        Secret::new(SECRET),
-    ));
+    cfg.auth = Some(
+        Credentials::new(AuthMechanism::Plain, "alice", Secret::new(SECRET))
+            .allowed_to([cfg.host.parse().unwrap()]),
+    );
     cfg
 }
 

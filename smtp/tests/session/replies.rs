@@ -16,11 +16,10 @@ async fn success_with_queue_id_wire_bytes_headers_and_redaction() {
     let (port, peer) = peer::start(steps).await;
     let mut cfg = config(port, Security::None);
     cfg.allow_plaintext_auth = true;
-    cfg.auth = Some(Credentials::new(
-        AuthMechanism::Plain,
-        "alice",
-        Secret::new(SECRET),
-    ));
+    cfg.auth = Some(
+        Credentials::new(AuthMechanism::Plain, "alice", Secret::new(SECRET))
+            .allowed_to([cfg.host.parse().unwrap()]),
+    );
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let report = run_session(&cfg, &DestinationPolicy::default(), Some(&tx))
         .await
@@ -246,11 +245,10 @@ async fn auth_535_is_rejected_and_login_secret_is_redacted() {
     .await;
     let mut cfg = config(port, Security::None);
     cfg.allow_plaintext_auth = true;
-    cfg.auth = Some(Credentials::new(
-        AuthMechanism::Login,
-        "alice",
-        Secret::new(SECRET),
-    ));
+    cfg.auth = Some(
+        Credentials::new(AuthMechanism::Login, "alice", Secret::new(SECRET))
+            .allowed_to([cfg.host.parse().unwrap()]),
+    );
     let report = run(&cfg).await;
     let log = finish(peer).await;
     assert_eq!(log.lines[3], B64.encode(SECRET));
@@ -282,11 +280,10 @@ async fn mechanism_not_offered() {
     .await;
     let mut cfg = config(port, Security::None);
     cfg.allow_plaintext_auth = true;
-    cfg.auth = Some(Credentials::new(
-        AuthMechanism::Plain,
-        "alice",
-        Secret::new(SECRET),
-    ));
+    cfg.auth = Some(
+        Credentials::new(AuthMechanism::Plain, "alice", Secret::new(SECRET))
+            .allowed_to([cfg.host.parse().unwrap()]),
+    );
     let report = run(&cfg).await;
     finish(peer).await;
     let f = failure(&report);
@@ -312,11 +309,14 @@ async fn xoauth2_success_stop_after_auth() {
     .await;
     let mut cfg = config(port, Security::None);
     cfg.allow_plaintext_auth = true;
-    cfg.auth = Some(Credentials::new(
-        AuthMechanism::XOAuth2,
-        "alice@example.org",
-        Secret::new(SECRET),
-    ));
+    cfg.auth = Some(
+        Credentials::new(
+            AuthMechanism::XOAuth2,
+            "alice@example.org",
+            Secret::new(SECRET),
+        )
+        .allowed_to([cfg.host.parse().unwrap()]),
+    );
     cfg.stop_after = StopAfter::Auth;
     let report = run(&cfg).await;
     let log = finish(peer).await;

@@ -13,11 +13,10 @@ async fn starttls_required_but_not_offered() {
     ])
     .await;
     let mut cfg = config(port, Security::StartTlsRequired);
-    cfg.auth = Some(Credentials::new(
-        AuthMechanism::Plain,
-        "alice",
-        Secret::new(SECRET),
-    ));
+    cfg.auth = Some(
+        Credentials::new(AuthMechanism::Plain, "alice", Secret::new(SECRET))
+            .allowed_to([cfg.host.parse().unwrap()]),
+    );
     let report = run(&cfg).await;
     let log = finish(peer).await;
     // Nothing sensitive went out: only EHLO and QUIT.
@@ -274,11 +273,10 @@ async fn failed_handshake(
     steps.extend(after_starttls);
     let (port, peer) = peer::start(steps).await;
     let mut cfg = config(port, Security::StartTlsRequired);
-    cfg.auth = Some(Credentials::new(
-        AuthMechanism::Plain,
-        "alice",
-        Secret::new(SECRET),
-    ));
+    cfg.auth = Some(
+        Credentials::new(AuthMechanism::Plain, "alice", Secret::new(SECRET))
+            .allowed_to([cfg.host.parse().unwrap()]),
+    );
     let report = run_quick(cfg).await;
     let log = finish(peer).await;
     let f = expect_failure(&report, class, Phase::TlsHandshake);

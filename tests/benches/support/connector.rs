@@ -112,6 +112,7 @@ pub async fn fixture_account(server: &TestServer, fx: &SmtpFixtures, port: u16) 
                 display_name: "bench".into(),
                 username: fx.var("SMTP_USER"),
                 secret: fx.var("SMTP_PASSWORD"),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })

@@ -47,6 +47,7 @@ async fn only_an_admin_allows_plaintext_auth(server: &TestServer) {
                 display_name: "Relay".into(),
                 username: "u".into(),
                 secret: "plaintext-secret-1".into(),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })

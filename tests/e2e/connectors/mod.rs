@@ -214,6 +214,7 @@ async fn connector_account(server: &TestServer, name: &str) -> (pb::Connector, p
                 display_name: "relay".into(),
                 username: "relay-user".into(),
                 secret: "job-secret-9c1f".into(),
+                allowed_destinations: vec!["relay.internal.example".into()],
                 ..Default::default()
             }),
         })

@@ -167,6 +167,7 @@ async fn connector_reaches_a_relay_that_only_the_agent_can_reach() {
                 display_name: "relay".into(),
                 username: "u".into(),
                 secret: secret.into(),
+                allowed_destinations: vec![net.relay_ip.clone()],
                 ..Default::default()
             }),
         })

@@ -2,8 +2,11 @@
 //! security mode on the right and the wrong port, certificates, AUTH, stop_after, locales, an
 //! unreadable credential), against silent or refusing peers ([`peers`]: the destination
 //! policy, timeouts, the per-account cap, bad requests, shutdown), and through a listener that
-//! strips STARTTLS ([`plaintext`]: no AUTH in clear). The helpers below are shared.
+//! strips STARTTLS ([`plaintext`]: no AUTH in clear), and through the same listener with the
+//! credential's destinations changed behind the server's back ([`destinations`]: no AUTH outside
+//! them, nor after an unverified certificate). The helpers below are shared.
 
+mod destinations;
 mod peers;
 mod plaintext;
 mod postfix;
@@ -36,6 +39,7 @@ pub(crate) async fn credential(server: &TestServer, fx: &SmtpFixtures, right: bo
                 display_name: "fixture".into(),
                 username: fx.var("SMTP_USER"),
                 secret,
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })

@@ -11,11 +11,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the client sent through the proxy, one line each.
-type Sent = Arc<Mutex<Vec<String>>>;
+pub(super) type Sent = Arc<Mutex<Vec<String>>>;
 
 /// A listener on 127.0.0.1:0 in front of Postfix on `upstream` that replaces the STARTTLS
 /// capability of EHLO replies with `AUTH PLAIN LOGIN`, and records every line the client sent.
-async fn stripping_proxy(upstream: u16) -> (u16, Sent) {
+pub(super) async fn stripping_proxy(upstream: u16) -> (u16, Sent) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let sent: Sent = Arc::default();

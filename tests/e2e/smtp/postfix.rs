@@ -460,6 +460,7 @@ async fn an_unreadable_credential_is_its_own_failure_class() {
                 display_name: "sealed".into(),
                 username: "alice".into(),
                 secret: "s3cret".into(),
+                allowed_destinations: mailplane_tests::test_destinations(),
                 ..Default::default()
             }),
         })
