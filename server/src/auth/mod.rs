@@ -249,7 +249,7 @@ struct Cached {
 /// Verifies tokens.
 pub struct Authenticator {
     store: Arc<Store>,
-    key: [u8; 32],
+    key: crate::crypto::DerivedKey,
     cache: Mutex<HashMap<i64, Cached>>,
     failures: limit::PeerLimit,
     refusals: refusals::Refusals,
@@ -273,7 +273,7 @@ impl Authenticator {
     }
 
     fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(&self.key)
+        HmacSha256::new_from_slice(self.key.as_slice())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
     }
 
