@@ -320,8 +320,8 @@ pub struct ConfigArgs {
     /// A TOML configuration file; flags and environment variables override its settings.
     #[arg(long, env = "MAILPLANE_AGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The server's agent listener, e.g. <https://mailplane.example.org:7751>. Repeat the
-    /// flag, or separate URLs with commas, for several replicas: the agent tries the one it
+    /// The server's agent listener, e.g. <https://mailplane.example.org:7751> (`https://`
+    /// only: the agent speaks only TLS to the server). Repeat the flag, or separate URLs with commas, for several replicas: the agent tries the one it
     /// was last connected to first, then the others in order.
     #[arg(
         long,

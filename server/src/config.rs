@@ -385,6 +385,7 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, Stri
         agent_listen,
         agent_tls_names,
         agent_heartbeat: Duration::from_secs(10),
+        agent_cert_lifetime: crate::tunnel::ca::AGENT_CERT_LIFETIME,
         print_bootstrap_token: false,
         api_tls,
         audit_log: flags.audit_log.or_else(|| file.audit_log.clone()),

@@ -9,8 +9,9 @@
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// The length of an AES-GCM nonce in bytes.
 const NONCE_LEN: usize = 12;
@@ -39,6 +40,17 @@ pub enum KeyError {
          Restore the key file from your backup, or point --key-file at the right one"
     )]
     Mismatch(PathBuf),
+    /// Group or others may read the key file (as ssh refuses such a private key).
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:03o}); the key that protects \
+         every stored secret must be private: run `chmod 600 {path}`"
+    )]
+    Permissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The database holds secrets but the key file is gone.
     #[error(
         "key file {0} is missing, but this database holds secrets encrypted with it. \
@@ -56,13 +68,18 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
 }
 
-/// The key-encryption key, ready to seal and open secrets.
+/// The key-encryption key, ready to seal and open secrets. Every copy of the key is wiped
+/// from memory when dropped: the raw key here, and the AES round keys and GHASH key inside
+/// the AEAD (the `zeroize` features of `aes` and `aes-gcm`).
 #[derive(Clone)]
 pub struct Cipher {
     aead: Aes256Gcm,
     /// The raw key, kept only to derive purpose-bound subkeys from it.
-    key: [u8; 32],
+    key: Zeroizing<[u8; 32]>,
 }
+
+/// A key derived from the key-encryption key ([`Cipher::derive`]), wiped when dropped.
+pub type DerivedKey = Zeroizing<[u8; 32]>;
 
 impl std::fmt::Debug for Cipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,23 +89,23 @@ impl std::fmt::Debug for Cipher {
 
 impl Cipher {
     /// A cipher with a new random key, and the key's hex form for the key file.
-    pub fn generate() -> (Self, String) {
-        let key = Aes256Gcm::generate_key(OsRng);
-        let hex = hex::encode(key);
-        (
-            Self {
-                aead: Aes256Gcm::new(&key),
-                key: key.into(),
-            },
-            hex,
-        )
+    pub fn generate() -> (Self, Zeroizing<String>) {
+        let mut key = Aes256Gcm::generate_key(OsRng);
+        let hex = Zeroizing::new(hex::encode(key));
+        let cipher = Self {
+            aead: Aes256Gcm::new(&key),
+            key: Zeroizing::new(key.into()),
+        };
+        zeroize::Zeroize::zeroize(key.as_mut_slice());
+        (cipher, hex)
     }
 
     /// A cipher from the hex text of a key file.
     pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
+        let decoded = Zeroizing::new(hex::decode(text.trim()).ok()?);
+        let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(decoded.as_slice().try_into().ok()?);
         Some(Self {
-            aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
+            aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(bytes.as_slice())),
             key: bytes,
         })
     }
@@ -134,12 +151,12 @@ impl Cipher {
 
     /// A subkey for one purpose (HMAC-SHA256 of `label` under the key), so that, for example,
     /// token hashes never share a key with encryption.
-    pub fn derive(&self, label: &str) -> [u8; 32] {
+    pub fn derive(&self, label: &str) -> DerivedKey {
         use hmac::Mac as _;
-        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.key)
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(self.key.as_slice())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(label.as_bytes());
-        mac.finalize().into_bytes().into()
+        Zeroizing::new(mac.finalize().into_bytes().into())
     }
 
     /// The key check to keep in the database.
@@ -161,10 +178,19 @@ pub fn load_or_create(path: &Path, database_has_key: bool) -> Result<(Cipher, bo
         path: path.to_path_buf(),
         source,
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => Cipher::from_hex(&text)
-            .map(|c| (c, false))
-            .ok_or_else(|| KeyError::Malformed(path.to_path_buf())),
+    match std::fs::read_to_string(path).map(Zeroizing::new) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Permissions {
+                    path: path.to_path_buf(),
+                    mode: mode & 0o777,
+                });
+            }
+            Cipher::from_hex(&text)
+                .map(|c| (c, false))
+                .ok_or_else(|| KeyError::Malformed(path.to_path_buf()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if database_has_key {
                 return Err(KeyError::Missing(path.to_path_buf()));
@@ -179,7 +205,8 @@ pub fn load_or_create(path: &Path, database_has_key: bool) -> Result<(Cipher, bo
                 .mode(0o600)
                 .open(path)
                 .map_err(io)?;
-            file.write_all(format!("{hex}\n").as_bytes()).map_err(io)?;
+            file.write_all(Zeroizing::new(format!("{}\n", hex.as_str())).as_bytes())
+                .map_err(io)?;
             file.sync_all().map_err(io)?;
             Ok((cipher, true))
         }
@@ -230,6 +257,44 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_that_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailplane.key");
+        let (_, created) = load_or_create(&path, false).unwrap();
+        assert!(created);
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = load_or_create(&path, true).unwrap_err();
+            assert!(
+                matches!(err, KeyError::Permissions { mode: m, .. } if m == mode),
+                "{mode:o}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("chmod 600 {}", path.display())),
+                "{text}"
+            );
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            load_or_create(&path, true).expect("a private key file is fine");
+        }
+    }
+
+    #[test]
+    fn the_key_and_derived_keys_are_wiped_on_drop() {
+        fn wiped<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let (c, hex) = Cipher::generate();
+        wiped(&c.key);
+        wiped(&hex);
+        wiped(&c.derive("label"));
+        // The AES key schedule inside the AEAD, with the `zeroize` feature of `aes`.
+        let aes = <aes::Aes256 as aes::cipher::KeyInit>::new(&[0u8; 32].into());
+        wiped(&aes);
+        assert_eq!(*c.derive("label"), *c.clone().derive("label"));
+    }
+
+    #[test]
     fn missing_key_with_existing_secrets_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mailplane.key");
@@ -242,6 +307,7 @@ mod tests {
             "must not generate a new key over existing secrets"
         );
         std::fs::write(&path, "not hex").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
             load_or_create(&path, false),
             Err(KeyError::Malformed(_))

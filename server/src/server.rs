@@ -21,7 +21,7 @@ use crate::store::{self, DatabaseUrl, Store};
 use crate::tunnel::ca::AgentCa;
 use crate::tunnel::pump::Pump;
 use crate::tunnel::registry::Registry;
-use crate::tunnel::service::AgentApi;
+use crate::tunnel::service::{AgentApi, AgentSettings};
 use mailplane_proto::v1::audit_service_server::AuditServiceServer;
 use mailplane_proto::v1::credential_service_server::CredentialServiceServer;
 use mailplane_proto::v1::message_service_server::MessageServiceServer;
@@ -102,6 +102,9 @@ pub struct ServerConfig {
     pub agent_tls_names: Vec<String>,
     /// How often the server and agents exchange heartbeats; three missed ones end a stream.
     pub agent_heartbeat: Duration,
+    /// How long the certificates issued to agents are valid (agents renew after two thirds
+    /// of it); 30 days.
+    pub agent_cert_lifetime: Duration,
     /// Print the first admin token on the console, not only to its file (development mode).
     pub print_bootstrap_token: bool,
     /// Append every audit event as a JSON line to this file (`-`: standard output), for a SIEM.
@@ -128,6 +131,7 @@ impl ServerConfig {
             ))),
             agent_tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             agent_heartbeat: Duration::from_secs(10),
+            agent_cert_lifetime: crate::tunnel::ca::AGENT_CERT_LIFETIME,
             print_bootstrap_token: false,
             audit_log: None,
             api_tls: ApiTls::Off,
@@ -498,7 +502,10 @@ async fn serve_api(
                 Arc::clone(&state.store),
                 Arc::clone(ca),
                 Arc::clone(registry),
-                config.agent_heartbeat,
+                AgentSettings {
+                    heartbeat: config.agent_heartbeat,
+                    cert_lifetime: config.agent_cert_lifetime,
+                },
                 me.clone(),
             );
             Some(agent_server(listener, config, ca, api, stop_rx)?)

@@ -5,6 +5,7 @@
 // reach them; a panic is how a test reports, and every spawned server is waited for or killed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
 mod support;
@@ -217,7 +218,26 @@ fn startup_failures_exit_non_zero_with_a_message() {
         "unknown keys are named"
     );
 
-    std::fs::write(dir.path().join("mailplane.key"), "not a key").unwrap();
+    let key = dir.path().join("mailplane.key");
+    std::fs::write(&key, "not a key").unwrap();
+    // Readable by others: refused first, with the fix.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "off",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = Command::new(BIN)
         .args([
             "serve",

@@ -20,7 +20,7 @@ pub(crate) struct Client<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// A client over `stream`; `redact` lists strings (the secret and its encodings) to
     /// scrub from everything the server says.
-    pub(crate) fn new(stream: S, redact: Vec<String>) -> Self {
+    pub(crate) fn new(stream: S, redact: Vec<crate::Secret>) -> Self {
         Client {
             conn: Connection::new(stream, redact),
         }
@@ -45,7 +45,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         commands: &[Command],
         limit: Duration,
     ) -> Result<(), WireError> {
-        let mut bytes = Vec::new();
+        let mut bytes = zeroize::Zeroizing::new(Vec::new());
         for command in commands {
             tracing::debug!(target: "mailplane::smtp::wire", "C: {} (pipelined)", command.redacted());
             bytes.extend_from_slice(&command.to_wire());
@@ -76,7 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// The strings this client scrubs (to carry over a TLS upgrade).
-    pub(crate) fn redactions(&self) -> Vec<String> {
+    pub(crate) fn redactions(&self) -> Vec<crate::Secret> {
         self.conn.redactions()
     }
 

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use crate::AuthMechanism;
+use zeroize::Zeroizing;
+
+use crate::{AuthMechanism, Secret};
 
 /// One command line a session sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,13 +18,14 @@ pub(crate) enum Command {
     Auth {
         /// The SASL mechanism.
         mechanism: AuthMechanism,
-        /// The base64 initial response, when the mechanism sends one.
-        initial: Option<String>,
+        /// The base64 initial response, when the mechanism sends one (wiped when dropped).
+        initial: Option<Secret>,
     },
     /// A line answering a `334` challenge.
     AuthResponse {
-        /// The base64 line (may be empty, which ends an XOAUTH2 error exchange).
-        data: String,
+        /// The base64 line (may be empty, which ends an XOAUTH2 error exchange; wiped when
+        /// dropped).
+        data: Secret,
         /// Whether the line carries the secret (then it is shown as `<redacted>`).
         secret: bool,
     },
@@ -44,10 +47,11 @@ impl Command {
         Redacted(self)
     }
 
-    /// The bytes on the wire: the line and CRLF.
-    pub(crate) fn to_wire(&self) -> Vec<u8> {
-        let line = self.to_string();
-        let mut bytes = Vec::with_capacity(line.len() + 2);
+    /// The bytes on the wire: the line and CRLF. They may carry a secret (AUTH), so they
+    /// are wiped when dropped.
+    pub(crate) fn to_wire(&self) -> Zeroizing<Vec<u8>> {
+        let line = Zeroizing::new(self.to_string());
+        let mut bytes = Zeroizing::new(Vec::with_capacity(line.len() + 2));
         bytes.extend_from_slice(line.as_bytes());
         bytes.extend_from_slice(b"\r\n");
         bytes
@@ -62,12 +66,12 @@ impl fmt::Display for Command {
             Command::Auth {
                 mechanism,
                 initial: Some(initial),
-            } => write!(f, "AUTH {} {initial}", mechanism.as_str()),
+            } => write!(f, "AUTH {} {}", mechanism.as_str(), initial.expose()),
             Command::Auth {
                 mechanism,
                 initial: None,
             } => write!(f, "AUTH {}", mechanism.as_str()),
-            Command::AuthResponse { data, .. } => f.write_str(data),
+            Command::AuthResponse { data, .. } => f.write_str(data.expose()),
             Command::MailFrom(addr) => write!(f, "MAIL FROM:<{addr}>"),
             Command::RcptTo(addr) => write!(f, "RCPT TO:<{addr}>"),
             Command::Data => f.write_str("DATA"),
@@ -109,7 +113,7 @@ mod tests {
             (
                 Command::Auth {
                     mechanism: AuthMechanism::Plain,
-                    initial: Some("AGFsaWNlAHMzY3JldA==".into()),
+                    initial: Some(Secret::new("AGFsaWNlAHMzY3JldA==")),
                 },
                 "AUTH PLAIN AGFsaWNlAHMzY3JldA==",
                 Some("AUTH PLAIN <redacted>"),
@@ -117,7 +121,7 @@ mod tests {
             (
                 Command::Auth {
                     mechanism: AuthMechanism::XOAuth2,
-                    initial: Some("dXNlcj1h".into()),
+                    initial: Some(Secret::new("dXNlcj1h")),
                 },
                 "AUTH XOAUTH2 dXNlcj1h",
                 Some("AUTH XOAUTH2 <redacted>"),
@@ -132,7 +136,7 @@ mod tests {
             ),
             (
                 Command::AuthResponse {
-                    data: "YWxpY2U=".into(),
+                    data: Secret::new("YWxpY2U="),
                     secret: false,
                 },
                 "YWxpY2U=",
@@ -140,7 +144,7 @@ mod tests {
             ),
             (
                 Command::AuthResponse {
-                    data: "czNjcmV0".into(),
+                    data: Secret::new("czNjcmV0"),
                     secret: true,
                 },
                 "czNjcmV0",
@@ -163,7 +167,25 @@ mod tests {
         for (cmd, wire, shown) in cases {
             assert_eq!(cmd.to_string(), wire);
             assert_eq!(cmd.redacted().to_string(), shown.unwrap_or(wire));
-            assert_eq!(cmd.to_wire(), format!("{wire}\r\n").into_bytes());
+            assert_eq!(*cmd.to_wire(), format!("{wire}\r\n").into_bytes());
         }
+    }
+
+    #[test]
+    fn auth_payloads_are_wiped_and_never_printed() {
+        fn wiped<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let cmd = Command::Auth {
+            mechanism: AuthMechanism::Plain,
+            initial: Some(Secret::new("AGFsaWNlAHMzY3JldA==")),
+        };
+        wiped(&cmd.to_wire());
+        if let Command::Auth {
+            initial: Some(payload),
+            ..
+        } = &cmd
+        {
+            wiped(payload);
+        }
+        assert!(!format!("{cmd:?}").contains("AGFsaWNl"), "{cmd:?}");
     }
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use tokio::sync::mpsc::Sender;
 use tokio::time::Instant;
 
-use crate::Failure;
 use crate::classify::FailureClass;
 use crate::transcript::{Phase, PhaseEvent, PhaseRecord, PhaseStatus};
 use crate::wire::Reply;
+use crate::{Failure, Secret};
 
 /// A failure inside a phase (the phase is added when the record is closed).
 pub(crate) struct Fail {
@@ -81,7 +81,7 @@ pub(crate) struct Recorder<'a> {
     /// The records so far.
     transcript: Vec<PhaseRecord>,
     /// Strings to scrub from replies: the secret (the client adds its encodings).
-    secrets: Vec<String>,
+    secrets: Vec<Secret>,
 }
 
 impl<'a> Recorder<'a> {
@@ -89,7 +89,7 @@ impl<'a> Recorder<'a> {
     pub(crate) fn new(
         events: Option<&'a Sender<PhaseEvent>>,
         deadline: Instant,
-        secrets: Vec<String>,
+        secrets: Vec<Secret>,
     ) -> Self {
         Recorder {
             events,
@@ -100,7 +100,7 @@ impl<'a> Recorder<'a> {
     }
 
     /// The strings to scrub from everything the server says.
-    pub(crate) fn secrets(&self) -> &[String] {
+    pub(crate) fn secrets(&self) -> &[Secret] {
         &self.secrets
     }
 

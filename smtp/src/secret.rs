@@ -28,6 +28,9 @@ impl Secret {
     }
 }
 
+// The buffer is a `Zeroizing<String>`: dropping a `Secret` wipes it.
+impl zeroize::ZeroizeOnDrop for Secret {}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")

@@ -74,9 +74,9 @@ pub async fn run_session(
 }
 
 /// The strings to scrub from everything the server says: the configured secret.
-pub(crate) fn secrets_of(config: &SessionConfig) -> Vec<String> {
+pub(crate) fn secrets_of(config: &SessionConfig) -> Vec<crate::Secret> {
     match &config.auth {
-        Some(creds) => vec![creds.secret.expose().to_owned()],
+        Some(creds) => vec![creds.secret.clone()],
         None => Vec::new(),
     }
 }

@@ -1,6 +1,7 @@
 //! The SMTP wire: reply parsing, CRLF normalisation, dot-stuffing, and the buffered
 //! connection that reads replies and writes commands with a timeout on each.
 
+use crate::Secret;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
@@ -318,15 +319,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
 pub(crate) struct Connection<S> {
     reader: BufReader<S>,
     /// Strings (the secret and its encodings) scrubbed from everything the server says.
-    redact: Vec<String>,
+    redact: Vec<Secret>,
 }
 
 /// Replaces every occurrence of each (non-empty) string in `redact` with `<redacted>`.
-pub(crate) fn scrub(text: &str, redact: &[String]) -> String {
+pub(crate) fn scrub(text: &str, redact: &[Secret]) -> String {
     let mut out = text.to_owned();
-    for r in redact.iter().filter(|r| !r.is_empty()) {
-        if out.contains(r.as_str()) {
-            out = out.replace(r.as_str(), "<redacted>");
+    for r in redact.iter().map(Secret::expose).filter(|r| !r.is_empty()) {
+        if out.contains(r) {
+            out = out.replace(r, "<redacted>");
         }
     }
     out
@@ -334,7 +335,7 @@ pub(crate) fn scrub(text: &str, redact: &[String]) -> String {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Wraps a stream; `redact` lists strings never to log or record.
-    pub(crate) fn new(stream: S, redact: Vec<String>) -> Self {
+    pub(crate) fn new(stream: S, redact: Vec<Secret>) -> Self {
         Connection {
             reader: BufReader::new(stream),
             redact,
@@ -343,11 +344,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Adds a string to scrub.
     pub(crate) fn add_redaction(&mut self, s: &str) {
-        self.redact.push(s.to_owned());
+        self.redact.push(Secret::new(s));
     }
 
     /// The strings this connection scrubs.
-    pub(crate) fn redactions(&self) -> Vec<String> {
+    pub(crate) fn redactions(&self) -> Vec<Secret> {
         self.redact.clone()
     }
 

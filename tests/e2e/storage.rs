@@ -137,8 +137,24 @@ async fn wrong_or_missing_key_fails_at_startup() {
     );
     assert!(!key.exists());
 
-    // Garbage: refused as malformed.
+    // A key file others can read (a new file with the usual umask): refused, with the fix.
     std::fs::write(&key, "garbage").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = mailplane_server::server::open_state(&config)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            StartupError::Key(KeyError::Permissions { mode: 0o644, .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+
+    // Garbage: refused as malformed.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = mailplane_server::server::open_state(&config)
         .await
         .err()

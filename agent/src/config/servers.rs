@@ -30,7 +30,10 @@ impl ServerUrl {
         };
         let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
         if uri.scheme_str() != Some("https") {
-            return Err(bad("the agent talks to the server over TLS: use https://"));
+            return Err(bad(
+                "the agent talks to the server only over TLS: give an https:// URL in --server \
+                 (MAILPLANE_AGENT_SERVER, or `server` in the configuration file)",
+            ));
         }
         let host = uri
             .host()

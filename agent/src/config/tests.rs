@@ -144,7 +144,8 @@ fn server_name_comes_from_the_setting_or_the_url() {
     assert_eq!(
         c.validate().unwrap_err().to_string(),
         "invalid server URL \"http://mailplane.example.org:7751\": \
-         the agent talks to the server over TLS: use https://"
+         the agent talks to the server only over TLS: give an https:// URL in --server \
+         (MAILPLANE_AGENT_SERVER, or `server` in the configuration file)"
     );
     c.servers = vec!["not a url".into()];
     assert!(matches!(
@@ -266,7 +267,10 @@ fn duplicates_and_bad_urls_in_the_list_are_refused() {
     ])
     .resolve()
     .unwrap_err();
-    assert!(err.to_string().contains("use https://"), "{err}");
+    assert!(
+        err.to_string().contains("https:// URL in --server"),
+        "{err}"
+    );
 }
 
 #[test]

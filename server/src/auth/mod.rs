@@ -10,7 +10,8 @@
 //! calls are audited once per peer and minute with a count ([`refusals`]).
 
 pub mod layer;
-mod refusals;
+pub mod limit;
+pub mod refusals;
 
 use crate::crypto::Cipher;
 use crate::domain::{Role, TokenRecord, now_micros};
@@ -248,9 +249,9 @@ struct Cached {
 /// Verifies tokens.
 pub struct Authenticator {
     store: Arc<Store>,
-    key: [u8; 32],
+    key: crate::crypto::DerivedKey,
     cache: Mutex<HashMap<i64, Cached>>,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: limit::PeerLimit,
     refusals: refusals::Refusals,
 }
 
@@ -266,13 +267,13 @@ impl Authenticator {
             store,
             key: cipher.derive("mailplane:api-token-hash"),
             cache: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures: limit::PeerLimit::new(MAX_FAILURES, FAILURE_WINDOW),
             refusals: refusals::Refusals::default(),
         }
     }
 
     fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(&self.key)
+        HmacSha256::new_from_slice(self.key.as_slice())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
     }
 
@@ -326,33 +327,6 @@ impl Authenticator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn limited(&self, peer: Option<IpAddr>) -> bool {
-        let Some(ip) = peer else { return false };
-        let failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures
-            .get(&ip)
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
-    }
-
-    fn failed(&self, peer: Option<IpAddr>) {
-        let Some(ip) = peer else { return };
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = failures.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-        if failures.len() > 10_000 {
-            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        }
-    }
-
     /// Checks a call to `path` with this `authorization` value from `peer`.
     pub async fn check(
         &self,
@@ -364,7 +338,7 @@ impl Authenticator {
         if needed == Access::Public {
             return Ok(None);
         }
-        if self.limited(peer) {
+        if self.failures.exceeded(peer) {
             return Err(Status::resource_exhausted(
                 "too many failed authentications from this address; wait a minute",
             ));
@@ -375,7 +349,7 @@ impl Authenticator {
                 // A missing token counts like a wrong one: both are refused calls that would
                 // otherwise be free to repeat.
                 if status.code() == tonic::Code::Unauthenticated {
-                    self.failed(peer);
+                    self.failures.count(peer);
                 }
                 return Err(status);
             }

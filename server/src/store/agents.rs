@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 
 impl Store {
     /// Uses up an enrollment token and records a new agent, in one transaction; a token that
-    /// is unknown, used or expired gives `Unauthenticated`.
+    /// is unknown, used or expired gives `Unauthenticated`. The token is read before any lock
+    /// is taken (a write transaction, on SQLite, queues behind every other writer of this
+    /// process): a caller without a good token takes no lock at all.
     pub async fn enroll_agent(
         &self,
         ctx: &AuditContext,
@@ -19,6 +21,13 @@ impl Store {
         hostname: &str,
         version: &str,
     ) -> Result<AgentRecord> {
+        let read = query(
+            "SELECT connector_id, expire_time, used_time FROM enrollment_tokens \
+             WHERE token_hash = $1",
+        )
+        .bind(token_hash);
+        let token: Option<(i64, i64, Option<i64>)> = self.optional(&read).await?;
+        rules::enrollment_token(token, now_micros())?;
         let mut w = self.begin_write().await?;
         let now = now_micros();
         // Two enrollments with one token: the second waits, then sees it used.
@@ -58,7 +67,7 @@ impl Store {
         })
     }
 
-    /// Records the certificate an agent now authenticates with.
+    /// Records the first certificate of a newly enrolled agent.
     pub async fn set_agent_certificate(
         &self,
         agent: AgentName,
@@ -66,7 +75,8 @@ impl Store {
         not_after: Micros,
     ) -> Result<()> {
         let q = query(
-            "UPDATE agents SET cert_fingerprint = $1, cert_not_after = $2 \
+            "UPDATE agents SET cert_fingerprint = $1, cert_not_after = $2, \
+             prev_cert_fingerprint = NULL, prev_cert_expire_time = NULL \
              WHERE id = $3 AND connector_id = $4",
         )
         .bind(fingerprint)
@@ -77,12 +87,89 @@ impl Store {
         Ok(())
     }
 
-    /// The agent whose certificate has this SHA-256 fingerprint.
-    pub async fn agent_by_fingerprint(&self, fingerprint: &str) -> Result<Option<AgentRecord>> {
+    /// Records a renewed certificate of `agent`, which called with the certificate
+    /// `presented` (its current one, or the previous one when the response to an earlier
+    /// renewal was lost). `presented` stays valid beside the new one until the new one is
+    /// first used or until `previous_until`, whichever comes first; the certificate the
+    /// agent never received is forgotten. The renewal is in the audit log. `NotFound` when
+    /// the agent is gone, `PermissionDenied` when it was revoked meanwhile.
+    pub async fn renew_agent_certificate(
+        &self,
+        ctx: &AuditContext,
+        agent: AgentName,
+        presented: &str,
+        renewed: (&str, Micros),
+        previous_until: Micros,
+    ) -> Result<()> {
+        let (fingerprint, not_after) = renewed;
+        let mut w = self.begin_write().await?;
         let q = query(format!(
-            "SELECT {AGENT_COLUMNS} FROM agents WHERE cert_fingerprint = $1"
+            "SELECT revoked, cert_not_after FROM agents WHERE id = $1 AND connector_id = $2{}",
+            w.row_lock(RowLock::Update)
         ))
-        .bind(fingerprint);
+        .bind(agent.id)
+        .bind(agent.connector.0);
+        let Some((revoked, before)): Option<(bool, Option<i64>)> = w.conn().optional(&q).await?
+        else {
+            return Err(Error::NotFound(agent.to_string()));
+        };
+        if revoked {
+            return Err(Error::PermissionDenied(format!(
+                "{agent} was revoked; enroll it again with a new token"
+            )));
+        }
+        let q = query(
+            "UPDATE agents SET cert_fingerprint = $1, cert_not_after = $2, \
+             prev_cert_fingerprint = $3, prev_cert_expire_time = $4 WHERE id = $5",
+        )
+        .bind(fingerprint)
+        .bind(not_after)
+        .bind(presented)
+        .bind(previous_until)
+        .bind(agent.id);
+        w.conn().execute(&q).await?;
+        let change = serde_json::json!({
+            "cert_not_after": { "before": before, "after": not_after },
+            "cert_fingerprint": { "before": presented, "after": fingerprint },
+        });
+        record(&mut w, ctx, &agent.to_string(), change).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    /// The agent that holds the certificate with this SHA-256 fingerprint: its current one,
+    /// or the one it renewed with while that is still honoured (see
+    /// [`Store::renew_agent_certificate`]). The first use of the current certificate retires
+    /// the previous one. Revoked agents are returned too (with `revoked` set), so that the
+    /// caller refuses every certificate of theirs alike.
+    pub async fn agent_by_certificate(&self, fingerprint: &str) -> Result<Option<AgentRecord>> {
+        let q = query(
+            "SELECT id, cert_fingerprint, prev_cert_fingerprint FROM agents \
+             WHERE cert_fingerprint = $1 OR (prev_cert_fingerprint = $1 AND prev_cert_expire_time > $2)",
+        )
+        .bind(fingerprint)
+        .bind(now_micros());
+        let Some((id, current, previous)): Option<(i64, Option<String>, Option<String>)> =
+            self.optional(&q).await?
+        else {
+            return Ok(None);
+        };
+        if previous.is_some() && current.as_deref() == Some(fingerprint) {
+            // The agent has its new certificate: the old one is no longer needed.
+            let q = query(
+                "UPDATE agents SET prev_cert_fingerprint = NULL, prev_cert_expire_time = NULL \
+                 WHERE id = $1 AND cert_fingerprint = $2",
+            )
+            .bind(id)
+            .bind(fingerprint);
+            self.execute(&q).await?;
+        }
+        self.agent(id).await
+    }
+
+    /// The agent with this id, revoked or not.
+    pub async fn agent(&self, id: i64) -> Result<Option<AgentRecord>> {
+        let q = query(format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1")).bind(id);
         let row: Option<AgentRow> = self.optional(&q).await?;
         Ok(row.map(AgentRecord::from))
     }
@@ -136,5 +223,39 @@ impl Store {
         .bind(agent.id);
         self.execute(&q).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DatabaseUrl, open};
+    use sqlx::Connection as _;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_bad_enrollment_token_is_refused_without_waiting_for_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = open(&DatabaseUrl::Sqlite(path.clone())).await.unwrap();
+        // Another writer holds SQLite's write lock.
+        let url = format!("sqlite://{}", path.display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let ctx = AuditContext::system();
+        let refused = tokio::time::timeout(
+            Duration::from_secs(2),
+            store.enroll_agent(&ctx, "no-such-token-hash", "host", "1.0"),
+        )
+        .await
+        .expect("a bad token is refused before any lock is taken");
+        assert!(
+            matches!(refused, Err(Error::Unauthenticated(_))),
+            "{refused:?}"
+        );
+        sqlx::query("ROLLBACK").execute(&mut db).await.unwrap();
     }
 }

@@ -96,6 +96,23 @@ pub struct SqliteStore {
     _process_lock: File,
 }
 
+/// Creates the database file with mode 0600 when it does not exist yet (SQLite would create
+/// it with the umask's mode, often readable by everyone): it holds sealed secrets, token
+/// hashes and message bodies. SQLite gives its `-wal` and `-shm` files the same mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database file at `path`, unless another
     /// process has it open.
@@ -104,6 +121,7 @@ impl SqliteStore {
             std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
         let process_lock = lock_exclusively(path)?;
+        create_private(path).map_err(sqlx::Error::Io)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -158,5 +176,23 @@ impl SqliteStore {
     ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, MutexGuard<'_, ()>), sqlx::Error> {
         let guard = self.write_lock.lock().await;
         Ok((self.durable.begin_with("BEGIN IMMEDIATE").await?, guard))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[tokio::test]
+    async fn the_database_file_is_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailplane.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        for file in [path.clone(), dir.path().join("mailplane.db-wal")] {
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}: {mode:o}", file.display());
+        }
+        drop(store);
     }
 }

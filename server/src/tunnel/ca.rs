@@ -18,7 +18,8 @@ use std::time::Duration;
 const META_KEY: &str = "agent_ca";
 /// The associated data the CA is sealed with.
 const AAD: &[u8] = b"mailplane:agent-ca";
-/// How long an agent certificate is valid; agents renew after two thirds of it.
+/// How long an agent certificate is valid by default (`ServerConfig::agent_cert_lifetime`);
+/// agents renew after two thirds of it.
 pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long the CA is valid.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -120,9 +121,14 @@ impl AgentCa {
         &self.cert_pem
     }
 
-    /// Signs an agent's CSR. The certificate names the agent; everything else in the CSR but its
-    /// public key is ignored.
-    pub fn sign_agent(&self, csr_pem: &str, agent: AgentName) -> Result<IssuedCert> {
+    /// Signs an agent's CSR for a certificate valid for `lifetime`. The certificate names the
+    /// agent; everything else in the CSR but its public key is ignored.
+    pub fn sign_agent(
+        &self,
+        csr_pem: &str,
+        agent: AgentName,
+        lifetime: Duration,
+    ) -> Result<IssuedCert> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
             Error::invalid("csr_pem", format!("is not a valid PKCS#10 request: {e}"))
         })?;
@@ -132,7 +138,7 @@ impl AgentCa {
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let not_after = validity(&mut params, AGENT_CERT_LIFETIME)?;
+        let not_after = validity(&mut params, lifetime)?;
         csr.params = params;
         let cert = csr.signed_by(&self.issuer).map_err(ca_error)?;
         Ok(IssuedCert {

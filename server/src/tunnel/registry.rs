@@ -22,7 +22,13 @@ use tonic::Status;
 pub type Outbound = mpsc::Sender<Box<Result<pb::ConnectResponse, Status>>>;
 
 /// Updates of one job, as the agent sends them.
-pub type Updates = mpsc::UnboundedReceiver<pb::job_update::Update>;
+pub type Updates = mpsc::Receiver<pb::job_update::Update>;
+
+/// The most updates of one job waiting to be read. A real session sends a few dozen over its
+/// whole life, and its runner reads them as they come; an agent that gets this far ahead
+/// floods, and its job is closed (the runner sees it lost), so that it cannot make the
+/// server hold an unbounded backlog.
+pub const MAX_PENDING_UPDATES: usize = 256;
 
 /// One live stream of an agent to this server.
 pub struct LiveAgent {
@@ -43,7 +49,7 @@ pub struct LiveAgent {
     in_flight: AtomicU32,
     draining: AtomicBool,
     outbound: Outbound,
-    jobs: Mutex<HashMap<String, mpsc::UnboundedSender<pb::job_update::Update>>>,
+    jobs: Mutex<HashMap<String, mpsc::Sender<pb::job_update::Update>>>,
     close: watch::Sender<bool>,
 }
 
@@ -75,8 +81,7 @@ impl LiveAgent {
 
     fn jobs(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<pb::job_update::Update>>>
-    {
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<pb::job_update::Update>>> {
         self.jobs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -112,15 +117,37 @@ impl LiveAgent {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Hands an update from the agent to the job's runner; false if the job is unknown.
+    /// Hands an update from the agent to the job's runner, without waiting; false if the job
+    /// is unknown. A job with [`MAX_PENDING_UPDATES`] unread updates is closed: its runner
+    /// sees it lost, and later updates of it are dropped.
     pub fn route(&self, job_id: &str, update: pb::job_update::Update) -> bool {
         let finished = matches!(update, pb::job_update::Update::Finished(_));
         let mut jobs = self.jobs();
-        let delivered = jobs.get(job_id).is_some_and(|tx| tx.send(update).is_ok());
-        if finished {
-            jobs.remove(job_id);
+        let Some(tx) = jobs.get(job_id) else {
+            return false;
+        };
+        match tx.try_send(update) {
+            Ok(()) => {
+                if finished {
+                    jobs.remove(job_id);
+                }
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                jobs.remove(job_id);
+                tracing::warn!(
+                    agent = %self.name,
+                    job = job_id,
+                    "the agent sent more than {MAX_PENDING_UPDATES} updates of one job ahead of \
+                     the server; the job is closed and counts as lost"
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                jobs.remove(job_id);
+                false
+            }
         }
-        delivered
     }
 
     /// Ends its stream (revocation).
@@ -296,7 +323,7 @@ impl Registry {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if let Some(agent) = self.pick(connector) {
-                let (tx, updates) = mpsc::unbounded_channel();
+                let (tx, updates) = mpsc::channel(MAX_PENDING_UPDATES);
                 agent.jobs().insert(job.job_id.clone(), tx);
                 agent.in_flight.fetch_add(1, Ordering::Relaxed);
                 let dispatched = Dispatched {

@@ -1,9 +1,12 @@
 //! `AgentService`: enrollment, certificate renewal and the agents' job streams.
 
-use super::ca::{self, AgentCa};
+use super::admission::{
+    Admission, CONNECT_RPC, ENROLL_RPC, PREVIOUS_CERT_GRACE, RENEW_RPC, peer_of,
+};
+use super::ca::AgentCa;
 use super::registry::{LiveAgent, Registry};
 use crate::domain::replica::{AgentStream, ReplicaId};
-use crate::domain::{AgentRecord, validate};
+use crate::domain::{now_micros, validate};
 use crate::error::Error;
 use crate::store::Store;
 use futures::StreamExt as _;
@@ -22,59 +25,61 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
 
+/// How the agent listener runs.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentSettings {
+    /// The server sends a heartbeat this often; a stream silent for three is dead.
+    pub heartbeat: Duration,
+    /// How long issued agent certificates are valid.
+    pub cert_lifetime: Duration,
+}
+
 /// The agent-facing service.
 pub struct AgentApi {
     store: Arc<Store>,
     ca: Arc<AgentCa>,
     registry: Arc<Registry>,
-    heartbeat: Duration,
+    settings: AgentSettings,
+    admission: Admission,
     /// This replica: its streams are recorded under it, for the other replicas to see.
     me: ReplicaId,
 }
 
 impl AgentApi {
-    /// The service; the server sends a heartbeat every `heartbeat`, and a stream silent for
-    /// three of them is considered dead.
+    /// The service.
     pub fn new(
         store: Arc<Store>,
         ca: Arc<AgentCa>,
         registry: Arc<Registry>,
-        heartbeat: Duration,
+        settings: AgentSettings,
         me: ReplicaId,
     ) -> Self {
         Self {
+            admission: Admission::new(Arc::clone(&store)),
             store,
             ca,
             registry,
-            heartbeat,
+            settings,
             me,
         }
     }
+}
 
-    /// The enrolled agent that holds the request's client certificate.
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<(AgentRecord, String), Status> {
-        let certs = request.peer_certs().ok_or_else(|| {
-            Status::unauthenticated("a client certificate is required; enroll the agent first")
-        })?;
-        let leaf = certs.first().ok_or_else(|| {
-            Status::unauthenticated("a client certificate is required; enroll the agent first")
-        })?;
-        let fingerprint = ca::fingerprint(leaf.as_ref());
-        let agent = self
-            .store
-            .agent_by_fingerprint(&fingerprint)
-            .await?
-            .ok_or_else(|| {
-                Status::unauthenticated("this client certificate belongs to no enrolled agent")
-            })?;
-        if agent.revoked {
-            return Err(Status::permission_denied(format!(
-                "{} was revoked; enroll it again with a new token",
-                agent.name
-            )));
-        }
-        Ok((agent, fingerprint))
-    }
+/// Checks an agent's host name and version as reported by `Enroll` or `AgentHello`: one
+/// printable line each, at most 253 and 64 characters; an empty version is `unknown`.
+fn check_agent_fields(
+    prefix: &str,
+    hostname: &str,
+    version: &str,
+) -> Result<(String, String), Error> {
+    let hostname = validate::line(&format!("{prefix}hostname"), hostname, 253)?;
+    let version = if version.is_empty() {
+        "unknown"
+    } else {
+        version
+    };
+    let version = validate::line(&format!("{prefix}version"), version, 64)?;
+    Ok((hostname, version))
 }
 
 type ConnectStream =
@@ -86,24 +91,13 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        let (ip, peer) = peer_of(&request);
+        self.admission.enrollment_attempt(ip)?;
         let req = request.into_inner();
         if req.token.trim().is_empty() {
             return Err(Error::invalid("token", "is required").into());
         }
-        let hostname = validate::line("hostname", &req.hostname, 253)?;
-        let version = validate::line(
-            "version",
-            if req.version.is_empty() {
-                "unknown"
-            } else {
-                &req.version
-            },
-            64,
-        )?;
+        let (hostname, version) = check_agent_fields("", &req.hostname, &req.version)?;
         // Check the CSR before the token is used up, so a malformed request costs no token.
         rcgen::CertificateSigningRequestParams::from_pem(&req.csr_pem).map_err(|e| {
             Error::invalid("csr_pem", format!("is not a valid PKCS#10 request: {e}"))
@@ -111,13 +105,26 @@ impl AgentService for AgentApi {
         let context = crate::audit::AuditContext {
             actor: "enrollment token".into(),
             peer,
-            rpc: "/mailplane.v1.AgentService/Enroll".into(),
+            rpc: ENROLL_RPC.into(),
         };
-        let agent = self
+        let agent = match self
             .store
             .enroll_agent(&context, &token_hash(&req.token), &hostname, &version)
-            .await?;
-        let issued = self.ca.sign_agent(&req.csr_pem, agent.name)?;
+            .await
+        {
+            Ok(agent) => agent,
+            Err(e @ Error::Unauthenticated(_)) => {
+                let status = Status::from(e);
+                return Err(self
+                    .admission
+                    .refused(&context.actor, &context.peer, ENROLL_RPC, status)
+                    .await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let issued = self
+            .ca
+            .sign_agent(&req.csr_pem, agent.name, self.settings.cert_lifetime)?;
         self.store
             .set_agent_certificate(agent.name, &issued.fingerprint, issued.not_after)
             .await?;
@@ -134,12 +141,29 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::RenewCertificateRequest>,
     ) -> Result<Response<pb::RenewCertificateResponse>, Status> {
-        let (agent, _) = self.authenticate(&request).await?;
-        let issued = self
-            .ca
-            .sign_agent(&request.into_inner().csr_pem, agent.name)?;
+        let (agent, presented) = self.admission.authenticate(&request, RENEW_RPC).await?;
+        let (_, peer) = peer_of(&request);
+        let issued = self.ca.sign_agent(
+            &request.into_inner().csr_pem,
+            agent.name,
+            self.settings.cert_lifetime,
+        )?;
+        let context = crate::audit::AuditContext {
+            actor: agent.name.to_string(),
+            peer,
+            rpc: RENEW_RPC.into(),
+        };
+        // The certificate it called with stays valid until the new one is first used: if
+        // this response is lost, the agent still gets in, and renews again.
+        let grace = i64::try_from(PREVIOUS_CERT_GRACE.as_micros()).unwrap_or(i64::MAX);
         self.store
-            .set_agent_certificate(agent.name, &issued.fingerprint, issued.not_after)
+            .renew_agent_certificate(
+                &context,
+                agent.name,
+                &presented,
+                (&issued.fingerprint, issued.not_after),
+                now_micros().saturating_add(grace),
+            )
             .await?;
         tracing::info!(agent = %agent.name, "agent certificate renewed");
         Ok(Response::new(pb::RenewCertificateResponse {
@@ -154,9 +178,10 @@ impl AgentService for AgentApi {
         &self,
         request: Request<Streaming<pb::ConnectRequest>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let (agent, fingerprint) = self.authenticate(&request).await?;
+        let (agent, _) = self.admission.authenticate(&request, CONNECT_RPC).await?;
         let mut inbound = request.into_inner();
-        let hello = match tokio::time::timeout(self.heartbeat * 3, inbound.message()).await {
+        let heartbeat = self.settings.heartbeat;
+        let hello = match tokio::time::timeout(heartbeat * 3, inbound.message()).await {
             Ok(Ok(Some(pb::ConnectRequest {
                 event: Some(pb::connect_request::Event::Hello(hello)),
             }))) => hello,
@@ -166,6 +191,12 @@ impl AgentService for AgentApi {
                     "the stream must start with an AgentHello",
                 ));
             }
+        };
+        let (hostname, version) = check_agent_fields("hello.", &hello.hostname, &hello.version)?;
+        let hello = pb::AgentHello {
+            hostname,
+            version,
+            ..hello
         };
         self.store
             .touch_agent(agent.name, &hello.hostname, &hello.version)
@@ -187,11 +218,7 @@ impl AgentService for AgentApi {
         self.registry.register(Arc::clone(&live));
         tracing::info!(agent = %agent.name, stream = hello.stream, hostname = %hello.hostname, version = %hello.version, "agent connected");
 
-        let (store, registry, heartbeat) = (
-            Arc::clone(&self.store),
-            Arc::clone(&self.registry),
-            self.heartbeat,
-        );
+        let (store, registry) = (Arc::clone(&self.store), Arc::clone(&self.registry));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(heartbeat);
             let silence = heartbeat * 3;
@@ -213,8 +240,10 @@ impl AgentService for AgentApi {
                                     live.set_draining();
                                 }
                                 Some(pb::connect_request::Event::Heartbeat(_)) => {
-                                    // Revocation on another replica reaches this one here.
-                                    match store.agent_by_fingerprint(&fingerprint).await {
+                                    // Revocation on another replica reaches this one here. The
+                                    // agent, not the certificate the stream opened with: a
+                                    // renewal meanwhile changes nothing for the stream.
+                                    match store.agent(live.name.id).await {
                                         Ok(Some(a)) if !a.revoked => {
                                             let _ = store.touch_agent(live.name, &live.hostname, &live.version).await;
                                         }

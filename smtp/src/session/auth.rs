@@ -13,7 +13,8 @@ use crate::command::Command;
 use crate::recorder::Fail;
 use crate::transcript::{Phase, PhaseRecord};
 use crate::wire::{Reply, escape_preview};
-use crate::{AuthMechanism, Credentials, Failure, Security, destination_allowed};
+use crate::{AuthMechanism, Credentials, Failure, Secret, Security, destination_allowed};
+use zeroize::Zeroizing;
 
 impl Session<'_> {
     /// Authenticates with the configured credentials (skipped without them).
@@ -129,8 +130,9 @@ impl Session<'_> {
         let user = creds.username.as_str();
         match creds.mechanism {
             AuthMechanism::Plain => {
-                let payload = B64.encode(format!("\0{user}\0{secret}"));
-                link.client.add_redaction(&payload);
+                let payload =
+                    Secret::new(B64.encode(Zeroizing::new(format!("\0{user}\0{secret}"))));
+                link.client.add_redaction(payload.expose());
                 let cmd = Command::Auth {
                     mechanism: AuthMechanism::Plain,
                     initial: Some(payload),
@@ -138,15 +140,15 @@ impl Session<'_> {
                 ctx.expect(link, rec, &cmd, timeout, &[235]).await
             }
             AuthMechanism::Login => {
-                let pass = B64.encode(secret);
-                link.client.add_redaction(&pass);
+                let pass = Secret::new(B64.encode(secret));
+                link.client.add_redaction(pass.expose());
                 let start = Command::Auth {
                     mechanism: AuthMechanism::Login,
                     initial: None,
                 };
                 ctx.expect(link, rec, &start, timeout, &[334]).await?;
                 let user = Command::AuthResponse {
-                    data: B64.encode(user),
+                    data: Secret::new(B64.encode(user)),
                     secret: false,
                 };
                 ctx.expect(link, rec, &user, timeout, &[334]).await?;
@@ -157,8 +159,10 @@ impl Session<'_> {
                 ctx.expect(link, rec, &pass, timeout, &[235]).await
             }
             AuthMechanism::XOAuth2 => {
-                let payload = B64.encode(format!("user={user}\x01auth=Bearer {secret}\x01\x01"));
-                link.client.add_redaction(&payload);
+                let payload = Secret::new(B64.encode(Zeroizing::new(format!(
+                    "user={user}\x01auth=Bearer {secret}\x01\x01"
+                ))));
+                link.client.add_redaction(payload.expose());
                 let cmd = Command::Auth {
                     mechanism: AuthMechanism::XOAuth2,
                     initial: Some(payload),
@@ -173,7 +177,7 @@ impl Session<'_> {
                                 .push(format!("XOAUTH2 error: {}", xoauth2_error(&json)));
                         }
                         let end = Command::AuthResponse {
-                            data: String::new(),
+                            data: Secret::default(),
                             secret: false,
                         };
                         ctx.expect(link, rec, &end, timeout, &[235]).await

@@ -9,6 +9,8 @@
 mod delivery;
 mod dispatch;
 mod enrollment;
+mod listener;
+mod renewal;
 mod replicas;
 mod streams;
 
@@ -60,7 +62,7 @@ async fn channel(server: &TestServer, tls: ClientTlsConfig) -> Channel {
 }
 
 /// An enrolled agent's identity.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Enrolled {
     name: String,
     ca_pem: String,
@@ -101,6 +103,44 @@ async fn enroll(
     })
 }
 
+/// Renews `who`'s certificate over mTLS with its current one: the same agent with the new
+/// certificate.
+async fn renew(server: &TestServer, who: &Enrolled) -> Result<Enrolled, tonic::Status> {
+    let tls_id = tls(&who.ca_pem).identity(Identity::from_pem(&who.cert_pem, &who.key_pem));
+    let mut client = AgentServiceClient::new(channel(server, tls_id).await);
+    let key = rcgen::KeyPair::from_pem(&who.key_pem).unwrap();
+    let csr_pem = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let renewed = client
+        .renew_certificate(pb::RenewCertificateRequest { csr_pem })
+        .await?
+        .into_inner();
+    Ok(Enrolled {
+        name: who.name.clone(),
+        ca_pem: who.ca_pem.clone(),
+        cert_pem: renewed.certificate_pem,
+        key_pem: who.key_pem.clone(),
+    })
+}
+
+/// The audit events about `resource` (empty: all), newest first.
+async fn audit_events(server: &TestServer, resource: &str) -> Vec<pb::AuditEvent> {
+    pb::audit_service_client::AuditServiceClient::new(server.channel.clone())
+        .list_events(pb::ListEventsRequest {
+            resource: resource.into(),
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+}
+
 /// An agent played by the test: its stream up and its stream down.
 struct FakeAgent {
     up: tokio::sync::mpsc::Sender<pb::ConnectRequest>,
@@ -118,16 +158,26 @@ impl FakeAgent {
         who: &Enrolled,
         stream: u32,
     ) -> Result<Self, tonic::Status> {
+        let hello = pb::AgentHello {
+            hostname: "agent-host".into(),
+            version: "test".into(),
+            max_concurrent_jobs: 4,
+            stream,
+        };
+        Self::connect_hello(server, who, hello).await
+    }
+
+    /// Opens a stream that starts with `hello`.
+    async fn connect_hello(
+        server: &TestServer,
+        who: &Enrolled,
+        hello: pb::AgentHello,
+    ) -> Result<Self, tonic::Status> {
         let tls = tls(&who.ca_pem).identity(Identity::from_pem(&who.cert_pem, &who.key_pem));
         let mut client = AgentServiceClient::new(channel(server, tls).await);
         let (up, rx) = tokio::sync::mpsc::channel(16);
         up.send(pb::ConnectRequest {
-            event: Some(pb::connect_request::Event::Hello(pb::AgentHello {
-                hostname: "agent-host".into(),
-                version: "test".into(),
-                max_concurrent_jobs: 4,
-                stream,
-            })),
+            event: Some(pb::connect_request::Event::Hello(hello)),
         })
         .await
         .unwrap();
@@ -149,6 +199,18 @@ impl FakeAgent {
                 return job;
             }
         }
+    }
+
+    /// Sends a heartbeat (the server checks the agent's standing when it reads one).
+    async fn heartbeat(&self) {
+        self.up
+            .send(pb::ConnectRequest {
+                event: Some(pb::connect_request::Event::Heartbeat(
+                    pb::AgentHeartbeat::default(),
+                )),
+            })
+            .await
+            .unwrap();
     }
 
     async fn update(&self, job: &str, update: pb::job_update::Update) {

@@ -107,3 +107,40 @@ async fn an_agent_holds_several_streams_and_revocation_closes_them_all() {
     assert!(registry.streams(7).is_empty());
     assert_eq!(registry.live(CONNECTOR).len(), 1);
 }
+
+#[tokio::test]
+async fn a_flooding_agent_gets_its_job_closed_not_a_growing_backlog() {
+    let registry = Arc::new(Registry::default());
+    let mut agent = Stream::new(9, 0);
+    registry.register(Arc::clone(&agent.live));
+    let wait = Duration::from_millis(1);
+    let mut dispatched = registry
+        .dispatch(CONNECTOR, job("flood"), wait)
+        .await
+        .unwrap();
+    assert_eq!(agent.job_id().as_deref(), Some("flood"));
+    let update = || pb::job_update::Update::PhaseStarted(pb::Phase::Ehlo.into());
+    let routed = (0..10 * MAX_PENDING_UPDATES)
+        .filter(|_| agent.live.route("flood", update()))
+        .count();
+    assert_eq!(
+        routed, MAX_PENDING_UPDATES,
+        "no more than the bound is queued"
+    );
+    assert!(
+        !agent.live.route("flood", update()),
+        "the job is closed: later updates are dropped"
+    );
+    let mut seen = 0;
+    let end = dispatched.follow(|_| seen += 1).await;
+    assert!(
+        matches!(
+            end,
+            JobEnd::Lost {
+                data_started: false
+            }
+        ),
+        "the runner sees the job lost"
+    );
+    assert_eq!(seen, MAX_PENDING_UPDATES);
+}
