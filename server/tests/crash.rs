@@ -261,12 +261,17 @@ fn requeued(lines: &[String]) -> u64 {
     lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| {
-            v["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("queued again messages"))
+        .filter_map(|v| {
+            let message = v["fields"]["message"].as_str()?;
+            if message.starts_with("queued again messages") {
+                v["fields"]["messages"].as_u64()
+            } else if message.starts_with("took over messages of a replica") {
+                // PostgreSQL: the restarted server found the dead run's replica silent first.
+                v["fields"]["queued"].as_u64()
+            } else {
+                None
+            }
         })
-        .filter_map(|v| v["fields"]["messages"].as_u64())
         .sum()
 }
 
