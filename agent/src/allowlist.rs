@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
-use mailplane_smtp::{Denied, DestinationCheck, DestinationPolicy};
+use mailplane_smtp::{Denied, DestinationCheck, DestinationPolicy, is_dns_name};
 
 /// A pattern that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,20 +103,6 @@ fn normalize_name(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn valid_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
 fn parse_net(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .map(|n| n.trunc())
@@ -167,13 +153,13 @@ impl FromStr for Pattern {
                 return Err(err("expected a CIDR such as 10.0.0.0/8"));
             } else if let Some(suffix) = host.strip_prefix("*.") {
                 let suffix = normalize_name(suffix);
-                if !valid_dns_name(&suffix) {
+                if !is_dns_name(&suffix) {
                     return Err(err("expected a DNS name after `*.`"));
                 }
                 HostPattern::Wildcard(suffix)
             } else {
                 let name = normalize_name(host);
-                if !valid_dns_name(&name) || name.parse::<IpAddr>().is_ok() {
+                if !is_dns_name(&name) || name.parse::<IpAddr>().is_ok() {
                     return Err(err(
                         "expected a DNS name, `*.suffix`, an IP address or a CIDR",
                     ));

@@ -74,7 +74,9 @@ fn is_below(name: &str, suffix: &str) -> bool {
         .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
 }
 
-fn valid_dns_name(name: &str) -> bool {
+/// Whether `name` is a DNS host name: 1 to 253 characters, labels of 1 to 63 letters,
+/// digits, `-` (not at either end) and `_`. (The agent's allowlist reads names the same way.)
+pub fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -86,8 +88,12 @@ fn valid_dns_name(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
-        // All digits and dots would be a malformed IPv4 address, not a name.
-        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// A host name in a destination pattern: a DNS name that is not all digits and dots (that
+/// would be a malformed IPv4 address).
+fn valid_dns_name(name: &str) -> bool {
+    is_dns_name(name) && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 impl AuthDestination {

@@ -80,7 +80,7 @@ pub use delivery::{
     ConnectionUse, Delivery, Envelope, MessageOutcome, RecipientResult, RecipientStatus, Severity,
 };
 pub use destinations::{
-    AuthDestination, AuthDestinationError, MAX_AUTH_DESTINATIONS, destination_allowed,
+    AuthDestination, AuthDestinationError, MAX_AUTH_DESTINATIONS, destination_allowed, is_dns_name,
 };
 pub use message::{BuiltMessage, MessageError, MessageSpec, build_message};
 pub use outgoing::{

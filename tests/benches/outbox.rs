@@ -246,10 +246,9 @@ fn baseline(port: u16, n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// The outbox's durable throughput into the sink: messages/s, first SendMessage to all SENT.
-async fn throughput(bin: &str, database_url: Option<&str>, port: u16, n: usize) -> f64 {
-    let server = Server::start(bin, database_url, None).await;
-    let account = server
+/// The account that delivers into the sink on `port`.
+async fn sink_account(server: &Server, port: u16) -> String {
+    server
         .account(pb::SmtpAccount {
             account_name: "Sink".into(),
             sender_email: "bench@example.com".into(),
@@ -259,14 +258,22 @@ async fn throughput(bin: &str, database_url: Option<&str>, port: u16, n: usize) 
             use_authentication: false,
             ..Default::default()
         })
-        .await;
-    // About 2 KB on the wire with the headers.
+        .await
+}
+
+/// Sends `n` messages of about 2 KB on the wire through `clients` in turn, `CONCURRENCY` at
+/// once, then waits until every one is SENT: when all were stored (every `SendMessage`
+/// returned) and when all were SENT, from the first `SendMessage`.
+async fn send_until_sent(
+    clients: &[MessageServiceClient<Conn>],
+    account: &str,
+    n: usize,
+) -> (Duration, Duration) {
     let body = "The nightly backup finished without errors. ".repeat(40);
-    let c = server.messages();
     let start = Instant::now();
     let sends = futures::stream::iter(0..n).map(|i| {
-        let mut c = c.clone();
-        let (account, body) = (account.clone(), body.clone());
+        let mut c = clients[i % clients.len()].clone();
+        let (account, body) = (account.to_owned(), body.clone());
         async move {
             c.send_message(pb::SendMessageRequest {
                 message: Some(pb::Message {
@@ -284,7 +291,7 @@ async fn throughput(bin: &str, database_url: Option<&str>, port: u16, n: usize) 
     });
     sends.buffer_unordered(CONCURRENCY).collect::<()>().await;
     let stored = start.elapsed();
-    let mut c = server.messages();
+    let mut c = clients[0].clone();
     let deadline = Instant::now() + Duration::from_secs(300);
     while waiting(&mut c).await > 0 {
         assert!(Instant::now() < deadline, "not all SENT within 300 s");
@@ -292,6 +299,14 @@ async fn throughput(bin: &str, database_url: Option<&str>, port: u16, n: usize) 
     }
     let elapsed = start.elapsed();
     assert_eq!(sent(&mut c).await, n, "every message is SENT");
+    (stored, elapsed)
+}
+
+/// The outbox's durable throughput into the sink: messages/s, first SendMessage to all SENT.
+async fn throughput(bin: &str, database_url: Option<&str>, port: u16, n: usize) -> f64 {
+    let server = Server::start(bin, database_url, None).await;
+    let account = sink_account(&server, port).await;
+    let (stored, elapsed) = send_until_sent(&[server.messages()], &account, n).await;
     println!(
         "  stored (all SendMessage returned) after {stored:.2?}, all SENT after {elapsed:.2?}"
     );
@@ -327,48 +342,10 @@ async fn throughput_replicas(
             .await,
         );
     }
-    let account = first
-        .account(pb::SmtpAccount {
-            account_name: "Sink".into(),
-            sender_email: "bench@example.com".into(),
-            host: "127.0.0.1".into(),
-            port: port.into(),
-            security: pb::SecurityMode::None.into(),
-            use_authentication: false,
-            ..Default::default()
-        })
-        .await;
-    let body = "The nightly backup finished without errors. ".repeat(40);
+    let account = sink_account(&first, port).await;
     let mut clients = vec![first.messages()];
     clients.extend(servers.iter().map(Server::messages));
-    let start = Instant::now();
-    let sends = futures::stream::iter(0..n).map(|i| {
-        let mut c = clients[i % clients.len()].clone();
-        let (account, body) = (account.clone(), body.clone());
-        async move {
-            c.send_message(pb::SendMessageRequest {
-                message: Some(pb::Message {
-                    account,
-                    to: vec![format!("ops{i}@example.com")],
-                    subject: format!("Backup report {i}"),
-                    text_body: body,
-                    ..Default::default()
-                }),
-                request_id: format!("bench-{i}"),
-            })
-            .await
-            .unwrap();
-        }
-    });
-    sends.buffer_unordered(CONCURRENCY).collect::<()>().await;
-    let mut c = first.messages();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while waiting(&mut c).await > 0 {
-        assert!(Instant::now() < deadline, "not all SENT within 300 s");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = start.elapsed();
-    assert_eq!(sent(&mut c).await, n, "every message is SENT");
+    let (_, elapsed) = send_until_sent(&clients, &account, n).await;
     println!("  {replicas} replica(s): all SENT after {elapsed:.2?}");
     n as f64 / elapsed.as_secs_f64()
 }

@@ -232,6 +232,13 @@ async fn fingerprint(server: &TestServer) -> Vec<(String, Vec<String>)> {
         "version",
         "body_purge_time",
     ];
+    // The columns a refused call must leave alone, each as `show` reads it.
+    let stable = |cols: Vec<String>, show: fn(&str) -> String| -> Vec<String> {
+        cols.iter()
+            .filter(|c| !VOLATILE.contains(&c.as_str()))
+            .map(|c| show(c))
+            .collect()
+    };
     let mut out = Vec::new();
     match &server.pg {
         Some(pg) => {
@@ -255,11 +262,7 @@ async fn fingerprint(server: &TestServer) -> Vec<(String, Vec<String>)> {
                 .fetch_all(&mut db)
                 .await
                 .unwrap();
-                let cols: Vec<String> = cols
-                    .into_iter()
-                    .filter(|c| !VOLATILE.contains(&c.as_str()))
-                    .map(|c| format!("coalesce(md5(\"{c}\"::text), '-')"))
-                    .collect();
+                let cols = stable(cols, |c| format!("coalesce(md5(\"{c}\"::text), '-')"));
                 let rows: Vec<String> = sqlx::query_scalar(&format!(
                     "SELECT concat_ws('|', {}) AS r FROM \"{t}\" ORDER BY r",
                     cols.join(", ")
@@ -288,11 +291,7 @@ async fn fingerprint(server: &TestServer) -> Vec<(String, Vec<String>)> {
                         .fetch_all(&mut db)
                         .await
                         .unwrap();
-                let cols: Vec<String> = cols
-                    .into_iter()
-                    .filter(|c| !VOLATILE.contains(&c.as_str()))
-                    .map(|c| format!("quote(\"{c}\")"))
-                    .collect();
+                let cols = stable(cols, |c| format!("quote(\"{c}\")"));
                 let rows: Vec<String> = sqlx::query_scalar(&format!(
                     "SELECT {} AS r FROM \"{t}\" ORDER BY r",
                     cols.join(" || '|' || ")

@@ -58,7 +58,7 @@ pub(super) async fn run(outbox: &Arc<Outbox>) {
         let sleep = if free < gate.unwrap_or_else(|| min_claim(outbox.settings.batch, free)) {
             None
         } else {
-            match claim(outbox, &slots, &finished, free).await {
+            match claim(outbox, &slots, &finished, free, per_account).await {
                 Ok(Claimed::Full) => {
                     gate = None;
                     continue;
@@ -195,9 +195,8 @@ async fn claim(
     slots: &Arc<Semaphore>,
     finished: &Arc<Notify>,
     free: u32,
+    per_account: u32,
 ) -> crate::error::Result<Claimed> {
-    let per_account =
-        u32::try_from(outbox.settings.pool.max_sessions_per_key.max(1)).unwrap_or(u32::MAX);
     let claims = outbox
         .store
         .claim_due(now_micros(), free, per_account, &outbox.me)
