@@ -12,6 +12,9 @@
 #   port 2526  STARTTLS with an EXPIRED certificate (from the test CA)
 #   port 2527  STARTTLS with a certificate from an UNKNOWN CA
 #
+# AUTH PLAIN/LOGIN take the test user's password; AUTH XOAUTH2/OAUTHBEARER take an HS256 JWT
+# signed with SMTP_OAUTH2_KEY (see the OAuth2 section below).
+#
 # swaks (with TLS support) is installed for poking at the ports by hand.
 #
 # Mail to any address @mailplane.test lands in $DIR/maildir/new.
@@ -172,6 +175,34 @@ else
     PASSWORD="pw-$(openssl rand -hex 12)"
 fi
 HASH="$(openssl passwd -6 "$PASSWORD")"
+
+# --- OAuth2 (XOAUTH2 with JWTs checked locally by Dovecot) ----------------------------
+# The tests' token endpoint signs HS256 JWTs with this key (SMTP_OAUTH2_KEY, base64); Dovecot
+# accepts AUTH XOAUTH2 only for a token signed with it, unexpired, from the expected issuer,
+# naming the user in `email`, and granting one of the two scopes below (its `scope` claim).
+if [[ -f "$DIR/env" ]] && grep -q '^SMTP_OAUTH2_KEY=' "$DIR/env"; then
+    OAUTH2_KEY="$(sed -n 's/^SMTP_OAUTH2_KEY=//p' "$DIR/env" | head -n1)"
+else
+    OAUTH2_KEY="$(openssl rand -base64 32)"
+fi
+OAUTH2_ISSUER=https://idp.mailplane.test
+OAUTH2_SCOPE_MICROSOFT=https://outlook.office365.com/.default
+OAUTH2_SCOPE_GOOGLE=https://mail.google.com/
+mkdir -p "$DIR/dovecot/oauth2-keys/default/HS256"
+printf '%s' "$OAUTH2_KEY" >"$DIR/dovecot/oauth2-keys/default/HS256/default"
+chown -R root:dovecot "$DIR/dovecot/oauth2-keys"
+chmod -R u=rwX,g=rX,o= "$DIR/dovecot/oauth2-keys"
+for provider in microsoft google; do
+    scope_var="OAUTH2_SCOPE_${provider^^}"
+    cat >"$DIR/dovecot/oauth2-$provider.conf.ext" <<EOF
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix=$DIR/dovecot/oauth2-keys/
+username_attribute = email
+issuers = $OAUTH2_ISSUER
+scope = ${!scope_var}
+EOF
+    chmod 0644 "$DIR/dovecot/oauth2-$provider.conf.ext"
+done
 printf '%s:{SHA512-CRYPT}%s\n' "$TEST_USER" "$HASH" >"$DIR/dovecot/passwd"
 chown root:dovecot "$DIR/dovecot/passwd"
 chmod 0640 "$DIR/dovecot/passwd"
@@ -183,11 +214,26 @@ instance_name = mailplane-fixtures
 protocols =
 ssl = no
 log_path = $DIR/dovecot/dovecot.log
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 disable_plaintext_auth = no
 passdb {
   driver = passwd-file
+  mechanisms = plain login
   args = $DIR/dovecot/passwd
+}
+# XOAUTH2 and OAUTHBEARER: JWTs validated locally against the key below, as an OAuth2
+# provider's tokens would be (see the OAuth2 section of this script).
+# Dovecot wants every scope it is configured with, so one passdb per provider scope: a token
+# passes if it grants either.
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $DIR/dovecot/oauth2-microsoft.conf.ext
+}
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $DIR/dovecot/oauth2-google.conf.ext
 }
 userdb {
   driver = static
@@ -299,6 +345,10 @@ SMTP_USER=$TEST_USER
 SMTP_PASSWORD=$PASSWORD
 SMTP_DOMAIN=$DOMAIN
 SMTP_MAILDIR=$DIR/maildir
+SMTP_OAUTH2_KEY=$OAUTH2_KEY
+SMTP_OAUTH2_ISSUER=$OAUTH2_ISSUER
+SMTP_OAUTH2_SCOPE_MICROSOFT=$OAUTH2_SCOPE_MICROSOFT
+SMTP_OAUTH2_SCOPE_GOOGLE=$OAUTH2_SCOPE_GOOGLE
 EOF
 chmod 0644 "$DIR/env"
 log "ready: $DIR/env"
