@@ -13,6 +13,8 @@ use crate::auth::layer::AuthLayer;
 use crate::background::{Background, export_audit_log, watch_revocations};
 use crate::crypto::{self, Cipher, KeyError};
 use crate::domain::replica::ReplicaId;
+use crate::oauth::AccessTokens;
+use crate::oauth::client::HttpSettings;
 use crate::outbox::{Outbox, OutboxSettings};
 use crate::replica;
 use crate::smtp_tests::{SmtpSettings, TestRunner};
@@ -287,16 +289,25 @@ pub async fn serve(
             .map_err(|e| StartupError::Config(format!("agent CA: {e}")))?,
     );
     let notifier = Notifier::start(&state.store);
+    let access_tokens = Arc::new(AccessTokens::new(
+        Arc::clone(&state.store),
+        state.cipher.clone(),
+        HttpSettings {
+            policy: config.smtp.policy.clone(),
+            extra_ca_pem: config.smtp.extra_ca_pem.clone(),
+        },
+    ));
     let runner = TestRunner::new(
         Arc::clone(&state.store),
         state.cipher.clone(),
+        Arc::clone(&access_tokens),
         config.smtp.clone(),
         Arc::clone(&registry),
         notifier.as_ref().map(|(n, _)| Arc::clone(n)),
     );
     let outbox = Outbox::new(
         Arc::clone(&state.store),
-        state.cipher.clone(),
+        access_tokens,
         config.smtp.clone(),
         config.outbox.clone(),
         Arc::clone(&registry),

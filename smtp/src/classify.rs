@@ -66,11 +66,19 @@ pub enum FailureClass {
     /// credential's `allowed_destinations`, or the relay's certificate was not verified
     /// (AUTH goes only to a relay that proved it is the host). Nothing secret was sent.
     CredentialDestinationDenied,
+    /// The OAuth2 token endpoint refused the client (`invalid_client`).
+    OAuthClientRejected,
+    /// The OAuth2 token endpoint refused the grant (`invalid_grant`).
+    OAuthGrantRejected,
+    /// The OAuth2 token endpoint could not be reached or gave no usable answer.
+    OAuthEndpointUnreachable,
+    /// The token granted lacks a scope the credential asks for.
+    OAuthScopeMissing,
 }
 
 impl FailureClass {
     /// Every class, in declaration order.
-    pub const ALL: [FailureClass; 18] = [
+    pub const ALL: [FailureClass; 22] = [
         FailureClass::Dns,
         FailureClass::ConnectionRefused,
         FailureClass::Timeout,
@@ -89,6 +97,10 @@ impl FailureClass {
         FailureClass::ProtocolMismatch,
         FailureClass::DestinationNotAllowed,
         FailureClass::CredentialDestinationDenied,
+        FailureClass::OAuthClientRejected,
+        FailureClass::OAuthGrantRejected,
+        FailureClass::OAuthEndpointUnreachable,
+        FailureClass::OAuthScopeMissing,
     ];
 
     /// A stable upper-case name, e.g. `"STARTTLS_UNAVAILABLE"`.
@@ -112,13 +124,19 @@ impl FailureClass {
             FailureClass::ProtocolMismatch => "PROTOCOL_MISMATCH",
             FailureClass::DestinationNotAllowed => "DESTINATION_NOT_ALLOWED",
             FailureClass::CredentialDestinationDenied => "CREDENTIAL_DESTINATION_DENIED",
+            FailureClass::OAuthClientRejected => "OAUTH_CLIENT_REJECTED",
+            FailureClass::OAuthGrantRejected => "OAUTH_GRANT_REJECTED",
+            FailureClass::OAuthEndpointUnreachable => "OAUTH_ENDPOINT_UNREACHABLE",
+            FailureClass::OAuthScopeMissing => "OAUTH_SCOPE_MISSING",
         }
     }
 
     /// Whether the same send may succeed later without a configuration change.
     pub fn is_transient(self) -> bool {
         match self {
-            FailureClass::Timeout | FailureClass::TemporaryFailure => true,
+            FailureClass::Timeout
+            | FailureClass::TemporaryFailure
+            | FailureClass::OAuthEndpointUnreachable => true,
             FailureClass::Dns
             | FailureClass::ConnectionRefused
             | FailureClass::TlsHandshake
@@ -134,7 +152,10 @@ impl FailureClass {
             | FailureClass::PermanentFailure
             | FailureClass::ProtocolMismatch
             | FailureClass::DestinationNotAllowed
-            | FailureClass::CredentialDestinationDenied => false,
+            | FailureClass::CredentialDestinationDenied
+            | FailureClass::OAuthClientRejected
+            | FailureClass::OAuthGrantRejected
+            | FailureClass::OAuthScopeMissing => false,
         }
     }
 
@@ -182,6 +203,23 @@ impl FailureClass {
                 "the credential may not be sent to this relay; an admin can add it to the \
                  credential's allowed_destinations"
             }
+            FailureClass::OAuthClientRejected => {
+                "the token endpoint refused the client: check the client id and client secret; a \
+                 Microsoft 365 client secret may have expired (create a new one in Entra ID, \
+                 under App registrations, Certificates & secrets)"
+            }
+            FailureClass::OAuthGrantRejected => {
+                "the token endpoint refused the refresh token: it was revoked, expired or never \
+                 consented; consent again and store the new refresh token"
+            }
+            FailureClass::OAuthEndpointUnreachable => {
+                "the token endpoint could not be reached or did not answer as OAuth2 says; check \
+                 the token URL, the network path and the destination policy"
+            }
+            FailureClass::OAuthScopeMissing => {
+                "the token does not grant the credential's scope; grant the application that \
+                 permission (and admin consent), or fix the credential's scope"
+            }
         }
     }
 }
@@ -213,6 +251,7 @@ pub fn classify_reply(phase: Phase, reply: &Reply) -> FailureClass {
         | Phase::Ehlo
         | Phase::TlsHandshake
         | Phase::Quit => FailureClass::PermanentFailure,
+        Phase::Token => FailureClass::OAuthEndpointUnreachable,
     }
 }
 
@@ -254,7 +293,11 @@ pub(crate) fn reply_hint(phase: Phase, reply: &Reply, class: FailureClass) -> St
         FailureClass::PermanentFailure => {
             format!("the server refused {phase} ({} {said})", reply.code)
         }
-        FailureClass::Dns
+        FailureClass::OAuthClientRejected
+        | FailureClass::OAuthGrantRejected
+        | FailureClass::OAuthEndpointUnreachable
+        | FailureClass::OAuthScopeMissing
+        | FailureClass::Dns
         | FailureClass::ConnectionRefused
         | FailureClass::Timeout
         | FailureClass::TlsHandshake

@@ -174,7 +174,8 @@ pub(crate) fn retry_later(class: FailureClass) -> bool {
         | FailureClass::ConnectionRefused
         | FailureClass::Timeout
         | FailureClass::TlsHandshake
-        | FailureClass::TemporaryFailure => true,
+        | FailureClass::TemporaryFailure
+        | FailureClass::OAuthEndpointUnreachable => true,
         FailureClass::CertificateExpired
         | FailureClass::CertificateUntrusted
         | FailureClass::CertificateNameMismatch
@@ -187,7 +188,10 @@ pub(crate) fn retry_later(class: FailureClass) -> bool {
         | FailureClass::PermanentFailure
         | FailureClass::ProtocolMismatch
         | FailureClass::DestinationNotAllowed
-        | FailureClass::CredentialDestinationDenied => false,
+        | FailureClass::CredentialDestinationDenied
+        | FailureClass::OAuthClientRejected
+        | FailureClass::OAuthGrantRejected
+        | FailureClass::OAuthScopeMissing => false,
     }
 }
 

@@ -65,6 +65,7 @@ mod pool;
 #[cfg(feature = "proto")]
 pub mod proto;
 mod recorder;
+mod refresh;
 mod secret;
 mod session;
 mod setup;
@@ -91,9 +92,10 @@ pub use policy::{
     Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError, embedded_ipv4,
 };
 pub use pool::{Pool, PoolConfig, PoolError, SendOptions};
+pub use refresh::{RefreshError, RefreshFuture, RefreshedToken, TokenRefresh, TokenRefresher};
 pub use secret::Secret;
 pub use session::run_session;
-pub use tls::{TlsConfigError, certificate_info};
+pub use tls::{TlsConfigError, certificate_info, https_client_config};
 pub use transcript::{
     CertificateInfo, Phase, PhaseEvent, PhaseRecord, PhaseStatus, TlsInfo, Verification,
 };
@@ -305,6 +307,9 @@ pub struct Credentials {
     /// host and port no pattern matches fails `CREDENTIAL_DESTINATION_DENIED` before AUTH;
     /// an empty list sends the secret nowhere.
     pub allowed_destinations: Vec<AuthDestination>,
+    /// For XOAUTH2 with a token the server got: asked once for a new token when the relay
+    /// refuses this one. Never sent to an agent.
+    pub refresh: Option<TokenRefresher>,
 }
 
 impl Credentials {
@@ -316,6 +321,7 @@ impl Credentials {
             username: username.into(),
             secret,
             allowed_destinations: Vec::new(),
+            refresh: None,
         }
     }
 

@@ -55,6 +55,7 @@ pub fn phase(p: smtp::Phase) -> pb::Phase {
         smtp::Phase::RcptTo => pb::Phase::RcptTo,
         smtp::Phase::Data => pb::Phase::Data,
         smtp::Phase::Quit => pb::Phase::Quit,
+        smtp::Phase::Token => pb::Phase::Token,
     }
 }
 
@@ -81,6 +82,10 @@ pub fn failure_class(c: smtp::FailureClass) -> pb::FailureClass {
         smtp::FailureClass::CredentialDestinationDenied => {
             pb::FailureClass::CredentialDestinationDenied
         }
+        smtp::FailureClass::OAuthClientRejected => pb::FailureClass::OauthClientRejected,
+        smtp::FailureClass::OAuthGrantRejected => pb::FailureClass::OauthGrantRejected,
+        smtp::FailureClass::OAuthEndpointUnreachable => pb::FailureClass::OauthEndpointUnreachable,
+        smtp::FailureClass::OAuthScopeMissing => pb::FailureClass::OauthScopeMissing,
     }
 }
 

@@ -112,6 +112,28 @@ pub(crate) fn parse_ca_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, T
     Ok(certs)
 }
 
+/// A client configuration for HTTPS to a provider (an OAuth2 token endpoint): the web PKI
+/// roots plus `extra_ca_pem` (the CA sessions trust as well), strict verification, HTTP/1.1.
+pub fn https_client_config(extra_ca_pem: Option<&[u8]>) -> Result<ClientConfig, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = extra_ca_pem {
+        for ca in parse_ca_pem(pem)? {
+            roots
+                .add(ca)
+                .map_err(|e| TlsConfigError::ExtraCa(e.to_string()))?;
+        }
+    }
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// Builds a client configuration for one session, returning it with the shared record
 /// the verifier fills in.
 pub(crate) fn client_config(

@@ -35,11 +35,15 @@ pub enum Phase {
     Data,
     /// `QUIT`.
     Quit,
+    /// Getting an OAuth2 access token from the credential's token endpoint (before the
+    /// session; the server records it).
+    Token,
 }
 
 impl Phase {
     /// Every phase, in session order.
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 12] = [
+        Phase::Token,
         Phase::Dns,
         Phase::Connect,
         Phase::Banner,
@@ -67,6 +71,7 @@ impl Phase {
             Phase::RcptTo => "RCPT_TO",
             Phase::Data => "DATA",
             Phase::Quit => "QUIT",
+            Phase::Token => "TOKEN",
         }
     }
 }

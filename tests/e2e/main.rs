@@ -18,6 +18,7 @@ mod discovery;
 mod hostile;
 mod messages;
 mod netns;
+mod oauth;
 mod outbox;
 mod paging;
 mod replicas;

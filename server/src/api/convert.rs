@@ -2,6 +2,7 @@
 //! edge, so that nothing malformed gets further in.
 
 use crate::domain::credential::parse_destinations;
+use crate::domain::oauth;
 use crate::domain::validate;
 use crate::domain::{
     Account, AccountFilter, AccountId, AccountSpec, AuthMechanism, Credential, CredentialId,
@@ -90,6 +91,8 @@ impl From<CredentialKind> for pb::CredentialKind {
         match k {
             CredentialKind::Password => Self::Password,
             CredentialKind::OAuth2Token => Self::Oauth2Token,
+            CredentialKind::OAuth2ClientCredentials => Self::Oauth2ClientCredentials,
+            CredentialKind::OAuth2RefreshToken => Self::Oauth2RefreshToken,
         }
     }
 }
@@ -150,6 +153,14 @@ impl From<&Credential> for pb::Credential {
             kind: pb::CredentialKind::from(c.spec.kind).into(),
             has_secret: c.has_secret,
             secret_update_time: c.secret_update_time.map(timestamp),
+            token_url: c.spec.oauth.token_url.clone(),
+            client_id: c.spec.oauth.client_id.clone(),
+            scope: c.spec.oauth.scope.clone(),
+            // Write-only, as the secret.
+            client_secret: String::new(),
+            refresh_token: String::new(),
+            has_client_secret: c.has_client_secret(),
+            has_refresh_token: c.has_refresh_token,
             etag: etag(c.version),
             create_time: Some(timestamp(c.create_time)),
             update_time: Some(timestamp(c.update_time)),
@@ -442,13 +453,21 @@ impl TryFrom<Option<pb::AccountFilter>> for AccountFilter {
 }
 
 /// The writable credential fields, as named in update masks.
-pub const CREDENTIAL_FIELDS: [&str; 5] = [
+pub const CREDENTIAL_FIELDS: [&str; 10] = [
     "display_name",
     "username",
     "secret",
     "kind",
     "allowed_destinations",
+    "token_url",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "scope",
 ];
+
+/// The write-only credential fields, as named in update masks.
+pub const CREDENTIAL_SECRET_FIELDS: [&str; 3] = ["secret", "client_secret", "refresh_token"];
 
 /// Sets one non-secret credential field from `msg`.
 pub fn apply_credential_field(
@@ -467,13 +486,36 @@ pub fn apply_credential_field(
                     CredentialKind::Password
                 }
                 pb::CredentialKind::Oauth2Token => CredentialKind::OAuth2Token,
+                pb::CredentialKind::Oauth2ClientCredentials => {
+                    CredentialKind::OAuth2ClientCredentials
+                }
+                pb::CredentialKind::Oauth2RefreshToken => CredentialKind::OAuth2RefreshToken,
             };
         }
         "allowed_destinations" => {
             spec.allowed_destinations = parse_destinations(field, &msg.allowed_destinations)?;
         }
-        // The secret is handled apart, so it never sits in a spec that might be logged.
-        "secret" => {}
+        // Empty is checked against the kind by `CredentialSpec::check`.
+        "token_url" => {
+            spec.oauth.token_url = match msg.token_url.trim() {
+                "" => String::new(),
+                url => oauth::parse_token_url("credential.token_url", url)?,
+            };
+        }
+        "client_id" => {
+            spec.oauth.client_id = match msg.client_id.trim() {
+                "" => String::new(),
+                id => oauth::parse_client_id("credential.client_id", id)?,
+            };
+        }
+        "scope" => {
+            spec.oauth.scope = match msg.scope.trim() {
+                "" => String::new(),
+                scope => oauth::parse_scope("credential.scope", scope)?,
+            };
+        }
+        // Secrets are handled apart, so they never sit in a spec that might be logged.
+        "secret" | "client_secret" | "refresh_token" => {}
         other => {
             return Err(Error::invalid(
                 "update_mask",
@@ -486,17 +528,22 @@ pub fn apply_credential_field(
 
 /// Checks a secret: present, and free of line breaks that would corrupt an AUTH exchange.
 pub fn check_secret(secret: &str) -> Result<()> {
+    check_secret_field("secret", secret)
+}
+
+/// Checks the secret given as `field` (`secret`, `client_secret` or `refresh_token`).
+pub fn check_secret_field(field: &str, secret: &str) -> Result<()> {
     if secret.is_empty() {
-        return Err(Error::invalid("secret", "is required"));
+        return Err(Error::invalid(field, "is required"));
     }
     if secret.contains(['\r', '\n', '\0']) {
         return Err(Error::invalid(
-            "secret",
+            field,
             "must not contain CR, LF or NUL (they cannot be sent in an SMTP AUTH exchange)",
         ));
     }
     if secret.len() > 4096 {
-        return Err(Error::invalid("secret", "must be at most 4096 bytes"));
+        return Err(Error::invalid(field, "must be at most 4096 bytes"));
     }
     Ok(())
 }
@@ -511,10 +558,12 @@ impl TryFrom<&pb::Credential> for CredentialSpec {
             username: String::new(),
             kind: CredentialKind::Password,
             allowed_destinations: Vec::new(),
+            oauth: Default::default(),
         };
         for field in CREDENTIAL_FIELDS {
             apply_credential_field(&mut spec, msg, field)?;
         }
+        spec.check()?;
         Ok(spec)
     }
 }

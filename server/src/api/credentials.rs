@@ -4,10 +4,11 @@ use super::convert;
 use super::paging;
 use crate::auth::Actor;
 use crate::crypto::Cipher;
-use crate::domain::{CredentialSpec, rules};
+use crate::domain::{CredentialKind, CredentialSpec, rules};
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::store::Store;
+use crate::store::credentials::SecretChange;
 use mailplane_proto::v1 as pb;
 use pb::credential_service_server::CredentialService;
 use std::sync::Arc;
@@ -27,6 +28,79 @@ impl Credentials {
     }
 }
 
+/// The write-only fields of a request, taken out of the message so they never sit in
+/// anything that might be logged.
+struct Given {
+    secret: Secret,
+    client_secret: Secret,
+    refresh_token: Secret,
+}
+
+impl Given {
+    fn take(msg: &mut pb::Credential) -> Self {
+        Self {
+            secret: Secret::new(std::mem::take(&mut msg.secret)),
+            client_secret: Secret::new(std::mem::take(&mut msg.client_secret)),
+            refresh_token: Secret::new(std::mem::take(&mut msg.refresh_token)),
+        }
+    }
+
+    /// The stored secret and refresh token to set for a credential of `kind`, among the
+    /// write-only fields `named` (all three for a create or `*`): the password or token is
+    /// `secret`; the kinds that get tokens keep `client_secret` there, and a refresh token
+    /// apart. A field that does not apply to the kind must be neither given nor named alone,
+    /// and a named field that applies must be given.
+    fn for_kind(
+        &self,
+        kind: CredentialKind,
+        named: &[&str],
+    ) -> Result<(Option<Secret>, Option<Secret>), Error> {
+        let all = named.len() == convert::CREDENTIAL_SECRET_FIELDS.len();
+        let advice = if kind.gets_tokens() {
+            "give the client secret as client_secret (and a refresh token as refresh_token)"
+        } else {
+            "give the password or access token as secret"
+        };
+        let mut secret = None;
+        let mut refresh = None;
+        for (field, value, applies) in [
+            ("secret", &self.secret, !kind.gets_tokens()),
+            ("client_secret", &self.client_secret, kind.gets_tokens()),
+            (
+                "refresh_token",
+                &self.refresh_token,
+                kind == CredentialKind::OAuth2RefreshToken,
+            ),
+        ] {
+            let wanted = named.contains(&field);
+            match (applies, wanted) {
+                (true, true) => {
+                    convert::check_secret_field(field, value.expose())?;
+                    if field == "refresh_token" {
+                        refresh = Some(value.clone());
+                    } else {
+                        secret = Some(value.clone());
+                    }
+                }
+                (false, _) if !value.is_empty() || (wanted && !all) => {
+                    return Err(Error::invalid(
+                        field,
+                        format!("does not apply to kind {}: {advice}", kind.as_str()),
+                    ));
+                }
+                (true, false) if !value.is_empty() => {
+                    return Err(Error::invalid(
+                        field,
+                        format!("is given but not named in update_mask: add {field} to it"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok((secret, refresh))
+    }
+}
+
 #[tonic::async_trait]
 impl CredentialService for Credentials {
     async fn create_credential(
@@ -38,12 +112,13 @@ impl CredentialService for Credentials {
             .into_inner()
             .credential
             .ok_or_else(|| Error::invalid("credential", "is required"))?;
-        let secret = Secret::new(std::mem::take(&mut msg.secret));
-        convert::check_secret(secret.expose())?;
+        let given = Given::take(&mut msg);
         let spec = CredentialSpec::try_from(&msg)?;
+        let (secret, refresh) = given.for_kind(spec.kind, &convert::CREDENTIAL_SECRET_FIELDS)?;
+        let secret = secret.ok_or_else(|| Error::invalid("secret", "is required"))?;
         let created = self
             .store
-            .create_credential(&ctx, spec, &secret, &self.cipher)
+            .create_credential(&ctx, spec, &secret, refresh.as_ref(), &self.cipher)
             .await?;
         tracing::info!(credential = %created.id, "credential created");
         Ok(Response::new((&created).into()))
@@ -84,14 +159,15 @@ impl CredentialService for Credentials {
         let mut msg = req
             .credential
             .ok_or_else(|| Error::invalid("credential", "is required"))?;
-        let secret = Secret::new(std::mem::take(&mut msg.secret));
+        let given = Given::take(&mut msg);
         let id = convert::credential_id("credential.name", &msg.name)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         if paths.is_empty() {
             return Err(Error::invalid(
                 "update_mask",
                 "is required: list the fields to change (display_name, username, secret, kind, \
-                 allowed_destinations), or \"*\"",
+                 allowed_destinations, token_url, client_id, client_secret, refresh_token, \
+                 scope), or \"*\"",
             )
             .into());
         }
@@ -103,29 +179,43 @@ impl CredentialService for Credentials {
         } else {
             paths
         };
-        let rotate = fields.iter().any(|f| f == "secret");
-        if rotate {
-            convert::check_secret(secret.expose())?;
-        }
+        let named: Vec<&str> = fields
+            .iter()
+            .map(String::as_str)
+            .filter(|f| convert::CREDENTIAL_SECRET_FIELDS.contains(f))
+            .collect();
         let expected = convert::expected_version(&id.to_string(), &msg.etag)?;
+        // The secrets are checked against the kind the edit leaves, inside the edit.
+        let secrets = std::sync::Mutex::new(SecretChange::default());
         let edit = |spec: &mut CredentialSpec| {
-            let before = spec.allowed_destinations.clone();
+            let before = spec.clone();
             for field in &fields {
                 convert::apply_credential_field(spec, &msg, field)?;
             }
-            rules::destinations_change(id, role, rotate, &before, &spec.allowed_destinations)
+            spec.check()?;
+            let (secret, refresh) = given.for_kind(spec.kind, &named)?;
+            let rotate = secret.is_some();
+            rules::destinations_change(
+                id,
+                role,
+                rotate,
+                &before.allowed_destinations,
+                &spec.allowed_destinations,
+            )?;
+            rules::token_url_change(id, role, rotate, &before.oauth, &spec.oauth)?;
+            *secrets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = SecretChange {
+                secret,
+                refresh_token: refresh,
+            };
+            Ok(())
         };
         let updated = self
             .store
-            .update_credential(
-                &ctx,
-                id,
-                expected,
-                &edit,
-                rotate.then_some(&secret),
-                &self.cipher,
-            )
+            .update_credential(&ctx, id, expected, &edit, &secrets, &self.cipher)
             .await?;
+        let rotate = !named.is_empty();
         tracing::info!(credential = %id, rotated = rotate, "credential updated");
         Ok(Response::new((&updated).into()))
     }

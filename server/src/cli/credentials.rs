@@ -38,9 +38,14 @@ pub enum CredentialsCommand {
         /// Refuse the change if the credential changed since this etag was read.
         #[arg(long)]
         etag: Option<String>,
-        /// Read a new secret from the prompt or standard input.
+        /// Read a new secret from the prompt or standard input (the client secret, for the
+        /// OAuth2 client credentials and refresh token kinds; or --client-secret-file).
         #[arg(long)]
         rotate_secret: bool,
+        /// Read a new refresh token from the prompt or standard input (or
+        /// --refresh-token-file).
+        #[arg(long)]
+        rotate_refresh_token: bool,
         /// The fields to change.
         #[command(flatten)]
         fields: CredentialFields,
@@ -56,12 +61,27 @@ pub enum CredentialsCommand {
 }
 
 /// What a secret is.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KindArg {
     /// A password (AUTH PLAIN or LOGIN).
     Password,
-    /// An OAuth2 access token (AUTH XOAUTH2).
+    /// An OAuth2 access token (AUTH XOAUTH2), used as it is until it expires.
     Oauth2Token,
+    /// OAuth2 client credentials: the server gets access tokens from --token-url with
+    /// --client-id and the client secret (Microsoft 365 app-only SMTP AUTH).
+    Oauth2ClientCredentials,
+    /// An OAuth2 refresh token: the server gets access tokens with it (Google, delegated
+    /// Microsoft 365); needs the client secret and the refresh token.
+    Oauth2RefreshToken,
+}
+
+impl KindArg {
+    fn gets_tokens(self) -> bool {
+        matches!(
+            self,
+            KindArg::Oauth2ClientCredentials | KindArg::Oauth2RefreshToken
+        )
+    }
 }
 
 /// A credential's non-secret fields.
@@ -83,6 +103,21 @@ pub struct CredentialFields {
     /// this list. On update, the list given replaces the current one.
     #[arg(long = "allow-destination", value_name = "HOST[:PORT]")]
     pub allow_destination: Vec<String>,
+    /// The OAuth2 token endpoint (https), for the client credentials and refresh token kinds.
+    #[arg(long)]
+    pub token_url: Option<String>,
+    /// The OAuth2 client (application) id.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// The OAuth2 scopes, separated by spaces.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Read the OAuth2 client secret from this file instead of the prompt or standard input.
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<std::path::PathBuf>,
+    /// Read the OAuth2 refresh token from this file instead of the prompt or standard input.
+    #[arg(long, value_name = "FILE")]
+    pub refresh_token_file: Option<std::path::PathBuf>,
 }
 
 impl CredentialFields {
@@ -101,6 +136,8 @@ impl CredentialFields {
             m.kind = match v {
                 KindArg::Password => pb::CredentialKind::Password,
                 KindArg::Oauth2Token => pb::CredentialKind::Oauth2Token,
+                KindArg::Oauth2ClientCredentials => pb::CredentialKind::Oauth2ClientCredentials,
+                KindArg::Oauth2RefreshToken => pb::CredentialKind::Oauth2RefreshToken,
             }
             .into();
             mask.push("kind".to_owned());
@@ -109,15 +146,92 @@ impl CredentialFields {
             m.allowed_destinations.clone_from(&self.allow_destination);
             mask.push("allowed_destinations".to_owned());
         }
+        for (value, field, name) in [
+            (&self.token_url, &mut m.token_url, "token_url"),
+            (&self.client_id, &mut m.client_id, "client_id"),
+            (&self.scope, &mut m.scope, "scope"),
+        ] {
+            if let Some(v) = value {
+                field.clone_from(v);
+                mask.push(name.to_owned());
+            }
+        }
         (m, mask)
     }
+}
+
+/// Reads a secret from `file` (without its final line break), or else as [`read_secret`]
+/// does, prompting with `what`.
+fn read_secret_from(file: Option<&std::path::Path>, what: &str) -> Result<String, CliError> {
+    let Some(path) = file else {
+        return read_secret_prompt(what);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let trimmed = text.trim_end_matches(['\r', '\n']).to_owned();
+    if trimmed.is_empty() {
+        return Err(CliError::Usage(format!("{} is empty", path.display())));
+    }
+    Ok(trimmed)
+}
+
+/// Sets the secrets of a credential of `kind` on `msg` (and names them in `mask`): the
+/// password or token as `secret`, or the client secret (and the refresh token when
+/// `refresh`) for the kinds that get tokens.
+fn add_secrets(
+    msg: &mut pb::Credential,
+    mask: &mut Vec<String>,
+    kind: KindArg,
+    fields: &CredentialFields,
+    secret: bool,
+    refresh: bool,
+) -> Result<(), CliError> {
+    if refresh
+        && kind == KindArg::Oauth2RefreshToken
+        && fields.refresh_token_file.is_none()
+        && secret
+        && fields.client_secret_file.is_none()
+        && !std::io::stdin().is_terminal()
+    {
+        return Err(CliError::Usage(
+            "standard input can carry one secret: give the client secret or the refresh token \
+             with --client-secret-file or --refresh-token-file"
+                .into(),
+        ));
+    }
+    if secret {
+        if kind.gets_tokens() {
+            msg.client_secret =
+                read_secret_from(fields.client_secret_file.as_deref(), "Client secret")?;
+            mask.push("client_secret".to_owned());
+        } else {
+            msg.secret = read_secret()?;
+            mask.push("secret".to_owned());
+        }
+    }
+    if refresh {
+        if kind != KindArg::Oauth2RefreshToken {
+            return Err(CliError::Usage(
+                "a refresh token applies only to --kind oauth2-refresh-token".into(),
+            ));
+        }
+        msg.refresh_token =
+            read_secret_from(fields.refresh_token_file.as_deref(), "Refresh token")?;
+        mask.push("refresh_token".to_owned());
+    }
+    Ok(())
 }
 
 /// Reads a secret: from a hidden prompt on a terminal, else all of standard input without its
 /// final line break.
 fn read_secret() -> Result<String, CliError> {
+    read_secret_prompt("Secret")
+}
+
+/// [`read_secret`], prompting with `what`.
+fn read_secret_prompt(what: &str) -> Result<String, CliError> {
     let secret = if std::io::stdin().is_terminal() {
-        rpassword::prompt_password("Secret (input hidden): ")?
+        rpassword::prompt_password(format!("{what} (input hidden): "))?
     } else {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
@@ -151,8 +265,16 @@ pub async fn run(
     let mut client = CredentialServiceClient::new(channel);
     match command {
         CredentialsCommand::Create(fields) => {
-            let (mut msg, _) = fields.to_message();
-            msg.secret = read_secret()?;
+            let (mut msg, mut mask) = fields.to_message();
+            let kind = fields.kind.unwrap_or(KindArg::Password);
+            add_secrets(
+                &mut msg,
+                &mut mask,
+                kind,
+                &fields,
+                true,
+                kind == KindArg::Oauth2RefreshToken,
+            )?;
             let created = client
                 .create_credential(pb::CreateCredentialRequest {
                     credential: Some(msg),
@@ -198,19 +320,49 @@ pub async fn run(
             credential,
             etag,
             rotate_secret,
+            rotate_refresh_token,
             fields,
         } => {
             let (mut msg, mut mask) = fields.to_message();
-            if rotate_secret {
-                msg.secret = read_secret()?;
-                mask.push("secret".to_owned());
+            let name = resource_name("credentials", &credential);
+            if rotate_secret || rotate_refresh_token {
+                // The secret's field depends on the kind: the one given, or the current one.
+                let kind = match fields.kind {
+                    Some(kind) => kind,
+                    None => {
+                        let current = client
+                            .get_credential(pb::GetCredentialRequest { name: name.clone() })
+                            .await?
+                            .into_inner();
+                        match pb::CredentialKind::try_from(current.kind) {
+                            Ok(pb::CredentialKind::Oauth2Token) => KindArg::Oauth2Token,
+                            Ok(pb::CredentialKind::Oauth2ClientCredentials) => {
+                                KindArg::Oauth2ClientCredentials
+                            }
+                            Ok(pb::CredentialKind::Oauth2RefreshToken) => {
+                                KindArg::Oauth2RefreshToken
+                            }
+                            _ => KindArg::Password,
+                        }
+                    }
+                };
+                add_secrets(
+                    &mut msg,
+                    &mut mask,
+                    kind,
+                    &fields,
+                    rotate_secret,
+                    rotate_refresh_token,
+                )?;
             }
             if mask.is_empty() {
                 return Err(CliError::Usage(
-                    "nothing to change: give a field flag or --rotate-secret".into(),
+                    "nothing to change: give a field flag, --rotate-secret or \
+                     --rotate-refresh-token"
+                        .into(),
                 ));
             }
-            msg.name = resource_name("credentials", &credential);
+            msg.name = name;
             msg.etag = etag.unwrap_or_default();
             let updated = client
                 .update_credential(pb::UpdateCredentialRequest {

@@ -22,7 +22,9 @@ pub use mailplane_smtp::{AuthMechanism, Security};
 pub fn mechanism_for(kind: CredentialKind) -> AuthMechanism {
     match kind {
         CredentialKind::Password => AuthMechanism::Plain,
-        CredentialKind::OAuth2Token => AuthMechanism::XOAuth2,
+        CredentialKind::OAuth2Token
+        | CredentialKind::OAuth2ClientCredentials
+        | CredentialKind::OAuth2RefreshToken => AuthMechanism::XOAuth2,
     }
 }
 
@@ -141,18 +143,16 @@ impl AccountSpec {
         let Some(mechanism) = self.auth_mechanism else {
             return Ok(());
         };
-        let fits = match (mechanism, kind) {
-            (AuthMechanism::XOAuth2, CredentialKind::OAuth2Token)
-            | (AuthMechanism::Plain | AuthMechanism::Login, CredentialKind::Password) => true,
-            (AuthMechanism::XOAuth2, CredentialKind::Password)
-            | (AuthMechanism::Plain | AuthMechanism::Login, CredentialKind::OAuth2Token) => false,
+        let fits = match mechanism {
+            AuthMechanism::XOAuth2 => kind.is_oauth2(),
+            AuthMechanism::Plain | AuthMechanism::Login => !kind.is_oauth2(),
         };
         if fits {
             Ok(())
         } else {
             Err(Error::FailedPrecondition(format!(
                 "auth_mechanism {} does not fit a credential of kind {}; XOAUTH2 needs an \
-                 OAuth2 access token, PLAIN and LOGIN need a password",
+                 OAuth2 kind, PLAIN and LOGIN need a password",
                 mechanism.as_str(),
                 kind.as_str()
             )))

@@ -17,6 +17,8 @@ fn kind_name(kind: CredentialKind) -> &'static str {
     match kind {
         CredentialKind::Password => "PASSWORD",
         CredentialKind::OAuth2Token => "OAUTH2_TOKEN",
+        CredentialKind::OAuth2ClientCredentials => "OAUTH2_CLIENT_CREDENTIALS",
+        CredentialKind::OAuth2RefreshToken => "OAUTH2_REFRESH_TOKEN",
     }
 }
 
@@ -92,6 +94,11 @@ impl Credential {
                 .collect::<Vec<_>>(),
             "has_secret": self.has_secret,
             "secret_update_time": self.secret_update_time.map(rfc3339).unwrap_or_default(),
+            "token_url": self.spec.oauth.token_url,
+            "client_id": self.spec.oauth.client_id,
+            "scope": self.spec.oauth.scope,
+            "has_client_secret": self.has_client_secret(),
+            "has_refresh_token": self.has_refresh_token,
             "etag": etag(self.version),
             "create_time": rfc3339(self.create_time),
             "update_time": rfc3339(self.update_time),
@@ -113,6 +120,7 @@ impl Connector {
 mod tests {
     use super::*;
     use crate::domain::account::tests::spec;
+    use crate::domain::oauth::OAuthSettings;
     use crate::domain::{AccountId, CredentialId, CredentialSpec};
 
     fn account() -> Account {
@@ -149,6 +157,7 @@ mod tests {
         for (kind, time) in [
             (CredentialKind::Password, None),
             (CredentialKind::OAuth2Token, Some(5)),
+            (CredentialKind::OAuth2RefreshToken, Some(6)),
         ] {
             let c = Credential {
                 id: CredentialId(2),
@@ -159,8 +168,18 @@ mod tests {
                     allowed_destinations: ["relay.example.com:587", "*.example.org"]
                         .map(|d| d.parse().unwrap())
                         .to_vec(),
+                    oauth: if kind.gets_tokens() {
+                        OAuthSettings {
+                            token_url: "https://idp.example.com/token".into(),
+                            client_id: "app".into(),
+                            scope: "https://mail.google.com/".into(),
+                        }
+                    } else {
+                        OAuthSettings::default()
+                    },
                 },
                 has_secret: time.is_some(),
+                has_refresh_token: kind == CredentialKind::OAuth2RefreshToken,
                 secret_update_time: time,
                 version: 1,
                 create_time: 0,

@@ -2,6 +2,7 @@
 //! may be sent to.
 
 use super::Micros;
+use super::oauth::OAuthSettings;
 use crate::error::{Error, Result};
 pub use mailplane_smtp::{AuthDestination, MAX_AUTH_DESTINATIONS};
 
@@ -20,26 +21,62 @@ impl std::fmt::Display for CredentialId {
 pub enum CredentialKind {
     /// A password for AUTH PLAIN or LOGIN.
     Password,
-    /// An OAuth2 access token for AUTH XOAUTH2.
+    /// An OAuth2 access token for AUTH XOAUTH2, used as it is.
     OAuth2Token,
+    /// OAuth2 client credentials: the server gets access tokens with the client secret.
+    OAuth2ClientCredentials,
+    /// An OAuth2 refresh token: the server gets access tokens with it (and stores a rotated
+    /// one).
+    OAuth2RefreshToken,
 }
 
 impl CredentialKind {
-    /// The stored form.
+    /// The stored form: the `kind` column and the `oauth_grant` column (the OAuth2 kinds that
+    /// get tokens are stored as `oauth2_token` with their grant).
+    pub fn columns(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Password => ("password", ""),
+            Self::OAuth2Token => ("oauth2_token", ""),
+            Self::OAuth2ClientCredentials => ("oauth2_token", "client_credentials"),
+            Self::OAuth2RefreshToken => ("oauth2_token", "refresh_token"),
+        }
+    }
+
+    /// Parses the stored form ([`CredentialKind::columns`]).
+    pub fn from_columns(kind: &str, grant: &str) -> Option<Self> {
+        Some(match (kind, grant) {
+            ("password", "") => Self::Password,
+            ("oauth2_token", "") => Self::OAuth2Token,
+            ("oauth2_token", "client_credentials") => Self::OAuth2ClientCredentials,
+            ("oauth2_token", "refresh_token") => Self::OAuth2RefreshToken,
+            _ => return None,
+        })
+    }
+
+    /// A short name, for messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Password => "password",
             Self::OAuth2Token => "oauth2_token",
+            Self::OAuth2ClientCredentials => "oauth2_client_credentials",
+            Self::OAuth2RefreshToken => "oauth2_refresh_token",
         }
     }
 
-    /// Parses the stored form.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "password" => Self::Password,
-            "oauth2_token" => Self::OAuth2Token,
-            _ => return None,
-        })
+    /// Whether the server gets access tokens for this kind from a token endpoint.
+    pub fn gets_tokens(self) -> bool {
+        match self {
+            Self::Password | Self::OAuth2Token => false,
+            Self::OAuth2ClientCredentials | Self::OAuth2RefreshToken => true,
+        }
+    }
+
+    /// Whether the secret is sent with AUTH XOAUTH2 (as a token, or to get one).
+    pub fn is_oauth2(self) -> bool {
+        match self {
+            Self::Password => false,
+            Self::OAuth2Token | Self::OAuth2ClientCredentials | Self::OAuth2RefreshToken => true,
+        }
     }
 }
 
@@ -57,6 +94,40 @@ pub struct CredentialSpec {
     /// only to such a relay. Empty (only after an upgrade, for a credential no account used):
     /// the credential can be used nowhere until an admin sets them.
     pub allowed_destinations: Vec<AuthDestination>,
+    /// Where and how the server gets access tokens (the OAuth2 kinds that get them); empty
+    /// for the other kinds.
+    pub oauth: OAuthSettings,
+}
+
+impl CredentialSpec {
+    /// The rules across fields: the kinds that get tokens need every OAuth2 setting, the
+    /// others none.
+    pub fn check(&self) -> Result<()> {
+        if self.kind.gets_tokens() {
+            let o = &self.oauth;
+            for (field, value) in [
+                ("credential.token_url", &o.token_url),
+                ("credential.client_id", &o.client_id),
+                ("credential.scope", &o.scope),
+            ] {
+                if value.is_empty() {
+                    return Err(Error::invalid(
+                        field,
+                        format!("is required for kind {}", self.kind.as_str()),
+                    ));
+                }
+            }
+        } else if !self.oauth.is_empty() {
+            return Err(Error::invalid(
+                "credential.token_url",
+                format!(
+                    "token_url, client_id and scope apply only to the OAuth2 client credentials                      and refresh token kinds, not to kind {}",
+                    self.kind.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A stored credential, as the API may show it: never with its secret.
@@ -70,12 +141,21 @@ pub struct Credential {
     pub has_secret: bool,
     /// When the secret was last set.
     pub secret_update_time: Option<Micros>,
+    /// Whether a refresh token is stored.
+    pub has_refresh_token: bool,
     /// Bumped on every change.
     pub version: i64,
     /// When it was created.
     pub create_time: Micros,
     /// When it last changed.
     pub update_time: Micros,
+}
+
+impl Credential {
+    /// Whether a client secret is stored (the secret of the kinds that get tokens).
+    pub fn has_client_secret(&self) -> bool {
+        self.spec.kind.gets_tokens() && self.has_secret
+    }
 }
 
 /// Parses `allowed_destinations` from the API: at least one pattern, at most

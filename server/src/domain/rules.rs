@@ -5,6 +5,7 @@
 //! transaction. The rules never touch the database, so they are tested here without one.
 
 use super::credential::AuthDestination;
+use super::oauth::OAuthSettings;
 use super::{
     Account, AccountId, AccountSpec, AuthMechanism, ConnectorId, CredentialId, CredentialKind,
     CredentialSpec, Micros, Role, etag, mechanism_for,
@@ -174,6 +175,37 @@ pub fn destinations_change(
          needs the admin role or the secret given again in the same call; the caller's role is \
          {}: ask an admin, or give the secret with the change (--rotate-secret)",
         join(&added),
+        role.map_or("unknown", Role::as_str)
+    )))
+}
+
+/// Moving a credential's token endpoint to another host or port sends its client secret
+/// somewhere new, which needs the admin role or the client secret given again in the same
+/// call (as widening `allowed_destinations` does). A new path on the same host does not.
+pub fn token_url_change(
+    id: CredentialId,
+    role: Option<Role>,
+    secret_given: bool,
+    before: &OAuthSettings,
+    after: &OAuthSettings,
+) -> Result<()> {
+    let origin = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .map(|u| (u.host_str().map(str::to_owned), u.port_or_known_default()))
+    };
+    if role == Some(Role::Admin)
+        || secret_given
+        || after.token_url.is_empty()
+        || origin(&before.token_url) == origin(&after.token_url)
+    {
+        return Ok(());
+    }
+    Err(Error::PermissionDenied(format!(
+        "moving the token_url of {id} to {} sends its client secret to a new host, which needs \
+         the admin role or the client secret given again in the same call; the caller's role \
+         is {}",
+        after.token_url,
         role.map_or("unknown", Role::as_str)
     )))
 }

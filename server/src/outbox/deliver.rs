@@ -9,7 +9,7 @@ use crate::domain::message::{Attempt, Claimed, MessageState, RecipientState};
 use crate::domain::retry::{AttemptEnd, RecipientVerdict, Settled, settle};
 use crate::domain::{micros, now_micros};
 use crate::smtp_tests::session_config::{
-    CREDENTIAL_UNAVAILABLE_HINT, connection_config, credentials,
+    AuthUnavailable, CREDENTIAL_UNAVAILABLE_HINT, connection_config, credentials,
 };
 use mailplane_proto::v1 as pb;
 use mailplane_smtp::{self as smtp, proto as convert};
@@ -158,21 +158,33 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
             outbox,
         ),
         (Some(bytes), false) => {
-            let auth = match credentials(&outbox.store, &outbox.cipher, &account).await {
-                Ok(auth) => auth,
-                Err(e) => {
-                    let done = failed_before_sending(
-                        &claimed,
-                        &pending,
-                        pb::FailureClass::CredentialUnavailable,
-                        AttemptEnd::Transient,
-                        &e.to_string(),
-                        CREDENTIAL_UNAVAILABLE_HINT,
-                        outbox,
-                    );
-                    return finish(outbox, &claimed, done.0, done.1).await;
-                }
-            };
+            let auth =
+                match credentials(&outbox.store, outbox.tokens.cipher(), &outbox.tokens, &account).await {
+                    Ok(auth) => auth.map(|a| a.credentials),
+                    Err(e) => {
+                        // A credential that cannot be read, or a token endpoint that gives no
+                        // token, may be fixed by a person: retried with backoff, not failed.
+                        let (class, hint) = match &e {
+                            AuthUnavailable::Credential(_) => (
+                                pb::FailureClass::CredentialUnavailable,
+                                CREDENTIAL_UNAVAILABLE_HINT.to_owned(),
+                            ),
+                            AuthUnavailable::Token(f) => {
+                                (convert::failure_class(f.class), f.hint.clone())
+                            }
+                        };
+                        let done = failed_before_sending(
+                            &claimed,
+                            &pending,
+                            class,
+                            AttemptEnd::Transient,
+                            &e.to_string(),
+                            &hint,
+                            outbox,
+                        );
+                        return finish(outbox, &claimed, done.0, done.1).await;
+                    }
+                };
             let config = connection_config(&outbox.smtp, &account, auth);
             let to = pending
                 .iter()

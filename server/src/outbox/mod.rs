@@ -30,7 +30,6 @@ pub mod settings;
 pub use settings::OutboxSettings;
 
 use crate::audit::AuditContext;
-use crate::crypto::Cipher;
 use crate::domain::message::{Attempt, Message, MessageId, NewMessage};
 use crate::domain::replica::ReplicaId;
 use crate::domain::retry::Settled;
@@ -51,7 +50,8 @@ use tokio_util::task::TaskTracker;
 /// The outbox's delivery worker.
 pub struct Outbox {
     store: Arc<Store>,
-    cipher: Cipher,
+    /// Credentials' secrets and the access tokens of those that get them.
+    tokens: Arc<crate::oauth::AccessTokens>,
     smtp: SmtpSettings,
     settings: OutboxSettings,
     pool: smtp::Pool<AccountId>,
@@ -93,7 +93,7 @@ impl Outbox {
     /// delivers nothing until [`Outbox::start`].
     pub fn new(
         store: Arc<Store>,
-        cipher: Cipher,
+        tokens: Arc<crate::oauth::AccessTokens>,
         smtp: SmtpSettings,
         settings: OutboxSettings,
         registry: Arc<Registry>,
@@ -105,7 +105,7 @@ impl Outbox {
         let recorder = recorder::Recorder::start(Arc::clone(&store));
         Arc::new(Self {
             store,
-            cipher,
+            tokens,
             smtp,
             settings,
             pool,

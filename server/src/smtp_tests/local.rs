@@ -36,7 +36,7 @@ pub async fn run(config: &smtp::SessionConfig, policy: &smtp::DestinationPolicy,
 
 /// Publishes a session event to the test's watchers. A phase is described exactly as an agent
 /// describes it (through the same conversion), so both paths record the same transcript.
-fn forward(live: &LiveTest, event: smtp::PhaseEvent) {
+pub(super) fn forward(live: &LiveTest, event: smtp::PhaseEvent) {
     match event {
         smtp::PhaseEvent::Started(phase) => {
             live.publish(TestEvent::PhaseStarted(phase), |_| {});

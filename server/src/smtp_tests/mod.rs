@@ -30,6 +30,7 @@ use crate::domain::{
     Account, AccountId, ConnectorId, TestName, TestRequest, TestState, micros, now_micros,
 };
 use crate::error::Result;
+use crate::oauth::AccessTokens;
 use crate::store::Store;
 use crate::store::notify::Notifier;
 use crate::store::tests::TestCap;
@@ -40,6 +41,7 @@ use mailplane_proto::v1 as pb;
 use mailplane_smtp as smtp;
 use record::{FailureClass, Phase, TestEvent, TestRecord, TestResult};
 use remote::Remote;
+use session_config::AuthUnavailable;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -55,6 +57,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub struct TestRunner {
     store: Arc<Store>,
     cipher: Cipher,
+    tokens: Arc<AccessTokens>,
     settings: SmtpSettings,
     registry: Arc<Registry>,
     /// Announcements of other replicas' progress (PostgreSQL); `None` on SQLite, whose one
@@ -72,6 +75,7 @@ impl TestRunner {
     pub fn new(
         store: Arc<Store>,
         cipher: Cipher,
+        tokens: Arc<AccessTokens>,
         settings: SmtpSettings,
         registry: Arc<Registry>,
         notifier: Option<Arc<Notifier>>,
@@ -79,6 +83,7 @@ impl TestRunner {
         Arc::new(Self {
             store,
             cipher,
+            tokens,
             settings,
             registry,
             notifier,
@@ -266,9 +271,22 @@ impl TestRunner {
     async fn execute(&self, account: &Account, request: &TestRequest, live: &LiveTest) {
         live.update(|t| t.start(now_micros()));
         let name = live.snapshot().name;
-        let auth = match session_config::credentials(&self.store, &self.cipher, account).await {
-            Ok(auth) => auth,
-            Err(e) => {
+        let auth = match session_config::credentials(
+            &self.store,
+            &self.cipher,
+            &self.tokens,
+            account,
+        )
+        .await
+        {
+            Ok(Some(auth)) => {
+                if let Some(record) = auth.token {
+                    local::forward(live, smtp::PhaseEvent::Finished(Box::new(record)));
+                }
+                Some(auth.credentials)
+            }
+            Ok(None) => None,
+            Err(AuthUnavailable::Credential(e)) => {
                 tracing::warn!(test = %name, error = %e, "cannot read the account's credential");
                 fail(
                     live,
@@ -276,6 +294,18 @@ impl TestRunner {
                     None,
                     e.to_string(),
                     session_config::CREDENTIAL_UNAVAILABLE_HINT,
+                );
+                return;
+            }
+            Err(AuthUnavailable::Token(f)) => {
+                let f = *f;
+                local::forward(live, smtp::PhaseEvent::Finished(Box::new(f.record)));
+                fail(
+                    live,
+                    FailureClass::Session(f.class),
+                    Some(Phase::Token),
+                    f.message,
+                    &f.hint,
                 );
                 return;
             }

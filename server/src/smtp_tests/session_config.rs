@@ -4,8 +4,10 @@
 use super::SmtpSettings;
 use crate::crypto::Cipher;
 use crate::domain::{Account, TestRequest, mechanism_for};
+use crate::oauth::{AccessTokens, Refresher, TokenFailure};
 use crate::store::Store;
 use mailplane_smtp as smtp;
+use std::sync::Arc;
 
 /// The account's credential cannot be read: it is gone, or its secret does not decrypt with
 /// this server's key. The test fails as `CREDENTIAL_UNAVAILABLE`, and nothing is sent.
@@ -18,13 +20,36 @@ pub const CREDENTIAL_UNAVAILABLE_HINT: &str = "the account's credential cannot b
      that the server runs with the key file the credential was stored with, or store the secret \
      again";
 
+/// The credentials for AUTH, and where a token came from.
+#[derive(Debug)]
+pub struct SessionAuth {
+    /// What the session sends.
+    pub credentials: smtp::Credentials,
+    /// The `TOKEN` phase, for the kinds the server gets tokens for.
+    pub token: Option<smtp::PhaseRecord>,
+}
+
+/// Why a session cannot authenticate.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthUnavailable {
+    /// The credential cannot be read.
+    #[error(transparent)]
+    Credential(#[from] CredentialUnavailable),
+    /// No access token could be had.
+    #[error("{}", .0.message)]
+    Token(Box<TokenFailure>),
+}
+
 /// The credentials for AUTH, if the account authenticates: the credential's user name, its
-/// decrypted secret, and the destinations it may be sent to (which the session checks again).
+/// decrypted secret (or, for the kinds that get tokens, an access token from `tokens`, with a
+/// refresher for one retry), and the destinations it may be sent to (which the session checks
+/// again).
 pub async fn credentials(
     store: &Store,
     cipher: &Cipher,
+    tokens: &Arc<AccessTokens>,
     account: &Account,
-) -> Result<Option<smtp::Credentials>, CredentialUnavailable> {
+) -> Result<Option<SessionAuth>, AuthUnavailable> {
     let s = &account.spec;
     let Some(id) = s.credential.filter(|_| s.use_authentication) else {
         return Ok(None);
@@ -33,17 +58,35 @@ pub async fn credentials(
         .get_credential(id)
         .await
         .map_err(CredentialUnavailable)?;
-    let secret = store
-        .credential_secret(id, cipher)
-        .await
-        .map_err(CredentialUnavailable)?;
     let mechanism = s
         .auth_mechanism
         .unwrap_or(mechanism_for(credential.spec.kind));
-    Ok(Some(
-        smtp::Credentials::new(mechanism, credential.spec.username, secret)
-            .allowed_to(credential.spec.allowed_destinations),
-    ))
+    let (secret, token, refresh) = if credential.spec.kind.gets_tokens() {
+        let acquired = tokens
+            .access_token(id, None)
+            .await
+            .map_err(|f| AuthUnavailable::Token(Box::new(f)))?;
+        let refresher = Refresher {
+            tokens: Arc::clone(tokens),
+            id,
+            generation: acquired.generation,
+        };
+        (
+            acquired.token,
+            Some(acquired.record),
+            Some(smtp::TokenRefresher(Arc::new(refresher))),
+        )
+    } else {
+        let secret = store
+            .credential_secret(id, cipher)
+            .await
+            .map_err(CredentialUnavailable)?;
+        (secret, None, None)
+    };
+    let mut credentials = smtp::Credentials::new(mechanism, credential.spec.username, secret)
+        .allowed_to(credential.spec.allowed_destinations);
+    credentials.refresh = refresh;
+    Ok(Some(SessionAuth { credentials, token }))
 }
 
 /// How to reach and authenticate to `account`'s relay: its host, port, security, certificate

@@ -14,24 +14,9 @@ use mailplane_proto::v1 as pb;
 use mailplane_proto::{micros, timestamp};
 use mailplane_smtp::proto as convert;
 
-/// Every phase of a session, to map the API's phases back.
-const PHASES: [Phase; 11] = [
-    Phase::Dns,
-    Phase::Connect,
-    Phase::Banner,
-    Phase::Ehlo,
-    Phase::StartTls,
-    Phase::TlsHandshake,
-    Phase::Auth,
-    Phase::MailFrom,
-    Phase::RcptTo,
-    Phase::Data,
-    Phase::Quit,
-];
-
 /// The session phase for an API phase value; `None` when unset or unknown.
 pub fn phase_from_pb(value: i32) -> Option<Phase> {
-    PHASES
+    Phase::ALL
         .into_iter()
         .find(|p| i32::from(convert::phase(*p)) == value)
 }
@@ -315,7 +300,7 @@ mod tests {
                 Some(c)
             );
         }
-        for p in PHASES {
+        for p in Phase::ALL {
             assert_eq!(phase_from_pb(convert::phase(p).into()), Some(p));
         }
         assert_eq!(phase_from_pb(0), None);

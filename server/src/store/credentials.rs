@@ -8,7 +8,7 @@ use super::{CredentialEdit, Store, Write, accounts};
 use crate::audit::{AuditContext, REDACTED, diff};
 use crate::crypto::{Cipher, Sealed};
 use crate::domain::credential::destinations_to_column;
-use crate::domain::{Credential, CredentialId, CredentialSpec, now_micros, rules};
+use crate::domain::{Credential, CredentialId, CredentialKind, CredentialSpec, now_micros, rules};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
@@ -48,32 +48,81 @@ async fn seal_secret(
     Ok(())
 }
 
+/// The associated data a refresh token is sealed with: the credential's name and a suffix, so
+/// it can never be opened as the credential's secret, nor the other way round.
+pub(super) fn refresh_aad(id: CredentialId) -> String {
+    format!("{id}#refresh_token")
+}
+
+/// Seals `refresh` under `cipher` (bound to [`refresh_aad`]) and stores it.
+pub(super) async fn seal_refresh_token(
+    w: &mut Write<'_>,
+    id: CredentialId,
+    refresh: &Secret,
+    cipher: &Cipher,
+    now: i64,
+) -> Result<()> {
+    let sealed = cipher.seal(refresh_aad(id).as_bytes(), refresh.expose().as_bytes())?;
+    let q = query(
+        "UPDATE credentials SET refresh_nonce = $1, refresh_ciphertext = $2, \
+         refresh_update_time = $3 WHERE id = $4",
+    )
+    .bind(sealed.nonce)
+    .bind(sealed.ciphertext)
+    .bind(now)
+    .bind(id.0);
+    w.conn().execute(&q).await?;
+    Ok(())
+}
+
+/// The secrets an update sets, decided by its edit (they depend on the kind it leaves).
+#[derive(Debug, Default)]
+pub struct SecretChange {
+    /// The new secret (password, access token or client secret).
+    pub secret: Option<Secret>,
+    /// The new refresh token.
+    pub refresh_token: Option<Secret>,
+}
+
 impl Store {
-    /// Creates a credential, sealing `secret` under `cipher`.
+    /// Creates a credential, sealing `secret` (and `refresh`, for the refresh-token kind)
+    /// under `cipher`.
     pub async fn create_credential(
         &self,
         ctx: &AuditContext,
         spec: CredentialSpec,
         secret: &Secret,
+        refresh: Option<&Secret>,
         cipher: &Cipher,
     ) -> Result<Credential> {
         let mut w = self.begin_write().await?;
         let now = now_micros();
         let q = query(
-            "INSERT INTO credentials (display_name, username, kind, allowed_destinations, \
-             version, create_time, update_time) VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING id",
+            "INSERT INTO credentials (display_name, username, kind, oauth_grant, \
+             allowed_destinations, token_url, client_id, scope, version, create_time, \
+             update_time) VALUES ($1, $2, $3, $9, $4, $5, $6, $7, 1, $8, $8) RETURNING id",
         )
         .bind(&spec.display_name)
         .bind(&spec.username)
-        .bind(spec.kind.as_str())
+        .bind(spec.kind.columns().0)
         .bind(destinations_to_column(&spec.allowed_destinations))
-        .bind(now);
+        .bind(&spec.oauth.token_url)
+        .bind(&spec.oauth.client_id)
+        .bind(&spec.oauth.scope)
+        .bind(now)
+        .bind(spec.kind.columns().1);
         let (id,): (i64,) = w.conn().one(&q).await?;
         let id = CredentialId(id);
         seal_secret(&mut w, id, secret, cipher, now).await?;
+        if let Some(refresh) = refresh {
+            seal_refresh_token(&mut w, id, refresh, cipher, now).await?;
+        }
         let created = fetch(&mut w.conn(), id).await?;
         let mut after = created.audit_json();
         after["secret"] = serde_json::Value::from(REDACTED);
+        if refresh.is_some() {
+            after["refresh_token"] = serde_json::Value::from(REDACTED);
+        }
         record(&mut w, ctx, &id.to_string(), diff(None, Some(&after))).await?;
         w.commit().await?;
         Ok(created)
@@ -102,7 +151,7 @@ impl Store {
         id: CredentialId,
         expected_version: Option<i64>,
         edit: CredentialEdit<'_>,
-        new_secret: Option<&Secret>,
+        secrets: &std::sync::Mutex<SecretChange>,
         cipher: &Cipher,
     ) -> Result<Credential> {
         let mut w = self.begin_write().await?;
@@ -111,6 +160,12 @@ impl Store {
         rules::check_version(&id.to_string(), expected_version, current.version)?;
         let mut spec = current.spec.clone();
         edit(&mut spec)?;
+        let change = std::mem::take(
+            &mut *secrets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let new_secret = change.secret.as_ref();
         let kind_changed = spec.kind != current.spec.kind;
         let destinations_changed = spec.allowed_destinations != current.spec.allowed_destinations;
         if kind_changed || destinations_changed {
@@ -123,24 +178,53 @@ impl Store {
         let now = now_micros();
         let q = query(
             "UPDATE credentials SET display_name = $1, username = $2, kind = $3, \
-             allowed_destinations = $4, version = version + 1, update_time = $5 WHERE id = $6",
+             allowed_destinations = $4, token_url = $5, client_id = $6, scope = $7, \
+             version = version + 1, update_time = $8, oauth_grant = $10 WHERE id = $9",
         )
         .bind(&spec.display_name)
         .bind(&spec.username)
-        .bind(spec.kind.as_str())
+        .bind(spec.kind.columns().0)
         .bind(destinations_to_column(&spec.allowed_destinations))
+        .bind(&spec.oauth.token_url)
+        .bind(&spec.oauth.client_id)
+        .bind(&spec.oauth.scope)
         .bind(now)
-        .bind(id.0);
+        .bind(id.0)
+        .bind(spec.kind.columns().1);
         w.conn().execute(&q).await?;
         if let Some(secret) = new_secret {
             seal_secret(&mut w, id, secret, cipher, now).await?;
         }
-        let updated = fetch(&mut w.conn(), id).await?;
-        let mut change = diff(Some(&current.audit_json()), Some(&updated.audit_json()));
-        if new_secret.is_some() {
-            change["secret"] = serde_json::json!({ "before": REDACTED, "after": REDACTED });
+        if let Some(refresh) = &change.refresh_token {
+            seal_refresh_token(&mut w, id, refresh, cipher, now).await?;
         }
-        record(&mut w, ctx, &id.to_string(), change).await?;
+        if spec.kind != CredentialKind::OAuth2RefreshToken {
+            let q = query(
+                "UPDATE credentials SET refresh_nonce = NULL, refresh_ciphertext = NULL, \
+                 refresh_update_time = NULL WHERE id = $1 AND refresh_update_time IS NOT NULL",
+            )
+            .bind(id.0);
+            w.conn().execute(&q).await?;
+        }
+        if kind_changed
+            || new_secret.is_some()
+            || change.refresh_token.is_some()
+            || spec.oauth != current.spec.oauth
+            || spec.username != current.spec.username
+        {
+            // A token got with other settings or secrets is not this credential's any more.
+            let q = query("DELETE FROM credential_tokens WHERE credential_id = $1").bind(id.0);
+            w.conn().execute(&q).await?;
+        }
+        let updated = fetch(&mut w.conn(), id).await?;
+        let mut audit = diff(Some(&current.audit_json()), Some(&updated.audit_json()));
+        if new_secret.is_some() {
+            audit["secret"] = serde_json::json!({ "before": REDACTED, "after": REDACTED });
+        }
+        if change.refresh_token.is_some() {
+            audit["refresh_token"] = serde_json::json!({ "before": REDACTED, "after": REDACTED });
+        }
+        record(&mut w, ctx, &id.to_string(), audit).await?;
         w.commit().await?;
         Ok(updated)
     }

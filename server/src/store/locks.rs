@@ -10,7 +10,7 @@
 
 use super::db::query;
 use super::{Tx, Write};
-use crate::domain::AccountId;
+use crate::domain::{AccountId, CredentialId};
 use crate::error::Result;
 
 /// A rule whose check spans rows, kept by a transaction-scoped advisory lock.
@@ -24,6 +24,8 @@ pub(super) enum Rule {
     /// An account's cap on deliveries at once: the count of its `SENDING` messages and the
     /// new claims.
     AccountClaims(AccountId),
+    /// A credential's OAuth2 token fetch: one replica at a time asks the endpoint.
+    CredentialToken(CredentialId),
 }
 
 impl Rule {
@@ -35,6 +37,7 @@ impl Rule {
             Rule::Accounts => BASE | (1 << 40),
             Rule::AccountTests(id) => BASE | (2 << 40) | (id.0 & ((1 << 40) - 1)),
             Rule::AccountClaims(id) => BASE | (3 << 40) | (id.0 & ((1 << 40) - 1)),
+            Rule::CredentialToken(id) => BASE | (4 << 40) | (id.0 & ((1 << 40) - 1)),
         }
     }
 }

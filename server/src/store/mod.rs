@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod agents;
 pub mod audit;
 pub mod connectors;
+pub mod credential_tokens;
 pub mod credentials;
 mod db;
 pub mod jobs;

@@ -4,6 +4,7 @@
 use super::db::Arg;
 use crate::domain::account::name_key;
 use crate::domain::credential::destinations_from_column;
+use crate::domain::oauth::OAuthSettings;
 use crate::domain::{
     Account, AccountId, AccountSpec, AgentName, AgentRecord, AuthMechanism, Connector, ConnectorId,
     ConnectorSpec, Credential, CredentialId, CredentialKind, CredentialSpec, Role, Security,
@@ -173,7 +174,7 @@ impl TryFrom<AccountRow> for Account {
 
 /// The credential columns, as read back (never the secret).
 pub(super) const CREDENTIAL_COLUMNS: &str = "id, display_name, username, kind, allowed_destinations, secret_update_time, version, \
-     create_time, update_time";
+     create_time, update_time, oauth_grant, token_url, client_id, scope, refresh_update_time";
 
 /// A row of `credentials` ([`CREDENTIAL_COLUMNS`]).
 #[derive(Debug, sqlx::FromRow)]
@@ -187,6 +188,11 @@ pub(super) struct CredentialRow {
     version: i64,
     create_time: i64,
     update_time: i64,
+    oauth_grant: String,
+    token_url: String,
+    client_id: String,
+    scope: String,
+    refresh_update_time: Option<i64>,
 }
 
 impl TryFrom<CredentialRow> for Credential {
@@ -198,11 +204,18 @@ impl TryFrom<CredentialRow> for Credential {
             spec: CredentialSpec {
                 display_name: r.display_name,
                 username: r.username,
-                kind: CredentialKind::parse(&r.kind).ok_or_else(|| bad_value("kind", &r.kind))?,
+                kind: CredentialKind::from_columns(&r.kind, &r.oauth_grant)
+                    .ok_or_else(|| bad_value("kind", &format!("{} {}", r.kind, r.oauth_grant)))?,
                 allowed_destinations: destinations_from_column(&r.allowed_destinations)
                     .map_err(|d| bad_value("allowed_destinations", &d))?,
+                oauth: OAuthSettings {
+                    token_url: r.token_url,
+                    client_id: r.client_id,
+                    scope: r.scope,
+                },
             },
             has_secret: r.secret_update_time.is_some(),
+            has_refresh_token: r.refresh_update_time.is_some(),
             secret_update_time: r.secret_update_time,
             version: r.version,
             create_time: r.create_time,

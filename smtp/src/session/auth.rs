@@ -59,7 +59,33 @@ impl Session<'_> {
                 .await
                 .map(|((), l)| l);
         }
-        let result = self.authenticate(&mut link, &mut run.rec, &creds).await;
+        let mut result = self.authenticate(&mut link, &mut run.rec, &creds).await;
+        if let (Err(fail), Some(refresher)) = (&result, &creds.refresh)
+            && fail.class == FailureClass::AuthRejected
+            && creds.mechanism == AuthMechanism::XOAuth2
+        {
+            // The relay refused a token the server thought valid (revoked, or expired early):
+            // one new token, one more try, on the same connection.
+            run.rec
+                .detail
+                .push("the relay refused the access token; getting a new one".to_owned());
+            result = match refresher.0.refresh().await {
+                Ok(fresh) => {
+                    run.rec.detail.push(format!("TOKEN: {}", fresh.summary));
+                    let retry = Credentials {
+                        secret: fresh.token,
+                        refresh: None,
+                        ..creds.clone()
+                    };
+                    self.authenticate(&mut link, &mut run.rec, &retry).await
+                }
+                Err(e) => {
+                    let mut fail = Fail::new(e.class, e.message, e.hint);
+                    fail.can_quit = true;
+                    Err(fail)
+                }
+            };
+        }
         self.settle(run, result.map(|_| ()), link)
             .await
             .map(|((), l)| l)
