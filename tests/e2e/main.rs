@@ -20,6 +20,7 @@ mod messages;
 mod netns;
 mod outbox;
 mod paging;
+mod presets;
 mod replicas;
 mod smtp;
 mod storage;

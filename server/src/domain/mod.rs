@@ -10,6 +10,7 @@ pub mod connector;
 pub mod credential;
 pub mod job;
 pub mod message;
+pub mod presets;
 pub mod replica;
 pub mod retry;
 pub mod rules;
