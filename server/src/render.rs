@@ -71,6 +71,25 @@ pub fn account_json(a: &pb::SmtpAccount) -> Value {
     })
 }
 
+/// A provider preset as a JSON object with the API's field names.
+pub fn preset_json(p: &pb::Preset) -> Value {
+    json!({
+        "name": p.name,
+        "preset_id": p.preset_id,
+        "display_name": p.display_name,
+        "host": p.host,
+        "port": p.port,
+        "security": security(p.security),
+        "auth_mechanism": mechanism(p.auth_mechanism),
+        "credential_kind": kind(p.credential_kind),
+        "token_url": p.token_url,
+        "scope": p.scope,
+        "username": p.username,
+        "sender_rules": p.sender_rules,
+        "placeholders": p.placeholders.iter().map(|h| h.key.clone()).collect::<Vec<_>>(),
+    })
+}
+
 /// A credential as a JSON object. It has no secret to show.
 pub fn credential_json(c: &pb::Credential) -> Value {
     json!({

@@ -255,8 +255,29 @@ pub fn classify_reply(phase: Phase, reply: &Reply) -> FailureClass {
     }
 }
 
+/// The RFC 3463 enhanced status code Exchange Online answers when the authenticated client
+/// may not send as the sender ("SendAsDenied").
+const SEND_AS_DENIED: &str = "5.7.60";
+
 /// The hint for a negative reply, naming the server's words.
 pub(crate) fn reply_hint(phase: Phase, reply: &Reply, class: FailureClass) -> String {
+    let hint = generic_reply_hint(phase, reply, class);
+    match class {
+        FailureClass::SenderRejected | FailureClass::MessageRejected
+            if reply.enhanced.as_deref() == Some(SEND_AS_DENIED) =>
+        {
+            format!(
+                "{hint}; 5.7.60 means the client may not send as this sender: in Microsoft 365 \
+                 the sender must be the mailbox the credential signs in as, or a mailbox it has \
+                 SendAs rights on"
+            )
+        }
+        _ => hint,
+    }
+}
+
+/// The hint for a negative reply from what its class says, naming the server's words.
+fn generic_reply_hint(phase: Phase, reply: &Reply, class: FailureClass) -> String {
     let said = reply.lines.first().cloned().unwrap_or_default();
     match class {
         FailureClass::TemporaryFailure => {
@@ -455,6 +476,38 @@ mod tests {
         }
         assert!(FailureClass::Timeout.is_transient());
         assert!(!FailureClass::AuthRejected.is_transient());
+    }
+
+    #[test]
+    fn send_as_denied_says_what_microsoft_365_needs() {
+        for (phase, text) in [
+            (
+                Phase::MailFrom,
+                "550 5.7.60 SMTP; Client does not have permissions to send as this sender",
+            ),
+            (
+                Phase::Data,
+                "554 5.7.60 SMTP; Client does not have permissions to send as this sender",
+            ),
+        ] {
+            let r = reply(text);
+            let h = reply_hint(phase, &r, classify_reply(phase, &r));
+            assert!(
+                h.contains("SendAs rights") && h.contains("Microsoft 365"),
+                "{h}"
+            );
+            assert!(h.contains("permissions to send as this sender"), "{h}");
+        }
+        let other = reply("550 5.7.1 Sender address rejected");
+        let h = reply_hint(Phase::MailFrom, &other, FailureClass::SenderRejected);
+        assert!(!h.contains("SendAs"), "{h}");
+        let temporary = reply("451 4.7.60 try later");
+        let h = reply_hint(
+            Phase::Data,
+            &temporary,
+            classify_reply(Phase::Data, &temporary),
+        );
+        assert!(!h.contains("SendAs"), "{h}");
     }
 
     #[test]

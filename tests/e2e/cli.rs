@@ -6,7 +6,7 @@ use mailplane_server::cli::{self, Cli, CliError, Command, messages::MessagesComm
 use mailplane_tests::{Backend, TestServer};
 
 /// Runs `mailplane ARGS…` against `server` and returns stdout.
-async fn mailplane(server: &TestServer, args: &[&str]) -> Result<String, CliError> {
+pub(crate) async fn mailplane(server: &TestServer, args: &[&str]) -> Result<String, CliError> {
     mailplane_with_stdin(server, args, b"").await
 }
 
@@ -227,7 +227,7 @@ async fn unreachable_server_says_what_to_do() {
 }
 
 /// The JSON that `-o json` printed.
-fn json(out: &str) -> serde_json::Value {
+pub(crate) fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 

@@ -370,6 +370,10 @@ async fn every_rpc_refuses_hostile_input_cleanly(server: &TestServer) {
         format!("{}/tests/1", acct.name),
         "credentials/1".to_owned(),
         "tokens/1".to_owned(),
+        "presets/microsoft365".to_owned(),
+        "presets/amazon-ses".to_owned(),
+        "tenant".to_owned(),
+        "region".to_owned(),
     ];
 
     let pool = DescriptorPool::decode(mailplane_proto::FILE_DESCRIPTOR_SET).unwrap();

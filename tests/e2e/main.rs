@@ -21,6 +21,7 @@ mod netns;
 mod oauth;
 mod outbox;
 mod paging;
+mod presets;
 mod replicas;
 mod smtp;
 mod storage;

@@ -499,3 +499,67 @@ async fn no_token_or_secret_is_logged_shown_audited_or_stored_in_clear() {
         );
     }
 }
+
+/// The `microsoft365` preset end to end: its credential kind, scope, mechanism and security,
+/// with the token endpoint and relay moved to the local ones (the real ones cannot be reached
+/// from here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_microsoft365_preset_runs_end_to_end() {
+    let fx = SmtpFixtures::load();
+    let idp = Idp::start(&fx).await;
+    let server = server(&fx, Backend::Sqlite).await;
+    let preset = server
+        .accounts()
+        .resolve_preset(pb::ResolvePresetRequest {
+            name: "presets/microsoft365".into(),
+            placeholder_values: [("tenant".to_owned(), "contoso.onmicrosoft.com".to_owned())]
+                .into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        preset.token_url,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+    );
+    idp.client(
+        "m365-app",
+        Client::new("s3cret-m365", &fx.var("SMTP_USER"), &preset.scope),
+    );
+    let cred = server
+        .credentials()
+        .create_credential(pb::CreateCredentialRequest {
+            credential: Some(pb::Credential {
+                display_name: "Microsoft 365".into(),
+                username: fx.var("SMTP_USER"),
+                kind: preset.credential_kind,
+                token_url: idp.token_url.clone(),
+                client_id: "m365-app".into(),
+                client_secret: "s3cret-m365".into(),
+                scope: preset.scope.clone(),
+                allowed_destinations: mailplane_tests::test_destinations(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let acct = create_account(
+        &mut server.accounts(),
+        pb::SmtpAccount {
+            sender_email: "alerts@mailplane.test".into(),
+            use_authentication: true,
+            credential: cred.name,
+            auth_mechanism: preset.auth_mechanism,
+            security: preset.security,
+            host: "localhost".into(),
+            port: fx.port("SMTP_PORT_SUBMISSION").into(),
+            ..mailplane_tests::account("M365 preset")
+        },
+    )
+    .await;
+    let t = test(&server, &acct.name).await;
+    assert_eq!(state(&t), pb::TestState::Succeeded, "{:?}", t.result);
+    assert_eq!(token_phase(&t).reply_code, 200);
+    assert_eq!(token_requests(&idp, "m365-app"), 1);
+}

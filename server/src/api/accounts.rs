@@ -52,6 +52,20 @@ impl SmtpAccountService for Accounts {
         Ok(Response::new((&account).into()))
     }
 
+    async fn list_presets(
+        &self,
+        _request: Request<pb::ListPresetsRequest>,
+    ) -> Result<Response<pb::ListPresetsResponse>, Status> {
+        Ok(Response::new(super::presets::list()))
+    }
+
+    async fn resolve_preset(
+        &self,
+        request: Request<pb::ResolvePresetRequest>,
+    ) -> Result<Response<pb::Preset>, Status> {
+        Ok(Response::new(super::presets::resolve(request.get_ref())?))
+    }
+
     async fn get_account(
         &self,
         request: Request<pb::GetAccountRequest>,

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod credentials;
 pub mod messages;
 pub mod paging;
+pub mod presets;
 pub mod replicas;
 pub mod smtp_tests;
 pub mod tokens;

@@ -112,6 +112,14 @@ pub const TABLE: &[(&str, Access)] = &[
         Access::Role(Role::Viewer),
     ),
     (
+        "/mailplane.v1.SmtpAccountService/ListPresets",
+        Access::Role(Role::Viewer),
+    ),
+    (
+        "/mailplane.v1.SmtpAccountService/ResolvePreset",
+        Access::Role(Role::Viewer),
+    ),
+    (
         "/mailplane.v1.CredentialService/CreateCredential",
         Access::Role(Role::Operator),
     ),

@@ -12,8 +12,18 @@ use std::io::Write;
 /// The account commands.
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
-    /// Create an account. The first account becomes the default.
-    Create(AccountFields),
+    /// Create an account. The first account becomes the default. With --preset, the host,
+    /// port, security and AUTH mechanism come from a provider preset; flags still override.
+    Create {
+        /// The provider preset to start from.
+        #[command(flatten)]
+        preset: super::presets::PresetArgs,
+        /// The account's fields.
+        #[command(flatten)]
+        fields: AccountFields,
+    },
+    /// List the provider presets that `create --preset` takes.
+    Presets,
     /// Show one account.
     Get {
         /// The account: its code or accounts/CODE.
@@ -350,8 +360,11 @@ pub async fn run(
 ) -> Result<(), CliError> {
     let mut client = SmtpAccountServiceClient::new(channel.clone());
     match command {
-        AccountsCommand::Create(fields) => {
-            let (account, _) = fields.to_message();
+        AccountsCommand::Create { preset, fields } => {
+            let (mut account, _) = fields.to_message();
+            if let Some(resolved) = super::presets::resolve(&mut client, &preset).await? {
+                super::presets::fill_account(&mut account, &fields, &resolved);
+            }
             let created = client
                 .create_account(pb::CreateAccountRequest {
                     account: Some(account),
@@ -360,6 +373,7 @@ pub async fn run(
                 .into_inner();
             output::one(out, format, &render::account_json(&created))?;
         }
+        AccountsCommand::Presets => super::presets::list(&mut client, format, out).await?,
         AccountsCommand::Get { account } => {
             let got = client
                 .get_account(pb::GetAccountRequest {

@@ -8,13 +8,23 @@ use crate::render;
 use clap::{Args, Subcommand, ValueEnum};
 use mailplane_proto::v1 as pb;
 use pb::credential_service_client::CredentialServiceClient;
+use pb::smtp_account_service_client::SmtpAccountServiceClient;
 use std::io::{IsTerminal, Read, Write};
 
 /// The credential commands.
 #[derive(Debug, Subcommand)]
 pub enum CredentialsCommand {
-    /// Create a credential; the secret is prompted for, or read from standard input.
-    Create(CredentialFields),
+    /// Create a credential; the secret is prompted for, or read from standard input. With
+    /// --preset, the user name (when the provider fixes it), the allowed destination and the
+    /// kind come from a provider preset; flags still override.
+    Create {
+        /// The provider preset to start from.
+        #[command(flatten)]
+        preset: super::presets::PresetArgs,
+        /// The credential's fields.
+        #[command(flatten)]
+        fields: CredentialFields,
+    },
     /// Show one credential (never its secret).
     Get {
         /// The credential: its code or credentials/CODE.
@@ -262,11 +272,20 @@ pub async fn run(
     command: CredentialsCommand,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let mut client = CredentialServiceClient::new(channel);
+    let mut client = CredentialServiceClient::new(channel.clone());
     match command {
-        CredentialsCommand::Create(fields) => {
+        CredentialsCommand::Create { preset, fields } => {
             let (mut msg, mut mask) = fields.to_message();
-            let kind = fields.kind.unwrap_or(KindArg::Password);
+            let mut accounts = SmtpAccountServiceClient::new(channel);
+            if let Some(resolved) = super::presets::resolve(&mut accounts, &preset).await? {
+                super::presets::fill_credential(&mut msg, &fields, &resolved);
+            }
+            let kind = match pb::CredentialKind::try_from(msg.kind) {
+                Ok(pb::CredentialKind::Oauth2Token) => KindArg::Oauth2Token,
+                Ok(pb::CredentialKind::Oauth2ClientCredentials) => KindArg::Oauth2ClientCredentials,
+                Ok(pb::CredentialKind::Oauth2RefreshToken) => KindArg::Oauth2RefreshToken,
+                _ => KindArg::Password,
+            };
             add_secrets(
                 &mut msg,
                 &mut mask,

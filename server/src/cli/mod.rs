@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod messages;
 pub mod output;
 pub mod pin;
+pub mod presets;
 pub mod queue;
 pub mod send;
 pub mod server;

@@ -11,6 +11,7 @@ pub mod credential;
 pub mod job;
 pub mod message;
 pub mod oauth;
+pub mod presets;
 pub mod replica;
 pub mod retry;
 pub mod rules;

@@ -158,33 +158,39 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
             outbox,
         ),
         (Some(bytes), false) => {
-            let auth =
-                match credentials(&outbox.store, outbox.tokens.cipher(), &outbox.tokens, &account).await {
-                    Ok(auth) => auth.map(|a| a.credentials),
-                    Err(e) => {
-                        // A credential that cannot be read, or a token endpoint that gives no
-                        // token, may be fixed by a person: retried with backoff, not failed.
-                        let (class, hint) = match &e {
-                            AuthUnavailable::Credential(_) => (
-                                pb::FailureClass::CredentialUnavailable,
-                                CREDENTIAL_UNAVAILABLE_HINT.to_owned(),
-                            ),
-                            AuthUnavailable::Token(f) => {
-                                (convert::failure_class(f.class), f.hint.clone())
-                            }
-                        };
-                        let done = failed_before_sending(
-                            &claimed,
-                            &pending,
-                            class,
-                            AttemptEnd::Transient,
-                            &e.to_string(),
-                            &hint,
-                            outbox,
-                        );
-                        return finish(outbox, &claimed, done.0, done.1).await;
-                    }
-                };
+            let auth = match credentials(
+                &outbox.store,
+                outbox.tokens.cipher(),
+                &outbox.tokens,
+                &account,
+            )
+            .await
+            {
+                Ok(auth) => auth.map(|a| a.credentials),
+                Err(e) => {
+                    // A credential that cannot be read, or a token endpoint that gives no
+                    // token, may be fixed by a person: retried with backoff, not failed.
+                    let (class, hint) = match &e {
+                        AuthUnavailable::Credential(_) => (
+                            pb::FailureClass::CredentialUnavailable,
+                            CREDENTIAL_UNAVAILABLE_HINT.to_owned(),
+                        ),
+                        AuthUnavailable::Token(f) => {
+                            (convert::failure_class(f.class), f.hint.clone())
+                        }
+                    };
+                    let done = failed_before_sending(
+                        &claimed,
+                        &pending,
+                        class,
+                        AttemptEnd::Transient,
+                        &e.to_string(),
+                        &hint,
+                        outbox,
+                    );
+                    return finish(outbox, &claimed, done.0, done.1).await;
+                }
+            };
             let config = connection_config(&outbox.smtp, &account, auth);
             let to = pending
                 .iter()
