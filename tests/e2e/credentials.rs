@@ -3,6 +3,7 @@
 
 mod destinations;
 mod migration;
+mod oauth;
 
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{TestServer, account, both_backends, create_account};

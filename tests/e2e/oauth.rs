@@ -563,3 +563,132 @@ async fn the_microsoft365_preset_runs_end_to_end() {
     assert_eq!(token_phase(&t).reply_code, 200);
     assert_eq!(token_requests(&idp, "m365-app"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_destination_policy_applies_to_the_token_endpoint() {
+    let fx = SmtpFixtures::load();
+    let idp = Idp::start(&fx).await;
+    idp.client("fenced", Client::new("s3cret-f", &fx.var("SMTP_USER"), MICROSOFT));
+    // The relay stays allowed; only the endpoint's port is denied.
+    let port = idp.token_url.rsplit(':').next().unwrap().trim_end_matches("/token");
+    let ca = std::fs::read(fx.var("SMTP_CA")).expect("fixture CA");
+    let server = TestServer::start_configured(Backend::Sqlite, |c| {
+        c.smtp.extra_ca_pem = Some(ca);
+        c.smtp
+            .policy
+            .deny
+            .push(format!("127.0.0.0/8 {port}").parse().unwrap());
+    })
+    .await;
+    let cred = client_credentials(&server, &fx, &idp, "fenced", "s3cret-f").await;
+    let t = test(&server, &account(&server, &fx, "Fenced", &cred).await).await;
+    assert_eq!(class(&t), pb::FailureClass::DestinationNotAllowed, "{:?}", t.result);
+    assert_eq!(
+        t.result.unwrap().failed_phase,
+        i32::from(pb::Phase::Token),
+        "refused before anything was sent"
+    );
+    assert!(idp.requests().is_empty(), "the endpoint was never asked");
+}
+
+/// The CLI takes OAuth2 credentials' secrets from files (never argv), and fills a preset's
+/// kind, token endpoint and scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_and_updates_oauth2_credentials() {
+    use crate::cli::{json, mailplane};
+    let server = TestServer::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    let refresh = dir.path().join("refresh-token");
+    std::fs::write(&secret, "cli-client-secret-31\n").unwrap();
+    std::fs::write(&refresh, "cli-refresh-token-77\n").unwrap();
+    let (secret, refresh) = (secret.to_str().unwrap(), refresh.to_str().unwrap());
+    let made = json(
+        &mailplane(
+            &server,
+            &[
+                "-o",
+                "json",
+                "credentials",
+                "create",
+                "--display-name",
+                "Google",
+                "--username",
+                "alerts@example.com",
+                "--kind",
+                "oauth2-refresh-token",
+                "--allow-destination",
+                "smtp.gmail.com:587",
+                "--token-url",
+                "https://oauth2.googleapis.com/token",
+                "--client-id",
+                "cli-app",
+                "--scope",
+                GOOGLE,
+                "--client-secret-file",
+                secret,
+                "--refresh-token-file",
+                refresh,
+            ],
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(made["kind"], "OAUTH2_REFRESH_TOKEN");
+    assert_eq!(made["token_url"], "https://oauth2.googleapis.com/token");
+    assert_eq!(made["has_client_secret"], true);
+    assert_eq!(made["has_refresh_token"], true);
+    assert!(!made.to_string().contains("cli-client-secret-31"));
+    let id = made["id"].to_string();
+    let updated = json(
+        &mailplane(
+            &server,
+            &[
+                "-o",
+                "json",
+                "credentials",
+                "update",
+                &id,
+                "--rotate-refresh-token",
+                "--refresh-token-file",
+                refresh,
+            ],
+        )
+        .await
+        .unwrap(),
+    );
+    assert_ne!(updated["etag"], made["etag"]);
+
+    let preset = json(
+        &mailplane(
+            &server,
+            &[
+                "-o",
+                "json",
+                "credentials",
+                "create",
+                "--preset",
+                "microsoft365",
+                "--tenant",
+                "contoso.onmicrosoft.com",
+                "--display-name",
+                "M365",
+                "--username",
+                "alerts@contoso.com",
+                "--client-id",
+                "m365-app",
+                "--client-secret-file",
+                secret,
+            ],
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(preset["kind"], "OAUTH2_CLIENT_CREDENTIALS");
+    assert_eq!(
+        preset["token_url"],
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+    );
+    assert_eq!(preset["scope"], MICROSOFT);
+    assert_eq!(preset["allowed_destinations"][0], "smtp.office365.com:587");
+}
