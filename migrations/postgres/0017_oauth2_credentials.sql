@@ -11,13 +11,16 @@ ALTER TABLE credentials ADD COLUMN client_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE credentials ADD COLUMN scope TEXT NOT NULL DEFAULT '';
 ALTER TABLE credentials ADD COLUMN refresh_nonce BYTEA;
 ALTER TABLE credentials ADD COLUMN refresh_ciphertext BYTEA;
+ALTER TABLE credentials ADD COLUMN refresh_key_id BIGINT;
 ALTER TABLE credentials ADD COLUMN refresh_update_time BIGINT;
 
--- The access token a credential last got, sealed (bound to `credentials/{id}#access_token`),
+-- The access token a credential last got, sealed under key `token_key_id` (bound to
+-- `credentials/{id}#access_token`),
 -- shared by every replica until shortly before it expires. `generation` counts fetches, so a
 -- session that saw a token refused refreshes only if no one has replaced it meanwhile.
 CREATE TABLE credential_tokens (
     credential_id BIGINT PRIMARY KEY REFERENCES credentials (id) ON DELETE CASCADE,
+    token_key_id     BIGINT NOT NULL,
     token_nonce      BYTEA NOT NULL,
     token_ciphertext BYTEA NOT NULL,
     scope       TEXT   NOT NULL,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod keys;
 pub mod oauth;
 pub mod outbox;
 pub mod render;

@@ -43,6 +43,12 @@ fn main() -> ExitCode {
                 cli::server::replicas(channel, cli.client.output, &mut out).await?;
                 Ok(())
             }
+            Command::Keys(command) => {
+                // Progress lines as they come (a lock of stdout cannot cross an await).
+                let mut out = std::io::stdout();
+                cli::keys::run(command, cli.client.output, &mut out).await?;
+                Ok(())
+            }
             Command::Audit(command) => {
                 let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();

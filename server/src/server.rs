@@ -11,8 +11,9 @@ use crate::api::tokens::Tokens;
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
 use crate::background::{Background, export_audit_log, watch_revocations};
-use crate::crypto::{self, Cipher, KeyError};
+use crate::crypto::KeyError;
 use crate::domain::replica::ReplicaId;
+use crate::keys::Keys;
 use crate::oauth::AccessTokens;
 use crate::oauth::client::HttpSettings;
 use crate::outbox::{Outbox, OutboxSettings};
@@ -89,7 +90,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The database; `None` means SQLite in `data_dir`.
     pub database_url: Option<String>,
-    /// The key-encryption key file; `None` means `data_dir/mailplane.key`.
+    /// The key file (key-encryption keys); `None` means `data_dir/mailplane.key`.
     pub key_file: Option<PathBuf>,
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
@@ -170,7 +171,7 @@ pub enum StartupError {
         /// The cause.
         source: store::OpenError,
     },
-    /// The key file is missing, malformed or wrong.
+    /// The key file is missing, malformed, wrong, or lacks the primary key.
     #[error(transparent)]
     Key(#[from] KeyError),
     /// The listen address could not be bound.
@@ -186,15 +187,16 @@ pub enum StartupError {
     Serve(String),
 }
 
-/// The opened database and key.
+/// The opened database and keys.
 pub struct State {
     /// The store.
     pub store: Arc<Store>,
-    /// The key-encryption key.
-    pub cipher: Cipher,
+    /// The key-encryption keys.
+    pub keys: Arc<Keys>,
 }
 
-/// Opens the database and the key file, checking that they belong together.
+/// Opens the database and the key file, checking that they belong together (each key against
+/// its key check, and that the file holds the primary key).
 pub async fn open_state(config: &ServerConfig) -> Result<State, StartupError> {
     let url = config.database()?;
     let shown = match &url {
@@ -207,22 +209,14 @@ pub async fn open_state(config: &ServerConfig) -> Result<State, StartupError> {
             url: shown.clone(),
             source,
         })?;
-    let db_err = |e: crate::error::Error| StartupError::Config(format!("database {shown}: {e}"));
-    let check = store.key_check().await.map_err(db_err)?;
     let key_path = config.key_path();
-    let (cipher, created) = crypto::load_or_create(&key_path, check.is_some())?;
-    match &check {
-        Some(check) if !cipher.verify_key_check(check) => {
-            return Err(KeyError::Mismatch(key_path).into());
+    let (keys, created) = match Keys::load(&key_path, Arc::clone(&store)).await {
+        Ok(opened) => opened,
+        Err(KeyError::Database(e)) => {
+            return Err(StartupError::Config(format!("database {shown}: {e}")));
         }
-        Some(_) => {}
-        None => {
-            let sealed = cipher
-                .key_check()
-                .map_err(|e| StartupError::Config(e.to_string()))?;
-            store.set_key_check(&sealed).await.map_err(db_err)?;
-        }
-    }
+        Err(e) => return Err(e.into()),
+    };
     if created {
         tracing::warn!(
             key_file = %key_path.display(),
@@ -230,8 +224,16 @@ pub async fn open_state(config: &ServerConfig) -> Result<State, StartupError> {
              secrets cannot be decrypted"
         );
     }
-    tracing::info!(database = %shown, key_file = %key_path.display(), "storage ready");
-    Ok(State { store, cipher })
+    tracing::info!(
+        database = %shown,
+        key_file = %key_path.display(),
+        keys = ?keys.ids(),
+        "storage ready"
+    );
+    Ok(State {
+        store,
+        keys: Arc::new(keys),
+    })
 }
 
 /// Binds `config.listen` and serves until `shutdown` completes.
@@ -271,7 +273,10 @@ pub async fn serve(
     replica::join(&state.store, &me)
         .await
         .map_err(|e| StartupError::Config(format!("registering this replica: {e}")))?;
-    let auth = Arc::new(Authenticator::new(Arc::clone(&state.store), &state.cipher));
+    let token_key = crate::auth::token_key::load_or_create(&state.store, &state.keys)
+        .await
+        .map_err(|e| StartupError::Config(format!("API token key: {e}")))?;
+    let auth = Arc::new(Authenticator::new(Arc::clone(&state.store), token_key));
     match crate::auth::bootstrap(&state.store, &auth, &config.data_dir).await {
         Ok(Some(token)) if config.print_bootstrap_token => {
             eprintln!(
@@ -284,14 +289,14 @@ pub async fn serve(
     }
     let registry = Arc::new(Registry::default());
     let ca = Arc::new(
-        AgentCa::load_or_create(&state.store, &state.cipher)
+        AgentCa::load_or_create(&state.store, &state.keys)
             .await
             .map_err(|e| StartupError::Config(format!("agent CA: {e}")))?,
     );
     let notifier = Notifier::start(&state.store);
     let access_tokens = Arc::new(AccessTokens::new(
         Arc::clone(&state.store),
-        state.cipher.clone(),
+        Arc::clone(&state.keys),
         HttpSettings {
             policy: config.smtp.policy.clone(),
             extra_ca_pem: config.smtp.extra_ca_pem.clone(),
@@ -299,7 +304,7 @@ pub async fn serve(
     ));
     let runner = TestRunner::new(
         Arc::clone(&state.store),
-        state.cipher.clone(),
+        Arc::clone(&state.keys),
         Arc::clone(&access_tokens),
         config.smtp.clone(),
         Arc::clone(&registry),
@@ -323,7 +328,7 @@ pub async fn serve(
         // Connector jobs that other replicas queue for the agents streaming to this one.
         let pump = Arc::new(Pump {
             store: Arc::clone(&state.store),
-            cipher: state.cipher.clone(),
+            keys: Arc::clone(&state.keys),
             registry: Arc::clone(&registry),
             me: me.id.clone(),
             notifier,
@@ -479,7 +484,7 @@ async fn serve_api(
         ))))
         .add_service(CredentialServiceServer::new(Credentials::new(
             Arc::clone(&state.store),
-            state.cipher.clone(),
+            Arc::clone(&state.keys),
         )))
         .add_service(SmtpTestServiceServer::new(Tests::new(Arc::clone(runner))))
         .add_service(AuditServiceServer::new(Audit::new(Arc::clone(

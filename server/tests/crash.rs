@@ -19,7 +19,7 @@ use mailplane_server::cli::{ClientArgs, Conn, connect_with, output};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::{admin_token, cli, fixtures, serve_logged};
+use support::{Pg, admin_token, cli, fixtures, serve_logged};
 
 /// Messages sent.
 const MESSAGES: usize = 1000;
@@ -273,47 +273,6 @@ fn requeued(lines: &[String]) -> u64 {
             }
         })
         .sum()
-}
-
-/// A fresh PostgreSQL database (dropped at the end), like `mailplane_tests::PgDatabase`.
-struct Pg {
-    name: String,
-    url: String,
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("MAILPLANE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-impl Pg {
-    async fn create() -> Self {
-        use sqlx::Connection as _;
-        let admin = pg_admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is needed at {admin}: {e}"));
-        let name = format!("mailplane_crash_{:016x}", rand::random::<u64>());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
-        Self { name, url }
-    }
-
-    async fn drop_db(&self) {
-        use sqlx::Connection as _;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn)
-            .await;
-        }
-    }
 }
 
 async fn crash_and_restart(database_url: Option<&str>) {

@@ -62,7 +62,9 @@ async fn run_other(
         Command::Server(cli::server::ServerCommand::Replicas) => {
             cli::server::replicas(channel, format, out).await?;
         }
-        Command::Serve(_) | Command::Server(_) => unreachable!("not a client command"),
+        Command::Serve(_) | Command::Server(_) | Command::Keys(_) => {
+            unreachable!("not a client command")
+        }
         Command::Send(_) | Command::Messages(_) => unreachable!("the outbox"),
     }
     Ok(())

@@ -16,6 +16,7 @@ mod connectors;
 mod credentials;
 mod discovery;
 mod hostile;
+mod keys;
 mod messages;
 mod netns;
 mod oauth;

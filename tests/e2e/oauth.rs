@@ -568,9 +568,17 @@ async fn the_microsoft365_preset_runs_end_to_end() {
 async fn the_destination_policy_applies_to_the_token_endpoint() {
     let fx = SmtpFixtures::load();
     let idp = Idp::start(&fx).await;
-    idp.client("fenced", Client::new("s3cret-f", &fx.var("SMTP_USER"), MICROSOFT));
+    idp.client(
+        "fenced",
+        Client::new("s3cret-f", &fx.var("SMTP_USER"), MICROSOFT),
+    );
     // The relay stays allowed; only the endpoint's port is denied.
-    let port = idp.token_url.rsplit(':').next().unwrap().trim_end_matches("/token");
+    let port = idp
+        .token_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/token");
     let ca = std::fs::read(fx.var("SMTP_CA")).expect("fixture CA");
     let server = TestServer::start_configured(Backend::Sqlite, |c| {
         c.smtp.extra_ca_pem = Some(ca);
@@ -582,7 +590,12 @@ async fn the_destination_policy_applies_to_the_token_endpoint() {
     .await;
     let cred = client_credentials(&server, &fx, &idp, "fenced", "s3cret-f").await;
     let t = test(&server, &account(&server, &fx, "Fenced", &cred).await).await;
-    assert_eq!(class(&t), pb::FailureClass::DestinationNotAllowed, "{:?}", t.result);
+    assert_eq!(
+        class(&t),
+        pb::FailureClass::DestinationNotAllowed,
+        "{:?}",
+        t.result
+    );
     assert_eq!(
         t.result.unwrap().failed_phase,
         i32::from(pb::Phase::Token),
@@ -691,4 +704,75 @@ async fn the_cli_creates_and_updates_oauth2_credentials() {
     );
     assert_eq!(preset["scope"], MICROSOFT);
     assert_eq!(preset["allowed_destinations"][0], "smtp.office365.com:587");
+}
+
+/// Key rotation re-encrypts refresh tokens and cached access tokens too: after it, with the old
+/// key gone and the server restarted, the cached token still serves and everything decrypts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_re_encrypts_refresh_and_access_tokens() {
+    use mailplane_server::keys::rotate::RotateOptions;
+    let fx = SmtpFixtures::load();
+    let idp = Idp::start(&fx).await;
+    idp.client(
+        "rotated",
+        Client {
+            refresh_tokens: vec!["rt-rotated".into()],
+            ..Client::new("s3cret-k", &fx.var("SMTP_USER"), GOOGLE)
+        },
+    );
+    let server = server(&fx, Backend::Sqlite).await;
+    let cred = server
+        .credentials()
+        .create_credential(pb::CreateCredentialRequest {
+            credential: Some(pb::Credential {
+                display_name: "rotated".into(),
+                username: fx.var("SMTP_USER"),
+                kind: pb::CredentialKind::Oauth2RefreshToken.into(),
+                token_url: idp.token_url.clone(),
+                client_id: "rotated".into(),
+                client_secret: "s3cret-k".into(),
+                refresh_token: "rt-rotated".into(),
+                scope: GOOGLE.into(),
+                allowed_destinations: mailplane_tests::test_destinations(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let acct = account(&server, &fx, "Rotated", &cred.name).await;
+    assert_eq!(state(&test(&server, &acct).await), pb::TestState::Succeeded);
+
+    let mut maintenance = crate::keys::open(&server).await;
+    let before = maintenance.status().await.unwrap();
+    let one = before.keys.iter().find(|k| k.id == 1).unwrap();
+    assert_eq!((one.usage.refresh_tokens, one.usage.access_tokens), (1, 1));
+    let options = RotateOptions {
+        batch_size: 10,
+        pause: Duration::ZERO,
+    };
+    maintenance
+        .rotate(&options, &mut Vec::new())
+        .await
+        .expect("rotate");
+    let after = maintenance.status().await.unwrap();
+    assert_eq!((after.primary, after.pending), (2, 0), "{after:?}");
+    let two = after.keys.iter().find(|k| k.id == 2).unwrap();
+    assert_eq!((two.usage.refresh_tokens, two.usage.access_tokens), (1, 1));
+    assert_eq!(maintenance.prune(&[], &mut Vec::new()).await.unwrap(), [1]);
+    let report = maintenance.verify().await.unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.failures);
+    drop(maintenance);
+
+    let server = server.restart().await;
+    let t = test(&server, &acct).await;
+    assert_eq!(state(&t), pb::TestState::Succeeded, "{:?}", t.result);
+    assert!(
+        token_phase(&t)
+            .detail
+            .iter()
+            .any(|d| d.starts_with("cached access token")),
+        "the re-encrypted cached token serves"
+    );
+    assert_eq!(token_requests(&idp, "rotated"), 1);
 }

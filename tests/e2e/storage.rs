@@ -69,11 +69,8 @@ async fn sqlite_file_holds_no_plaintext_secret() {
     stopped.unwrap();
     let state = mailplane_server::server::open_state(&config).await.unwrap();
     let secret = state
-        .store
-        .credential_secret(
-            mailplane_server::domain::CredentialId(cred.id),
-            &state.cipher,
-        )
+        .keys
+        .credential_secret(mailplane_server::domain::CredentialId(cred.id))
         .await
         .unwrap();
     assert_eq!(secret.expose(), format!("{SECRET}-2"));
@@ -117,7 +114,7 @@ async fn wrong_or_missing_key_fails_at_startup() {
         .err()
         .unwrap();
     assert!(
-        matches!(err, StartupError::Key(KeyError::Mismatch(_))),
+        matches!(err, StartupError::Key(KeyError::Mismatch { id: 1, .. })),
         "{err}"
     );
     assert!(
@@ -160,7 +157,7 @@ async fn wrong_or_missing_key_fails_at_startup() {
         .err()
         .unwrap();
     assert!(
-        matches!(err, StartupError::Key(KeyError::Malformed(_))),
+        matches!(err, StartupError::Key(KeyError::Malformed { .. })),
         "{err}"
     );
 

@@ -295,6 +295,34 @@ impl TestServer {
         self.data_dir.path().join("mailplane.db")
     }
 
+    /// Stops the server and starts it again on the same data dir and database (with the
+    /// config it ran with, and its first admin token).
+    pub async fn restart(mut self) -> Self {
+        self.stop_serving().await.expect("clean stop");
+        let Self {
+            config,
+            data_dir,
+            pg,
+            admin_token,
+            ..
+        } = self;
+        let mut restarted = Self::start_with(config, data_dir, pg).await;
+        restarted.channel = with_token(&restarted.raw, Some(&admin_token));
+        restarted.admin_token = admin_token;
+        restarted
+    }
+
+    /// Stops serving (SIGTERM's path), keeping the data and the database.
+    async fn stop_serving(&mut self) -> Result<(), mailplane_server::StartupError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("server task panicked"),
+            None => Ok(()),
+        }
+    }
+
     /// Stops the server (SIGTERM's path) and returns how `serve` ended.
     pub async fn stop(self) -> Result<(), mailplane_server::StartupError> {
         self.stop_keeping_data().await.0
@@ -307,13 +335,7 @@ impl TestServer {
         Result<(), mailplane_server::StartupError>,
         tempfile::TempDir,
     ) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let result = match self.task.take() {
-            Some(task) => task.await.expect("server task panicked"),
-            None => Ok(()),
-        };
+        let result = self.stop_serving().await;
         if let Some(pg) = self.pg.as_mut() {
             pg.drop_db().await;
         }
@@ -417,9 +439,35 @@ pub async fn create_account(
         .into_inner()
 }
 
-/// Runs a test body against both backends.
+/// Runs a test body against both backends. With `owned configure =>`, each server is
+/// started with `configure` (a `FnOnce(&mut ServerConfig)`) and handed over by value: the
+/// body may restart it, and stops it.
 #[macro_export]
 macro_rules! both_backends {
+    (owned $configure:expr => $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server =
+                        $crate::TestServer::start_configured($crate::Backend::Sqlite, $configure)
+                            .await;
+                    super::$name(server).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server =
+                        $crate::TestServer::start_configured($crate::Backend::Postgres, $configure)
+                            .await;
+                    super::$name(server).await;
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(

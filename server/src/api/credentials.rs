@@ -3,9 +3,9 @@
 use super::convert;
 use super::paging;
 use crate::auth::Actor;
-use crate::crypto::Cipher;
 use crate::domain::{CredentialKind, CredentialSpec, rules};
 use crate::error::Error;
+use crate::keys::Keys;
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::store::credentials::SecretChange;
@@ -18,13 +18,13 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct Credentials {
     store: Arc<Store>,
-    cipher: Cipher,
+    keys: Arc<Keys>,
 }
 
 impl Credentials {
-    /// A service backed by `store`, sealing secrets with `cipher`.
-    pub fn new(store: Arc<Store>, cipher: Cipher) -> Self {
-        Self { store, cipher }
+    /// A service backed by `store`, sealing secrets under the primary key of `keys`.
+    pub fn new(store: Arc<Store>, keys: Arc<Keys>) -> Self {
+        Self { store, keys }
     }
 }
 
@@ -116,9 +116,10 @@ impl CredentialService for Credentials {
         let spec = CredentialSpec::try_from(&msg)?;
         let (secret, refresh) = given.for_kind(spec.kind, &convert::CREDENTIAL_SECRET_FIELDS)?;
         let secret = secret.ok_or_else(|| Error::invalid("secret", "is required"))?;
+        let primary = self.keys.primary().await?;
         let created = self
             .store
-            .create_credential(&ctx, spec, &secret, refresh.as_ref(), &self.cipher)
+            .create_credential(&ctx, spec, &secret, refresh.as_ref(), &primary)
             .await?;
         tracing::info!(credential = %created.id, "credential created");
         Ok(Response::new((&created).into()))
@@ -211,9 +212,11 @@ impl CredentialService for Credentials {
             };
             Ok(())
         };
+        // A new secret is sealed under the primary key.
+        let primary = self.keys.primary().await?;
         let updated = self
             .store
-            .update_credential(&ctx, id, expected, &edit, &secrets, &self.cipher)
+            .update_credential(&ctx, id, expected, &edit, &secrets, &primary)
             .await?;
         let rotate = !named.is_empty();
         tracing::info!(credential = %id, rotated = rotate, "credential updated");

@@ -5,15 +5,15 @@
 //! in `domain::rules` that the accounts service asks with the caller's [`Actor`].)
 //!
 //! Tokens look like `mpt_{id}_{secret}`. The server keeps only an HMAC-SHA256 of the secret,
-//! under a key derived from the key-encryption key, and compares in constant time. Failed
-//! attempts, missing and wrong tokens alike, are rate-limited per peer address, and refused
-//! calls are audited once per peer and minute with a count ([`refusals`]).
+//! under a key of its own sealed in the database ([`token_key`]), and compares in constant
+//! time. Failed attempts, missing and wrong tokens alike, are rate-limited per peer address,
+//! and refused calls are audited once per peer and minute with a count ([`refusals`]).
 
 pub mod layer;
 pub mod limit;
 pub mod refusals;
+pub mod token_key;
 
-use crate::crypto::Cipher;
 use crate::domain::{Role, TokenRecord, now_micros};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -269,11 +269,11 @@ const UNAUTHENTICATED: &str = "a valid API token is required: pass `authorizatio
      <token>` (mailplane --token or MAILPLANE_TOKEN)";
 
 impl Authenticator {
-    /// An authenticator over `store`, with token hashes keyed from the KEK.
-    pub fn new(store: Arc<Store>, cipher: &Cipher) -> Self {
+    /// An authenticator over `store`, with token hashes keyed with `key` ([`token_key`]).
+    pub fn new(store: Arc<Store>, key: crate::crypto::DerivedKey) -> Self {
         Self {
             store,
-            key: cipher.derive("mailplane:api-token-hash"),
+            key,
             cache: Mutex::new(HashMap::new()),
             failures: limit::PeerLimit::new(MAX_FAILURES, FAILURE_WINDOW),
             refusals: refusals::Refusals::default(),

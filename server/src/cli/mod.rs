@@ -1,10 +1,12 @@
-//! The command line: `mailplane serve` runs the server; every other command is a gRPC client
-//! of a running server, chosen with `--server` or `MAILPLANE_ADDR`.
+//! The command line: `mailplane serve` runs the server; `mailplane keys` works on its database
+//! and key file directly; every other command is a gRPC client of a running server, chosen with
+//! `--server` or `MAILPLANE_ADDR`.
 
 pub mod accounts;
 pub mod audit;
 pub mod connectors;
 pub mod credentials;
+pub mod keys;
 pub mod messages;
 pub mod output;
 pub mod pin;
@@ -123,6 +125,9 @@ pub enum Command {
     /// Facts about the server: its CA on this host, and the replicas sharing its database.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Rotate the key-encryption keys without downtime (on the host with the key file).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Read the audit log (admin).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -275,6 +280,9 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A `mailplane keys` command failed.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::rotate::RotateError),
 }
 
 fn describe_status(status: &tonic::Status) -> String {

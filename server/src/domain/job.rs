@@ -84,8 +84,8 @@ pub struct ClaimedJob {
     pub id: JobId,
     /// Its connector.
     pub connector: ConnectorId,
-    /// The sealed job (nonce, ciphertext): it carries the credential's secret.
-    pub sealed: (Vec<u8>, Vec<u8>),
+    /// The sealed job: it carries the credential's secret.
+    pub sealed: crate::crypto::Sealed,
 }
 
 #[cfg(test)]

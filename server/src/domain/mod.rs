@@ -9,6 +9,7 @@ pub mod audit;
 pub mod connector;
 pub mod credential;
 pub mod job;
+pub mod keys;
 pub mod message;
 pub mod oauth;
 pub mod presets;

@@ -7,11 +7,13 @@
 
 pub mod client;
 
-use crate::crypto::Cipher;
+use crate::crypto::aad;
+use crate::domain::Credential;
 use crate::domain::{CredentialId, CredentialKind, now_micros, oauth::missing_scopes};
+use crate::keys::Keys;
 use crate::secret::Secret;
 use crate::store::Store;
-use crate::store::credential_tokens::{CachedToken, TokenGrant};
+use crate::store::credential_tokens::CachedToken;
 use client::{Grant, HttpSettings, RequestError, TokenRequest};
 use mailplane_smtp::{self as smtp, FailureClass, PhaseRecord, PhaseStatus};
 use std::collections::HashMap;
@@ -22,6 +24,15 @@ use std::time::{Duration, Instant};
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// A cached token is renewed this long before it expires (or halfway, for short ones).
 const RENEW_BEFORE: Duration = Duration::from_secs(60);
+
+/// What a token request needs: the credential (its kind, client id, token URL and scope), the
+/// client secret, and the refresh token of that kind.
+#[derive(Debug)]
+struct TokenGrant {
+    credential: Credential,
+    client_secret: Secret,
+    refresh_token: Option<Secret>,
+}
 
 /// A token to send, and the `TOKEN` phase that says where it came from.
 #[derive(Debug)]
@@ -50,7 +61,7 @@ pub struct TokenFailure {
 /// Gets and caches credentials' access tokens.
 pub struct AccessTokens {
     store: Arc<Store>,
-    cipher: Cipher,
+    keys: Arc<Keys>,
     http: HttpSettings,
     /// One mutex per credential being fetched: single flight within this process.
     flights: Mutex<HashMap<CredentialId, Arc<tokio::sync::Mutex<()>>>>,
@@ -70,19 +81,19 @@ fn renew_at(fetch_time: i64, expire_time: i64) -> i64 {
 }
 
 impl AccessTokens {
-    /// A token manager over `store`, opening secrets with `cipher`.
-    pub fn new(store: Arc<Store>, cipher: Cipher, http: HttpSettings) -> Self {
+    /// A token manager over `store`, opening and sealing secrets with `keys`.
+    pub fn new(store: Arc<Store>, keys: Arc<Keys>, http: HttpSettings) -> Self {
         Self {
             store,
-            cipher,
+            keys,
             http,
             flights: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The key secrets are opened with.
-    pub fn cipher(&self) -> &Cipher {
-        &self.cipher
+    /// The keys secrets are opened with.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     fn flight(&self, id: CredentialId) -> Arc<tokio::sync::Mutex<()>> {
@@ -127,12 +138,49 @@ impl AccessTokens {
                 .await
                 .map_err(|e| unavailable(&e, started))?;
         }
-        let grant = self
-            .store
-            .token_grant(id, &self.cipher)
-            .await
-            .map_err(|e| unavailable(&e, started))?;
+        let grant = self.grant(id).await.map_err(|e| unavailable(&e, started))?;
         self.fetch(id, &grant, started).await
+    }
+
+    /// What a token request for credential `id` needs, decrypted.
+    async fn grant(&self, id: CredentialId) -> crate::error::Result<TokenGrant> {
+        let stored = self.store.token_grant(id).await?;
+        let client_secret = self.keys.credential_secret(id).await?;
+        let refresh_token = match &stored.refresh_token {
+            Some(sealed) => Some(
+                self.keys
+                    .open_secret(&aad::refresh_token(id.0), sealed)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(TokenGrant {
+            credential: stored.credential,
+            client_secret,
+            refresh_token,
+        })
+    }
+
+    /// The credential's cached access token, if it has one that this server's keys open (one
+    /// that does not is only a cache miss).
+    async fn cached(&self, id: CredentialId) -> crate::error::Result<Option<CachedToken>> {
+        let Some(stored) = self.store.cached_token(id).await? else {
+            return Ok(None);
+        };
+        let Ok(token) = self
+            .keys
+            .open_secret(&aad::access_token(id.0), &stored.sealed)
+            .await
+        else {
+            return Ok(None);
+        };
+        Ok(Some(CachedToken {
+            token,
+            scope: stored.scope,
+            expire_time: stored.expire_time,
+            fetch_time: stored.fetch_time,
+            generation: stored.generation,
+        }))
     }
 
     /// The cached token, if it is fresh and not generation `refused`.
@@ -143,8 +191,7 @@ impl AccessTokens {
         started: Instant,
     ) -> Result<Option<Acquired>, TokenFailure> {
         let cached = self
-            .store
-            .cached_token(id, &self.cipher)
+            .cached(id)
             .await
             .map_err(|e| unavailable(&e, started))?;
         let now = now_micros();
@@ -270,9 +317,14 @@ impl AccessTokens {
                 .is_none_or(|old| old.expose() != new.expose())
                 && c.spec.kind == CredentialKind::OAuth2RefreshToken
         });
+        let primary = self
+            .keys
+            .primary()
+            .await
+            .map_err(|e| unavailable(&e, started))?;
         let generation = self
             .store
-            .save_token(id, c.version, &token, rotated, &self.cipher)
+            .save_token(id, c.version, &token, rotated, &primary)
             .await
             .map_err(|e| unavailable(&e, started))?;
         tracing::info!(

@@ -160,7 +160,7 @@ pub(super) async fn run(outbox: &Outbox, claimed: Claimed) {
         (Some(bytes), false) => {
             let auth = match credentials(
                 &outbox.store,
-                outbox.tokens.cipher(),
+                outbox.tokens.keys(),
                 &outbox.tokens,
                 &account,
             )

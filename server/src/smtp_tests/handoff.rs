@@ -12,10 +12,10 @@ use super::record::{ExecutedBy, FailureClass};
 use super::remote::{FailoverPolicy, gave_up, lost_after_data, offline, publish, retried};
 use super::watch::LiveTest;
 use super::{fail, finish};
-use crate::crypto::Cipher;
 use crate::domain::job::{JOB_TICK, JobId, JobState, JobStatus};
 use crate::domain::{ConnectorId, TestName, now_micros};
 use crate::error::Result;
+use crate::keys::Keys;
 use crate::store::Store;
 use crate::store::notify::{Notice, Notifier};
 use crate::tunnel::pump::job_aad;
@@ -31,8 +31,8 @@ use tokio_util::task::TaskTracker;
 pub struct Handoff<'a> {
     /// The database.
     pub store: &'a Arc<Store>,
-    /// Seals the job.
-    pub cipher: &'a Cipher,
+    /// Seals the job (under the primary key).
+    pub keys: &'a Keys,
     /// Every replica's notices.
     pub notifier: &'a Arc<Notifier>,
     /// Owns the clean-up that follows a job (off the test's path).
@@ -122,14 +122,12 @@ impl Handoff<'_> {
         job: &pb::SmtpJob,
     ) -> Result<JobId> {
         let sealed = self
-            .cipher
+            .keys
+            .primary()
+            .await?
             .seal(&job_aad(connector), &job.encode_to_vec())?;
         self.store
-            .enqueue_job(
-                connector,
-                &name.to_string(),
-                (&sealed.nonce, &sealed.ciphertext),
-            )
+            .enqueue_job(connector, &name.to_string(), &sealed)
             .await
     }
 }

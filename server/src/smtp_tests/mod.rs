@@ -25,11 +25,11 @@ pub mod wire;
 pub use settings::SmtpSettings;
 
 use crate::audit::AuditContext;
-use crate::crypto::Cipher;
 use crate::domain::{
     Account, AccountId, ConnectorId, TestName, TestRequest, TestState, micros, now_micros,
 };
 use crate::error::Result;
+use crate::keys::Keys;
 use crate::oauth::AccessTokens;
 use crate::store::Store;
 use crate::store::notify::Notifier;
@@ -56,7 +56,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Starts, tracks and reports tests.
 pub struct TestRunner {
     store: Arc<Store>,
-    cipher: Cipher,
+    keys: Arc<Keys>,
     tokens: Arc<AccessTokens>,
     settings: SmtpSettings,
     registry: Arc<Registry>,
@@ -74,7 +74,7 @@ impl TestRunner {
     /// A runner over `store`.
     pub fn new(
         store: Arc<Store>,
-        cipher: Cipher,
+        keys: Arc<Keys>,
         tokens: Arc<AccessTokens>,
         settings: SmtpSettings,
         registry: Arc<Registry>,
@@ -82,7 +82,7 @@ impl TestRunner {
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            cipher,
+            keys,
             tokens,
             settings,
             registry,
@@ -271,13 +271,8 @@ impl TestRunner {
     async fn execute(&self, account: &Account, request: &TestRequest, live: &LiveTest) {
         live.update(|t| t.start(now_micros()));
         let name = live.snapshot().name;
-        let auth = match session_config::credentials(
-            &self.store,
-            &self.cipher,
-            &self.tokens,
-            account,
-        )
-        .await
+        let auth = match session_config::credentials(&self.store, &self.keys, &self.tokens, account)
+            .await
         {
             Ok(Some(auth)) => {
                 if let Some(record) = auth.token {
@@ -330,7 +325,7 @@ impl TestRunner {
                     failover: self.settings.failover,
                     handoff: self.notifier.as_ref().map(|notifier| Handoff {
                         store: &self.store,
-                        cipher: &self.cipher,
+                        keys: &self.keys,
                         notifier,
                         tasks: &self.tasks,
                     }),

@@ -2,8 +2,8 @@
 //! the request, and the server's SMTP settings.
 
 use super::SmtpSettings;
-use crate::crypto::Cipher;
 use crate::domain::{Account, TestRequest, mechanism_for};
+use crate::keys::Keys;
 use crate::oauth::{AccessTokens, Refresher, TokenFailure};
 use crate::store::Store;
 use mailplane_smtp as smtp;
@@ -46,7 +46,7 @@ pub enum AuthUnavailable {
 /// again).
 pub async fn credentials(
     store: &Store,
-    cipher: &Cipher,
+    keys: &Keys,
     tokens: &Arc<AccessTokens>,
     account: &Account,
 ) -> Result<Option<SessionAuth>, AuthUnavailable> {
@@ -77,8 +77,8 @@ pub async fn credentials(
             Some(smtp::TokenRefresher(Arc::new(refresher))),
         )
     } else {
-        let secret = store
-            .credential_secret(id, cipher)
+        let secret = keys
+            .credential_secret(id)
             .await
             .map_err(CredentialUnavailable)?;
         (secret, None, None)

@@ -2,24 +2,37 @@
 //! before they expire; the secrets they are got with; and the lock that lets one fetch per
 //! credential run at a time across replicas.
 
-use super::credentials::{fetch, refresh_aad, seal_refresh_token};
+use super::credentials::{fetch, seal_refresh_token};
 use super::locks::{RowLock, Rule};
 use super::{Store, Write};
-use crate::crypto::{Cipher, Sealed};
+use crate::crypto::{Cipher, KeyId, Sealed, aad};
 use crate::domain::{Credential, CredentialId, now_micros};
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
-/// What a token request needs: the credential (its kind, client id, token URL and scope), the
-/// client secret, and the refresh token of that kind.
+/// What a token request needs, as stored: the credential (its kind, client id, token URL and
+/// scope) and the sealed refresh token of that kind. The caller opens it with its keys.
 #[derive(Debug)]
-pub struct TokenGrant {
+pub struct StoredGrant {
     /// The credential as it was read.
     pub credential: Credential,
-    /// The client secret.
-    pub client_secret: Secret,
-    /// The refresh token (the refresh-token kind).
-    pub refresh_token: Option<Secret>,
+    /// The sealed refresh token (the refresh-token kind).
+    pub refresh_token: Option<Sealed>,
+}
+
+/// A cached access token as stored: sealed, with what is known about it in clear.
+#[derive(Debug)]
+pub struct StoredToken {
+    /// The sealed token.
+    pub sealed: Sealed,
+    /// The scopes it grants, separated by spaces.
+    pub scope: String,
+    /// When it expires, in microseconds since the epoch.
+    pub expire_time: i64,
+    /// When it was got.
+    pub fetch_time: i64,
+    /// How many tokens the credential has got so far (this one included).
+    pub generation: i64,
 }
 
 /// An access token a credential got.
@@ -42,43 +55,37 @@ pub struct CachedToken {
 /// has one server, whose fetches the token manager serialises itself.
 pub struct FetchLock<'a>(#[allow(dead_code)] Option<Write<'a>>);
 
-/// The associated data an access token is sealed with.
-fn access_aad(id: CredentialId) -> String {
-    format!("{id}#access_token")
+/// A `credential_tokens` row: key id, nonce, ciphertext, scope, expiry, fetch time,
+/// generation.
+type TokenRow = (i64, Vec<u8>, Vec<u8>, String, i64, i64, i64);
+
+/// A sealed refresh token's key id, nonce and ciphertext.
+type SealedTriple = (Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A stored key id (rows from before key ids are under key 1).
+fn stored_key(id: Option<i64>) -> Result<KeyId> {
+    id.map_or(Ok(1), KeyId::try_from)
+        .map_err(|_| Error::Crypto("a stored key id is out of range".into()))
 }
 
-/// A `credential_tokens` row: nonce, ciphertext, scope, expiry, fetch time, generation.
-type TokenRow = (Vec<u8>, Vec<u8>, String, i64, i64, i64);
-
-/// A sealed row's nonce and ciphertext.
-type SealedPair = (Option<Vec<u8>>, Option<Vec<u8>>);
-
 impl Store {
-    /// The credential's cached access token, if it has one that this server's key opens (one
-    /// that does not is only a cache miss).
-    pub async fn cached_token(
-        &self,
-        id: CredentialId,
-        cipher: &Cipher,
-    ) -> Result<Option<CachedToken>> {
+    /// The credential's cached access token, sealed, if it has one.
+    pub async fn cached_token(&self, id: CredentialId) -> Result<Option<StoredToken>> {
         let q = super::db::query(
-            "SELECT token_nonce, token_ciphertext, scope, expire_time, fetch_time, generation \
-             FROM credential_tokens WHERE credential_id = $1",
+            "SELECT token_key_id, token_nonce, token_ciphertext, scope, expire_time, fetch_time, \
+             generation FROM credential_tokens WHERE credential_id = $1",
         )
         .bind(id.0);
         let row: Option<TokenRow> = self.optional(&q).await?;
-        let Some((nonce, ciphertext, scope, expire_time, fetch_time, generation)) = row else {
+        let Some((key, nonce, ciphertext, scope, expire_time, fetch_time, generation)) = row else {
             return Ok(None);
         };
-        let Ok(plain) = cipher.open(access_aad(id).as_bytes(), &Sealed { nonce, ciphertext })
-        else {
-            return Ok(None);
-        };
-        let Ok(token) = String::from_utf8(plain) else {
-            return Ok(None);
-        };
-        Ok(Some(CachedToken {
-            token: Secret::new(token),
+        Ok(Some(StoredToken {
+            sealed: Sealed {
+                key_id: stored_key(Some(key))?,
+                nonce,
+                ciphertext,
+            },
             scope,
             expire_time,
             fetch_time,
@@ -86,28 +93,26 @@ impl Store {
         }))
     }
 
-    /// What a token request for credential `id` needs, decrypted.
-    pub async fn token_grant(&self, id: CredentialId, cipher: &Cipher) -> Result<TokenGrant> {
+    /// What a token request for credential `id` needs, as stored (the client secret is read
+    /// like any credential's secret).
+    pub async fn token_grant(&self, id: CredentialId) -> Result<StoredGrant> {
         let credential = fetch(&mut self.read().await?.conn(), id).await?;
-        let client_secret = self.credential_secret(id, cipher).await?;
         let q = super::db::query(
-            "SELECT refresh_nonce, refresh_ciphertext FROM credentials WHERE id = $1",
+            "SELECT refresh_key_id, refresh_nonce, refresh_ciphertext FROM credentials \
+             WHERE id = $1",
         )
         .bind(id.0);
-        let row: Option<SealedPair> = self.optional(&q).await?;
+        let row: Option<SealedTriple> = self.optional(&q).await?;
         let refresh_token = match row {
-            Some((Some(nonce), Some(ciphertext))) => {
-                let plain =
-                    cipher.open(refresh_aad(id).as_bytes(), &Sealed { nonce, ciphertext })?;
-                Some(Secret::new(String::from_utf8(plain).map_err(|_| {
-                    Error::Crypto("stored refresh token is not UTF-8".into())
-                })?))
-            }
+            Some((key, Some(nonce), Some(ciphertext))) => Some(Sealed {
+                key_id: stored_key(key)?,
+                nonce,
+                ciphertext,
+            }),
             _ => None,
         };
-        Ok(TokenGrant {
+        Ok(StoredGrant {
             credential,
-            client_secret,
             refresh_token,
         })
     }
@@ -147,11 +152,13 @@ impl Store {
             w.commit().await?;
             return Ok(None);
         }
-        let sealed = cipher.seal(access_aad(id).as_bytes(), token.token.expose().as_bytes())?;
+        let sealed = cipher.seal(&aad::access_token(id.0), token.token.expose().as_bytes())?;
         let q = super::db::query(
             "INSERT INTO credential_tokens (credential_id, token_nonce, token_ciphertext, scope, \
-             expire_time, fetch_time, generation) VALUES ($1, $2, $3, $4, $5, $6, 1) \
+             expire_time, fetch_time, generation, token_key_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7) \
              ON CONFLICT (credential_id) DO UPDATE SET token_nonce = excluded.token_nonce, \
+             token_key_id = excluded.token_key_id, \
              token_ciphertext = excluded.token_ciphertext, scope = excluded.scope, \
              expire_time = excluded.expire_time, fetch_time = excluded.fetch_time, \
              generation = credential_tokens.generation + 1 RETURNING generation",
@@ -161,7 +168,8 @@ impl Store {
         .bind(sealed.ciphertext)
         .bind(&token.scope)
         .bind(token.expire_time)
-        .bind(token.fetch_time);
+        .bind(token.fetch_time)
+        .bind(i64::from(sealed.key_id));
         let (generation,): (i64,) = w.conn().one(&q).await?;
         w.commit().await?;
         Ok(Some(generation))

@@ -12,8 +12,8 @@ use crate::domain::{Credential, CredentialId, CredentialKind, CredentialSpec, no
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
-/// A credential's sealed secret: nonce and ciphertext, both NULL until a secret is set.
-type SealedRow = (Option<Vec<u8>>, Option<Vec<u8>>);
+/// A credential's sealed secret: key id, nonce and ciphertext, all NULL until a secret is set.
+type SealedRow = (Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// One credential, on `conn`.
 pub(super) async fn fetch(conn: &mut Conn<'_>, id: CredentialId) -> Result<Credential> {
@@ -27,7 +27,8 @@ pub(super) async fn fetch(conn: &mut Conn<'_>, id: CredentialId) -> Result<Crede
     }
 }
 
-/// Seals `secret` under `cipher` (bound to the credential's name) and stores it.
+/// Seals `secret` under `cipher` (bound to the credential's name) and stores it with the key's
+/// id.
 async fn seal_secret(
     w: &mut Write<'_>,
     id: CredentialId,
@@ -35,11 +36,15 @@ async fn seal_secret(
     cipher: &Cipher,
     now: i64,
 ) -> Result<()> {
-    let sealed = cipher.seal(id.to_string().as_bytes(), secret.expose().as_bytes())?;
+    let sealed = cipher.seal(
+        &crate::crypto::aad::credential(id.0),
+        secret.expose().as_bytes(),
+    )?;
     let q = query(
-        "UPDATE credentials SET secret_nonce = $1, secret_ciphertext = $2, \
-         secret_update_time = $3 WHERE id = $4",
+        "UPDATE credentials SET secret_key_id = $1, secret_nonce = $2, secret_ciphertext = $3, \
+         secret_update_time = $4 WHERE id = $5",
     )
+    .bind(i64::from(sealed.key_id))
     .bind(sealed.nonce)
     .bind(sealed.ciphertext)
     .bind(now)
@@ -48,13 +53,8 @@ async fn seal_secret(
     Ok(())
 }
 
-/// The associated data a refresh token is sealed with: the credential's name and a suffix, so
-/// it can never be opened as the credential's secret, nor the other way round.
-pub(super) fn refresh_aad(id: CredentialId) -> String {
-    format!("{id}#refresh_token")
-}
-
-/// Seals `refresh` under `cipher` (bound to [`refresh_aad`]) and stores it.
+/// Seals `refresh` under `cipher` (bound to the credential's name and `#refresh_token`) and
+/// stores it with the key's id.
 pub(super) async fn seal_refresh_token(
     w: &mut Write<'_>,
     id: CredentialId,
@@ -62,15 +62,19 @@ pub(super) async fn seal_refresh_token(
     cipher: &Cipher,
     now: i64,
 ) -> Result<()> {
-    let sealed = cipher.seal(refresh_aad(id).as_bytes(), refresh.expose().as_bytes())?;
+    let sealed = cipher.seal(
+        &crate::crypto::aad::refresh_token(id.0),
+        refresh.expose().as_bytes(),
+    )?;
     let q = query(
         "UPDATE credentials SET refresh_nonce = $1, refresh_ciphertext = $2, \
-         refresh_update_time = $3 WHERE id = $4",
+         refresh_update_time = $3, refresh_key_id = $5 WHERE id = $4",
     )
     .bind(sealed.nonce)
     .bind(sealed.ciphertext)
     .bind(now)
-    .bind(id.0);
+    .bind(id.0)
+    .bind(i64::from(sealed.key_id));
     w.conn().execute(&q).await?;
     Ok(())
 }
@@ -143,8 +147,9 @@ impl Store {
         convert(self.all::<CredentialRow>(&q).await?)
     }
 
-    /// Applies `edit`, and rotates the secret when `new_secret` is given. Accounts that use the
-    /// credential must still fit its kind and stay among its allowed destinations.
+    /// Applies `edit`, and rotates the secret when `new_secret` is given (sealed under its key).
+    /// Accounts that use the credential must still fit its kind and stay among its allowed
+    /// destinations.
     pub async fn update_credential(
         &self,
         ctx: &AuditContext,
@@ -201,7 +206,8 @@ impl Store {
         if spec.kind != CredentialKind::OAuth2RefreshToken {
             let q = query(
                 "UPDATE credentials SET refresh_nonce = NULL, refresh_ciphertext = NULL, \
-                 refresh_update_time = NULL WHERE id = $1 AND refresh_update_time IS NOT NULL",
+                 refresh_key_id = NULL, refresh_update_time = NULL \
+                 WHERE id = $1 AND refresh_update_time IS NOT NULL",
             )
             .bind(id.0);
             w.conn().execute(&q).await?;
@@ -257,19 +263,24 @@ impl Store {
         w.commit().await
     }
 
-    /// Decrypts a credential's secret, for the SMTP session that needs it.
-    pub async fn credential_secret(&self, id: CredentialId, cipher: &Cipher) -> Result<Secret> {
-        let q = query("SELECT secret_nonce, secret_ciphertext FROM credentials WHERE id = $1")
-            .bind(id.0);
+    /// A credential's sealed secret (`crate::keys::Keys::credential_secret` opens it).
+    pub async fn sealed_secret(&self, id: CredentialId) -> Result<Sealed> {
+        let q = query(
+            "SELECT secret_key_id, secret_nonce, secret_ciphertext FROM credentials WHERE id = $1",
+        )
+        .bind(id.0);
         let row: Option<SealedRow> = self.optional(&q).await?;
         match row {
             None => Err(Error::NotFound(id.to_string())),
-            Some((Some(nonce), Some(ciphertext))) => {
-                let plain =
-                    cipher.open(id.to_string().as_bytes(), &Sealed { nonce, ciphertext })?;
-                String::from_utf8(plain)
-                    .map(Secret::new)
-                    .map_err(|_| Error::Crypto("stored secret is not UTF-8".into()))
+            Some((key_id, Some(nonce), Some(ciphertext))) => {
+                let key_id = key_id
+                    .map_or(Ok(1), crate::crypto::KeyId::try_from)
+                    .map_err(|_| Error::Internal(format!("{id} has an invalid key id")))?;
+                Ok(Sealed {
+                    key_id,
+                    nonce,
+                    ciphertext,
+                })
             }
             Some(_) => Err(Error::FailedPrecondition(format!("{id} has no secret"))),
         }

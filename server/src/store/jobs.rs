@@ -6,6 +6,7 @@
 use super::Store;
 use super::db::{Arg, query};
 use super::notify::{JOB_CHANNEL, JOBS_CHANNEL};
+use crate::crypto::{KeyId, Sealed};
 use crate::domain::job::{ClaimedJob, JobId, JobState, JobStatus};
 use crate::domain::replica::ReplicaId;
 use crate::domain::{ConnectorId, Micros, now_micros};
@@ -27,17 +28,19 @@ impl Store {
         &self,
         connector: ConnectorId,
         subject: &str,
-        sealed: (&[u8], &[u8]),
+        sealed: &Sealed,
     ) -> Result<JobId> {
         let now = now_micros();
         let q = query(
-            "INSERT INTO connector_jobs (connector_id, subject, job_nonce, job_sealed, state, \
-             create_time, update_time) VALUES ($1, $2, $3, $4, 'queued', $5, $5) RETURNING id",
+            "INSERT INTO connector_jobs (connector_id, subject, job_key_id, job_nonce, \
+             job_sealed, state, create_time, update_time) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6) RETURNING id",
         )
         .bind(connector.0)
         .bind(subject)
-        .bind(sealed.0)
-        .bind(sealed.1)
+        .bind(i64::from(sealed.key_id))
+        .bind(sealed.nonce.as_slice())
+        .bind(sealed.ciphertext.as_slice())
         .bind(now);
         let mut w = self.begin_progress_write().await?;
         let (id,): (i64,) = w.conn().one(&q).await?;
@@ -64,7 +67,7 @@ impl Store {
             "UPDATE connector_jobs SET state = 'claimed', replica_id = $1, lease_until = $2, \
              update_time = $3 WHERE id = (SELECT id FROM connector_jobs WHERE connector_id = $4 \
              AND state = 'queued' ORDER BY id LIMIT 1{lock}) \
-             RETURNING id, job_nonce, job_sealed"
+             RETURNING id, job_key_id, job_nonce, job_sealed"
         ))
         .bind(&replica.0)
         .bind(lease_until)
@@ -72,10 +75,12 @@ impl Store {
         .bind(connector.0);
         // A progress write: a claim lost in a crash leaves the job queued for another.
         let mut w = self.begin_progress_write().await?;
-        let row: Option<(i64, Vec<u8>, Vec<u8>)> = w.conn().optional(&q).await?;
-        let Some((id, nonce, sealed)) = row else {
+        let row: Option<(i64, i64, Vec<u8>, Vec<u8>)> = w.conn().optional(&q).await?;
+        let Some((id, key_id, nonce, ciphertext)) = row else {
             return Ok(None);
         };
+        let key_id = KeyId::try_from(key_id)
+            .map_err(|_| Error::Internal(format!("connector job {id} has an invalid key id")))?;
         if let Some(q) = self.announcement(JOB_CHANNEL, id) {
             w.conn().execute(&q).await?;
         }
@@ -83,7 +88,11 @@ impl Store {
         Ok(Some(ClaimedJob {
             id: JobId(id),
             connector,
-            sealed: (nonce, sealed),
+            sealed: Sealed {
+                key_id,
+                nonce,
+                ciphertext,
+            },
         }))
     }
 

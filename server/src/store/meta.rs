@@ -1,9 +1,9 @@
-//! Installation metadata, and the key check that ties the database to its key file.
+//! Installation metadata, and the values in it sealed under a key-encryption key.
 
 use super::Store;
 use super::db::query;
-use crate::crypto::Sealed;
-use crate::error::Result;
+use crate::crypto::{KeyId, Sealed};
+use crate::error::{Error, Result};
 
 impl Store {
     /// A value of the installation's metadata.
@@ -23,21 +23,30 @@ impl Store {
         Ok(())
     }
 
-    /// The sealed key check, if the database has one.
-    pub async fn key_check(&self) -> Result<Option<Sealed>> {
-        let value = self.get_meta("key_check").await?;
-        Ok(value.and_then(|v| {
-            (v.len() > 12).then(|| Sealed {
-                nonce: v[..12].to_vec(),
-                ciphertext: v[12..].to_vec(),
-            })
-        }))
+    /// A sealed metadata value, with the id of the key it is sealed under.
+    pub async fn get_sealed_meta(&self, key: &str) -> Result<Option<Sealed>> {
+        let q = query("SELECT value, key_id FROM meta WHERE key = $1").bind(key);
+        let row: Option<(Vec<u8>, Option<i64>)> = self.optional(&q).await?;
+        row.map(|(value, key_id)| {
+            let key_id = key_id.map_or(Ok(1), KeyId::try_from).map_err(|_| {
+                Error::Internal(format!("meta value {key:?} has an invalid key id"))
+            })?;
+            Sealed::from_bytes(key_id, &value)
+                .ok_or_else(|| Error::Internal(format!("meta value {key:?} is truncated")))
+        })
+        .transpose()
     }
 
-    /// Stores the key check (first start only).
-    pub async fn set_key_check(&self, check: &Sealed) -> Result<()> {
-        let mut value = check.nonce.clone();
-        value.extend_from_slice(&check.ciphertext);
-        self.put_meta_if_absent("key_check", &value).await
+    /// Stores a sealed metadata value unless one exists (the first writer wins among replicas).
+    pub async fn put_sealed_meta_if_absent(&self, key: &str, sealed: &Sealed) -> Result<()> {
+        let q = query(
+            "INSERT INTO meta (key, value, key_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(sealed.to_bytes())
+        .bind(i64::from(sealed.key_id));
+        self.execute(&q).await?;
+        Ok(())
     }
 }

@@ -26,6 +26,7 @@ pub mod credential_tokens;
 pub mod credentials;
 mod db;
 pub mod jobs;
+pub mod keys;
 mod locks;
 pub mod messages;
 pub mod messages_attempts;
@@ -303,6 +304,15 @@ pub fn redact_url(url: &str) -> String {
 pub async fn open(url: &DatabaseUrl) -> std::result::Result<Arc<Store>, OpenError> {
     Ok(Arc::new(match url {
         DatabaseUrl::Sqlite(path) => Store::Sqlite(SqliteStore::open(path).await?),
+        DatabaseUrl::Postgres(url) => Store::Postgres(PgStore::open(url).await?),
+    }))
+}
+
+/// Opens the database that `url` names beside the servers that may have it open, for
+/// `mailplane keys` (an SQLite file must exist already; see [`SqliteStore::open_beside_server`]).
+pub async fn open_beside_server(url: &DatabaseUrl) -> std::result::Result<Arc<Store>, OpenError> {
+    Ok(Arc::new(match url {
+        DatabaseUrl::Sqlite(path) => Store::Sqlite(SqliteStore::open_beside_server(path).await?),
         DatabaseUrl::Postgres(url) => Store::Postgres(PgStore::open(url).await?),
     }))
 }

@@ -35,6 +35,13 @@ pub enum OpenError {
         /// The cause.
         source: std::io::Error,
     },
+    /// There is no database file to open beside a server.
+    #[error(
+        "there is no database at {}: start `mailplane serve` once first, or pass the server's \
+         --data-dir, --database-url or --config",
+        .0.display()
+    )]
+    NoDatabase(PathBuf),
     /// The database (SQLite or PostgreSQL) cannot be opened or migrated.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -92,8 +99,11 @@ pub struct SqliteStore {
     /// SQLite has one writer at a time; queuing this process's writers here keeps them from
     /// spinning on the database lock.
     write_lock: Mutex<()>,
-    /// The exclusive lock on `<file>.lock`, released when the store is dropped.
-    _process_lock: File,
+    /// The database file.
+    pub(super) path: PathBuf,
+    /// The exclusive lock on `<file>.lock`, released when the store is dropped (none for a
+    /// store opened beside a server by [`SqliteStore::open_beside_server`]).
+    _process_lock: Option<File>,
 }
 
 /// Creates the database file with mode 0600 when it does not exist yet (SQLite would create
@@ -122,6 +132,20 @@ impl SqliteStore {
         }
         let process_lock = lock_exclusively(path)?;
         create_private(path).map_err(sqlx::Error::Io)?;
+        Self::connect(path, Some(process_lock)).await
+    }
+
+    /// Opens the existing database file at `path` even while a server has it open, for
+    /// `mailplane keys`: its short transactions take SQLite's own write lock (which the
+    /// server's writers wait for, and it for theirs), and it runs none of a server's work.
+    pub async fn open_beside_server(path: &Path) -> Result<Self, OpenError> {
+        if !path.exists() {
+            return Err(OpenError::NoDatabase(path.to_path_buf()));
+        }
+        Self::connect(path, None).await
+    }
+
+    async fn connect(path: &Path, process_lock: Option<File>) -> Result<Self, OpenError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -155,6 +179,7 @@ impl SqliteStore {
             pool,
             durable,
             write_lock: Mutex::new(()),
+            path: path.to_path_buf(),
             _process_lock: process_lock,
         })
     }

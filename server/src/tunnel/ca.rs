@@ -3,9 +3,10 @@
 //! listener. The CA key is sealed under the key-encryption key and kept in the database, so all
 //! replicas on one PostgreSQL database share one CA.
 
-use crate::crypto::{Cipher, Sealed};
+use crate::crypto::aad;
 use crate::domain::{AgentName, Micros, now_micros};
 use crate::error::{Error, Result};
+use crate::keys::Keys;
 use crate::store::Store;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
@@ -16,8 +17,6 @@ use std::time::Duration;
 
 /// The metadata key of the sealed CA.
 const META_KEY: &str = "agent_ca";
-/// The associated data the CA is sealed with.
-const AAD: &[u8] = b"mailplane:agent-ca";
 /// How long an agent certificate is valid by default (`ServerConfig::agent_cert_lifetime`);
 /// agents renew after two thirds of it.
 pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -71,8 +70,8 @@ fn validity(params: &mut CertificateParams, lifetime: Duration) -> Result<Micros
 
 impl AgentCa {
     /// Loads the CA from the database, creating it on the first start.
-    pub async fn load_or_create(store: &Store, cipher: &Cipher) -> Result<Self> {
-        if store.get_meta(META_KEY).await?.is_none() {
+    pub async fn load_or_create(store: &Store, keys: &Keys) -> Result<Self> {
+        if store.get_sealed_meta(META_KEY).await?.is_none() {
             let key = KeyPair::generate().map_err(ca_error)?;
             let mut params = CertificateParams::default();
             let mut dn = DistinguishedName::new();
@@ -83,27 +82,19 @@ impl AgentCa {
             validity(&mut params, CA_LIFETIME)?;
             let cert = params.self_signed(&key).map_err(ca_error)?;
             let bundle = format!("{}\n{}", cert.pem(), key.serialize_pem());
-            let sealed = cipher.seal(AAD, bundle.as_bytes())?;
-            let mut value = sealed.nonce;
-            value.extend_from_slice(&sealed.ciphertext);
+            let sealed = keys
+                .primary()
+                .await?
+                .seal(aad::AGENT_CA, bundle.as_bytes())?;
             // Replicas starting together race here; the first one wins, and all read it back.
-            store.put_meta_if_absent(META_KEY, &value).await?;
+            store.put_sealed_meta_if_absent(META_KEY, &sealed).await?;
         }
-        let value = store
-            .get_meta(META_KEY)
+        let sealed = store
+            .get_sealed_meta(META_KEY)
             .await?
             .ok_or_else(|| ca_error("missing after creation"))?;
-        if value.len() <= 12 {
-            return Err(ca_error("stored CA is truncated"));
-        }
-        let bundle = cipher.open(
-            AAD,
-            &Sealed {
-                nonce: value[..12].to_vec(),
-                ciphertext: value[12..].to_vec(),
-            },
-        )?;
-        let bundle = String::from_utf8(bundle).map_err(ca_error)?;
+        let bundle = zeroize::Zeroizing::new(keys.open(aad::AGENT_CA, &sealed).await?);
+        let bundle = std::str::from_utf8(&bundle).map_err(ca_error)?;
         let split = bundle
             .find("-----BEGIN PRIVATE KEY-----")
             .ok_or_else(|| ca_error("stored CA has no key"))?;

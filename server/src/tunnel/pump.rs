@@ -8,10 +8,10 @@
 //! every [`JOB_TICK`], when it also renews its leases and forgets jobs long finished.
 
 use super::registry::{JobEnd, Registry};
-use crate::crypto::{Cipher, Sealed};
 use crate::domain::job::{ClaimedJob, JOB_LEASE, JOB_TICK};
 use crate::domain::replica::ReplicaId;
 use crate::domain::{ConnectorId, micros, now_micros};
+use crate::keys::Keys;
 use crate::store::Store;
 use crate::store::jobs::JobEndWrite;
 use crate::store::notify::{Notice, Notifier};
@@ -37,7 +37,7 @@ enum Item {
 
 /// The additional data a connector job is sealed with.
 pub fn job_aad(connector: ConnectorId) -> Vec<u8> {
-    format!("{connector}/jobs").into_bytes()
+    crate::crypto::aad::job(connector.0)
 }
 
 /// The pump of one replica.
@@ -45,7 +45,7 @@ pub struct Pump {
     /// The database.
     pub store: Arc<Store>,
     /// Opens the sealed jobs.
-    pub cipher: Cipher,
+    pub keys: Arc<Keys>,
     /// This replica's agents.
     pub registry: Arc<Registry>,
     /// This replica.
@@ -126,7 +126,7 @@ impl Pump {
     /// Runs one claimed job on an agent here, writing its updates and end back.
     async fn run_job(self: Arc<Self>, claimed: ClaimedJob) {
         let id = claimed.id;
-        let job = match self.open(&claimed) {
+        let job = match self.open(&claimed).await {
             Ok(job) => job,
             Err(e) => {
                 tracing::error!(job = %id, error = %e, "cannot open a connector job");
@@ -246,14 +246,11 @@ impl Pump {
         tokio::join!(follow, write);
     }
 
-    fn open(&self, claimed: &ClaimedJob) -> Result<pb::SmtpJob, String> {
-        let sealed = Sealed {
-            nonce: claimed.sealed.0.clone(),
-            ciphertext: claimed.sealed.1.clone(),
-        };
+    async fn open(&self, claimed: &ClaimedJob) -> Result<pb::SmtpJob, String> {
         let bytes = self
-            .cipher
-            .open(&job_aad(claimed.connector), &sealed)
+            .keys
+            .open(&job_aad(claimed.connector), &claimed.sealed)
+            .await
             .map_err(|e| e.to_string())?;
         pb::SmtpJob::decode(bytes.as_slice()).map_err(|e| e.to_string())
     }

@@ -109,3 +109,48 @@ pub fn cli(
 pub fn fixtures() -> std::collections::HashMap<String, String> {
     mailplane_testkit::SmtpFixtures::load().vars
 }
+
+/// A fresh PostgreSQL database (dropped at the end), like `mailplane_tests::PgDatabase`.
+pub struct Pg {
+    /// Its name.
+    pub name: String,
+    /// Its connection URL.
+    pub url: String,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("MAILPLANE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl Pg {
+    /// Creates the database.
+    pub async fn create() -> Self {
+        use sqlx::Connection as _;
+        let admin = pg_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL is needed at {admin}: {e}"));
+        let name = format!("mailplane_crash_{:016x}", rand::random::<u64>());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Self { name, url }
+    }
+
+    /// Drops it.
+    pub async fn drop_db(&self) {
+        use sqlx::Connection as _;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}

@@ -7,7 +7,10 @@ use mailplane_tests::{Conn, TestServer, both_backends, with_token};
 use pb::credential_service_client::CredentialServiceClient;
 use tonic::Code;
 
-both_backends!(oauth_fields_are_checked_per_kind, moving_the_token_url_needs_admin_or_the_secret);
+both_backends!(
+    oauth_fields_are_checked_per_kind,
+    moving_the_token_url_needs_admin_or_the_secret
+);
 
 const URL: &str = "https://login.example.com/contoso/oauth2/v2.0/token";
 const SCOPE: &str = "https://outlook.office365.com/.default";
