@@ -9,6 +9,9 @@ ALTER TABLE credentials ADD COLUMN oauth_grant TEXT NOT NULL DEFAULT ''
 ALTER TABLE credentials ADD COLUMN token_url TEXT NOT NULL DEFAULT '';
 ALTER TABLE credentials ADD COLUMN client_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE credentials ADD COLUMN scope TEXT NOT NULL DEFAULT '';
+-- Who asks the token endpoint: the server, or the agents of the accounts' network connector.
+ALTER TABLE credentials ADD COLUMN token_source TEXT NOT NULL DEFAULT 'server'
+    CHECK (token_source IN ('server', 'connector'));
 ALTER TABLE credentials ADD COLUMN refresh_nonce BLOB;
 ALTER TABLE credentials ADD COLUMN refresh_ciphertext BLOB;
 ALTER TABLE credentials ADD COLUMN refresh_key_id BIGINT;

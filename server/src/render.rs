@@ -35,6 +35,15 @@ pub fn kind(value: i32) -> String {
         .unwrap_or_else(|_| value.to_string())
 }
 
+/// A token source's short name (`SERVER`, `CONNECTOR`), empty when unset.
+pub fn token_source(value: i32) -> String {
+    match pb::TokenSource::try_from(value) {
+        Ok(pb::TokenSource::Unspecified) => String::new(),
+        Ok(m) => short(m.as_str_name(), "TOKEN_SOURCE_"),
+        Err(_) => value.to_string(),
+    }
+}
+
 /// An account as a JSON object with the API's field names.
 pub fn account_json(a: &pb::SmtpAccount) -> Value {
     json!({
@@ -104,6 +113,7 @@ pub fn credential_json(c: &pb::Credential) -> Value {
         "token_url": c.token_url,
         "client_id": c.client_id,
         "scope": c.scope,
+        "token_source": token_source(c.token_source),
         "has_client_secret": c.has_client_secret,
         "has_refresh_token": c.has_refresh_token,
         "etag": c.etag,

@@ -15,7 +15,6 @@ use crate::crypto::KeyError;
 use crate::domain::replica::ReplicaId;
 use crate::keys::Keys;
 use crate::oauth::AccessTokens;
-use crate::oauth::client::HttpSettings;
 use crate::outbox::{Outbox, OutboxSettings};
 use crate::replica;
 use crate::smtp_tests::{SmtpSettings, TestRunner};
@@ -33,6 +32,7 @@ use mailplane_proto::v1::replica_service_server::ReplicaServiceServer;
 use mailplane_proto::v1::smtp_account_service_server::SmtpAccountServiceServer;
 use mailplane_proto::v1::smtp_test_service_server::SmtpTestServiceServer;
 use mailplane_proto::v1::token_service_server::TokenServiceServer;
+use mailplane_smtp::oauth::HttpSettings;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -298,7 +298,7 @@ pub async fn serve(
         Arc::clone(&state.store),
         Arc::clone(&state.keys),
         HttpSettings {
-            policy: config.smtp.policy.clone(),
+            policy: Arc::new(config.smtp.policy.clone()),
             extra_ca_pem: config.smtp.extra_ca_pem.clone(),
         },
     ));
@@ -312,7 +312,7 @@ pub async fn serve(
     );
     let outbox = Outbox::new(
         Arc::clone(&state.store),
-        access_tokens,
+        Arc::clone(&access_tokens),
         config.smtp.clone(),
         config.outbox.clone(),
         Arc::clone(&registry),
@@ -360,6 +360,7 @@ pub async fn serve(
         auth: &auth,
         registry: &registry,
         ca: &ca,
+        tokens: &access_tokens,
         runner: &runner,
         outbox: &outbox,
         me: &me.id,
@@ -383,6 +384,7 @@ struct Shared<'a> {
     auth: &'a Arc<Authenticator>,
     registry: &'a Arc<Registry>,
     ca: &'a Arc<AgentCa>,
+    tokens: &'a Arc<AccessTokens>,
     runner: &'a Arc<TestRunner>,
     outbox: &'a Arc<Outbox>,
     me: &'a ReplicaId,
@@ -402,6 +404,7 @@ async fn serve_api(
         auth,
         registry,
         ca,
+        tokens,
         runner,
         outbox,
         me,
@@ -518,6 +521,7 @@ async fn serve_api(
                 Arc::clone(&state.store),
                 Arc::clone(ca),
                 Arc::clone(registry),
+                Arc::clone(tokens),
                 AgentSettings {
                     heartbeat: config.agent_heartbeat,
                     cert_lifetime: config.agent_cert_lifetime,

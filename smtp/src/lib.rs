@@ -59,6 +59,8 @@ mod context;
 mod delivery;
 mod destinations;
 mod message;
+#[cfg(feature = "oauth")]
+pub mod oauth;
 mod outgoing;
 mod policy;
 mod pool;
@@ -92,7 +94,9 @@ pub use policy::{
     Denied, DestinationCheck, DestinationPolicy, Rule, RuleParseError, embedded_ipv4,
 };
 pub use pool::{Pool, PoolConfig, PoolError, SendOptions};
-pub use refresh::{RefreshError, RefreshFuture, RefreshedToken, TokenRefresh, TokenRefresher};
+pub use refresh::{
+    RefreshError, RefreshFuture, RefreshedToken, TokenGrant, TokenRefresh, TokenRefresher,
+};
 pub use secret::Secret;
 pub use session::run_session;
 pub use tls::{TlsConfigError, certificate_info, https_client_config};
@@ -310,6 +314,9 @@ pub struct Credentials {
     /// For XOAUTH2 with a token the server got: asked once for a new token when the relay
     /// refuses this one. Never sent to an agent.
     pub refresh: Option<TokenRefresher>,
+    /// For a credential whose tokens an agent gets: how. `secret` is then empty until the
+    /// agent puts a token there.
+    pub token_grant: Option<TokenGrant>,
 }
 
 impl Credentials {
@@ -322,6 +329,7 @@ impl Credentials {
             secret,
             allowed_destinations: Vec::new(),
             refresh: None,
+            token_grant: None,
         }
     }
 

@@ -336,6 +336,19 @@ pub fn job_from_config(job_id: impl Into<String>, config: &smtp::SessionConfig) 
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
+            token_grant: c.token_grant.as_ref().map(|g| pb::JobTokenGrant {
+                credential: g.credential.clone(),
+                etag: g.etag.clone(),
+                token_url: g.token_url.clone(),
+                client_id: g.client_id.clone(),
+                client_secret: g.client_secret.expose().to_owned(),
+                refresh_token: g
+                    .refresh_token
+                    .as_ref()
+                    .map(|t| t.expose().to_owned())
+                    .unwrap_or_default(),
+                scope: g.scope.clone(),
+            }),
         }),
         allow_plaintext_auth: config.allow_plaintext_auth,
         stop_after: stop_after_to_pb(config.stop_after).into(),
@@ -371,14 +384,23 @@ pub fn config_from_job(job: &pb::SmtpJob) -> Result<smtp::SessionConfig, Convert
                 .iter()
                 .map(|d| d.parse::<smtp::AuthDestination>())
                 .collect::<Result<Vec<_>, _>>()?;
-            Some(
-                smtp::Credentials::new(
-                    mechanism_from_pb(a.mechanism)?,
-                    a.username.clone(),
-                    smtp::Secret::new(a.secret.clone()),
-                )
-                .allowed_to(allowed),
+            let mut credentials = smtp::Credentials::new(
+                mechanism_from_pb(a.mechanism)?,
+                a.username.clone(),
+                smtp::Secret::new(a.secret.clone()),
             )
+            .allowed_to(allowed);
+            credentials.token_grant = a.token_grant.as_ref().map(|g| smtp::TokenGrant {
+                credential: g.credential.clone(),
+                etag: g.etag.clone(),
+                token_url: g.token_url.clone(),
+                client_id: g.client_id.clone(),
+                client_secret: smtp::Secret::new(g.client_secret.clone()),
+                refresh_token: (!g.refresh_token.is_empty())
+                    .then(|| smtp::Secret::new(g.refresh_token.clone())),
+                scope: g.scope.clone(),
+            });
+            Some(credentials)
         }
     };
     Ok(smtp::SessionConfig {

@@ -20,6 +20,7 @@ mod keys;
 mod messages;
 mod netns;
 mod oauth;
+mod oauth_agents;
 mod outbox;
 mod paging;
 mod presets;

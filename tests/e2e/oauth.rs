@@ -9,8 +9,8 @@ use mailplane_testkit::idp::{Client, Idp};
 use mailplane_tests::{Backend, SmtpFixtures, TestServer, create_account};
 use std::time::Duration;
 
-const MICROSOFT: &str = "https://outlook.office365.com/.default";
-const GOOGLE: &str = "https://mail.google.com/";
+pub(crate) const MICROSOFT: &str = "https://outlook.office365.com/.default";
+pub(crate) const GOOGLE: &str = "https://mail.google.com/";
 
 async fn server(fx: &SmtpFixtures, backend: Backend) -> TestServer {
     let ca = std::fs::read(fx.var("SMTP_CA")).expect("fixture CA");
@@ -84,7 +84,7 @@ async fn test(server: &TestServer, account: &str) -> pb::SmtpTest {
     .1
 }
 
-fn token_phase(t: &pb::SmtpTest) -> pb::PhaseResult {
+pub(crate) fn token_phase(t: &pb::SmtpTest) -> pb::PhaseResult {
     t.transcript
         .iter()
         .find(|p| p.phase == i32::from(pb::Phase::Token))
@@ -92,7 +92,7 @@ fn token_phase(t: &pb::SmtpTest) -> pb::PhaseResult {
         .unwrap_or_else(|| panic!("no TOKEN phase in {:?}", t.transcript))
 }
 
-fn token_requests(idp: &Idp, client: &str) -> usize {
+pub(crate) fn token_requests(idp: &Idp, client: &str) -> usize {
     idp.requests()
         .iter()
         .filter(|r| r.client_id == client)

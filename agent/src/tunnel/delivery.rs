@@ -15,7 +15,8 @@ use pb::job_update::Update;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::job::{not_run, update};
+use super::job::{no_token, not_run, update};
+use super::tokens::{self, AgentTokens};
 use crate::allowlist::Allowlist;
 use mailplane_smtp as smtp;
 use mailplane_smtp::proto as convert;
@@ -37,6 +38,7 @@ pub(crate) fn pool(allow: &Allowlist, sessions_per_key: u32) -> DeliveryPool {
 /// What a delivery job needs besides the job.
 pub(crate) struct DeliveryCtx {
     pub allow: Arc<Allowlist>,
+    pub tokens: Arc<AgentTokens>,
     pub slots: Arc<Semaphore>,
     pub pool: Arc<DeliveryPool>,
     /// Cancelled when the stream the job came on is lost.
@@ -69,9 +71,12 @@ pub(crate) async fn run(
             format!("the agent cannot run this delivery: {e}"),
             "the server and the agent disagree about the job; check that their versions match",
         ),
-        Ok(config) => match send(&job_id, &config, &delivery, &ctx, &out).await {
-            Some(outcome) => outcome,
-            None => return,
+        Ok(mut config) => match tokens::prepare(&ctx.tokens, &mut config, &job_id, &out).await {
+            Err(f) => no_token(f),
+            Ok(()) => match send(&job_id, &config, &delivery, &ctx, &out).await {
+                Some(outcome) => outcome,
+                None => return,
+            },
         },
     };
     drop(job);

@@ -7,6 +7,7 @@ use pb::connect_request::Event;
 use pb::job_update::Update;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::tokens::{self, AgentTokens, TokenFailure};
 use crate::allowlist::Allowlist;
 use mailplane_smtp as smtp;
 use mailplane_smtp::proto as convert;
@@ -36,11 +37,21 @@ pub(crate) fn not_run(class: pb::FailureClass, message: String, hint: &str) -> p
     }
 }
 
+/// The outcome of a job that got no access token (the `TOKEN` phase was reported already).
+pub(crate) fn no_token(f: TokenFailure) -> pb::JobOutcome {
+    let mut outcome = not_run(convert::failure_class(f.class), f.message, &f.hint);
+    if let Some(result) = outcome.result.as_mut() {
+        result.failed_phase = pb::Phase::Token.into();
+    }
+    outcome
+}
+
 /// Runs `job` once a slot is free, streaming its phases and its outcome to `out`.
 /// Updates that cannot be sent (the stream is gone) are dropped.
 pub(crate) async fn run(
     job: pb::SmtpJob,
     allow: Arc<Allowlist>,
+    tokens: Arc<AgentTokens>,
     slots: Arc<Semaphore>,
     out: mpsc::Sender<pb::ConnectRequest>,
 ) {
@@ -54,7 +65,10 @@ pub(crate) async fn run(
             format!("the agent cannot run this job: {e}"),
             "the server and the agent disagree about the job; check that their versions match",
         ),
-        Ok(config) => run_config(&job_id, config, &allow, &out).await,
+        Ok(mut config) => match tokens::prepare(&tokens, &mut config, &job_id, &out).await {
+            Ok(()) => run_config(&job_id, config, &allow, &out).await,
+            Err(f) => no_token(f),
+        },
     };
     drop(job);
     let result = outcome.result.as_ref();

@@ -6,6 +6,7 @@ mod delivery;
 mod job;
 mod servers;
 mod session;
+mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -72,8 +73,10 @@ pub async fn run(
         usize::try_from(config.max_concurrent_jobs.max(1)).unwrap_or(1),
     ));
     let pool = Arc::new(delivery::pool(&allow, config.max_concurrent_jobs));
+    let allow = Arc::new(allow);
     let ctx = Arc::new(Ctx {
-        allow: Arc::new(allow),
+        tokens: Arc::new(tokens::AgentTokens::new(Arc::clone(&allow))),
+        allow,
         slots,
         hostname: enroll::hostname(),
         servers: Servers::new(&config),

@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 
 use super::delivery::{DeliveryCtx, DeliveryPool};
 use super::servers::Servers;
+use super::tokens::AgentTokens;
 use super::{TunnelError, delivery, job};
 use crate::allowlist::Allowlist;
 use crate::channel::{self, RpcError, Target};
@@ -33,6 +34,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub(crate) struct Ctx {
     pub config: AgentConfig,
     pub allow: Arc<Allowlist>,
+    /// The access tokens this agent gets itself, shared by every stream's jobs.
+    pub tokens: Arc<AgentTokens>,
     pub slots: Arc<Semaphore>,
     pub hostname: String,
     /// The SMTP sessions of delivery jobs, kept across reconnections to the server.
@@ -199,6 +202,7 @@ pub(crate) async fn connect_and_serve(
                             );
                             let dctx = DeliveryCtx {
                                 allow: ctx.allow.clone(),
+                                tokens: ctx.tokens.clone(),
                                 slots: ctx.slots.clone(),
                                 pool: ctx.pool.clone(),
                                 link_lost: link_lost.clone(),
@@ -215,6 +219,7 @@ pub(crate) async fn connect_and_serve(
                             jobs.spawn(job::run(
                                 job,
                                 ctx.allow.clone(),
+                                ctx.tokens.clone(),
                                 ctx.slots.clone(),
                                 link.tx.clone(),
                             ));

@@ -156,6 +156,12 @@ impl From<&Credential> for pb::Credential {
             token_url: c.spec.oauth.token_url.clone(),
             client_id: c.spec.oauth.client_id.clone(),
             scope: c.spec.oauth.scope.clone(),
+            token_source: match c.spec.oauth.token_source {
+                _ if !c.spec.kind.gets_tokens() => pb::TokenSource::Unspecified,
+                oauth::TokenSource::Server => pb::TokenSource::Server,
+                oauth::TokenSource::Connector => pb::TokenSource::Connector,
+            }
+            .into(),
             // Write-only, as the secret.
             client_secret: String::new(),
             refresh_token: String::new(),
@@ -453,7 +459,7 @@ impl TryFrom<Option<pb::AccountFilter>> for AccountFilter {
 }
 
 /// The writable credential fields, as named in update masks.
-pub const CREDENTIAL_FIELDS: [&str; 10] = [
+pub const CREDENTIAL_FIELDS: [&str; 11] = [
     "display_name",
     "username",
     "secret",
@@ -464,6 +470,7 @@ pub const CREDENTIAL_FIELDS: [&str; 10] = [
     "client_secret",
     "refresh_token",
     "scope",
+    "token_source",
 ];
 
 /// The write-only credential fields, as named in update masks.
@@ -512,6 +519,23 @@ pub fn apply_credential_field(
             spec.oauth.scope = match msg.scope.trim() {
                 "" => String::new(),
                 scope => oauth::parse_scope("credential.scope", scope)?,
+            };
+        }
+        "token_source" => {
+            spec.oauth.token_source = match pb::TokenSource::try_from(msg.token_source) {
+                Ok(pb::TokenSource::Unspecified | pb::TokenSource::Server) => {
+                    oauth::TokenSource::Server
+                }
+                Ok(pb::TokenSource::Connector) => oauth::TokenSource::Connector,
+                Err(_) => {
+                    return Err(Error::invalid(
+                        field,
+                        format!(
+                            "unknown value {}: use TOKEN_SOURCE_SERVER or TOKEN_SOURCE_CONNECTOR",
+                            msg.token_source
+                        ),
+                    ));
+                }
             };
         }
         // Secrets are handled apart, so they never sit in a spec that might be logged.

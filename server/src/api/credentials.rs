@@ -168,7 +168,7 @@ impl CredentialService for Credentials {
                 "update_mask",
                 "is required: list the fields to change (display_name, username, secret, kind, \
                  allowed_destinations, token_url, client_id, client_secret, refresh_token, \
-                 scope), or \"*\"",
+                 scope, token_source), or \"*\"",
             )
             .into());
         }

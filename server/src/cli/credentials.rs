@@ -85,6 +85,17 @@ pub enum KindArg {
     Oauth2RefreshToken,
 }
 
+/// Who asks the token endpoint for a credential's access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenSourceArg {
+    /// The server, which passes the token to agents in their jobs.
+    Server,
+    /// The agents of the account's network connector, for an endpoint only their network
+    /// reaches (it must be in their allowed_destinations). Setting it needs admin, or the
+    /// client secret given again.
+    Connector,
+}
+
 impl KindArg {
     fn gets_tokens(self) -> bool {
         matches!(
@@ -122,6 +133,9 @@ pub struct CredentialFields {
     /// The OAuth2 scopes, separated by spaces.
     #[arg(long)]
     pub scope: Option<String>,
+    /// Who gets the access tokens [create default: server].
+    #[arg(long, value_enum)]
+    pub token_source: Option<TokenSourceArg>,
     /// Read the OAuth2 client secret from this file instead of the prompt or standard input.
     #[arg(long, value_name = "FILE")]
     pub client_secret_file: Option<std::path::PathBuf>,
@@ -155,6 +169,14 @@ impl CredentialFields {
         if !self.allow_destination.is_empty() {
             m.allowed_destinations.clone_from(&self.allow_destination);
             mask.push("allowed_destinations".to_owned());
+        }
+        if let Some(v) = self.token_source {
+            m.token_source = match v {
+                TokenSourceArg::Server => pb::TokenSource::Server,
+                TokenSourceArg::Connector => pb::TokenSource::Connector,
+            }
+            .into();
+            mask.push("token_source".to_owned());
         }
         for (value, field, name) in [
             (&self.token_url, &mut m.token_url, "token_url"),

@@ -248,6 +248,7 @@ mod tests {
             token_url: None,
             client_id: None,
             scope: None,
+            token_source: None,
             client_secret_file: None,
             refresh_token_file: None,
         };

@@ -97,6 +97,11 @@ impl Credential {
             "token_url": self.spec.oauth.token_url,
             "client_id": self.spec.oauth.client_id,
             "scope": self.spec.oauth.scope,
+            "token_source": if self.spec.kind.gets_tokens() {
+                self.spec.oauth.token_source.api_name()
+            } else {
+                ""
+            },
             "has_client_secret": self.has_client_secret(),
             "has_refresh_token": self.has_refresh_token,
             "etag": etag(self.version),
@@ -173,6 +178,7 @@ mod tests {
                             token_url: "https://idp.example.com/token".into(),
                             client_id: "app".into(),
                             scope: "https://mail.google.com/".into(),
+                            token_source: crate::domain::oauth::TokenSource::Connector,
                         }
                     } else {
                         OAuthSettings::default()

@@ -2,13 +2,25 @@
 //! may be sent to.
 
 use super::Micros;
-use super::oauth::OAuthSettings;
+use super::oauth::{OAuthSettings, TokenSource};
 use crate::error::{Error, Result};
 pub use mailplane_smtp::{AuthDestination, MAX_AUTH_DESTINATIONS};
 
 /// A credential's code, the `{id}` in `credentials/{id}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CredentialId(pub i64);
+
+impl CredentialId {
+    /// The id in a resource name as the server writes it (`credentials/{id}`), for names that
+    /// come back from agents; the API parses names people give with its own errors.
+    pub fn from_name(name: &str) -> Option<Self> {
+        name.strip_prefix("credentials/")?
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(CredentialId)
+    }
+}
 
 impl std::fmt::Display for CredentialId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,6 +112,18 @@ pub struct CredentialSpec {
 }
 
 impl CredentialSpec {
+    /// Whether the agents of the network connector get this credential's tokens (so only
+    /// accounts behind a connector can use it).
+    pub fn agents_get_tokens(&self) -> bool {
+        self.kind.gets_tokens() && self.oauth.token_source == super::oauth::TokenSource::Connector
+    }
+
+    /// Whether agents get this credential's tokens with a refresh token, and so may report the
+    /// one their endpoint rotated to (the server stores it for the next job).
+    pub fn agents_rotate_refresh_token(&self) -> bool {
+        self.kind == CredentialKind::OAuth2RefreshToken && self.agents_get_tokens()
+    }
+
     /// The rules across fields: the kinds that get tokens need every OAuth2 setting, the
     /// others none.
     pub fn check(&self) -> Result<()> {
@@ -118,10 +142,16 @@ impl CredentialSpec {
                 }
             }
         } else if !self.oauth.is_empty() {
+            let field = if self.oauth.token_source == TokenSource::Server {
+                "credential.token_url"
+            } else {
+                "credential.token_source"
+            };
             return Err(Error::invalid(
-                "credential.token_url",
+                field,
                 format!(
-                    "token_url, client_id and scope apply only to the OAuth2 client credentials                      and refresh token kinds, not to kind {}",
+                    "token_url, client_id, scope and token_source apply only to the OAuth2 \
+                     client credentials and refresh token kinds, not to kind {}",
                     self.kind.as_str()
                 ),
             ));

@@ -16,12 +16,55 @@ pub struct OAuthSettings {
     pub client_id: String,
     /// The scopes asked for, separated by one space.
     pub scope: String,
+    /// Who asks the token endpoint.
+    pub token_source: TokenSource,
+}
+
+/// Who asks a credential's token endpoint for access tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The server: tokens are cached for every replica, and passed in connector jobs.
+    #[default]
+    Server,
+    /// The agents of the accounts' network connector, for an endpoint only their network
+    /// reaches: the client secret and refresh token travel in the job.
+    Connector,
+}
+
+impl TokenSource {
+    /// The API's short name (`SERVER`, `CONNECTOR`), as the audit log shows it.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            TokenSource::Server => "SERVER",
+            TokenSource::Connector => "CONNECTOR",
+        }
+    }
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Server => "server",
+            TokenSource::Connector => "connector",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "server" => Some(TokenSource::Server),
+            "connector" => Some(TokenSource::Connector),
+            _ => None,
+        }
+    }
 }
 
 impl OAuthSettings {
     /// Whether every setting is empty.
     pub fn is_empty(&self) -> bool {
-        self.token_url.is_empty() && self.client_id.is_empty() && self.scope.is_empty()
+        self.token_url.is_empty()
+            && self.client_id.is_empty()
+            && self.scope.is_empty()
+            && self.token_source == TokenSource::Server
     }
 }
 
@@ -141,19 +184,6 @@ pub fn parse_scope(field: &str, value: &str) -> Result<String> {
     Ok(joined)
 }
 
-/// The requested scopes that `granted` lacks. A response without `scope` grants what was
-/// asked (RFC 6749 section 5.1), so `None` lacks nothing.
-pub fn missing_scopes<'a>(requested: &'a str, granted: Option<&str>) -> Vec<&'a str> {
-    let Some(granted) = granted else {
-        return Vec::new();
-    };
-    let granted: Vec<&str> = granted.split_whitespace().collect();
-    requested
-        .split_whitespace()
-        .filter(|s| !granted.contains(s))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,14 +230,6 @@ mod tests {
         assert!(parse_scope("s", "a\\b").is_err());
         assert!(parse_scope("s", "a\tb").is_err());
         assert!(parse_scope("s", "é").is_err());
-    }
-
-    #[test]
-    fn missing_scopes_compare_tokens() {
-        assert!(missing_scopes("a b", None).is_empty());
-        assert!(missing_scopes("a b", Some("b a c")).is_empty());
-        assert_eq!(missing_scopes("a b", Some("a")), ["b"]);
-        assert_eq!(missing_scopes("a", Some("")), ["a"]);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! transaction. The rules never touch the database, so they are tested here without one.
 
 use super::credential::AuthDestination;
-use super::oauth::OAuthSettings;
+use super::oauth::{OAuthSettings, TokenSource};
 use super::{
     Account, AccountId, AccountSpec, AuthMechanism, ConnectorId, CredentialId, CredentialKind,
     CredentialSpec, Micros, Role, etag, mechanism_for,
@@ -104,7 +104,47 @@ pub fn account_credential(
         spec.auth_mechanism = Some(mechanism_for(credential.kind));
     }
     spec.check_credential(credential.kind)?;
-    account_destination(spec, id, &credential.allowed_destinations)
+    account_destination(spec, id, &credential.allowed_destinations)?;
+    if credential.agents_get_tokens() && !sends_through_connector(spec) {
+        return Err(Error::FailedPrecondition(format!(
+            "the tokens of {id} are got by a network connector's agents (token_source \
+             TOKEN_SOURCE_CONNECTOR), so an account can use it only through a network connector: \
+             set use_network_connector and network_connector, or have the credential's \
+             token_source set to TOKEN_SOURCE_SERVER"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether an account sends through a network connector.
+fn sends_through_connector(spec: &AccountSpec) -> bool {
+    spec.use_network_connector && spec.network_connector.is_some()
+}
+
+/// Changing who gets a credential's tokens: when the connector's agents will, every account
+/// using it must send through a connector. `FailedPrecondition` lists those that do not.
+pub fn credential_token_source(
+    id: CredentialId,
+    credential: &CredentialSpec,
+    users: &[Account],
+) -> Result<()> {
+    if !credential.agents_get_tokens() {
+        return Ok(());
+    }
+    let direct: Vec<String> = users
+        .iter()
+        .filter(|a| !sends_through_connector(&a.spec))
+        .map(|a| format!("{} ({})", a.id, a.spec.account_name))
+        .collect();
+    if direct.is_empty() {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "accounts that use {id} send directly, and could not get its tokens once the network \
+         connector's agents get them: {}; point them at a network connector first, or keep \
+         token_source TOKEN_SOURCE_SERVER",
+        direct.join(", ")
+    )))
 }
 
 /// An account may use a credential only while its host and port match one of the credential's
@@ -194,11 +234,18 @@ pub fn token_url_change(
             .ok()
             .map(|u| (u.host_str().map(str::to_owned), u.port_or_known_default()))
     };
-    if role == Some(Role::Admin)
-        || secret_given
-        || after.token_url.is_empty()
-        || origin(&before.token_url) == origin(&after.token_url)
-    {
+    if role == Some(Role::Admin) || secret_given {
+        return Ok(());
+    }
+    if after.token_source == TokenSource::Connector && before.token_source != after.token_source {
+        return Err(Error::PermissionDenied(format!(
+            "letting the connector's agents get the tokens of {id} sends its client secret (and \
+             refresh token) to them in each job, which needs the admin role or the client \
+             secret given again in the same call; the caller's role is {}",
+            role.map_or("unknown", Role::as_str)
+        )));
+    }
+    if after.token_url.is_empty() || origin(&before.token_url) == origin(&after.token_url) {
         return Ok(());
     }
     Err(Error::PermissionDenied(format!(

@@ -5,16 +5,14 @@
 //! the database's lock), and stores a rotated refresh token with the new access token. Every
 //! fetch or use of a cached token is one `TOKEN` phase in the transcript; a token never is.
 
-pub mod client;
-
 use crate::crypto::aad;
 use crate::domain::Credential;
-use crate::domain::{CredentialId, CredentialKind, now_micros, oauth::missing_scopes};
+use crate::domain::{CredentialId, CredentialKind, now_micros};
 use crate::keys::Keys;
 use crate::secret::Secret;
 use crate::store::Store;
 use crate::store::credential_tokens::CachedToken;
-use client::{Grant, HttpSettings, RequestError, TokenRequest};
+use mailplane_smtp::oauth::{self as client, Grant, HttpSettings, TokenRequest};
 use mailplane_smtp::{self as smtp, FailureClass, PhaseRecord, PhaseStatus};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -142,6 +140,49 @@ impl AccessTokens {
         self.fetch(id, &grant, started).await
     }
 
+    /// What an agent needs to get credential `id`'s tokens itself: the endpoint, the client,
+    /// and the client secret and refresh token, decrypted (they travel in the job, over the
+    /// agent's mTLS stream).
+    pub async fn connector_grant(
+        &self,
+        id: CredentialId,
+    ) -> Result<smtp::TokenGrant, TokenFailure> {
+        let started = Instant::now();
+        let grant = self.grant(id).await.map_err(|e| unavailable(&e, started))?;
+        let c = grant.credential;
+        if c.spec.kind == CredentialKind::OAuth2RefreshToken && grant.refresh_token.is_none() {
+            return Err(no_refresh_token(id, started));
+        }
+        Ok(smtp::TokenGrant {
+            credential: id.to_string(),
+            etag: crate::domain::etag(c.version),
+            token_url: c.spec.oauth.token_url,
+            client_id: c.spec.oauth.client_id,
+            client_secret: grant.client_secret,
+            refresh_token: grant.refresh_token,
+            scope: c.spec.oauth.scope,
+        })
+    }
+
+    /// Stores the refresh token an agent's token endpoint rotated to, for credential `id`
+    /// whose tokens agents get. Returns whether it was stored (the credential may have gone,
+    /// or changed its kind or token source meanwhile).
+    pub async fn store_rotated_refresh_token(
+        &self,
+        id: CredentialId,
+        refresh: &Secret,
+    ) -> crate::error::Result<bool> {
+        let primary = self.keys.primary().await?;
+        let stored = self
+            .store
+            .store_rotated_refresh_token(id, refresh, &primary)
+            .await?;
+        if stored {
+            tracing::info!(credential = %id, "stored the refresh token an agent's endpoint rotated to");
+        }
+        Ok(stored)
+    }
+
     /// What a token request for credential `id` needs, decrypted.
     async fn grant(&self, id: CredentialId) -> crate::error::Result<TokenGrant> {
         let stored = self.store.token_grant(id).await?;
@@ -230,15 +271,7 @@ impl AccessTokens {
             grant: match (c.spec.kind, &grant.refresh_token) {
                 (CredentialKind::OAuth2RefreshToken, Some(refresh)) => Grant::RefreshToken(refresh),
                 (CredentialKind::OAuth2RefreshToken, None) => {
-                    return Err(failure(
-                        FailureClass::OAuthGrantRejected,
-                        format!("{id} has no refresh token stored"),
-                        "store the refresh token with UpdateCredential (update_mask: \
-                         refresh_token)"
-                            .into(),
-                        None,
-                        started,
-                    ));
+                    return Err(no_refresh_token(id, started));
                 }
                 _ => Grant::ClientCredentials,
             },
@@ -249,39 +282,14 @@ impl AccessTokens {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(credential = %id, error = %e, "token request failed");
-                let (class, hint) = match &e {
-                    RequestError::ClientRejected { .. } => (
-                        FailureClass::OAuthClientRejected,
-                        FailureClass::OAuthClientRejected.default_hint().to_owned(),
-                    ),
-                    RequestError::GrantRejected { .. } => (
-                        FailureClass::OAuthGrantRejected,
-                        FailureClass::OAuthGrantRejected.default_hint().to_owned(),
-                    ),
-                    RequestError::ScopeRefused { .. } => (
-                        FailureClass::OAuthScopeMissing,
-                        FailureClass::OAuthScopeMissing.default_hint().to_owned(),
-                    ),
-                    RequestError::DestinationDenied(_) => (
-                        FailureClass::DestinationNotAllowed,
-                        "the token endpoint's address is blocked by the destination policy \
-                         (--smtp-allow / --smtp-deny)"
-                            .to_owned(),
-                    ),
-                    RequestError::Unreachable { .. } => (
-                        FailureClass::OAuthEndpointUnreachable,
-                        FailureClass::OAuthEndpointUnreachable
-                            .default_hint()
-                            .to_owned(),
-                    ),
-                };
-                let mut f = failure(class, e.to_string(), hint, e.status(), started);
+                let (class, hint) = e.class_and_hint();
+                let mut f = failure(class, e.to_string(), hint.to_owned(), e.status(), started);
                 f.record.commands = record.commands;
                 return Err(f);
             }
         };
         let scope = c.spec.oauth.scope.as_str();
-        let missing = missing_scopes(scope, response.scope.as_deref());
+        let missing = client::missing_scopes(scope, response.scope.as_deref());
         if !missing.is_empty() {
             let mut f = failure(
                 FailureClass::OAuthScopeMissing,
@@ -379,6 +387,35 @@ fn failure(
         message,
         hint,
         record,
+    }
+}
+
+/// A refresh-token credential without its refresh token.
+fn no_refresh_token(id: CredentialId, started: Instant) -> TokenFailure {
+    failure(
+        FailureClass::OAuthGrantRejected,
+        format!("{id} has no refresh token stored"),
+        "store the refresh token with UpdateCredential (update_mask: refresh_token)".into(),
+        None,
+        started,
+    )
+}
+
+impl TokenFailure {
+    /// The credential's tokens are got by agents, and the account sends without a connector.
+    pub fn connector_required(id: CredentialId) -> Self {
+        failure(
+            FailureClass::OAuthEndpointUnreachable,
+            format!(
+                "the tokens of {id} are fetched by a network connector's agents, and the \
+                 account does not use a network connector"
+            ),
+            "send through a network connector, or set the credential's token_source to \
+             TOKEN_SOURCE_SERVER"
+                .into(),
+            None,
+            Instant::now(),
+        )
     }
 }
 

@@ -66,7 +66,8 @@ pub(super) async fn send(
         let started = match &update {
             pb::job_update::Update::PhaseStarted(p) => *p == data,
             pb::job_update::Update::PhaseFinished(r) => r.phase == data,
-            pb::job_update::Update::Finished(_) => false,
+            pb::job_update::Update::Finished(_)
+            | pb::job_update::Update::RefreshTokenRotated(_) => false,
         };
         if started && let Some(tx) = data_tx.take() {
             let _ = tx.send(());

@@ -164,7 +164,8 @@ pub(super) fn publish(update: pb::job_update::Update, live: &LiveTest) {
                 t.transcript.push(result);
             });
         }
-        pb::job_update::Update::Finished(_) => {}
+        // The outcome ends the job; a rotated refresh token is stored where it arrived.
+        pb::job_update::Update::Finished(_) | pb::job_update::Update::RefreshTokenRotated(_) => {}
     }
 }
 

@@ -2,6 +2,7 @@
 //! the request, and the server's SMTP settings.
 
 use super::SmtpSettings;
+use crate::domain::oauth::TokenSource;
 use crate::domain::{Account, TestRequest, mechanism_for};
 use crate::keys::Keys;
 use crate::oauth::{AccessTokens, Refresher, TokenFailure};
@@ -61,6 +62,29 @@ pub async fn credentials(
     let mechanism = s
         .auth_mechanism
         .unwrap_or(mechanism_for(credential.spec.kind));
+    let from_connector = credential.spec.kind.gets_tokens()
+        && credential.spec.oauth.token_source == TokenSource::Connector;
+    if from_connector {
+        // The agent asks the endpoint (reachable only from its network): the job carries the
+        // grant, and the session's secret stays empty until the agent puts a token there.
+        if !(s.use_network_connector && s.network_connector.is_some()) {
+            return Err(AuthUnavailable::Token(Box::new(
+                TokenFailure::connector_required(id),
+            )));
+        }
+        let grant = tokens
+            .connector_grant(id)
+            .await
+            .map_err(|f| AuthUnavailable::Token(Box::new(f)))?;
+        let mut credentials =
+            smtp::Credentials::new(mechanism, credential.spec.username, smtp::Secret::new(""))
+                .allowed_to(credential.spec.allowed_destinations);
+        credentials.token_grant = Some(grant);
+        return Ok(Some(SessionAuth {
+            credentials,
+            token: None,
+        }));
+    }
     let (secret, token, refresh) = if credential.spec.kind.gets_tokens() {
         let acquired = tokens
             .access_token(id, None)

@@ -175,6 +175,30 @@ impl Store {
         Ok(Some(generation))
     }
 
+    /// Stores `refresh`, the refresh token an agent's token endpoint rotated to, as credential
+    /// `id`'s, if agents still get its tokens (it may have changed meanwhile). Returns whether
+    /// it was stored.
+    pub async fn store_rotated_refresh_token(
+        &self,
+        id: CredentialId,
+        refresh: &Secret,
+        cipher: &Cipher,
+    ) -> Result<bool> {
+        let mut w = self.begin_write().await?;
+        w.lock_row("credentials", id.0, RowLock::Update).await?;
+        let current = match fetch(&mut w.conn(), id).await {
+            Ok(c) => c,
+            Err(Error::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if !current.spec.agents_rotate_refresh_token() {
+            return Ok(false);
+        }
+        seal_refresh_token(&mut w, id, refresh, cipher, now_micros()).await?;
+        w.commit().await?;
+        Ok(true)
+    }
+
     /// Forgets credential `id`'s cached token if it is still generation `generation` (the
     /// relay refused it); a newer one is kept.
     pub async fn forget_token(&self, id: CredentialId, generation: i64) -> Result<()> {

@@ -104,7 +104,8 @@ impl Store {
         let q = query(
             "INSERT INTO credentials (display_name, username, kind, oauth_grant, \
              allowed_destinations, token_url, client_id, scope, version, create_time, \
-             update_time) VALUES ($1, $2, $3, $9, $4, $5, $6, $7, 1, $8, $8) RETURNING id",
+             update_time, token_source) VALUES ($1, $2, $3, $9, $4, $5, $6, $7, 1, $8, $8, $10) \
+             RETURNING id",
         )
         .bind(&spec.display_name)
         .bind(&spec.username)
@@ -114,7 +115,8 @@ impl Store {
         .bind(&spec.oauth.client_id)
         .bind(&spec.oauth.scope)
         .bind(now)
-        .bind(spec.kind.columns().1);
+        .bind(spec.kind.columns().1)
+        .bind(spec.oauth.token_source.as_str());
         let (id,): (i64,) = w.conn().one(&q).await?;
         let id = CredentialId(id);
         seal_secret(&mut w, id, secret, cipher, now).await?;
@@ -173,18 +175,21 @@ impl Store {
         let new_secret = change.secret.as_ref();
         let kind_changed = spec.kind != current.spec.kind;
         let destinations_changed = spec.allowed_destinations != current.spec.allowed_destinations;
-        if kind_changed || destinations_changed {
-            // Accounts that use the credential must still fit its new kind, and stay among its
-            // allowed destinations.
+        let source_changed = spec.agents_get_tokens() != current.spec.agents_get_tokens();
+        if kind_changed || destinations_changed || source_changed {
+            // Accounts that use the credential must still fit its new kind, stay among its
+            // allowed destinations, and send through a connector if its agents get the tokens.
             let users = accounts::using_credential(&mut w.conn(), id.0).await?;
             rules::credential_kind(id, spec.kind, &users)?;
             rules::credential_destinations(id, &spec.allowed_destinations, &users)?;
+            rules::credential_token_source(id, &spec, &users)?;
         }
         let now = now_micros();
         let q = query(
             "UPDATE credentials SET display_name = $1, username = $2, kind = $3, \
              allowed_destinations = $4, token_url = $5, client_id = $6, scope = $7, \
-             version = version + 1, update_time = $8, oauth_grant = $10 WHERE id = $9",
+             version = version + 1, update_time = $8, oauth_grant = $10, token_source = $11 \
+             WHERE id = $9",
         )
         .bind(&spec.display_name)
         .bind(&spec.username)
@@ -195,7 +200,8 @@ impl Store {
         .bind(&spec.oauth.scope)
         .bind(now)
         .bind(id.0)
-        .bind(spec.kind.columns().1);
+        .bind(spec.kind.columns().1)
+        .bind(spec.oauth.token_source.as_str());
         w.conn().execute(&q).await?;
         if let Some(secret) = new_secret {
             seal_secret(&mut w, id, secret, cipher, now).await?;

@@ -4,7 +4,7 @@
 use super::db::Arg;
 use crate::domain::account::name_key;
 use crate::domain::credential::destinations_from_column;
-use crate::domain::oauth::OAuthSettings;
+use crate::domain::oauth::{OAuthSettings, TokenSource};
 use crate::domain::{
     Account, AccountId, AccountSpec, AgentName, AgentRecord, AuthMechanism, Connector, ConnectorId,
     ConnectorSpec, Credential, CredentialId, CredentialKind, CredentialSpec, Role, Security,
@@ -174,7 +174,8 @@ impl TryFrom<AccountRow> for Account {
 
 /// The credential columns, as read back (never the secret).
 pub(super) const CREDENTIAL_COLUMNS: &str = "id, display_name, username, kind, allowed_destinations, secret_update_time, version, \
-     create_time, update_time, oauth_grant, token_url, client_id, scope, refresh_update_time";
+     create_time, update_time, oauth_grant, token_url, client_id, scope, refresh_update_time, \
+     token_source";
 
 /// A row of `credentials` ([`CREDENTIAL_COLUMNS`]).
 #[derive(Debug, sqlx::FromRow)]
@@ -193,6 +194,7 @@ pub(super) struct CredentialRow {
     client_id: String,
     scope: String,
     refresh_update_time: Option<i64>,
+    token_source: String,
 }
 
 impl TryFrom<CredentialRow> for Credential {
@@ -212,6 +214,8 @@ impl TryFrom<CredentialRow> for Credential {
                     token_url: r.token_url,
                     client_id: r.client_id,
                     scope: r.scope,
+                    token_source: TokenSource::parse(&r.token_source)
+                        .ok_or_else(|| bad_value("token_source", &r.token_source))?,
                 },
             },
             has_secret: r.secret_update_time.is_some(),

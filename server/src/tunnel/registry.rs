@@ -49,8 +49,15 @@ pub struct LiveAgent {
     in_flight: AtomicU32,
     draining: AtomicBool,
     outbound: Outbound,
-    jobs: Mutex<HashMap<String, mpsc::Sender<pb::job_update::Update>>>,
+    jobs: Mutex<HashMap<String, RoutedJob>>,
     close: watch::Sender<bool>,
+}
+
+/// A job an agent runs: where its updates go, and the credential whose tokens it gets itself
+/// (`JobAuth.token_grant`), whose rotated refresh token it may send back.
+struct RoutedJob {
+    tx: mpsc::Sender<pb::job_update::Update>,
+    token_credential: Option<String>,
 }
 
 impl LiveAgent {
@@ -79,9 +86,7 @@ impl LiveAgent {
         }
     }
 
-    fn jobs(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<pb::job_update::Update>>> {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoutedJob>> {
         self.jobs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -123,10 +128,10 @@ impl LiveAgent {
     pub fn route(&self, job_id: &str, update: pb::job_update::Update) -> bool {
         let finished = matches!(update, pb::job_update::Update::Finished(_));
         let mut jobs = self.jobs();
-        let Some(tx) = jobs.get(job_id) else {
+        let Some(job) = jobs.get(job_id) else {
             return false;
         };
-        match tx.try_send(update) {
+        match job.tx.try_send(update) {
             Ok(()) => {
                 if finished {
                     jobs.remove(job_id);
@@ -148,6 +153,14 @@ impl LiveAgent {
                 false
             }
         }
+    }
+
+    /// The credential (`credentials/{id}`) whose tokens job `job_id` gets on the agent, if
+    /// the job runs here and carries a token grant.
+    pub fn token_credential(&self, job_id: &str) -> Option<String> {
+        self.jobs()
+            .get(job_id)
+            .and_then(|j| j.token_credential.clone())
     }
 
     /// Ends its stream (revocation).
@@ -201,6 +214,8 @@ impl Dispatched {
                 }
                 pb::job_update::Update::PhaseStarted(p) => data_started |= p == data,
                 pb::job_update::Update::PhaseFinished(ref r) => data_started |= r.phase == data,
+                // Stored where the stream is (`tunnel::service`), never routed.
+                pb::job_update::Update::RefreshTokenRotated(_) => continue,
             }
             progress(update);
         }
@@ -324,7 +339,18 @@ impl Registry {
             changed.as_mut().enable();
             if let Some(agent) = self.pick(connector) {
                 let (tx, updates) = mpsc::channel(MAX_PENDING_UPDATES);
-                agent.jobs().insert(job.job_id.clone(), tx);
+                let token_credential = job
+                    .auth
+                    .as_ref()
+                    .and_then(|a| a.token_grant.as_ref())
+                    .map(|g| g.credential.clone());
+                agent.jobs().insert(
+                    job.job_id.clone(),
+                    RoutedJob {
+                        tx,
+                        token_credential,
+                    },
+                );
                 agent.in_flight.fetch_add(1, Ordering::Relaxed);
                 let dispatched = Dispatched {
                     agent: Arc::clone(&agent),

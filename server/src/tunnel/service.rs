@@ -8,6 +8,8 @@ use super::registry::{LiveAgent, Registry};
 use crate::domain::replica::{AgentStream, ReplicaId};
 use crate::domain::{now_micros, validate};
 use crate::error::Error;
+use crate::oauth::AccessTokens;
+use crate::secret::Secret;
 use crate::store::Store;
 use futures::StreamExt as _;
 use mailplane_proto::timestamp;
@@ -39,6 +41,8 @@ pub struct AgentApi {
     store: Arc<Store>,
     ca: Arc<AgentCa>,
     registry: Arc<Registry>,
+    /// Stores the refresh tokens that agents' token endpoints rotate to.
+    tokens: Arc<AccessTokens>,
     settings: AgentSettings,
     admission: Admission,
     /// This replica: its streams are recorded under it, for the other replicas to see.
@@ -51,6 +55,7 @@ impl AgentApi {
         store: Arc<Store>,
         ca: Arc<AgentCa>,
         registry: Arc<Registry>,
+        tokens: Arc<AccessTokens>,
         settings: AgentSettings,
         me: ReplicaId,
     ) -> Self {
@@ -59,8 +64,41 @@ impl AgentApi {
             store,
             ca,
             registry,
+            tokens,
             settings,
             me,
+        }
+    }
+}
+
+/// Stores the refresh token that job `job_id`'s token endpoint rotated to, if the job runs on
+/// `live` and carries a token grant: an agent can only speak for the credential of a job it
+/// was given. The token is never logged.
+async fn store_rotated(
+    tokens: &AccessTokens,
+    live: &LiveAgent,
+    job_id: &str,
+    rotated: pb::RotatedRefreshToken,
+) {
+    let refresh = Secret::new(rotated.refresh_token);
+    let Some(name) = live.token_credential(job_id) else {
+        tracing::warn!(agent = %live.name, job = job_id, "ignored a rotated refresh token for a job without a token grant");
+        return;
+    };
+    let Some(id) = crate::domain::CredentialId::from_name(&name) else {
+        return;
+    };
+    if refresh.is_empty() || refresh.expose().len() > 8192 {
+        tracing::warn!(agent = %live.name, credential = %id, "ignored an empty or oversized rotated refresh token");
+        return;
+    }
+    match tokens.store_rotated_refresh_token(id, &refresh).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(credential = %id, "a rotated refresh token arrived for a credential whose tokens agents no longer get; not stored");
+        }
+        Err(e) => {
+            tracing::warn!(credential = %id, error = %e, "cannot store the rotated refresh token");
         }
     }
 }
@@ -219,6 +257,7 @@ impl AgentService for AgentApi {
         tracing::info!(agent = %agent.name, stream = hello.stream, hostname = %hello.hostname, version = %hello.version, "agent connected");
 
         let (store, registry) = (Arc::clone(&self.store), Arc::clone(&self.registry));
+        let tokens = Arc::clone(&self.tokens);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(heartbeat);
             let silence = heartbeat * 3;
@@ -230,11 +269,15 @@ impl AgentService for AgentApi {
                             live.heard();
                             deadline = tokio::time::Instant::now() + silence;
                             match message.event {
-                                Some(pb::connect_request::Event::JobUpdate(update)) => {
-                                    if let Some(u) = update.update {
+                                Some(pb::connect_request::Event::JobUpdate(update)) => match update.update {
+                                    Some(pb::job_update::Update::RefreshTokenRotated(r)) => {
+                                        store_rotated(&tokens, &live, &update.job_id, r).await;
+                                    }
+                                    Some(u) => {
                                         live.route(&update.job_id, u);
                                     }
-                                }
+                                    None => {}
+                                },
                                 Some(pb::connect_request::Event::Draining(_)) => {
                                     tracing::info!(agent = %live.name, "agent draining");
                                     live.set_draining();

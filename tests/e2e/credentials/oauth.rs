@@ -9,7 +9,8 @@ use tonic::Code;
 
 both_backends!(
     oauth_fields_are_checked_per_kind,
-    moving_the_token_url_needs_admin_or_the_secret
+    moving_the_token_url_needs_admin_or_the_secret,
+    letting_agents_get_the_tokens_needs_admin_or_the_secret
 );
 
 const URL: &str = "https://login.example.com/contoso/oauth2/v2.0/token";
@@ -247,4 +248,85 @@ async fn moving_the_token_url_needs_admin_or_the_secret(server: &TestServer) {
         .unwrap()
         .into_inner();
     assert_eq!(moved.token_url, "https://idp.example.org/token");
+}
+
+async fn letting_agents_get_the_tokens_needs_admin_or_the_secret(server: &TestServer) {
+    let made = create(server, client_credentials()).await.unwrap();
+    assert_eq!(
+        made.token_source,
+        i32::from(pb::TokenSource::Server),
+        "the default"
+    );
+    let mut ops = CredentialServiceClient::new(operator(server).await);
+    let update =
+        |source: pb::TokenSource, secret: &str, paths: &[&str]| pb::UpdateCredentialRequest {
+            credential: Some(pb::Credential {
+                name: made.name.clone(),
+                token_source: source.into(),
+                client_secret: secret.into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+        };
+    // The agents would receive the client secret in every job: refused for an operator.
+    let e = ops
+        .update_credential(update(pb::TokenSource::Connector, "", &["token_source"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("client secret"), "{}", e.message());
+    let got = server
+        .credentials()
+        .get_credential(pb::GetCredentialRequest {
+            name: made.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.etag, made.etag, "unchanged");
+    // An unknown value is refused for anyone.
+    let mut bad = update(pb::TokenSource::Server, "", &["token_source"]);
+    bad.credential.as_mut().unwrap().token_source = 7;
+    let e = server
+        .credentials()
+        .update_credential(bad)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // With the secret given again, the operator may; so may an admin, and back.
+    let moved = ops
+        .update_credential(update(
+            pb::TokenSource::Connector,
+            "client-secret-new",
+            &["token_source", "client_secret"],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(moved.token_source, i32::from(pb::TokenSource::Connector));
+    let back = server
+        .credentials()
+        .update_credential(update(pb::TokenSource::Server, "", &["token_source"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.token_source, i32::from(pb::TokenSource::Server));
+    // A password has no token source to set.
+    let e = create(
+        server,
+        pb::Credential {
+            display_name: "pw".into(),
+            username: "u".into(),
+            kind: pb::CredentialKind::Password.into(),
+            secret: "pw-1".into(),
+            token_source: pb::TokenSource::Connector.into(),
+            allowed_destinations: vec!["smtp.example.com:587".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }

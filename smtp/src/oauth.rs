@@ -1,10 +1,12 @@
-//! One token request (RFC 6749): the client credentials or refresh token grant, posted to the
-//! credential's token endpoint over rustls, to an address the destination policy allows, with
-//! no redirects and no proxy; and what the answer means.
+//! One OAuth2 token request (RFC 6749): the client credentials or refresh token grant, posted
+//! to a credential's token endpoint over rustls, to an address the destination check allows,
+//! with no redirects and no proxy; what the answer means; and the failure class it gets. The
+//! server asks for its credentials' tokens with it, and so does an agent for credentials
+//! whose endpoint only its network reaches.
 
-use crate::secret::Secret;
-use mailplane_smtp::{self as smtp, DestinationCheck as _};
+use crate::{DestinationCheck, FailureClass, Secret, https_client_config};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -16,12 +18,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_RESPONSE: usize = 64 * 1024;
 
 /// How the HTTP client reaches token endpoints.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpSettings {
-    /// The destinations the server may connect to (as for relays).
-    pub policy: smtp::DestinationPolicy,
+    /// The destinations it may connect to (as for relays).
+    pub policy: Arc<dyn DestinationCheck>,
     /// An extra CA (PEM) trusted as well as the web PKI.
     pub extra_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("extra_ca_pem", &self.extra_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The grant a request uses.
@@ -144,6 +154,25 @@ impl RequestError {
             RequestError::Unreachable { status, .. } => *status,
         }
     }
+
+    /// The failure class of a session that got no token this way, and what to do about it.
+    pub fn class_and_hint(&self) -> (FailureClass, &'static str) {
+        let class = match self {
+            RequestError::ClientRejected { .. } => FailureClass::OAuthClientRejected,
+            RequestError::GrantRejected { .. } => FailureClass::OAuthGrantRejected,
+            RequestError::ScopeRefused { .. } => FailureClass::OAuthScopeMissing,
+            RequestError::DestinationDenied(_) => {
+                return (
+                    FailureClass::DestinationNotAllowed,
+                    "the token endpoint's address is blocked by the destination policy \
+                     (the server's --smtp-allow / --smtp-deny, or the agent's \
+                     allowed_destinations)",
+                );
+            }
+            RequestError::Unreachable { .. } => FailureClass::OAuthEndpointUnreachable,
+        };
+        (class, class.default_hint())
+    }
 }
 
 fn unreachable(message: impl Into<String>) -> RequestError {
@@ -153,10 +182,21 @@ fn unreachable(message: impl Into<String>) -> RequestError {
     }
 }
 
+/// The host (without brackets) and port of a token endpoint's URL, for a destination check
+/// built per endpoint (an agent's allowlist matches names and ports).
+pub fn endpoint(token_url: &str) -> Option<(String, u16)> {
+    let url = url::Url::parse(token_url).ok()?;
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    Some((host.to_owned(), url.port_or_known_default().unwrap_or(443)))
+}
+
 /// The addresses of `url`'s host that the policy allows, or why there are none.
 async fn allowed_addrs(
     url: &url::Url,
-    policy: &smtp::DestinationPolicy,
+    policy: &dyn DestinationCheck,
 ) -> Result<(String, Vec<SocketAddr>), RequestError> {
     let host = url
         .host_str()
@@ -197,8 +237,8 @@ pub async fn request(
     req: &TokenRequest<'_>,
 ) -> Result<TokenResponse, RequestError> {
     let url = url::Url::parse(req.url).map_err(|e| unreachable(format!("bad token URL: {e}")))?;
-    let (host, addrs) = allowed_addrs(&url, &http.policy).await?;
-    let tls = smtp::https_client_config(http.extra_ca_pem.as_deref())
+    let (host, addrs) = allowed_addrs(&url, http.policy.as_ref()).await?;
+    let tls = https_client_config(http.extra_ca_pem.as_deref())
         .map_err(|e| unreachable(format!("TLS settings: {e}")))?;
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
@@ -378,9 +418,30 @@ pub fn parse(status: u16, bytes: &[u8]) -> Result<TokenResponse, RequestError> {
     })
 }
 
+/// The requested scopes that `granted` lacks. A response without `scope` grants what was
+/// asked (RFC 6749 section 5.1), so `None` lacks nothing.
+pub fn missing_scopes<'a>(requested: &'a str, granted: Option<&str>) -> Vec<&'a str> {
+    let Some(granted) = granted else {
+        return Vec::new();
+    };
+    let granted: Vec<&str> = granted.split_whitespace().collect();
+    requested
+        .split_whitespace()
+        .filter(|s| !granted.contains(s))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_scopes_compare_tokens() {
+        assert!(missing_scopes("a b", None).is_empty());
+        assert!(missing_scopes("a b", Some("b a c")).is_empty());
+        assert_eq!(missing_scopes("a b", Some("a")), ["b"]);
+        assert_eq!(missing_scopes("a", Some("")), ["a"]);
+    }
 
     #[test]
     fn answers_map_to_rfc_6749_meanings() {
