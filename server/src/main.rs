@@ -74,6 +74,18 @@ fn main() -> ExitCode {
                 cli::messages::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
+            Command::Completion { shell } => {
+                match cli::docs::completion(shell, &mut std::io::stdout().lock()) {
+                    // `mailplane completion bash | head` is not an error.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                    other => other.context("cannot write the completion script"),
+                }
+            }
+            Command::Man { dir } => {
+                let n = cli::docs::write_man_pages(&dir)?;
+                println!("wrote {n} man pages to {}", dir.display());
+                Ok(())
+            }
             Command::Messages(command) => {
                 let channel = cli::connect_with(&cli.client).await?;
                 let mut out = std::io::stdout().lock();

@@ -62,7 +62,11 @@ async fn run_other(
         Command::Server(cli::server::ServerCommand::Replicas) => {
             cli::server::replicas(channel, format, out).await?;
         }
-        Command::Serve(_) | Command::Server(_) | Command::Keys(_) => {
+        Command::Serve(_)
+        | Command::Server(_)
+        | Command::Keys(_)
+        | Command::Completion { .. }
+        | Command::Man { .. } => {
             unreachable!("not a client command")
         }
         Command::Send(_) | Command::Messages(_) => unreachable!("the outbox"),
@@ -573,4 +577,53 @@ async fn server_replicas_lists_this_replica() {
         .unwrap_or_else(|| panic!("{table}"));
     assert!(line.starts_with('*') && line.contains("SERVING"), "{table}");
     server.stop().await.unwrap();
+}
+
+/// `--watch` keeps `messages list` running and prints it again when a message arrives; the
+/// real binary, stopped by the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_list_watch_prints_new_messages() {
+    use crate::netns::harness::{Proc, binary};
+    let server = TestServer::start(Backend::Sqlite).await;
+    mailplane_tests::create_account(
+        &mut server.accounts(),
+        pb::SmtpAccount {
+            host: "localhost".into(),
+            port: 1,
+            ..mailplane_tests::account("Watched")
+        },
+    )
+    .await;
+    let watch = Proc::spawn({
+        let mut cmd = std::process::Command::new(binary("mailplane"));
+        cmd.args(["messages", "list", "--watch", "--watch-interval", "1"])
+            .args(["--output", "json", "--insecure-plaintext"])
+            .args(["--server", &server.addr.to_string()])
+            .env("MAILPLANE_TOKEN", &server.admin_token);
+        cmd
+    });
+    watch
+        .wait_for("[]", std::time::Duration::from_secs(20))
+        .await;
+    let sent = mailplane(
+        &server,
+        &[
+            "send",
+            "--to",
+            "ops@example.com",
+            "--subject",
+            "watched",
+            "--body",
+            "hi",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .unwrap();
+    let name = json(&sent)["name"].as_str().unwrap().to_owned();
+    watch
+        .wait_for(&name, std::time::Duration::from_secs(20))
+        .await;
+    assert!(!watch.text().contains("panicked"), "{}", watch.text());
 }

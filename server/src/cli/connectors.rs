@@ -27,6 +27,9 @@ pub enum ConnectorsCommand {
     Get {
         /// The connector: its code or connectors/CODE.
         connector: String,
+        /// --watch and its interval.
+        #[command(flatten)]
+        watch: super::watch::WatchArgs,
     },
     /// Change a connector's name or description.
     Update {
@@ -180,14 +183,22 @@ pub async fn run(
                 eprintln!("more connectors: add --page-token {}", page.next_page_token);
             }
         }
-        ConnectorsCommand::Get { connector } => {
-            let got = client
-                .get_connector(pb::GetConnectorRequest {
-                    name: resource_name("connectors", &connector),
-                })
-                .await?
-                .into_inner();
-            print_connector(out, format, &got)?;
+        ConnectorsCommand::Get { connector, watch } => {
+            let name = resource_name("connectors", &connector);
+            super::watch::run(
+                watch,
+                format,
+                out,
+                super::watch::interrupted(),
+                async |buf: &mut Vec<u8>| {
+                    let got = client
+                        .get_connector(pb::GetConnectorRequest { name: name.clone() })
+                        .await?
+                        .into_inner();
+                    Ok(print_connector(buf, format, &got)?)
+                },
+            )
+            .await?;
         }
         ConnectorsCommand::Update {
             connector,

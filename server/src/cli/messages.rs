@@ -85,6 +85,9 @@ pub struct ListArgs {
     /// Fetch every page.
     #[arg(long, conflicts_with = "page_token")]
     pub all: bool,
+    /// --watch and its interval.
+    #[command(flatten)]
+    pub watch: super::watch::WatchArgs,
 }
 
 /// `mailplane messages …`.
@@ -311,26 +314,39 @@ async fn list(
         create_time_start: args.since,
         create_time_end: args.until,
     };
-    let mut token = args.page_token.unwrap_or_default();
-    let mut items = Vec::new();
-    loop {
-        let page = client
-            .list_messages(pb::ListMessagesRequest {
-                page_size: args.page_size,
-                page_token: token.clone(),
-                filter: Some(filter.clone()),
-            })
-            .await?
-            .into_inner();
-        items.extend(page.messages.iter().map(summary_json));
-        token = page.next_page_token;
-        if !args.all || token.is_empty() {
-            break;
-        }
-    }
-    output::list(out, format, &items, &COLUMNS, "messages")?;
-    if !token.is_empty() {
-        eprintln!("more messages: add --page-token {token} (or --all)");
+    let first = args.page_token.unwrap_or_default();
+    let mut left = String::new();
+    super::watch::run(
+        args.watch,
+        format,
+        out,
+        super::watch::interrupted(),
+        async |buf: &mut Vec<u8>| {
+            let mut token = first.clone();
+            let mut items = Vec::new();
+            loop {
+                let page = client
+                    .list_messages(pb::ListMessagesRequest {
+                        page_size: args.page_size,
+                        page_token: token.clone(),
+                        filter: Some(filter.clone()),
+                    })
+                    .await?
+                    .into_inner();
+                items.extend(page.messages.iter().map(summary_json));
+                token = page.next_page_token;
+                if !args.all || token.is_empty() {
+                    break;
+                }
+            }
+            output::list(buf, format, &items, &COLUMNS, "messages")?;
+            left = token;
+            Ok(())
+        },
+    )
+    .await?;
+    if !left.is_empty() {
+        eprintln!("more messages: add --page-token {left} (or --all)");
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod audit;
 pub mod connectors;
 pub mod credentials;
+pub mod docs;
 pub mod keys;
 pub mod messages;
 pub mod output;
@@ -16,6 +17,7 @@ pub mod send;
 pub mod server;
 pub mod tests;
 pub mod tokens;
+pub mod watch;
 
 use crate::config::{FileConfig, Overrides};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -142,6 +144,18 @@ pub enum Command {
     /// `mailplane messages …` and `mailplane queue …`, flattened into this level.
     #[command(flatten)]
     Messages(messages::MessagesCommand),
+    /// Print a shell completion script: source it, e.g. `source <(mailplane completion bash)`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (mailplane.1 and one per command) into a folder.
+    Man {
+        /// The folder, created if needed.
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// The log line format.
