@@ -93,6 +93,9 @@ pub struct AgentConfig {
     /// Where jobs may connect: `HOST[:PORT|:PORT-PORT]` patterns (see [`crate::allowlist`]).
     /// Required: the agent refuses to run with an empty list.
     pub allowed_destinations: Vec<String>,
+    /// The roots relays' certificates are verified against besides a job's extra CA (this
+    /// host's trust store and the built-in web PKI roots by default).
+    pub trust: mailplane_smtp::TrustStore,
     /// The most jobs run at once (over all connections).
     pub max_concurrent_jobs: u32,
     /// How many streams to hold at once, each to a different server when it can (1 to
@@ -131,6 +134,7 @@ impl AgentConfig {
             state_dir: state_dir.into(),
             enrollment_token: None,
             allowed_destinations,
+            trust: mailplane_smtp::TrustStore::default(),
             max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
             connections: DEFAULT_CONNECTIONS,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -306,6 +310,7 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     enrollment_token: Option<Token>,
     allowed_destinations: Option<Vec<String>>,
+    trust: Option<String>,
     max_concurrent_jobs: Option<u32>,
     connections: Option<u32>,
     heartbeat_interval: Option<FileDuration>,
@@ -360,6 +365,11 @@ pub struct ConfigArgs {
         value_name = "PATTERN"
     )]
     pub allowed_destinations: Vec<String>,
+    /// The roots relays' certificates are verified against, besides the server's extra CA:
+    /// this host's trust store and the built-in web PKI roots (system+webpki), only the
+    /// built-in ones (webpki), or only this host's (system) [default: system+webpki].
+    #[arg(long, env = "MAILPLANE_AGENT_TRUST", value_parser = mailplane_smtp::TrustStore::NAMES)]
+    pub trust: Option<String>,
     /// The most SMTP sessions run at once [default: 8].
     #[arg(long, env = "MAILPLANE_AGENT_MAX_CONCURRENT_JOBS", value_name = "N")]
     pub max_concurrent_jobs: Option<u32>,
@@ -440,6 +450,11 @@ impl ConfigArgs {
         };
         let mut c = AgentConfig::new(String::new(), server_ca, state_dir, allowed);
         c.servers = servers;
+        if let Some(trust) = self.trust.as_ref().or(file.trust.as_ref()) {
+            c.trust = trust
+                .parse()
+                .map_err(|e: String| ConfigError::Invalid("trust", e))?;
+        }
         c.server_name = self.server_name.clone().or(file.server_name);
         c.enrollment_token = self
             .enrollment_token

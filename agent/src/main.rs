@@ -99,6 +99,7 @@ fn check_config(args: &ConfigArgs) -> bool {
             println!("allowed_destinations: ERROR {e}");
         }
     }
+    println!("trust:                {}", config.trust.as_str());
     println!("max_concurrent_jobs:  {}", config.max_concurrent_jobs);
     println!("heartbeat_interval:   {:?}", config.heartbeat_interval);
     println!("drain_timeout:        {:?}", config.drain_timeout);

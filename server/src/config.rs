@@ -124,6 +124,9 @@ pub struct SmtpFileConfig {
     pub deny_replace: Option<Vec<String>>,
     /// A PEM file with extra CA certificates for relays with an internal PKI.
     pub extra_ca_file: Option<PathBuf>,
+    /// The roots relays' certificates are verified against besides the extra CA:
+    /// `system+webpki` (the default), `webpki` or `system`.
+    pub trust: Option<String>,
     /// The most tests that may run at once on one account.
     pub max_tests_per_account: Option<usize>,
     /// The most tests that may run at once on this server (all accounts).
@@ -238,6 +241,8 @@ pub struct Overrides {
     pub smtp_deny_replace: Option<Vec<String>>,
     /// `--smtp-extra-ca`.
     pub smtp_extra_ca: Option<PathBuf>,
+    /// `--smtp-trust`.
+    pub smtp_trust: Option<String>,
     /// `--agent-listen`.
     pub agent_listen: Option<String>,
     /// `--agent-tls-name`.
@@ -285,6 +290,9 @@ fn smtp_settings(flags: &Overrides, file: &SmtpFileConfig) -> Result<SmtpSetting
         let pem = std::fs::read(path)
             .map_err(|e| format!("cannot read the extra CA file {}: {e}", path.display()))?;
         settings.extra_ca_pem = Some(pem);
+    }
+    if let Some(trust) = flags.smtp_trust.as_ref().or(file.trust.as_ref()) {
+        settings.trust = trust.parse()?;
     }
     if let Some(n) = file.max_tests_per_account {
         settings.max_tests_per_account = n.max(1);

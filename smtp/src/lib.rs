@@ -73,6 +73,7 @@ mod session;
 mod setup;
 mod tls;
 mod transcript;
+mod trust;
 mod wire;
 
 use std::fmt;
@@ -103,6 +104,7 @@ pub use tls::{TlsConfigError, certificate_info, https_client_config};
 pub use transcript::{
     CertificateInfo, Phase, PhaseEvent, PhaseRecord, PhaseStatus, TlsInfo, Verification,
 };
+pub use trust::{RootSource, TrustStore};
 pub use wire::{Reply, data_payload, normalize_crlf, parse_queue_id, parse_reply};
 
 /// How (and whether) the session uses TLS.
@@ -355,6 +357,8 @@ pub struct SessionConfig {
     pub ignore_certificate_errors: bool,
     /// An extra CA (PEM, one or more certificates) trusted next to the webpki roots.
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// The roots that verify the relay's certificate besides `extra_ca_pem`.
+    pub trust: TrustStore,
     /// The EHLO name; `None` means the machine's host name, or `localhost`.
     pub helo_name: Option<String>,
     /// Credentials; `None` skips AUTH.
@@ -380,6 +384,7 @@ impl SessionConfig {
             security,
             ignore_certificate_errors: false,
             extra_ca_pem: None,
+            trust: TrustStore::default(),
             helo_name: None,
             auth: None,
             allow_plaintext_auth: false,

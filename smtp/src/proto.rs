@@ -409,6 +409,8 @@ pub fn config_from_job(job: &pb::SmtpJob) -> Result<smtp::SessionConfig, Convert
         security: security_from_pb(job.security)?,
         ignore_certificate_errors: job.ignore_certificate_errors,
         extra_ca_pem: (!job.extra_ca_pem.is_empty()).then(|| job.extra_ca_pem.clone()),
+        // The agent's own setting: the trust store is its host's, not the server's.
+        trust: smtp::TrustStore::default(),
         helo_name: non_empty(&job.helo_name),
         auth,
         allow_plaintext_auth: job.allow_plaintext_auth,

@@ -58,7 +58,7 @@ fn tls_ca(config: &SessionConfig) -> Result<Vec<CertificateDer<'static>>, Sessio
         Some(pem) => tls::parse_ca_pem(pem)?,
         None => Vec::new(),
     };
-    tls::client_config(config.ignore_certificate_errors, &extra_ca)?;
+    tls::client_config(config.ignore_certificate_errors, &extra_ca, config.trust)?;
     Ok(extra_ca)
 }
 

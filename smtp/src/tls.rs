@@ -15,6 +15,7 @@ use rustls::{
 
 use crate::classify::{FailureClass, plain_smtp_hint};
 use crate::transcript::{CertificateInfo, TlsInfo, Verification};
+use crate::trust::{self, RootSource, TrustStore, Verifiers};
 use crate::wire::{escape_preview, looks_like_smtp_reply};
 
 /// Errors building the TLS configuration.
@@ -29,6 +30,13 @@ pub enum TlsConfigError {
     /// The verifier could not be built.
     #[error("TLS verifier: {0}")]
     Verifier(#[from] rustls::client::VerifierBuilderError),
+    /// Nothing to verify certificates against.
+    #[error(
+        "no trusted roots: the trust store setting is {0:?} and the system trust store holds no \
+         certificate; install the CA bundle (ca-certificates), set SSL_CERT_FILE, give an extra \
+         CA, or use system+webpki"
+    )]
+    NoRoots(&'static str),
 }
 
 /// What the verifier saw: the end-entity certificate and the verification result.
@@ -38,16 +46,26 @@ pub(crate) struct VerifyRecord {
     pub end_entity: Option<Vec<u8>>,
     /// `None` until verification ran; then `Ok` or the rustls error.
     pub result: Option<Result<(), rustls::Error>>,
+    /// The roots that verified the certificate.
+    pub verified_by: Option<RootSource>,
 }
 
-/// A verifier that delegates to webpki, records the outcome, and (when configured to
-/// ignore certificate errors) accepts the chain anyway. Handshake signatures are always
-/// checked, so the server still has to hold the certificate's private key.
+/// A verifier that tries webpki with each set of roots (see [`crate::trust`]), records the
+/// outcome and which roots verified, and (when configured to ignore certificate errors)
+/// accepts the chain anyway. Handshake signatures are always checked, so the server still has
+/// to hold the certificate's private key.
 #[derive(Debug)]
 struct RecordingVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+    verifiers: Verifiers,
     ignore_errors: bool,
     record: Arc<Mutex<VerifyRecord>>,
+}
+
+impl RecordingVerifier {
+    /// The verifier handshake signatures are checked with (they do not depend on the roots).
+    fn first(&self) -> &WebPkiServerVerifier {
+        &self.verifiers[0].1
+    }
 }
 
 impl ServerCertVerifier for RecordingVerifier {
@@ -59,16 +77,47 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let result = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
+        // The first set of roots that accepts the chain verifies it; otherwise the most telling
+        // error (an unknown issuer only says that these roots do not know it).
+        let mut verified_by = None;
+        let mut error: Option<rustls::Error> = None;
+        for (source, verifier) in &self.verifiers {
+            match verifier.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ) {
+                Ok(_) => {
+                    verified_by = Some(*source);
+                    break;
+                }
+                Err(e) => {
+                    let unknown = |e: &rustls::Error| {
+                        matches!(
+                            e,
+                            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+                        )
+                    };
+                    if error
+                        .as_ref()
+                        .is_none_or(|old| unknown(old) && !unknown(&e))
+                    {
+                        error = Some(e);
+                    }
+                }
+            }
+        }
+        let result = match (verified_by, error) {
+            (Some(_), _) => Ok(ServerCertVerified::assertion()),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(rustls::Error::General("no trusted roots".into())),
+        };
         let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
         record.end_entity = Some(end_entity.as_ref().to_vec());
         record.result = Some(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        record.verified_by = verified_by;
         match result {
             Ok(v) => Ok(v),
             Err(_) if self.ignore_errors => Ok(ServerCertVerified::assertion()),
@@ -82,7 +131,7 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.first().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -91,11 +140,11 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.first().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.first().supported_verify_schemes()
     }
 }
 
@@ -135,25 +184,32 @@ pub fn https_client_config(extra_ca_pem: Option<&[u8]>) -> Result<ClientConfig, 
 }
 
 /// Builds a client configuration for one session, returning it with the shared record
-/// the verifier fills in.
+/// the verifier fills in: `extra_ca` and the roots `trust` names.
 pub(crate) fn client_config(
     ignore_errors: bool,
     extra_ca: &[CertificateDer<'static>],
+    trust: TrustStore,
 ) -> Result<(Arc<ClientConfig>, Arc<Mutex<VerifyRecord>>), TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for ca in extra_ca {
-        roots
-            .add(ca.clone())
-            .map_err(|e| TlsConfigError::ExtraCa(e.to_string()))?;
+    let mut verifiers = Verifiers::new();
+    if !extra_ca.is_empty() {
+        let mut roots = RootCertStore::empty();
+        for ca in extra_ca {
+            roots
+                .add(ca.clone())
+                .map_err(|e| TlsConfigError::ExtraCa(e.to_string()))?;
+        }
+        let v = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()?;
+        verifiers.push((RootSource::ExtraCa, v));
     }
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-        .build()?;
+    verifiers.extend(trust::shared(trust));
+    if verifiers.is_empty() {
+        return Err(TlsConfigError::NoRoots(trust.as_str()));
+    }
     let record = Arc::new(Mutex::new(VerifyRecord::default()));
     let verifier = RecordingVerifier {
-        inner,
+        verifiers,
         ignore_errors,
         record: Arc::clone(&record),
     };

@@ -300,3 +300,33 @@ fn connections_are_bounded() {
         Err(ConfigError::Invalid("connections", _))
     ));
 }
+
+#[test]
+fn trust_store_flag_over_file_over_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let write = |trust: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "server = \"https://s.example:7751\"\nserver_ca = \"/ca.pem\"\n\
+                 allowed_destinations = [\"smtp.example:25\"]\n{trust}"
+            ),
+        )
+        .unwrap();
+    };
+    let config = path.to_str().unwrap();
+    write("");
+    let c = parse(&["--config", config]).resolve().unwrap();
+    assert_eq!(c.trust, mailplane_smtp::TrustStore::SystemAndWebpki);
+    write("trust = \"system\"\n");
+    let c = parse(&["--config", config]).resolve().unwrap();
+    assert_eq!(c.trust, mailplane_smtp::TrustStore::System);
+    let c = parse(&["--config", config, "--trust", "webpki"])
+        .resolve()
+        .unwrap();
+    assert_eq!(c.trust, mailplane_smtp::TrustStore::Webpki);
+    write("trust = \"openssl\"\n");
+    let e = parse(&["--config", config]).resolve().unwrap_err();
+    assert!(e.to_string().contains("system+webpki"), "{e}");
+}

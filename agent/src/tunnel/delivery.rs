@@ -39,6 +39,8 @@ pub(crate) fn pool(allow: &Allowlist, sessions_per_key: u32) -> DeliveryPool {
 pub(crate) struct DeliveryCtx {
     pub allow: Arc<Allowlist>,
     pub tokens: Arc<AgentTokens>,
+    /// The roots relays' certificates are verified against (the agent's `trust`).
+    pub trust: smtp::TrustStore,
     pub slots: Arc<Semaphore>,
     pub pool: Arc<DeliveryPool>,
     /// Cancelled when the stream the job came on is lost.
@@ -71,13 +73,16 @@ pub(crate) async fn run(
             format!("the agent cannot run this delivery: {e}"),
             "the server and the agent disagree about the job; check that their versions match",
         ),
-        Ok(mut config) => match tokens::prepare(&ctx.tokens, &mut config, &job_id, &out).await {
-            Err(f) => no_token(f),
-            Ok(()) => match send(&job_id, &config, &delivery, &ctx, &out).await {
-                Some(outcome) => outcome,
-                None => return,
-            },
-        },
+        Ok(mut config) => {
+            config.trust = ctx.trust;
+            match tokens::prepare(&ctx.tokens, &mut config, &job_id, &out).await {
+                Err(f) => no_token(f),
+                Ok(()) => match send(&job_id, &config, &delivery, &ctx, &out).await {
+                    Some(outcome) => outcome,
+                    None => return,
+                },
+            }
+        }
     };
     drop(job);
     tracing::info!(

@@ -52,6 +52,7 @@ pub(crate) async fn run(
     job: pb::SmtpJob,
     allow: Arc<Allowlist>,
     tokens: Arc<AgentTokens>,
+    trust: smtp::TrustStore,
     slots: Arc<Semaphore>,
     out: mpsc::Sender<pb::ConnectRequest>,
 ) {
@@ -65,10 +66,13 @@ pub(crate) async fn run(
             format!("the agent cannot run this job: {e}"),
             "the server and the agent disagree about the job; check that their versions match",
         ),
-        Ok(mut config) => match tokens::prepare(&tokens, &mut config, &job_id, &out).await {
-            Ok(()) => run_config(&job_id, config, &allow, &out).await,
-            Err(f) => no_token(f),
-        },
+        Ok(mut config) => {
+            config.trust = trust;
+            match tokens::prepare(&tokens, &mut config, &job_id, &out).await {
+                Ok(()) => run_config(&job_id, config, &allow, &out).await,
+                Err(f) => no_token(f),
+            }
+        }
     };
     drop(job);
     let result = outcome.result.as_ref();

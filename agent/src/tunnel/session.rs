@@ -203,6 +203,7 @@ pub(crate) async fn connect_and_serve(
                             let dctx = DeliveryCtx {
                                 allow: ctx.allow.clone(),
                                 tokens: ctx.tokens.clone(),
+                                trust: ctx.config.trust,
                                 slots: ctx.slots.clone(),
                                 pool: ctx.pool.clone(),
                                 link_lost: link_lost.clone(),
@@ -220,6 +221,7 @@ pub(crate) async fn connect_and_serve(
                                 job,
                                 ctx.allow.clone(),
                                 ctx.tokens.clone(),
+                                ctx.config.trust,
                                 ctx.slots.clone(),
                                 link.tx.clone(),
                             ));

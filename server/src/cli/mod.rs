@@ -214,6 +214,11 @@ pub struct ServeArgs {
     /// Extra CA certificates (PEM) to trust for relays with an internal PKI.
     #[arg(long, env = "MAILPLANE_SMTP_EXTRA_CA")]
     pub smtp_extra_ca: Option<PathBuf>,
+    /// The roots relays' certificates are verified against, besides --smtp-extra-ca: the
+    /// operating system's trust store and the web PKI roots built in (system+webpki), only the
+    /// built-in ones (webpki), or only the system's (system) [default: system+webpki].
+    #[arg(long, env = "MAILPLANE_SMTP_TRUST", value_parser = mailplane_smtp::TrustStore::NAMES)]
+    pub smtp_trust: Option<String>,
     /// Where network-connector agents connect (TLS with client certificates), HOST:PORT or
     /// "off" [default: 127.0.0.1:7751]. Agents dial out to it from their networks.
     #[arg(long, env = "MAILPLANE_AGENT_LISTEN")]
@@ -259,6 +264,7 @@ impl ServeArgs {
             smtp_deny: self.smtp_deny.clone(),
             smtp_deny_replace: self.smtp_deny_replace.clone(),
             smtp_extra_ca: self.smtp_extra_ca.clone(),
+            smtp_trust: self.smtp_trust.clone(),
             agent_listen: self.agent_listen.clone(),
             agent_tls_names: self.agent_tls_names.clone(),
             audit_log: self.audit_log.clone(),

@@ -125,6 +125,7 @@ pub fn connection_config(
     let mut config = smtp::SessionConfig::new(s.host.clone(), s.port, s.security);
     config.ignore_certificate_errors = s.ignore_certificate_errors;
     config.extra_ca_pem.clone_from(&settings.extra_ca_pem);
+    config.trust = settings.trust;
     config.helo_name.clone_from(&s.helo_name);
     config.timeouts = settings.timeouts;
     config.auth = auth;

@@ -13,6 +13,8 @@ pub struct SmtpSettings {
     pub timeouts: smtp::Timeouts,
     /// An extra CA (PEM) trusted for relays with an internal PKI.
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// The roots relays' certificates are verified against besides the extra CA.
+    pub trust: smtp::TrustStore,
     /// The most tests that may run at once on one account (on all replicas together).
     pub max_tests_per_account: usize,
     /// The most tests that may run at once on this server, all accounts together.
@@ -34,6 +36,7 @@ impl Default for SmtpSettings {
             },
             timeouts: smtp::Timeouts::default(),
             extra_ca_pem: None,
+            trust: smtp::TrustStore::default(),
             max_tests_per_account: 4,
             max_tests_running: 64,
             test_retention: Duration::from_secs(30 * 86_400),

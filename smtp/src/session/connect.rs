@@ -252,7 +252,7 @@ async fn probe_implicit_tls(
     extra_ca: Vec<CertificateDer<'static>>,
     addr: SocketAddr,
 ) -> Option<String> {
-    let (config, _) = tls::client_config(true, &extra_ca).ok()?;
+    let (config, _) = tls::client_config(true, &extra_ca, crate::TrustStore::Webpki).ok()?;
     let name = ServerName::try_from(host).ok()?;
     let tcp = tokio::time::timeout(TLS_PROBE_TIMEOUT, TcpStream::connect(addr))
         .await

@@ -92,13 +92,14 @@ impl Session<'_> {
             .into_stream()
             .map_err(|e| ctx.wire_fail(Phase::TlsHandshake, e, configured, tls_active))?;
         let ignore = ctx.cfg.ignore_certificate_errors;
-        let (config, record) = tls::client_config(ignore, &ctx.extra_ca).map_err(|e| {
-            Fail::new(
-                FailureClass::TlsHandshake,
-                e.to_string(),
-                "fix the TLS configuration",
-            )
-        })?;
+        let (config, record) =
+            tls::client_config(ignore, &ctx.extra_ca, ctx.cfg.trust).map_err(|e| {
+                Fail::new(
+                    FailureClass::TlsHandshake,
+                    e.to_string(),
+                    "fix the TLS configuration",
+                )
+            })?;
         let server_name = ServerName::try_from(ctx.host.clone()).map_err(|e| {
             Fail::new(
                 FailureClass::TlsHandshake,
@@ -136,10 +137,15 @@ impl Session<'_> {
             Ok(Ok(tls_stream)) => {
                 let rec_guard = record.lock().unwrap_or_else(|p| p.into_inner());
                 let info = tls::session_info(tls_stream.get_ref().1, &rec_guard, ignore);
+                let verified_by = rec_guard.verified_by;
                 drop(rec_guard);
                 let tls_verified = matches!(info.verification, Verification::Verified);
                 rec.detail
                     .push(format!("{} {}", info.protocol_version, info.cipher_suite));
+                if let Some(source) = verified_by {
+                    rec.detail
+                        .push(format!("certificate verified by {}", source.describe()));
+                }
                 rec.tls = Some(info);
                 Ok(Link {
                     client: Client::new(Box::new(tls_stream), redact),

@@ -247,7 +247,8 @@ async fn tls_flights_are_single_writes() {
     let ca = mailplane_testkit::peer::TestCa::new("wire test CA");
     let server_config = ca.server_config(&["localhost"], false);
     let extra = crate::tls::parse_ca_pem(ca.pem.as_bytes()).unwrap();
-    let (client_config, _) = crate::tls::client_config(false, &extra).unwrap();
+    let (client_config, _) =
+        crate::tls::client_config(false, &extra, crate::TrustStore::Webpki).unwrap();
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let writes = Arc::new(Mutex::new(Vec::new()));
     let counting = Counting {

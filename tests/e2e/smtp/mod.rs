@@ -10,6 +10,7 @@ mod destinations;
 mod peers;
 mod plaintext;
 mod postfix;
+mod trust;
 
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{Backend, SmtpFixtures, TestServer, account, watch_to_end};
