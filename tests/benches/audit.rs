@@ -29,7 +29,12 @@ fn main() {
 }
 
 /// Writes per second through `servers` (workers spread over them) for `secs`.
-async fn writes_per_second(servers: &[&TestServer], workers: u64, secs: u64) -> f64 {
+async fn writes_per_second(
+    servers: &[&TestServer],
+    round: &'static str,
+    workers: u64,
+    secs: u64,
+) -> f64 {
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
     let mut tasks = tokio::task::JoinSet::new();
@@ -42,7 +47,7 @@ async fn writes_per_second(servers: &[&TestServer], workers: u64, secs: u64) -> 
                 client
                     .create_connector(pb::CreateConnectorRequest {
                         connector: Some(pb::Connector {
-                            display_name: format!("bench {w} {n}"),
+                            display_name: format!("bench {round} {w} {n}"),
                             ..Default::default()
                         }),
                     })
@@ -76,8 +81,8 @@ async fn measure(
     let mut servers = vec![&first];
     servers.extend(more.iter());
     // Warm up the connections and the database.
-    writes_per_second(&servers, workers, 1).await;
-    let rate = writes_per_second(&servers, workers, secs).await;
+    writes_per_second(&servers, "warm-up", workers, 1).await;
+    let rate = writes_per_second(&servers, "measured", workers, secs).await;
     if !every.is_zero() {
         // Every event written got sealed into one unbroken chain.
         let deadline = Instant::now() + Duration::from_secs(60);
