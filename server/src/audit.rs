@@ -6,6 +6,7 @@
 //! that no call asked for uses [`AuditContext::system`]. Refused calls are recorded by the auth
 //! layer.
 
+use crate::domain::audit_chain::{ChainEvent, Link as ChainLink};
 use serde_json::{Map, Value, json};
 
 /// Who is calling, from where, and which RPC.
@@ -88,12 +89,30 @@ pub struct AuditEvent {
     pub outcome: String,
     /// The diff, as JSON text.
     pub diff: String,
+    /// Its place in the hash chain, once sealed (see `domain::audit_chain`).
+    pub link: Option<ChainLink>,
 }
 
 impl AuditEvent {
-    /// The event as one JSON object, for a SIEM.
+    /// What its hash in the chain covers.
+    pub fn chain_event(&self) -> ChainEvent<'_> {
+        ChainEvent {
+            id: self.id,
+            time: self.time,
+            actor: &self.actor,
+            peer: &self.peer,
+            rpc: &self.rpc,
+            resource: &self.resource,
+            outcome: &self.outcome,
+            diff: &self.diff,
+        }
+    }
+
+    /// The event as one JSON object, for a SIEM. A sealed event carries its link (`seq`,
+    /// `prev_hash`, `hash`) and what its hash covers that the other fields do not show
+    /// exactly: `time_micros` and `diff_text` (the diff as stored).
     pub fn json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "id": self.id,
             "time": crate::domain::audit::rfc3339(self.time),
             "actor": self.actor,
@@ -102,7 +121,15 @@ impl AuditEvent {
             "resource": self.resource,
             "outcome": self.outcome,
             "diff": serde_json::from_str::<Value>(&self.diff).unwrap_or(Value::Null),
-        })
+        });
+        if let (Some(link), Some(o)) = (&self.link, v.as_object_mut()) {
+            o.insert("time_micros".into(), self.time.into());
+            o.insert("diff_text".into(), self.diff.clone().into());
+            o.insert("seq".into(), link.seq.into());
+            o.insert("prev_hash".into(), link.prev_hash.clone().into());
+            o.insert("hash".into(), link.hash.clone().into());
+        }
+        v
     }
 }
 

@@ -57,12 +57,35 @@ pub async fn watch_revocations(store: Arc<Store>, registry: Arc<Registry>) {
     }
 }
 
-/// Copies audit events, as they commit, to a JSON-lines file or standard output. It starts
-/// after the newest event present at start-up, and reads only committed rows, in order.
+/// Seals the audit log's hash chain every `interval`, and once more when cancelled (events of
+/// the last moments before a shutdown), until `cancel` fires. Another replica sealing at the
+/// same moment makes a pass do nothing; see [`crate::store::audit_chain`].
+pub async fn seal_audit_log(store: Arc<Store>, interval: Duration, cancel: CancellationToken) {
+    let pass = || async {
+        if let Err(e) = store.seal_audit_events().await {
+            tracing::warn!(error = %e, "cannot seal the audit log");
+        }
+    };
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = every.tick() => pass().await,
+        }
+    }
+    pass().await;
+}
+
+/// Copies audit events to a JSON-lines file or standard output, once sealed, in the order of
+/// the hash chain (`seq`), each with its `seq`, `prev_hash` and `hash`, so that a SIEM can
+/// check the chain itself. It starts after the newest event sealed at start-up. Sealed events
+/// appear in `seq` order with no gaps (one sealer at a time, each pass committed at once),
+/// so following `seq` misses none. With the sealer off everywhere, nothing is copied.
 pub async fn export_audit_log(store: Arc<Store>, path: PathBuf) {
     use std::io::Write as _;
-    let mut last = match store.list_audit_events(&Default::default(), 0, 1).await {
-        Ok(newest) => newest.first().map_or(0, |e| e.id),
+    let mut last = match store.audit_chain_head().await {
+        Ok(seq) => seq,
         Err(e) => {
             tracing::error!(error = %e, "audit log export: cannot read the log");
             return;
@@ -86,7 +109,7 @@ pub async fn export_audit_log(store: Arc<Store>, path: PathBuf) {
     let mut every = tokio::time::interval(Duration::from_millis(500));
     loop {
         every.tick().await;
-        let events = match store.audit_events_after(last, 500).await {
+        let events = match store.sealed_audit_events_after(last, 500).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(error = %e, "audit log export: cannot read the log");
@@ -97,7 +120,9 @@ pub async fn export_audit_log(store: Arc<Store>, path: PathBuf) {
             if writeln!(out, "{}", event.json()).is_err() {
                 tracing::error!("audit log export: cannot write");
             }
-            last = event.id;
+            if let Some(link) = &event.link {
+                last = link.seq;
+            }
         }
         let _ = out.flush();
     }

@@ -40,6 +40,9 @@ pub struct FileConfig {
     pub agent_tls_names: Option<Vec<String>>,
     /// Append audit events as JSON lines to this file (`-`: standard output).
     pub audit_log: Option<PathBuf>,
+    /// How often to seal new audit events into the hash chain: `"1s"` (the default),
+    /// `"500ms"`, `"0"` (never, on this replica).
+    pub audit_seal_interval: Option<String>,
     /// The API's TLS certificate chain (PEM); with `tls_key`.
     pub tls_cert: Option<PathBuf>,
     /// The API's TLS private key (PEM).
@@ -249,12 +252,34 @@ pub struct Overrides {
     pub agent_tls_names: Vec<String>,
     /// `--audit-log`.
     pub audit_log: Option<PathBuf>,
+    /// `--audit-seal-interval`.
+    pub audit_seal_interval: Option<Duration>,
     /// `--tls-cert`.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
     /// `--insecure-plaintext` (or `--dev`).
     pub insecure_plaintext: bool,
+}
+
+/// Parses an interval: a whole number with `ms`, `s` or `m`, or of seconds without a unit
+/// (`0`: off).
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((t, ""), |at| t.split_at(at));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("interval {text:?}: use e.g. 1s, 500ms, 2m or 0"))?;
+    match unit.trim() {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!(
+            "interval {text:?}: unknown unit {other:?}; use ms, s or m"
+        )),
+    }
 }
 
 /// Parses rules, skipping empty entries (so `--smtp-deny-replace ''` is an empty list).
@@ -368,6 +393,13 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, Stri
     let smtp = smtp_settings(&flags, &file.smtp)?;
     let agent_listen = agent_listen(&flags, file)?;
     let api_tls = api_tls(&flags, file)?;
+    let audit_seal_interval = match (flags.audit_seal_interval, &file.audit_seal_interval) {
+        (Some(every), _) => every,
+        (None, Some(text)) => {
+            parse_interval(text).map_err(|e| format!("audit_seal_interval: {e}"))?
+        }
+        (None, None) => Duration::from_secs(1),
+    };
     let mut agent_tls_names = default_agent_tls_names();
     if !flags.agent_tls_names.is_empty() {
         agent_tls_names.extend(flags.agent_tls_names.iter().cloned());
@@ -397,6 +429,7 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, Stri
         print_bootstrap_token: false,
         api_tls,
         audit_log: flags.audit_log.or_else(|| file.audit_log.clone()),
+        audit_seal_interval,
     })
 }
 
@@ -516,6 +549,33 @@ mod tests {
         assert_eq!(c.outbox.pool.max_sessions_per_key, 4);
         assert_eq!(c.outbox.claim_timeout, defaults.claim_timeout);
         assert_eq!(c.outbox.sweep_interval, defaults.sweep_interval);
+    }
+
+    #[test]
+    fn the_seal_interval_comes_from_flags_file_or_default() {
+        let c = resolve(Overrides::default(), &FileConfig::default()).unwrap();
+        assert_eq!(c.audit_seal_interval, Duration::from_secs(1));
+        let file: FileConfig = toml::from_str("audit_seal_interval = \"250ms\"").unwrap();
+        let c = resolve(Overrides::default(), &file).unwrap();
+        assert_eq!(c.audit_seal_interval, Duration::from_millis(250));
+        let flags = Overrides {
+            audit_seal_interval: Some(Duration::ZERO),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            resolve(flags, &file).unwrap().audit_seal_interval,
+            Duration::ZERO
+        );
+        assert_eq!(parse_interval("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_interval("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_interval("1h").unwrap_err().contains("unit"));
+        assert!(parse_interval("soon").is_err());
+        let file: FileConfig = toml::from_str("audit_seal_interval = \"x\"").unwrap();
+        assert!(
+            resolve(Overrides::default(), &file)
+                .unwrap_err()
+                .contains("audit_seal_interval")
+        );
     }
 
     #[test]

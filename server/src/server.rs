@@ -10,7 +10,7 @@ use crate::api::smtp_tests::Tests;
 use crate::api::tokens::Tokens;
 use crate::auth::Authenticator;
 use crate::auth::layer::AuthLayer;
-use crate::background::{Background, export_audit_log, watch_revocations};
+use crate::background::{Background, export_audit_log, seal_audit_log, watch_revocations};
 use crate::crypto::KeyError;
 use crate::domain::replica::ReplicaId;
 use crate::keys::Keys;
@@ -112,6 +112,9 @@ pub struct ServerConfig {
     pub print_bootstrap_token: bool,
     /// Append every audit event as a JSON line to this file (`-`: standard output), for a SIEM.
     pub audit_log: Option<PathBuf>,
+    /// How often this replica seals new audit events into the hash chain (1 s; zero: never,
+    /// leaving it to other replicas).
+    pub audit_seal_interval: Duration,
     /// TLS on the API.
     pub api_tls: ApiTls,
 }
@@ -137,6 +140,7 @@ impl ServerConfig {
             agent_cert_lifetime: crate::tunnel::ca::AGENT_CERT_LIFETIME,
             print_bootstrap_token: false,
             audit_log: None,
+            audit_seal_interval: Duration::from_secs(1),
             api_tls: ApiTls::Off,
         }
     }
@@ -335,6 +339,10 @@ pub async fn serve(
             wait: config.smtp.connector_wait,
         });
         background.spawn_cancellable(|cancel| pump.run(cancel));
+    }
+    if !config.audit_seal_interval.is_zero() {
+        let (store, every) = (Arc::clone(&state.store), config.audit_seal_interval);
+        background.spawn_cancellable(|cancel| seal_audit_log(store, every, cancel));
     }
     if let Some(path) = config.audit_log.clone() {
         background.spawn(export_audit_log(Arc::clone(&state.store), path));

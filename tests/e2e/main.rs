@@ -7,6 +7,7 @@
 
 mod accounts;
 mod audit;
+mod audit_chain;
 mod auth;
 mod caps;
 mod cli;

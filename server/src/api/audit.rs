@@ -3,6 +3,7 @@
 use super::convert::{self, timestamp};
 use super::paging;
 use crate::audit::{AuditEvent, AuditFilter};
+use crate::domain::audit_chain::{Break, Problem};
 use crate::domain::validate;
 use crate::error::Result;
 use crate::store::Store;
@@ -36,8 +37,37 @@ fn render(e: &AuditEvent) -> pb::AuditEvent {
     }
 }
 
+fn render_break(b: &Break) -> pb::BrokenLink {
+    let problem = match b.problem {
+        Problem::HashMismatch => pb::broken_link::Problem::HashMismatch,
+        Problem::PrevHashMismatch => pb::broken_link::Problem::PrevHashMismatch,
+        Problem::Gap => pb::broken_link::Problem::Gap,
+    };
+    pb::BrokenLink {
+        seq: b.seq,
+        event_id: b.event_id,
+        problem: problem.into(),
+        detail: b.detail.clone(),
+    }
+}
+
 #[tonic::async_trait]
 impl AuditService for Audit {
+    async fn verify_audit_log(
+        &self,
+        _request: Request<pb::VerifyAuditLogRequest>,
+    ) -> Result<Response<pb::VerifyAuditLogResponse>, Status> {
+        let report = self.store.verify_audit_chain().await?;
+        let v = &report.verifier;
+        Ok(Response::new(pb::VerifyAuditLogResponse {
+            events_checked: i64::try_from(v.checked).unwrap_or(i64::MAX),
+            sealed_through_seq: v.head_seq,
+            head_hash: v.head_hash.clone(),
+            unsealed_count: report.unsealed,
+            first_broken_link: v.broken.as_ref().map(render_break),
+        }))
+    }
+
     async fn list_events(
         &self,
         request: Request<pb::ListEventsRequest>,

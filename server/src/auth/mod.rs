@@ -200,6 +200,10 @@ pub const TABLE: &[(&str, Access)] = &[
         Access::Role(Role::Admin),
     ),
     (
+        "/mailplane.v1.AuditService/VerifyAuditLog",
+        Access::Role(Role::Admin),
+    ),
+    (
         "/mailplane.v1.ReplicaService/ListReplicas",
         Access::Role(Role::Viewer),
     ),

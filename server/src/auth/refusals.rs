@@ -53,7 +53,11 @@ impl Refusals {
         if let Some(w) = windows.get_mut(&key).filter(|w| w.since.elapsed() < WINDOW) {
             w.count += 1;
             let d = details(&w.reason, w.count, &ctx.rpc, reason);
-            return store.update_denied(w.event, &d).await;
+            if store.update_denied(w.event, &d).await? {
+                return Ok(());
+            }
+            // Its event is sealed in the hash chain (a slow clock, a late refusal): this
+            // refusal opens a window of its own.
         }
         let event = store
             .record_denied(ctx, &details(reason, 1, &ctx.rpc, reason))

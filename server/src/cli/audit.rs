@@ -1,4 +1,4 @@
-//! `mailplane audit list`: the audit log.
+//! `mailplane audit list` and `mailplane audit verify`: the audit log and its hash chain.
 
 use super::output::{self, Format};
 use super::{CliError, Conn};
@@ -26,6 +26,31 @@ pub enum AuditCommand {
         #[arg(long)]
         page_token: Option<String>,
     },
+    /// Check the tamper-evident hash chain of the audit log: exits non-zero and prints the
+    /// first broken link if an event was changed or deleted. Prints the head hash: keep it
+    /// elsewhere to detect a truncated tail later.
+    Verify,
+}
+
+/// What `audit verify` prints.
+fn verify_json(r: &pb::VerifyAuditLogResponse) -> Value {
+    let broken = r.first_broken_link.as_ref().map(|b| {
+        let problem = match b.problem() {
+            pb::broken_link::Problem::HashMismatch => "hash mismatch",
+            pb::broken_link::Problem::PrevHashMismatch => "prev_hash mismatch",
+            pb::broken_link::Problem::Gap => "gap",
+            pb::broken_link::Problem::Unspecified => "unknown",
+        };
+        json!({"seq": b.seq, "event_id": b.event_id, "problem": problem, "detail": b.detail})
+    });
+    json!({
+        "status": if broken.is_some() { "BROKEN" } else { "OK" },
+        "events_checked": r.events_checked,
+        "sealed_through_seq": r.sealed_through_seq,
+        "head_hash": r.head_hash,
+        "unsealed_count": r.unsealed_count,
+        "first_broken_link": broken,
+    })
 }
 
 fn event_json(e: &pb::AuditEvent) -> Value {
@@ -79,6 +104,23 @@ pub async fn run(
             output::list(out, format, &items, &COLUMNS, "events")?;
             if !page.next_page_token.is_empty() {
                 eprintln!("more events: add --page-token {}", page.next_page_token);
+            }
+        }
+        AuditCommand::Verify => {
+            let report = client
+                .verify_audit_log(pb::VerifyAuditLogRequest {})
+                .await?
+                .into_inner();
+            let shown = verify_json(&report);
+            output::one(out, format, &shown)?;
+            if let Some(b) = &report.first_broken_link {
+                return Err(CliError::AuditChainBroken(format!(
+                    "the audit log's hash chain is broken at seq {} (event {}): {} — {}",
+                    b.seq,
+                    b.event_id,
+                    shown["first_broken_link"]["problem"].as_str().unwrap_or(""),
+                    b.detail
+                )));
             }
         }
     }

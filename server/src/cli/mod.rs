@@ -235,6 +235,10 @@ pub struct ServeArgs {
     /// SIEM or syslog forwarder.
     #[arg(long, env = "MAILPLANE_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
+    /// How often to seal new audit events into the tamper-evident hash chain: 1s, 500ms, 2m,
+    /// or 0 for never on this replica [default: 1s].
+    #[arg(long, env = "MAILPLANE_AUDIT_SEAL_INTERVAL", value_parser = crate::config::parse_interval)]
+    pub audit_seal_interval: Option<std::time::Duration>,
     /// The API's TLS certificate chain (PEM file) [default: one signed by the server's own CA,
     /// DATA_DIR/ca.pem].
     #[arg(long, env = "MAILPLANE_TLS_CERT", requires = "tls_key")]
@@ -268,6 +272,7 @@ impl ServeArgs {
             agent_listen: self.agent_listen.clone(),
             agent_tls_names: self.agent_tls_names.clone(),
             audit_log: self.audit_log.clone(),
+            audit_seal_interval: self.audit_seal_interval,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             insecure_plaintext: self.dev,
@@ -297,6 +302,9 @@ pub enum CliError {
     /// A test e-mail ran and did not succeed (its verdict was printed).
     #[error("{0}")]
     TestFailed(String),
+    /// The audit log's hash chain is broken (the first broken link was printed).
+    #[error("{0}")]
+    AuditChainBroken(String),
     /// Writing the output failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),

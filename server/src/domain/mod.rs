@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod audit_chain;
 pub mod connector;
 pub mod credential;
 pub mod job;

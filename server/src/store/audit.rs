@@ -4,15 +4,17 @@
 use super::db::{Arg, like_contains_exact_case, query};
 use super::{Store, Write};
 use crate::audit::{AuditContext, AuditEvent, AuditFilter};
+use crate::domain::audit_chain::Link as ChainLink;
 use crate::domain::now_micros;
 use crate::error::Result;
 
 /// The columns of an event.
-const EVENT_COLUMNS: &str = "id, time, actor, peer, rpc, resource, outcome, diff";
+pub(super) const EVENT_COLUMNS: &str =
+    "id, time, actor, peer, rpc, resource, outcome, diff, seq, prev_hash, hash";
 
 /// A row of `audit_events`.
 #[derive(Debug, sqlx::FromRow)]
-struct EventRow {
+pub(super) struct EventRow {
     id: i64,
     time: i64,
     actor: String,
@@ -21,10 +23,19 @@ struct EventRow {
     resource: String,
     outcome: String,
     diff: String,
+    seq: Option<i64>,
+    prev_hash: Option<String>,
+    hash: Option<String>,
 }
 
 impl From<EventRow> for AuditEvent {
     fn from(r: EventRow) -> Self {
+        // A sealed row whose hashes were removed still has its place: its check fails.
+        let link = r.seq.map(|seq| ChainLink {
+            seq,
+            prev_hash: r.prev_hash.unwrap_or_default(),
+            hash: r.hash.unwrap_or_default(),
+        });
         AuditEvent {
             id: r.id,
             time: r.time,
@@ -34,6 +45,7 @@ impl From<EventRow> for AuditEvent {
             resource: r.resource,
             outcome: r.outcome,
             diff: r.diff,
+            link,
         }
     }
 }
@@ -107,13 +119,17 @@ impl Store {
         Ok(id)
     }
 
-    /// Replaces the details of refusal event `id` (a later refusal it now also stands for).
-    pub async fn update_denied(&self, id: i64, details: &serde_json::Value) -> Result<()> {
-        let q = query("UPDATE audit_events SET diff = $1 WHERE id = $2 AND outcome = 'denied'")
-            .bind(details.to_string())
-            .bind(id);
-        self.execute(&q).await?;
-        Ok(())
+    /// Replaces the details of refusal event `id` (a later refusal it now also stands for),
+    /// unless it is sealed in the hash chain already: whether it did. A sealed event is never
+    /// changed.
+    pub async fn update_denied(&self, id: i64, details: &serde_json::Value) -> Result<bool> {
+        let q = query(
+            "UPDATE audit_events SET diff = $1 \
+             WHERE id = $2 AND outcome = 'denied' AND seq IS NULL",
+        )
+        .bind(details.to_string())
+        .bind(id);
+        Ok(self.execute(&q).await? == 1)
     }
 
     /// Audit events matching `filter` with ids below `before` (0: from the newest), newest first.
@@ -140,17 +156,6 @@ impl Store {
         )
         .bind(filter.start.unwrap_or(i64::MIN))
         .bind(filter.end.unwrap_or(i64::MAX))
-        .bind(i64::from(limit));
-        let rows: Vec<EventRow> = self.all(&q).await?;
-        Ok(rows.into_iter().map(AuditEvent::from).collect())
-    }
-
-    /// Audit events with ids above `after`, oldest first (for the export sink).
-    pub async fn audit_events_after(&self, after: i64, limit: u32) -> Result<Vec<AuditEvent>> {
-        let q = query(format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2"
-        ))
-        .bind(after)
         .bind(i64::from(limit));
         let rows: Vec<EventRow> = self.all(&q).await?;
         Ok(rows.into_iter().map(AuditEvent::from).collect())

@@ -5,7 +5,8 @@
 //! (an account's credential keeps its kind) takes a share lock on it; foreign keys and unique
 //! indexes refuse the rest. Only a rule that truly spans rows takes a narrow advisory lock
 //! ([`Write::lock_rule`]): the one-default-account rule (all accounts), and the per-account
-//! caps on tests and on deliveries at once (one account's tests, or its claims). SQLite needs none of this: its writers run one at a time
+//! caps on tests and on deliveries at once (one account's tests, or its claims), and the one
+//! sealer of the audit log's hash chain. SQLite needs none of this: its writers run one at a time
 //! (`BEGIN IMMEDIATE`, and one replica), so both calls do nothing there.
 
 use super::db::query;
@@ -26,6 +27,9 @@ pub(super) enum Rule {
     AccountClaims(AccountId),
     /// A credential's OAuth2 token fetch: one replica at a time asks the endpoint.
     CredentialToken(CredentialId),
+    /// Sealing the audit log's hash chain: one sealer at a time, of any replica. Writers of
+    /// events never take it.
+    AuditSeal,
 }
 
 impl Rule {
@@ -38,6 +42,7 @@ impl Rule {
             Rule::AccountTests(id) => BASE | (2 << 40) | (id.0 & ((1 << 40) - 1)),
             Rule::AccountClaims(id) => BASE | (3 << 40) | (id.0 & ((1 << 40) - 1)),
             Rule::CredentialToken(id) => BASE | (4 << 40) | (id.0 & ((1 << 40) - 1)),
+            Rule::AuditSeal => BASE | (5 << 40),
         }
     }
 }
@@ -113,7 +118,8 @@ mod tests {
         let t1 = Rule::AccountTests(AccountId(1)).key();
         let t2 = Rule::AccountTests(AccountId(2)).key();
         let c1 = Rule::AccountClaims(AccountId(1)).key();
-        let keys = [a, t1, t2, c1];
+        let s = Rule::AuditSeal.key();
+        let keys = [a, t1, t2, c1, s];
         for (i, k) in keys.iter().enumerate() {
             assert!(!keys[..i].contains(k), "{k:#x} twice");
         }

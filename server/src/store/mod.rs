@@ -21,6 +21,7 @@
 pub mod accounts;
 pub mod agents;
 pub mod audit;
+pub mod audit_chain;
 pub mod connectors;
 pub mod credential_tokens;
 pub mod credentials;
