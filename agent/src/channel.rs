@@ -1,4 +1,5 @@
-//! The TLS channel to the server's agent listener.
+//! The TLS channel to the server's agent listener, directly or through an HTTP proxy
+//! (`CONNECT`, with TLS inside the tunnel: see [`crate::proxy`]).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
 use crate::config::{AgentConfig, ConfigError, ServerUrl};
+use crate::proxy::{self, ProxyConnector};
 
 /// The HTTP/2 keepalive ping interval and timeout.
 const KEEPALIVE: Duration = Duration::from_secs(10);
@@ -74,6 +76,29 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Where to dial a server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Addr {
+    /// This address, directly.
+    Direct(SocketAddr),
+    /// The server's host and port through the proxy, which resolves the name itself.
+    Proxy {
+        /// The server, `HOST:PORT`.
+        server: String,
+        /// The proxy, shown without credentials.
+        proxy: String,
+    },
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Direct(addr) => write!(f, "{addr}"),
+            Addr::Proxy { proxy, .. } => write!(f, "through the proxy {proxy}"),
+        }
+    }
+}
+
 /// One address of one server: where to dial, and what to expect there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Target {
@@ -81,13 +106,13 @@ pub(crate) struct Target {
     pub url: String,
     /// Whether the URL names a host (rather than an IP address).
     pub named: bool,
-    /// The address to dial.
-    pub addr: SocketAddr,
+    /// Where to dial.
+    pub addr: Addr,
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.named {
+        if self.named || matches!(self.addr, Addr::Proxy { .. }) {
             write!(f, "{} ({})", self.url, self.addr)
         } else {
             f.write_str(&self.url)
@@ -95,8 +120,22 @@ impl fmt::Display for Target {
     }
 }
 
-/// The addresses of `server`, in the resolver's order (an IP address is its own).
-pub(crate) async fn resolve(server: &ServerUrl) -> Result<Vec<Target>, ChannelError> {
+/// The addresses of `server`, in the resolver's order (an IP address is its own); a server
+/// reached through a proxy is not resolved here (the proxy does it): it is one target.
+pub(crate) async fn resolve(
+    config: &AgentConfig,
+    server: &ServerUrl,
+) -> Result<Vec<Target>, ChannelError> {
+    if let Some(proxy) = config.proxy_for(server) {
+        return Ok(vec![Target {
+            url: server.url.clone(),
+            named: !server.is_ip(),
+            addr: Addr::Proxy {
+                server: proxy::authority(&server.host, server.port),
+                proxy: proxy.url.to_string(),
+            },
+        }]);
+    }
     let failed = |reason: String| ChannelError::Connect {
         server: server.url.clone(),
         reason,
@@ -113,7 +152,7 @@ pub(crate) async fn resolve(server: &ServerUrl) -> Result<Vec<Target>, ChannelEr
         let t = Target {
             url: server.url.clone(),
             named: !server.is_ip(),
-            addr,
+            addr: Addr::Direct(addr),
         };
         if !targets.contains(&t) {
             targets.push(t);
@@ -135,7 +174,7 @@ pub(crate) async fn connect(
 ) -> Result<(Channel, Target), ChannelError> {
     let mut last = None;
     for server in config.server_urls()? {
-        let targets = match resolve(&server).await {
+        let targets = match resolve(config, &server).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "skipping a server");
@@ -189,8 +228,16 @@ pub(crate) async fn connect_to(
         url: target.url.clone(),
         reason,
     };
-    let mut endpoint = Endpoint::from_shared(format!("https://{}", target.addr))
-        .map_err(|e| bad_url(chain(&e)))?;
+    let proxy = match &target.addr {
+        Addr::Direct(_) => None,
+        Addr::Proxy { .. } => config.proxy_for(&server),
+    };
+    let dial = match &target.addr {
+        Addr::Direct(addr) => addr.to_string(),
+        Addr::Proxy { server, .. } => server.clone(),
+    };
+    let mut endpoint =
+        Endpoint::from_shared(format!("https://{dial}")).map_err(|e| bad_url(chain(&e)))?;
     if target.named {
         // Requests still name the server, as they would have without the address.
         let origin: Uri = target
@@ -199,14 +246,30 @@ pub(crate) async fn connect_to(
             .map_err(|_| bad_url("not a URL".to_owned()))?;
         endpoint = endpoint.origin(origin);
     }
-    endpoint
+    let endpoint = endpoint
         .tls_config(tls)
         .map_err(failed)?
-        .connect_timeout(config.connect_timeout)
         .http2_keep_alive_interval(KEEPALIVE)
         .keep_alive_timeout(KEEPALIVE)
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-        .map_err(failed)
+        .keep_alive_while_idle(true);
+    match proxy {
+        None => endpoint
+            .connect_timeout(config.connect_timeout)
+            .connect()
+            .await
+            .map_err(failed),
+        Some(proxy) => {
+            tracing::debug!(server = %target, "connecting through the proxy");
+            // The connector gives up on the proxy after `connect_timeout` with its own
+            // error; this limit covers the TLS handshake after it.
+            endpoint
+                .connect_timeout(config.connect_timeout.saturating_mul(2))
+                .connect_with_connector(ProxyConnector::new(
+                    proxy.url.clone(),
+                    config.connect_timeout,
+                ))
+                .await
+                .map_err(failed)
+        }
+    }
 }

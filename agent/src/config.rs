@@ -15,6 +15,7 @@
 //! # drain_timeout = "30s"
 //! # log_format = "text"        # or "json"
 //! # log_level = "info"
+//! # proxy = "http://proxy.corp.example:3128"   # credentials: better in MAILPLANE_AGENT_PROXY
 //! ```
 //!
 //! `server` is one URL or a list (the flag `--server` repeats, and `MAILPLANE_AGENT_SERVER`
@@ -29,8 +30,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod proxy;
 mod servers;
 
+pub use proxy::{ProxyEnv, ProxySetting, ProxyText};
 use servers::FileServers;
 pub use servers::{MAX_CONNECTIONS, ServerUrl};
 
@@ -116,6 +119,8 @@ pub struct AgentConfig {
     pub backoff: BackoffPolicy,
     /// How often the certificate's remaining lifetime is checked.
     pub renew_check_interval: Duration,
+    /// The HTTP proxy to reach the servers through (`CONNECT`), if any.
+    pub proxy: Option<ProxySetting>,
 }
 
 impl AgentConfig {
@@ -144,6 +149,7 @@ impl AgentConfig {
             connect_timeout: Duration::from_secs(10),
             backoff: BackoffPolicy::default(),
             renew_check_interval: Duration::from_secs(3600),
+            proxy: None,
         }
     }
 
@@ -164,6 +170,11 @@ impl AgentConfig {
         self.server_name
             .clone()
             .unwrap_or_else(|| server.host.clone())
+    }
+
+    /// The proxy to reach `server` through, if any (none when `NO_PROXY` lists it).
+    pub fn proxy_for(&self, server: &ServerUrl) -> Option<&ProxySetting> {
+        self.proxy.as_ref().filter(|p| p.applies_to(server))
     }
 }
 
@@ -260,6 +271,14 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// The proxy URL is unusable (the URL is not shown: it may hold a password).
+    #[error("invalid proxy URL in {from}: {source}")]
+    Proxy {
+        /// Where it was configured: `--proxy` or the environment variable.
+        from: &'static str,
+        /// Why.
+        source: crate::proxy::ProxyUrlError,
+    },
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h` or a bare number of seconds.
@@ -317,6 +336,7 @@ struct FileConfig {
     drain_timeout: Option<FileDuration>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    proxy: Option<ProxyText>,
 }
 
 /// The configuration flags (each also read from a `MAILPLANE_AGENT_*` variable).
@@ -389,12 +409,28 @@ pub struct ConfigArgs {
     /// The log filter, e.g. info, debug, or mailplane_agent=debug,info [default: info].
     #[arg(long, env = "MAILPLANE_AGENT_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// An HTTP proxy to reach the server through (HTTP CONNECT; TLS stays end to end):
+    /// http://[USER:PASSWORD@]HOST:PORT. Without it, https_proxy/HTTPS_PROXY is used, except
+    /// for the servers no_proxy/NO_PROXY lists. An empty value turns the proxy off. Prefer
+    /// the environment variable when the URL holds a password.
+    #[arg(
+        long,
+        env = "MAILPLANE_AGENT_PROXY",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub proxy: Option<ProxyText>,
 }
 
 impl ConfigArgs {
     /// Reads the file named by `--config` (if any) and merges: flags and environment
     /// over the file over defaults.
     pub fn resolve(&self) -> Result<AgentConfig, ConfigError> {
+        self.resolve_with(&ProxyEnv::from_process())
+    }
+
+    /// [`ConfigArgs::resolve`] with the given proxy variables instead of the process's.
+    pub fn resolve_with(&self, env: &ProxyEnv) -> Result<AgentConfig, ConfigError> {
         let file = match &self.config {
             None => FileConfig::default(),
             Some(path) => {
@@ -408,10 +444,10 @@ impl ConfigArgs {
                 })?
             }
         };
-        self.merge(file)
+        self.merge(file, env)
     }
 
-    fn merge(&self, file: FileConfig) -> Result<AgentConfig, ConfigError> {
+    fn merge(&self, file: FileConfig, env: &ProxyEnv) -> Result<AgentConfig, ConfigError> {
         let servers: Vec<String> = if self.server.is_empty() {
             file.server.map(FileServers::into_vec).unwrap_or_default()
         } else {
@@ -495,6 +531,7 @@ impl ConfigArgs {
             .clone()
             .or(file.log_level)
             .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+        c.proxy = proxy::resolve(self.proxy.as_ref().or(file.proxy.as_ref()), env)?;
         c.validate()?;
         Ok(c)
     }

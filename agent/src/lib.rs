@@ -20,7 +20,7 @@
 //! # }
 //! ```
 
-//! The modules depend on each other in one direction only: `config` → `state` →
+//! The modules depend on each other in one direction only: `proxy` → `config` → `state` →
 //! `channel` → `enroll` → `tunnel` (each uses only modules before it; `allowlist` stands
 //! alone), each with its own error type, gathered in [`AgentError`] here with `#[from]`.
 
@@ -30,12 +30,14 @@ pub mod allowlist;
 pub mod channel;
 pub mod config;
 pub mod enroll;
+pub mod proxy;
 pub mod state;
 pub mod tunnel;
 
 pub use channel::{ChannelError, RpcError};
-pub use config::{AgentConfig, BackoffPolicy, ConfigError, LogFormat, Token};
+pub use config::{AgentConfig, BackoffPolicy, ConfigError, LogFormat, ProxySetting, Token};
 pub use enroll::{EnrollError, Enrolled};
+pub use proxy::{ProxyError, ProxyUrl};
 pub use state::StateError;
 pub use tunnel::TunnelError;
 

@@ -100,6 +100,17 @@ fn check_config(args: &ConfigArgs) -> bool {
         }
     }
     println!("trust:                {}", config.trust.as_str());
+    match &config.proxy {
+        // Display shows no credentials: http://<redacted>@HOST:PORT.
+        Some(p) if p.no_proxy.is_empty() => {
+            println!("proxy:                {} (from {})", p.url, p.from);
+        }
+        Some(p) => println!(
+            "proxy:                {} (from {}; no_proxy set)",
+            p.url, p.from
+        ),
+        None => println!("proxy:                none"),
+    }
     println!("max_concurrent_jobs:  {}", config.max_concurrent_jobs);
     println!("heartbeat_interval:   {:?}", config.heartbeat_interval);
     println!("drain_timeout:        {:?}", config.drain_timeout);

@@ -13,6 +13,9 @@ fn agent(args: &[&str], envs: &[(&str, &str)]) -> (Output, String) {
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MAILPLANE_AGENT_")) {
         cmd.env_remove(k);
     }
+    for k in ["https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"] {
+        cmd.env_remove(k);
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -111,4 +114,58 @@ fn check_config_precedence_and_secrets() {
     assert!(out.status.success());
     assert!(text.contains("MAILPLANE_AGENT_ENROLLMENT_TOKEN"), "{text}");
     assert!(!text.contains(TOKEN), "{text}");
+}
+
+#[test]
+fn check_config_shows_the_proxy_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not checked here").unwrap();
+    let ca = ca.to_str().unwrap();
+    let base = [
+        "check-config",
+        "--server",
+        "https://cp.example:7751",
+        "--server-ca",
+        ca,
+    ];
+
+    let (_, text) = agent(
+        &base,
+        &[
+            ("HTTPS_PROXY", "http://agent:env-pw-19af@proxy.example:3128"),
+            ("NO_PROXY", "corp.example"),
+        ],
+    );
+    assert!(
+        text.contains("proxy:                http://<redacted>@proxy.example:3128 (from HTTPS_PROXY; no_proxy set)"),
+        "{text}"
+    );
+    assert!(!text.contains("env-pw-19af"), "{text}");
+
+    let mut with_flag = base.to_vec();
+    with_flag.extend(["--proxy", "http://agent:flag-pw-77b2@flag.example:8080"]);
+    let (_, text) = agent(&with_flag, &[("HTTPS_PROXY", "http://other.example:1")]);
+    assert!(
+        text.contains("proxy:                http://<redacted>@flag.example:8080 (from --proxy)"),
+        "{text}"
+    );
+    assert!(!text.contains("flag-pw-77b2"), "{text}");
+
+    let (out, text) = agent(
+        &base,
+        &[(
+            "MAILPLANE_AGENT_PROXY",
+            "https://agent:tls-pw-0c1d@p.example:3128",
+        )],
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("ERROR invalid proxy URL in --proxy: unsupported proxy scheme \"https\""),
+        "{text}"
+    );
+    assert!(!text.contains("tls-pw-0c1d"), "{text}");
+
+    let (_, text) = agent(&base, &[]);
+    assert!(text.contains("proxy:                none"), "{text}");
 }

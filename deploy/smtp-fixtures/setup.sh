@@ -16,6 +16,7 @@
 # signed with SMTP_OAUTH2_KEY (see the OAuth2 section below).
 #
 # swaks (with TLS support) is installed for poking at the ports by hand.
+# tinyproxy is installed (its service stopped and disabled) for the agent-behind-a-proxy test.
 #
 # Mail to any address @mailplane.test lands in $DIR/maildir/new.
 #
@@ -89,16 +90,29 @@ fi
 
 # --- packages -------------------------------------------------------------------
 need_install=0
-for pkg in postfix dovecot-core swaks libnet-ssleay-perl openssl; do
+for pkg in postfix dovecot-core swaks libnet-ssleay-perl openssl tinyproxy; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_install=1
 done
 if [[ "$need_install" == 1 ]]; then
-    log "installing postfix, dovecot-core, swaks, openssl"
+    log "installing postfix, dovecot-core, swaks, openssl, tinyproxy"
     export DEBIAN_FRONTEND=noninteractive
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     echo "postfix postfix/mailname string localhost" | debconf-set-selections
     apt-get update -q
-    apt-get install -y -q --no-install-recommends postfix dovecot-core swaks libnet-ssleay-perl openssl ca-certificates
+    apt-get install -y -q --no-install-recommends postfix dovecot-core swaks libnet-ssleay-perl openssl ca-certificates tinyproxy
+fi
+# tinyproxy is for the agent-behind-a-proxy test (tests/e2e/netns/proxy.rs), which runs its own
+# instance in a network namespace: the Debian service must not run (nor hold port 8888).
+if command -v tinyproxy >/dev/null; then
+    if [[ -f /run/tinyproxy/tinyproxy.pid ]] && kill -0 "$(cat /run/tinyproxy/tinyproxy.pid)" 2>/dev/null; then
+        log "stopping the tinyproxy service"
+        kill "$(cat /run/tinyproxy/tinyproxy.pid)" 2>/dev/null || true
+    fi
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+        systemctl disable --now tinyproxy >/dev/null 2>&1 || true
+    else
+        update-rc.d tinyproxy disable >/dev/null 2>&1 || true
+    fi
 fi
 
 stop_instance

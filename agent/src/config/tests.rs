@@ -330,3 +330,94 @@ fn trust_store_flag_over_file_over_default() {
     let e = parse(&["--config", config]).resolve().unwrap_err();
     assert!(e.to_string().contains("system+webpki"), "{e}");
 }
+
+fn env(https_proxy: Option<&str>, no_proxy: Option<&str>) -> ProxyEnv {
+    ProxyEnv {
+        https_proxy: https_proxy.map(|v| ("HTTPS_PROXY", v.parse().unwrap())),
+        no_proxy: no_proxy.map(str::to_owned),
+    }
+}
+
+const BASE: [&str; 4] = [
+    "--server",
+    "https://cp.example:7751",
+    "--server-ca",
+    "/ca.pem",
+];
+
+#[test]
+fn the_proxy_flag_wins_over_the_environment() {
+    let mut argv = BASE.to_vec();
+    argv.extend(["--proxy", "http://u:flag-pw@flag.example:3128"]);
+    let c = parse(&argv)
+        .resolve_with(&env(Some("http://env.example:8080"), Some("*")))
+        .unwrap();
+    let p = c.proxy.as_ref().unwrap();
+    assert_eq!(
+        (p.url.host.as_str(), p.url.port, p.from),
+        ("flag.example", 3128, "--proxy")
+    );
+    // NO_PROXY goes with HTTPS_PROXY only.
+    assert!(c.proxy_for(&c.server_urls().unwrap()[0]).is_some());
+    assert!(!format!("{c:?}").contains("flag-pw"), "{c:?}");
+    assert!(!format!("{:?}", parse(&argv)).contains("flag-pw"));
+
+    let c = parse(&BASE)
+        .resolve_with(&env(Some("http://env.example:8080"), None))
+        .unwrap();
+    let p = c.proxy.as_ref().unwrap();
+    assert_eq!(
+        (p.url.host.as_str(), p.from),
+        ("env.example", "HTTPS_PROXY")
+    );
+    let c = parse(&BASE)
+        .resolve_with(&env(
+            Some("http://env.example:8080"),
+            Some("other.example,.cp.example"),
+        ))
+        .unwrap();
+    assert!(c.proxy.is_some());
+    assert!(
+        c.proxy_for(&c.server_urls().unwrap()[0]).is_none(),
+        "NO_PROXY lists it"
+    );
+
+    let c = parse(&BASE).resolve_with(&ProxyEnv::default()).unwrap();
+    assert!(c.proxy.is_none());
+    // An empty --proxy turns the environment's off.
+    let mut off = BASE.to_vec();
+    off.extend(["--proxy", ""]);
+    let c = parse(&off)
+        .resolve_with(&env(Some("http://env.example:8080"), None))
+        .unwrap();
+    assert!(c.proxy.is_none());
+}
+
+#[test]
+fn the_proxy_comes_from_the_file_and_only_http_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "proxy = \"http://file.example:3128\"\n").unwrap();
+    let mut argv = BASE.to_vec();
+    argv.extend(["--config", path.to_str().unwrap()]);
+    let c = parse(&argv).resolve_with(&ProxyEnv::default()).unwrap();
+    assert_eq!(c.proxy.unwrap().url.host, "file.example");
+
+    let mut bad = BASE.to_vec();
+    bad.extend(["--proxy", "https://u:tls-pw@p.example:3128"]);
+    let e = parse(&bad).resolve_with(&ProxyEnv::default()).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("invalid proxy URL in --proxy: unsupported proxy scheme \"https\""),
+        "{text}"
+    );
+    assert!(!text.contains("tls-pw"), "{text}");
+    let e = parse(&BASE)
+        .resolve_with(&env(Some("socks5://p.example:1080"), None))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid proxy URL in HTTPS_PROXY"),
+        "{e}"
+    );
+}

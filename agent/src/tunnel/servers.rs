@@ -80,7 +80,7 @@ impl Servers {
             Err(e) => return (Vec::new(), vec![e.to_string()]),
         };
         for server in &urls {
-            match channel::resolve(server).await {
+            match channel::resolve(config, server).await {
                 Ok(targets) => groups.push(targets),
                 Err(e) => failures.push(e.to_string()),
             }
@@ -161,7 +161,7 @@ mod tests {
         Target {
             url: url.to_owned(),
             named: true,
-            addr: addr.parse().unwrap(),
+            addr: channel::Addr::Direct(addr.parse().unwrap()),
         }
     }
 
@@ -199,6 +199,32 @@ mod tests {
         assert_eq!(
             addrs(&order(one, 1, None, &[])),
             ["10.0.0.2:1", "10.0.0.1:1"]
+        );
+    }
+
+    #[test]
+    fn servers_through_one_proxy_are_still_different_targets() {
+        let via = |url: &str, server: &str| Target {
+            url: url.to_owned(),
+            named: true,
+            addr: channel::Addr::Proxy {
+                server: server.to_owned(),
+                proxy: "http://<redacted>@proxy:3128".to_owned(),
+            },
+        };
+        let groups = vec![
+            vec![via("https://a:1", "a:1")],
+            vec![via("https://b:1", "b:1")],
+        ];
+        let held = via("https://a:1", "a:1");
+        let urls: Vec<String> = order(groups, 0, None, &[&held])
+            .into_iter()
+            .map(|t| t.url)
+            .collect();
+        assert_eq!(urls, ["https://b:1", "https://a:1"]);
+        assert_eq!(
+            held.to_string(),
+            "https://a:1 (through the proxy http://<redacted>@proxy:3128)"
         );
     }
 

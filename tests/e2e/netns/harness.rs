@@ -231,14 +231,14 @@ pub(super) struct Server {
 impl Server {
     /// Starts `mailplane serve` in the server namespace on the given addresses (port 0: any).
     pub(super) async fn start(
-        net: &Topology,
+        server_ns: &str,
         data: &std::path::Path,
         api: &str,
         agents: &str,
     ) -> Self {
         let proc = Proc::spawn({
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", &net.server_ns])
+            c.args(["netns", "exec", server_ns])
                 .arg(binary("mailplane"));
             // The test talks plain gRPC to it; TLS on the API is covered by the process tests.
             c.args([

@@ -18,6 +18,7 @@
 
 /// Runs `ip ARGS…` and panics with its error when it fails.
 pub(crate) mod harness;
+mod proxy;
 
 use harness::{Proc, SINK, Server, Topology, binary};
 use mailplane_proto::v1 as pb;
@@ -110,7 +111,7 @@ async fn connector_reaches_a_relay_that_only_the_agent_can_reach() {
 
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(
-        &net,
+        &net.server_ns,
         data.path(),
         &format!("{}:0", net.api_ip),
         &format!("{}:0", net.agent_listener_ip),
@@ -294,7 +295,7 @@ async fn connector_reaches_a_relay_that_only_the_agent_can_reach() {
     agent
         .wait_for("reconnecting in", Duration::from_secs(30))
         .await;
-    let server = Server::start(&net, data.path(), &api, &agents).await;
+    let server = Server::start(&net.server_ns, data.path(), &api, &agents).await;
     wait_online(&server, &connector.name).await;
     let rcpt = format!("again-{:08x}@example.com", rand::random::<u32>());
     let done = finished(&server, &via.name, &rcpt).await;
