@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub outbox: OutboxFileConfig,
     /// Where agents connect (TLS), or `"off"`.
     pub agent_listen: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP); unset: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Names and addresses agents reach the agent listener by.
     pub agent_tls_names: Option<Vec<String>>,
     /// Append audit events as JSON lines to this file (`-`: standard output).
@@ -248,6 +250,8 @@ pub struct Overrides {
     pub smtp_trust: Option<String>,
     /// `--agent-listen`.
     pub agent_listen: Option<String>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// `--agent-tls-name`.
     pub agent_tls_names: Vec<String>,
     /// `--audit-log`.
@@ -424,6 +428,7 @@ pub fn resolve(flags: Overrides, file: &FileConfig) -> Result<ServerConfig, Stri
         outbox: file.outbox.settings(),
         agent_listen,
         agent_tls_names,
+        metrics_listen: flags.metrics_listen.or(file.metrics_listen),
         agent_heartbeat: Duration::from_secs(10),
         agent_cert_lifetime: crate::tunnel::ca::AGENT_CERT_LIFETIME,
         print_bootstrap_token: false,

@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod outbox;
 pub mod render;

@@ -56,11 +56,17 @@ pub struct Listeners {
     pub api: TcpListener,
     /// The agents' TLS listener, if agents are served.
     pub agent: Option<TcpListener>,
+    /// The metrics listener (`/metrics`, `/healthz`, `/readyz`), if metrics are served.
+    pub metrics: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
     fn from(api: TcpListener) -> Self {
-        Self { api, agent: None }
+        Self {
+            api,
+            agent: None,
+            metrics: None,
+        }
     }
 }
 
@@ -100,6 +106,8 @@ pub struct ServerConfig {
     pub outbox: OutboxSettings,
     /// Where agents connect (TLS, client certificates); `None` serves no agents.
     pub agent_listen: Option<SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// The names and addresses agents reach the agent listener by; its certificate covers
     /// them, together with the listener's own address.
     pub agent_tls_names: Vec<String>,
@@ -136,6 +144,7 @@ impl ServerConfig {
                 DEFAULT_AGENT_PORT,
             ))),
             agent_tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            metrics_listen: None,
             agent_heartbeat: Duration::from_secs(10),
             agent_cert_lifetime: crate::tunnel::ca::AGENT_CERT_LIFETIME,
             print_bootstrap_token: false,
@@ -255,7 +264,20 @@ pub async fn run(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    serve(Listeners { api, agent }, config, shutdown).await
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    serve(
+        Listeners {
+            api,
+            agent,
+            metrics,
+        },
+        config,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves on an already bound listener until `shutdown` completes: health turns NOT_SERVING,
@@ -268,6 +290,7 @@ pub async fn serve(
     let Listeners {
         api: listener,
         agent: agent_listener,
+        metrics: metrics_listener,
     } = listeners.into();
     let state = open_state(&config).await?;
     let me = replica::describe(
@@ -362,7 +385,30 @@ pub async fn serve(
         outbox.shutdown(Duration::ZERO).await;
         return Err(StartupError::Config(format!("outbox: {e}")));
     }
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr().ok();
+        let state = crate::metrics::http::MetricsState {
+            store: Arc::clone(&state.store),
+            agent_load: {
+                let registry = Arc::clone(&registry);
+                Arc::new(move || registry.load())
+            },
+            ready: Arc::clone(&ready),
+        };
+        background.spawn_cancellable(|cancel| async move {
+            if let Err(e) =
+                crate::metrics::http::serve(listener, state, cancel.cancelled_owned()).await
+            {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+        if let Some(addr) = addr {
+            tracing::info!(%addr, "metrics listening (/metrics, /healthz, /readyz)");
+        }
+    }
     let shared = Shared {
+        ready: &ready,
         config: &config,
         state: &state,
         auth: &auth,
@@ -387,6 +433,8 @@ pub async fn serve(
 
 /// What the services of the API share, opened and started by [`serve`].
 struct Shared<'a> {
+    /// Cleared when shutdown starts (`/readyz`).
+    ready: &'a Arc<std::sync::atomic::AtomicBool>,
     config: &'a ServerConfig,
     state: &'a State,
     auth: &'a Arc<Authenticator>,
@@ -407,6 +455,7 @@ async fn serve_api(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
     let Shared {
+        ready,
         config,
         state,
         auth,
@@ -445,8 +494,10 @@ async fn serve_api(
     let signal = {
         let health = health.clone();
         let registry = Arc::clone(registry);
+        let ready = Arc::clone(ready);
         async move {
             shutdown.await;
+            ready.store(false, std::sync::atomic::Ordering::SeqCst);
             tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
             health
                 .set_service_status("", ServingStatus::NotServing)
@@ -484,6 +535,7 @@ async fn serve_api(
         tracing::warn!("the API is served WITHOUT TLS (development mode or --insecure-plaintext)");
     }
     let router = builder
+        .layer(crate::metrics::layer::MetricsLayer)
         .layer(AuthLayer::new(Arc::clone(auth)))
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -19,6 +19,7 @@ mod discovery;
 mod hostile;
 mod keys;
 mod messages;
+mod metrics;
 mod netns;
 mod oauth;
 mod oauth_agents;

@@ -142,6 +142,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Where its agent listener listens, if it has one.
     pub agent_addr: Option<SocketAddr>,
+    /// Where its metrics listener listens, if it has one.
+    pub metrics_addr: Option<SocketAddr>,
     /// A connected channel that sends the first admin token.
     pub channel: Conn,
     /// The same connection without credentials.
@@ -207,10 +209,22 @@ impl TestServer {
             None => None,
         };
         let agent_addr = agent.as_ref().map(|l| l.local_addr().expect("local addr"));
+        let metrics = match config.metrics_listen {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .expect("bind the metrics listener"),
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|l| l.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let listeners = mailplane_server::server::Listeners {
             api: listener,
             agent,
+            metrics,
         };
         let task = tokio::spawn(mailplane_server::serve(listeners, config.clone(), async {
             let _ = rx.await;
@@ -224,6 +238,7 @@ impl TestServer {
         Self {
             addr,
             agent_addr,
+            metrics_addr,
             channel,
             raw,
             admin_token,

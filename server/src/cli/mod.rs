@@ -223,6 +223,10 @@ pub struct ServeArgs {
     /// "off" [default: 127.0.0.1:7751]. Agents dial out to it from their networks.
     #[arg(long, env = "MAILPLANE_AGENT_LISTEN")]
     pub agent_listen: Option<String>,
+    /// Serve Prometheus metrics (/metrics), /healthz and /readyz on HOST:PORT, in plain HTTP
+    /// [default: off]. Bind it where only your scraper reaches it.
+    #[arg(long, env = "MAILPLANE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// A host name or address agents use to reach the agent listener; its certificate covers
     /// it (repeatable; loopback and this host's name are always covered).
     #[arg(
@@ -270,6 +274,7 @@ impl ServeArgs {
             smtp_extra_ca: self.smtp_extra_ca.clone(),
             smtp_trust: self.smtp_trust.clone(),
             agent_listen: self.agent_listen.clone(),
+            metrics_listen: self.metrics_listen,
             agent_tls_names: self.agent_tls_names.clone(),
             audit_log: self.audit_log.clone(),
             audit_seal_interval: self.audit_seal_interval,

@@ -283,6 +283,9 @@ impl AccessTokens {
             Err(e) => {
                 tracing::warn!(credential = %id, error = %e, "token request failed");
                 let (class, hint) = e.class_and_hint();
+                crate::metrics::token_request(
+                    mailplane_smtp::proto::failure_class(class).as_str_name(),
+                );
                 let mut f = failure(class, e.to_string(), hint.to_owned(), e.status(), started);
                 f.record.commands = record.commands;
                 return Err(f);
@@ -290,6 +293,11 @@ impl AccessTokens {
         };
         let scope = c.spec.oauth.scope.as_str();
         let missing = client::missing_scopes(scope, response.scope.as_deref());
+        crate::metrics::token_request(if missing.is_empty() {
+            "ok"
+        } else {
+            "FAILURE_CLASS_OAUTH_SCOPE_MISSING"
+        });
         if !missing.is_empty() {
             let mut f = failure(
                 FailureClass::OAuthScopeMissing,

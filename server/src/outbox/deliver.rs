@@ -81,6 +81,7 @@ fn failed_before_sending(
     hint: &str,
     outbox: &Outbox,
 ) -> (Attempt, Settled) {
+    crate::metrics::delivery_attempt("not_sent", None);
     let verdicts: Vec<_> = pending
         .iter()
         .map(|p| (*p, RecipientVerdict::Retry(String::new())))
@@ -358,6 +359,15 @@ fn judge(
             (AttemptEnd::Permanent, failure.reply.as_ref(), Some(failure))
         }
     };
+    crate::metrics::delivery_attempt(
+        match end {
+            AttemptEnd::Sent => "sent",
+            AttemptEnd::Transient => "transient",
+            AttemptEnd::Ambiguous => "ambiguous",
+            AttemptEnd::Permanent => "permanent",
+        },
+        reply.map(|r| r.code),
+    );
     let summary = failure.map(ToString::to_string).unwrap_or_default();
     let settled = settle(
         claimed,

@@ -260,6 +260,24 @@ impl TestRunner {
             tracing::error!(test = %name, error = %e, "cannot store the test's result");
         }
         tracing::info!(test = %name, state = state.as_str(), "test finished");
+        crate::metrics::test_finished(
+            match state {
+                TestState::Succeeded => "SUCCEEDED",
+                TestState::Cancelled => "CANCELLED",
+                _ => "FAILED",
+            },
+            finished
+                .result
+                .as_ref()
+                .and_then(|r| r.failure_class)
+                .map_or("", |c| pb::FailureClass::from(c).as_str_name()),
+            finished.transcript.iter().filter_map(|p| {
+                Some((
+                    smtp::proto::phase(p.phase?).as_str_name(),
+                    p.duration?.as_secs_f64(),
+                ))
+            }),
+        );
         live.publish(TestEvent::Finished(Box::new(finished.clone())), |t| {
             *t = finished
         });

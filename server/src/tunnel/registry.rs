@@ -375,6 +375,13 @@ impl Registry {
         }
     }
 
+    /// How many agent streams are live here, and the jobs they run (for the metrics).
+    pub fn load(&self) -> (usize, u64) {
+        let agents = self.agents();
+        let jobs = agents.values().map(|a| u64::from(a.in_flight())).sum();
+        (agents.len(), jobs)
+    }
+
     /// The live streams of `connector`'s agents (an agent with several streams here appears
     /// once per stream).
     pub fn live(&self, connector: ConnectorId) -> Vec<Arc<LiveAgent>> {
