@@ -219,3 +219,49 @@ async fn unknown_methods_share_one_label() {
     );
     server.stop().await.unwrap();
 }
+
+/// The alert rules pass `promtool check rules`, and the rules and the Grafana dashboard in
+/// `deploy/` query only metrics the server exposes.
+#[test]
+fn the_alert_rules_and_the_dashboard_use_real_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rules = root.join("deploy/prometheus/mailplane-alerts.yml");
+    let checked = Command::new(tool("promtool"))
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/mailplane-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    exprs.push(std::fs::read_to_string(&rules).unwrap());
+    for expr in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !word.starts_with("mailplane_") {
+                continue;
+            }
+            let known = mailplane_server::metrics::FAMILIES
+                .iter()
+                .any(|f| word == *f || word.strip_prefix(f).is_some_and(|s| s == "_bucket"));
+            assert!(
+                known,
+                "{word} in {expr:?} is not a metric the server exposes"
+            );
+        }
+    }
+}

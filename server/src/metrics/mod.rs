@@ -79,6 +79,23 @@ pub struct AccountLabels {
     pub account: String,
 }
 
+/// The names of the metric families, as queries use them (counters with `_total`,
+/// histograms by their base name): the dashboard and alert rules in `deploy/` use only these.
+pub const FAMILIES: [&str; 12] = [
+    "mailplane_api_calls_total",
+    "mailplane_api_call_duration_seconds",
+    "mailplane_tests_total",
+    "mailplane_test_phase_duration_seconds",
+    "mailplane_delivery_attempts_total",
+    "mailplane_oauth_token_requests_total",
+    "mailplane_messages",
+    "mailplane_queue_depth",
+    "mailplane_queue_oldest_age_seconds",
+    "mailplane_agent_streams",
+    "mailplane_agent_jobs_in_flight",
+    "up",
+];
+
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
@@ -274,5 +291,41 @@ mod tests {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn every_listed_family_is_exposed() {
+        let m = global();
+        let labels = |s: &str| AccountLabels {
+            account: s.to_owned(),
+        };
+        m.api_calls
+            .get_or_create(&CallLabels {
+                method: "unknown".into(),
+                code: "Ok".into(),
+            })
+            .inc();
+        m.api_latency
+            .get_or_create(&MethodLabels {
+                method: "unknown".into(),
+            })
+            .observe(0.1);
+        test_finished("SUCCEEDED", "", [("PHASE_BANNER", 0.1)]);
+        m.messages
+            .get_or_create(&StateLabels {
+                state: "QUEUED".into(),
+            })
+            .set(0);
+        m.queue_depth.get_or_create(&labels("1")).set(0);
+        m.queue_oldest.get_or_create(&labels("1")).set(0.0);
+        delivery_attempt("sent", Some(250));
+        token_request("ok");
+        let text = global().encode().unwrap();
+        for family in FAMILIES.iter().filter(|f| **f != "up") {
+            assert!(
+                text.lines().any(|l| l.starts_with(family)),
+                "{family} is not exposed:\n{text}"
+            );
+        }
     }
 }
