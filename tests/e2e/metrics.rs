@@ -265,3 +265,23 @@ fn the_alert_rules_and_the_dashboard_use_real_metrics() {
         }
     }
 }
+
+/// A connector without a connected agent shows 0 agents: what the
+/// `MailplaneConnectorWithoutAgent` alert fires on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_without_agents_shows_zero() {
+    let server = TestServer::start_configured(Backend::Sqlite, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let connector = server.create_connector("Lonely").await;
+    let id = connector.name.trim_start_matches("connectors/");
+    let (code, text) = get(server.metrics_addr.unwrap(), "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        text.lines()
+            .any(|l| l == format!("mailplane_connector_agents{{connector=\"{id}\"}} 0")),
+        "{text}"
+    );
+    server.stop().await.unwrap();
+}

@@ -3,7 +3,7 @@
 //! load balancers and probes that do not speak gRPC health. Plain HTTP: bind it where only
 //! the scraper reaches it.
 
-use super::{AccountLabels, StateLabels, global};
+use super::{AccountLabels, ConnectorLabels, StateLabels, global};
 use crate::store::Store;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -47,6 +47,19 @@ async fn refresh(state: &MetricsState) {
     m.agent_streams
         .set(i64::try_from(streams).unwrap_or(i64::MAX));
     m.agent_jobs.set(i64::try_from(jobs).unwrap_or(i64::MAX));
+    match state.store.connector_agent_counts().await {
+        Ok(counts) => {
+            m.connector_agents.clear();
+            for (connector, agents) in counts {
+                m.connector_agents
+                    .get_or_create(&ConnectorLabels {
+                        connector: connector.to_string(),
+                    })
+                    .set(agents);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the connectors' agents"),
+    }
     let summaries = match state.store.queue_summaries().await {
         Ok(s) => s,
         Err(e) => {

@@ -81,7 +81,7 @@ pub struct AccountLabels {
 
 /// The names of the metric families, as queries use them (counters with `_total`,
 /// histograms by their base name): the dashboard and alert rules in `deploy/` use only these.
-pub const FAMILIES: [&str; 12] = [
+pub const FAMILIES: [&str; 13] = [
     "mailplane_api_calls_total",
     "mailplane_api_call_duration_seconds",
     "mailplane_tests_total",
@@ -93,8 +93,16 @@ pub const FAMILIES: [&str; 12] = [
     "mailplane_queue_oldest_age_seconds",
     "mailplane_agent_streams",
     "mailplane_agent_jobs_in_flight",
+    "mailplane_connector_agents",
     "up",
 ];
+
+/// A network connector.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    /// The connector's id.
+    pub connector: String,
+}
 
 /// Every metric of the process.
 pub struct Metrics {
@@ -121,6 +129,8 @@ pub struct Metrics {
     pub agent_streams: Gauge,
     /// Jobs running on the agents connected to this replica.
     pub agent_jobs: Gauge,
+    /// Each connector's agents connected to any replica (at scrape time).
+    pub connector_agents: Family<ConnectorLabels, Gauge>,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -196,6 +206,12 @@ impl Metrics {
             "Jobs running on the agents connected to this replica",
             agent_jobs.clone(),
         );
+        let connector_agents = Family::<ConnectorLabels, Gauge>::default();
+        registry.register(
+            "connector_agents",
+            "Agents of each network connector connected to any replica",
+            connector_agents.clone(),
+        );
         Self {
             registry,
             api_calls,
@@ -209,6 +225,7 @@ impl Metrics {
             queue_oldest,
             agent_streams,
             agent_jobs,
+            connector_agents,
         }
     }
 
@@ -318,6 +335,11 @@ mod tests {
             .set(0);
         m.queue_depth.get_or_create(&labels("1")).set(0);
         m.queue_oldest.get_or_create(&labels("1")).set(0.0);
+        m.connector_agents
+            .get_or_create(&ConnectorLabels {
+                connector: "1".into(),
+            })
+            .set(0);
         delivery_attempt("sent", Some(250));
         token_request("ok");
         let text = global().encode().unwrap();

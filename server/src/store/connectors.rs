@@ -87,6 +87,15 @@ impl Store {
         Ok(rows.into_iter().map(Connector::from).collect())
     }
 
+    /// Every connector with the number of its agents that hold a stream to some replica.
+    pub async fn connector_agent_counts(&self) -> Result<Vec<(i64, i64)>> {
+        let q = query(
+            "SELECT c.id, COUNT(DISTINCT s.agent_id) FROM connectors c \
+             LEFT JOIN agent_streams s ON s.connector_id = c.id GROUP BY c.id ORDER BY c.id",
+        );
+        self.all(&q).await
+    }
+
     /// Applies `edit` to a connector whose version is `expected_version` (when given).
     pub async fn update_connector(
         &self,
