@@ -182,6 +182,15 @@ fn unreachable(message: impl Into<String>) -> RequestError {
     }
 }
 
+/// The HTTP status of a token endpoint's answer, as a `TOKEN` phase records it.
+pub fn http_reply(code: u16) -> crate::Reply {
+    crate::Reply {
+        code,
+        enhanced: None,
+        lines: vec![format!("HTTP {code}")],
+    }
+}
+
 /// The host (without brackets) and port of a token endpoint's URL, for a destination check
 /// built per endpoint (an agent's allowlist matches names and ports).
 pub fn endpoint(token_url: &str) -> Option<(String, u16)> {

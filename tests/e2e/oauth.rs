@@ -51,27 +51,32 @@ async fn client_credentials(
         .name
 }
 
-/// An account on the submission port (STARTTLS required) with `credential`.
+/// An XOAUTH2 account on the submission port (STARTTLS required) with `credential`.
+pub(crate) fn xoauth2_account(fx: &SmtpFixtures, name: &str, credential: &str) -> pb::SmtpAccount {
+    pb::SmtpAccount {
+        sender_email: "alerts@mailplane.test".into(),
+        use_authentication: true,
+        credential: credential.into(),
+        auth_mechanism: pb::AuthMechanism::Xoauth2.into(),
+        ..relay(
+            name,
+            fx.port("SMTP_PORT_SUBMISSION"),
+            pb::SecurityMode::StarttlsRequired,
+        )
+    }
+}
+
+/// [`xoauth2_account`], created.
 async fn account(server: &TestServer, fx: &SmtpFixtures, name: &str, credential: &str) -> String {
     create_account(
         &mut server.accounts(),
-        pb::SmtpAccount {
-            sender_email: "alerts@mailplane.test".into(),
-            use_authentication: true,
-            credential: credential.into(),
-            auth_mechanism: pb::AuthMechanism::Xoauth2.into(),
-            ..relay(
-                name,
-                fx.port("SMTP_PORT_SUBMISSION"),
-                pb::SecurityMode::StarttlsRequired,
-            )
-        },
+        xoauth2_account(fx, name, credential),
     )
     .await
     .name
 }
 
-async fn test(server: &TestServer, account: &str) -> pb::SmtpTest {
+pub(crate) async fn test(server: &TestServer, account: &str) -> pb::SmtpTest {
     run(
         server,
         account,

@@ -6,8 +6,8 @@
 
 use crate::messages::{message, messages, send, wait_for};
 use crate::netns::harness::{Proc, binary};
-use crate::oauth::{GOOGLE, MICROSOFT, token_phase, token_requests};
-use crate::smtp::{class, relay, run, state, to};
+use crate::oauth::{GOOGLE, MICROSOFT, test, token_phase, token_requests, xoauth2_account};
+use crate::smtp::{class, state, to};
 use mailplane_proto::v1 as pb;
 use mailplane_testkit::idp::{Client, Idp};
 use mailplane_tests::{Backend, SmtpFixtures, TestServer, create_account};
@@ -113,34 +113,13 @@ async fn account(
     create_account(
         &mut server.accounts(),
         pb::SmtpAccount {
-            sender_email: "alerts@mailplane.test".into(),
-            use_authentication: true,
-            credential: credential.into(),
-            auth_mechanism: pb::AuthMechanism::Xoauth2.into(),
             use_network_connector: true,
             network_connector: connector.into(),
-            ..relay(
-                name,
-                fx.port("SMTP_PORT_SUBMISSION"),
-                pb::SecurityMode::StarttlsRequired,
-            )
+            ..xoauth2_account(fx, name, credential)
         },
     )
     .await
     .name
-}
-
-async fn test(server: &TestServer, account: &str) -> pb::SmtpTest {
-    run(
-        server,
-        account,
-        pb::SmtpTest {
-            to: to("oauth-agent"),
-            ..Default::default()
-        },
-    )
-    .await
-    .1
 }
 
 async fn set_source(server: &TestServer, credential: &str, source: pb::TokenSource) {
@@ -281,17 +260,7 @@ async fn an_agent_gets_and_reuses_the_token_the_server_cannot_reach() {
 
     // An account that sends directly may use it while the server gets the tokens; then the
     // agents cannot take over, and no direct account can start using it once they have.
-    let direct = |name: &str| pb::SmtpAccount {
-        sender_email: "alerts@mailplane.test".into(),
-        use_authentication: true,
-        credential: cred.name.clone(),
-        auth_mechanism: pb::AuthMechanism::Xoauth2.into(),
-        ..relay(
-            name,
-            fx.port("SMTP_PORT_SUBMISSION"),
-            pb::SecurityMode::StarttlsRequired,
-        )
-    };
+    let direct = |name: &str| xoauth2_account(&fx, name, &cred.name);
     let first_direct = create_account(&mut server.accounts(), direct("Direct")).await;
     let e = try_set_source(&server, &cred.name, pb::TokenSource::Connector)
         .await

@@ -236,11 +236,7 @@ impl AgentTokens {
             rotated_refresh_token = rotated.is_some(),
             "got an OAuth2 access token"
         );
-        record.reply = Some(smtp::Reply {
-            code: response.status,
-            enhanced: None,
-            lines: vec![format!("HTTP {}", response.status)],
-        });
+        record.reply = Some(client::http_reply(response.status));
         record.detail.push(format!("scope: {granted}"));
         record
             .detail
@@ -275,11 +271,7 @@ fn failure(
     record.duration = started.elapsed();
     record.detail.push(message.clone());
     if let Some(code) = status {
-        record.reply = Some(smtp::Reply {
-            code,
-            enhanced: None,
-            lines: vec![format!("HTTP {code}")],
-        });
+        record.reply = Some(client::http_reply(code));
     }
     TokenFailure {
         class,

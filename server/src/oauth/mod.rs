@@ -349,11 +349,7 @@ impl AccessTokens {
             rotated_refresh_token = rotated.is_some(),
             "got an OAuth2 access token"
         );
-        record.reply = Some(smtp::Reply {
-            code: response.status,
-            enhanced: None,
-            lines: vec![format!("HTTP {}", response.status)],
-        });
+        record.reply = Some(client::http_reply(response.status));
         record.detail = vec![
             format!("scope: {granted}"),
             format!("expires in {} s", lifetime.as_secs()),
@@ -384,11 +380,7 @@ fn failure(
     record.duration = started.elapsed();
     record.detail.push(message.clone());
     if let Some(code) = status {
-        record.reply = Some(smtp::Reply {
-            code,
-            enhanced: None,
-            lines: vec![format!("HTTP {code}")],
-        });
+        record.reply = Some(client::http_reply(code));
     }
     TokenFailure {
         class,
