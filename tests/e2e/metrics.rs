@@ -1,6 +1,6 @@
 //! `--metrics-listen`: `/healthz`, `/readyz`, and `/metrics` scraped by a real Prometheus
 //! (Debian's, started here on a free port), whose query API shows the counter a test e-mail
-//! moved.
+//! moved, and `promtool check metrics` lints the classic text format a plain GET gets.
 
 use crate::netns::harness::Proc;
 use crate::smtp::{relay, run, state};
@@ -13,10 +13,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` over HTTP/1.0: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_accepting(addr, path, "*/*").await
+}
+
+/// `GET path` with an `Accept` header: the status code and the body.
+async fn get_accepting(addr: SocketAddr, path: &str, accept: &str) -> (u16, String) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
     let mut raw = String::new();
     tcp.read_to_string(&mut raw).await.unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -45,6 +49,31 @@ fn tool(name: &str) -> std::path::PathBuf {
         path.display()
     );
     path
+}
+
+/// `promtool check metrics` reads `exposition` and finds nothing to report.
+fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A port nothing listens on now, for Prometheus's own web listener.
@@ -92,10 +121,18 @@ async fn prometheus_scrapes_the_counter_a_test_email_moved() {
     assert_eq!(get(metrics, "/readyz").await, (200, "ready\n".to_owned()));
     assert_eq!(get(metrics, "/nothing").await.0, 404);
 
-    // The exposition is OpenMetrics (what Prometheus asks for), ending with its EOF marker.
-    let (code, before) = get(metrics, "/metrics").await;
+    // Asked for OpenMetrics (as Prometheus asks), the exposition is OpenMetrics, ending with
+    // its EOF marker; a plain GET gets the classic text format.
+    let openmetrics = "application/openmetrics-text;version=1.0.0,text/plain;q=0.5";
+    let (code, before) = get_accepting(metrics, "/metrics", openmetrics).await;
     assert_eq!(code, 200);
     assert!(before.ends_with("# EOF\n"), "{before}");
+    let (_, classic) = get(metrics, "/metrics").await;
+    assert!(
+        classic.contains("# TYPE mailplane_api_calls_total counter"),
+        "{classic}"
+    );
+    assert!(!classic.contains("# EOF"), "{classic}");
     let succeeded = "result=\"SUCCEEDED\"";
     let tests_before = sum(&before, "mailplane_tests_total", succeeded);
 
@@ -167,6 +204,9 @@ async fn prometheus_scrapes_the_counter_a_test_email_moved() {
         ),
         "{after}"
     );
+
+    // The exposition a plain GET gets (the classic text format) passes promtool's linter.
+    promtool_check_metrics(&after);
 
     let want = tests_before + 1.0;
     let deadline = Instant::now() + Duration::from_secs(30);

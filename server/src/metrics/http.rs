@@ -6,9 +6,10 @@
 use super::{AccountLabels, ConnectorLabels, StateLabels, global};
 use crate::store::Store;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use mailplane_exposition::Format;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
@@ -24,13 +25,19 @@ pub struct MetricsState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// The exposition's content type (OpenMetrics text, which Prometheus reads).
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
+/// The exposition: OpenMetrics when the scraper asks for it (Prometheus does), the classic
+/// text format otherwise (`promtool check metrics`, `curl`, older agents).
+async fn metrics(State(state): State<MetricsState>, headers: HeaderMap) -> impl IntoResponse {
     refresh(&state).await;
-    match global().encode() {
-        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    match global().encode(format) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, format.content_type())],
+            text,
+        )
+            .into_response(),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot encode the metrics",

@@ -8,6 +8,7 @@
 pub mod http;
 pub mod layer;
 
+use mailplane_exposition::Format;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -229,11 +230,9 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every metric.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+    /// The exposition of every metric in `format`.
+    pub fn encode(&self, format: Format) -> Result<String, std::fmt::Error> {
+        mailplane_exposition::encode(&self.registry, format)
     }
 }
 
@@ -299,7 +298,7 @@ mod tests {
     fn counted_families_appear_in_the_exposition() {
         delivery_attempt("sent", Some(250));
         token_request("ok");
-        let text = global().encode().unwrap();
+        let text = global().encode(Format::OpenMetrics).unwrap();
         for name in [
             "mailplane_delivery_attempts_total{outcome=\"sent\",reply_class=\"2xx\"}",
             "mailplane_oauth_token_requests_total{result=\"ok\"}",
@@ -342,7 +341,7 @@ mod tests {
             .set(0);
         delivery_attempt("sent", Some(250));
         token_request("ok");
-        let text = global().encode().unwrap();
+        let text = global().encode(Format::Text).unwrap();
         for family in FAMILIES.iter().filter(|f| **f != "up") {
             assert!(
                 text.lines().any(|l| l.starts_with(family)),
