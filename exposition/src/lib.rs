@@ -112,7 +112,7 @@ mod tests {
         let g = Gauge::<i64>::default();
         g.set(3);
         r.register("depth", "Depth", g);
-        let h = Histogram::new([0.5, 1.0].into_iter());
+        let h = Histogram::new([0.5, 1.0]);
         h.observe(0.7);
         r.register("latency_seconds", "Latency", h);
         r
