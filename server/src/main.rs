@@ -98,6 +98,19 @@ fn main() -> ExitCode {
                 cli::credentials::run(channel, cli.client.output, command, &mut out).await?;
                 Ok(())
             }
+            Command::Apply(args) => {
+                let channel = cli::connect_with(&cli.client).await?;
+                let mut out = std::io::stdout().lock();
+                let mut stdin = std::io::stdin().lock();
+                cli::apply::run(channel, cli.client.output, args, &mut stdin, &mut out).await?;
+                Ok(())
+            }
+            Command::Export => {
+                let channel = cli::connect_with(&cli.client).await?;
+                let mut out = std::io::stdout().lock();
+                cli::export::run(channel, cli.client.output, &mut out).await?;
+                Ok(())
+            }
         }
     });
     match result {

@@ -62,6 +62,8 @@ async fn run_other(
         Command::Server(cli::server::ServerCommand::Replicas) => {
             cli::server::replicas(channel, format, out).await?;
         }
+        Command::Apply(args) => cli::apply::run(channel, format, args, &mut &b""[..], out).await?,
+        Command::Export => cli::export::run(channel, format, out).await?,
         Command::Serve(_)
         | Command::Server(_)
         | Command::Keys(_)

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod apply;
 mod audit;
 mod audit_chain;
 mod auth;

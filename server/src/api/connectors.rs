@@ -164,6 +164,17 @@ fn apply(spec: &mut ConnectorSpec, msg: &pb::Connector, field: &str) -> Result<(
     Ok(())
 }
 
+/// A new connector's fields from `msg`, validated (CreateConnector, and `mailplane apply`).
+pub fn connector_spec(msg: &pb::Connector) -> Result<ConnectorSpec> {
+    let mut spec = ConnectorSpec {
+        display_name: String::new(),
+        description: String::new(),
+    };
+    apply(&mut spec, msg, "display_name")?;
+    apply(&mut spec, msg, "description")?;
+    Ok(spec)
+}
+
 #[tonic::async_trait]
 impl NetworkConnectorService for Connectors {
     async fn create_connector(
@@ -175,12 +186,7 @@ impl NetworkConnectorService for Connectors {
             .into_inner()
             .connector
             .ok_or_else(|| Error::invalid("connector", "is required"))?;
-        let mut spec = ConnectorSpec {
-            display_name: String::new(),
-            description: String::new(),
-        };
-        apply(&mut spec, &msg, "display_name")?;
-        apply(&mut spec, &msg, "description")?;
+        let spec = connector_spec(&msg)?;
         let connector = self.store.create_connector(&ctx, spec).await?;
         tracing::info!(connector = %connector.id, "connector created");
         Ok(Response::new(self.render(&connector).await?))

@@ -3,10 +3,12 @@
 //! `--server` or `MAILPLANE_ADDR`.
 
 pub mod accounts;
+pub mod apply;
 pub mod audit;
 pub mod connectors;
 pub mod credentials;
 pub mod docs;
+pub mod export;
 pub mod keys;
 pub mod messages;
 pub mod output;
@@ -144,6 +146,13 @@ pub enum Command {
     /// `mailplane messages …` and `mailplane queue …`, flattened into this level.
     #[command(flatten)]
     Messages(messages::MessagesCommand),
+    /// Bring connectors, credentials and accounts to the state a YAML file describes: prints
+    /// the plan (create, update with a field diff, delete with --prune, unchanged), then
+    /// applies it. Secrets come from secret_env or secret_file, never from the file.
+    Apply(apply::ApplyArgs),
+    /// Write the connectors, credentials and accounts as the YAML file `apply` reads (-o yaml,
+    /// the default, or -o json). Secrets are left out; their references are kept.
+    Export,
     /// Print a shell completion script: source it, e.g. `source <(mailplane completion bash)`.
     Completion {
         /// The shell.
@@ -310,6 +319,24 @@ pub enum CliError {
     /// The audit log's hash chain is broken (the first broken link was printed).
     #[error("{0}")]
     AuditChainBroken(String),
+    /// The file given to `mailplane apply` has problems (listed with their lines); nothing
+    /// was changed.
+    #[error("{0}")]
+    File(String),
+    /// A step of `mailplane apply` failed; the steps before it were applied.
+    #[error(
+        "{what} failed: {}. {applied} change(s) before it were applied and the rest were not; \
+         run `mailplane apply --dry-run` to see what is left",
+        describe_status(.status)
+    )]
+    Apply {
+        /// The step, e.g. `update account "alerts" (accounts/3)`.
+        what: String,
+        /// How many steps ran before it.
+        applied: usize,
+        /// The server's answer.
+        status: tonic::Status,
+    },
     /// Writing the output failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
