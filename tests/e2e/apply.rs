@@ -87,6 +87,15 @@ async fn account(server: &TestServer, name: &str) -> pb::SmtpAccount {
         .unwrap_or_else(|| panic!("account {name} exists"))
 }
 
+async fn get_credential(server: &TestServer, name: &str) -> pb::Credential {
+    server
+        .credentials()
+        .get_credential(pb::GetCredentialRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn apply_ok(server: &TestServer, args: &[&str]) -> String {
     let out = mailplane(server, args)
         .await
@@ -124,14 +133,7 @@ async fn plan_apply_reapply_and_export(server: &TestServer) {
     let billing = account(server, "billing").await;
     assert_eq!(alerts.port, 2525);
     assert!(alerts.is_default);
-    let credential = server
-        .credentials()
-        .get_credential(pb::GetCredentialRequest {
-            name: alerts.credential.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let credential = get_credential(server, &alerts.credential).await;
     assert_eq!(credential.display_name, "relay-login");
     assert!(credential.has_secret, "the secret was sent from its file");
     let connector = server
@@ -166,14 +168,7 @@ async fn plan_apply_reapply_and_export(server: &TestServer) {
         "[smtp.example.com, smtp2.example.com]",
     );
     let path = files.write("mailplane.yaml", &widened);
-    let before = server
-        .credentials()
-        .get_credential(pb::GetCredentialRequest {
-            name: alerts.credential.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let before = get_credential(server, &alerts.credential).await;
     let out = apply_ok(server, &["apply", "-f", &path]).await;
     assert!(
         out.contains("~ credential \"relay-login\": update"),
@@ -187,14 +182,7 @@ async fn plan_apply_reapply_and_export(server: &TestServer) {
         )),
         "{out}"
     );
-    let after = server
-        .credentials()
-        .get_credential(pb::GetCredentialRequest {
-            name: alerts.credential.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let after = get_credential(server, &alerts.credential).await;
     assert_eq!(
         after.allowed_destinations,
         ["smtp.example.com", "smtp2.example.com"]

@@ -23,58 +23,50 @@ const PAGE: i32 = 500;
 impl Current {
     /// Reads everything.
     pub async fn read(conn: &Conn) -> Result<Self, CliError> {
-        let mut connectors = Vec::new();
-        let mut client = NetworkConnectorServiceClient::new(conn.clone());
-        let mut token = String::new();
-        loop {
-            let page = client
-                .list_connectors(pb::ListConnectorsRequest {
-                    page_size: PAGE,
-                    page_token: token,
-                })
-                .await?
-                .into_inner();
-            connectors.extend(page.connectors);
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
-            }
+        // Every page of a List call: `$call` takes the page token.
+        macro_rules! all_pages {
+            ($client:expr, $method:ident, $items:ident, |$token:ident| $request:expr) => {{
+                let mut client = $client;
+                let mut items = Vec::new();
+                let mut $token = String::new();
+                loop {
+                    let page = client.$method($request).await?.into_inner();
+                    items.extend(page.$items);
+                    $token = page.next_page_token;
+                    if $token.is_empty() {
+                        break items;
+                    }
+                }
+            }};
         }
-        let mut credentials = Vec::new();
-        let mut client = CredentialServiceClient::new(conn.clone());
-        let mut token = String::new();
-        loop {
-            let page = client
-                .list_credentials(pb::ListCredentialsRequest {
-                    page_size: PAGE,
-                    page_token: token,
-                })
-                .await?
-                .into_inner();
-            credentials.extend(page.credentials);
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
+        let connectors = all_pages!(
+            NetworkConnectorServiceClient::new(conn.clone()),
+            list_connectors,
+            connectors,
+            |token| pb::ListConnectorsRequest {
+                page_size: PAGE,
+                page_token: token.clone(),
             }
-        }
-        let mut accounts = Vec::new();
-        let mut client = SmtpAccountServiceClient::new(conn.clone());
-        let mut token = String::new();
-        loop {
-            let page = client
-                .list_accounts(pb::ListAccountsRequest {
-                    page_size: PAGE,
-                    page_token: token,
-                    filter: None,
-                })
-                .await?
-                .into_inner();
-            accounts.extend(page.accounts);
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
+        );
+        let credentials = all_pages!(
+            CredentialServiceClient::new(conn.clone()),
+            list_credentials,
+            credentials,
+            |token| pb::ListCredentialsRequest {
+                page_size: PAGE,
+                page_token: token.clone(),
             }
-        }
+        );
+        let accounts = all_pages!(
+            SmtpAccountServiceClient::new(conn.clone()),
+            list_accounts,
+            accounts,
+            |token| pb::ListAccountsRequest {
+                page_size: PAGE,
+                page_token: token.clone(),
+                filter: None,
+            }
+        );
         Ok(Self {
             connectors,
             credentials,
