@@ -6,6 +6,7 @@
 //! [`delivery`], several streams of one agent in [`streams`]; the fake agent and helpers are
 //! here.
 
+mod agent_metrics;
 mod delivery;
 mod dispatch;
 mod enrollment;
