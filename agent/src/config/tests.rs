@@ -430,10 +430,17 @@ fn the_metrics_listener_is_off_unless_set_and_the_flag_wins() {
     std::fs::write(&path, base).unwrap();
     let config = path.to_str().unwrap();
     assert_eq!(
-        parse(&["--config", config]).resolve().unwrap().metrics_listen,
+        parse(&["--config", config])
+            .resolve()
+            .unwrap()
+            .metrics_listen,
         None
     );
-    std::fs::write(&path, format!("{base}metrics_listen = \"127.0.0.1:9752\"\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("{base}metrics_listen = \"127.0.0.1:9752\"\n"),
+    )
+    .unwrap();
     let c = parse(&["--config", config]).resolve().unwrap();
     assert_eq!(c.metrics_listen, Some("127.0.0.1:9752".parse().unwrap()));
     let c = parse(&["--config", config, "--metrics-listen", "[::1]:9753"])

@@ -175,11 +175,7 @@ impl Metrics {
             jobs_in_flight.clone(),
         );
         let jobs = Family::<JobLabels, Counter>::default();
-        registry.register(
-            "jobs",
-            "Finished jobs by kind and result",
-            jobs.clone(),
-        );
+        registry.register("jobs", "Finished jobs by kind and result", jobs.clone());
         let job_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.01, 2.0, 14))
         });
@@ -253,7 +249,9 @@ impl Metrics {
 
     /// Counts a job of `kind` in flight until the returned guard finishes or is dropped.
     pub fn job_started(self: &Arc<Self>, kind: JobKind) -> JobGuard {
-        self.jobs_in_flight.get_or_create(&KindLabels { kind }).inc();
+        self.jobs_in_flight
+            .get_or_create(&KindLabels { kind })
+            .inc();
         JobGuard {
             metrics: Arc::clone(self),
             kind,

@@ -175,7 +175,7 @@ impl AgentTokens {
                     .to_owned(),
                 None,
                 started,
-            ))));
+            )));
         };
         let http = HttpSettings {
             policy: Arc::new(self.allow.check_for(&host, port)),
@@ -197,7 +197,7 @@ impl AgentTokens {
                     hint.to_owned(),
                     status,
                     started,
-                ))));
+                )));
             }
         };
         let missing = client::missing_scopes(&grant.scope, response.scope.as_deref());
@@ -214,7 +214,7 @@ impl AgentTokens {
                 FailureClass::OAuthScopeMissing.default_hint().to_owned(),
                 Some(response.status),
                 started,
-            ))));
+            )));
         }
         let lifetime = response
             .expires_in

@@ -113,7 +113,10 @@ async fn an_agent_serves_its_jobs_streams_and_reconnects_as_metrics() {
     let ok = "kind=\"test\",result=\"ok\"";
     let test_kind = "kind=\"test\"";
     let before = scrape(metrics).await;
-    assert_eq!(plain(&before, "mailplane_agent_streams_connected"), Some(1.0));
+    assert_eq!(
+        plain(&before, "mailplane_agent_streams_connected"),
+        Some(1.0)
+    );
     assert_eq!(
         sum(
             &before,
@@ -124,7 +127,11 @@ async fn an_agent_serves_its_jobs_streams_and_reconnects_as_metrics() {
         "{before}"
     );
     let jobs_before = sum(&before, "mailplane_agent_jobs_total", ok);
-    let count_before = sum(&before, "mailplane_agent_job_duration_seconds_count", test_kind);
+    let count_before = sum(
+        &before,
+        "mailplane_agent_job_duration_seconds_count",
+        test_kind,
+    );
     let reconnects_before = sum(&before, "mailplane_agent_reconnects_total", &server_label);
 
     // A test e-mail through the connector: the agent runs it.
@@ -147,7 +154,11 @@ async fn an_agent_serves_its_jobs_streams_and_reconnects_as_metrics() {
     })
     .await;
     assert!(
-        sum(&after, "mailplane_agent_job_duration_seconds_count", test_kind) >= count_before + 1.0,
+        sum(
+            &after,
+            "mailplane_agent_job_duration_seconds_count",
+            test_kind
+        ) >= count_before + 1.0,
         "{after}"
     );
     assert_eq!(
@@ -161,7 +172,10 @@ async fn an_agent_serves_its_jobs_streams_and_reconnects_as_metrics() {
     assert!(!after.contains("localhost"), "{after}");
     // None of the agent's families is named like one of the server's.
     for line in after.lines() {
-        if let Some(family) = line.strip_prefix("# TYPE ").and_then(|r| r.split(' ').next()) {
+        if let Some(family) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|r| r.split(' ').next())
+        {
             assert!(
                 !mailplane_server::metrics::FAMILIES.contains(&family),
                 "{family} is a server metric's name too"
