@@ -46,6 +46,11 @@ pub enum JobResult {
     Abandoned,
 }
 
+impl JobResult {
+    /// Every result.
+    pub const ALL: [JobResult; 3] = [JobResult::Ok, JobResult::Failed, JobResult::Abandoned];
+}
+
 /// The state of one stream, attributed to the server it is about.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum StreamState {
@@ -211,7 +216,13 @@ impl Metrics {
         for kind in JobKind::ALL {
             jobs_in_flight.get_or_create(&KindLabels { kind }).set(0);
             let _ = job_duration.get_or_create(&KindLabels { kind });
+            for result in JobResult::ALL {
+                let _ = jobs.get_or_create(&JobLabels { kind, result });
+            }
         }
+        let _ = token_fetches.get_or_create(&ResultLabels {
+            result: "ok".to_owned(),
+        });
         for server in servers {
             for state in StreamState::ALL {
                 streams
@@ -400,10 +411,12 @@ mod tests {
             "mailplane_agent_streams_connected",
             "mailplane_agent_stream_state{server=\"https://a.example:7751\",state=\"backoff\"}",
             "mailplane_agent_reconnects_total{server=\"https://a.example:7751\"}",
+            "mailplane_agent_jobs_total{kind=\"delivery\",result=\"abandoned\"}",
+            "mailplane_agent_token_fetches_total{result=\"ok\"}",
         ] {
             assert_eq!(sample(&text, series), Some(0.0), "{series} in\n{text}");
         }
-        for family in FAMILIES.iter().filter(|f| !f.contains("token")) {
+        for family in FAMILIES {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
         }
     }
