@@ -20,7 +20,7 @@ async fn scrape(metrics: SocketAddr) -> String {
 }
 
 /// Polls (up to 30 s) until `done` holds for the agent's exposition and `/readyz` status.
-async fn until(
+pub(crate) async fn until(
     metrics: SocketAddr,
     agent: &Proc,
     what: &str,

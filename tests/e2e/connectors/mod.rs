@@ -6,7 +6,7 @@
 //! [`delivery`], several streams of one agent in [`streams`], a real agent's own metrics in
 //! [`agent_metrics`]; the fake agent and helpers are here.
 
-mod agent_metrics;
+pub(crate) mod agent_metrics;
 mod delivery;
 mod dispatch;
 mod enrollment;
