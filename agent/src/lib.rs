@@ -22,7 +22,8 @@
 
 //! The modules depend on each other in one direction only: `proxy` → `config` → `state` →
 //! `channel` → `enroll` → `tunnel` (each uses only modules before it; `allowlist` and
-//! `metrics` stand alone), each with its own error type, gathered in [`AgentError`] here with `#[from]`.
+//! `metrics` stand alone), each with its own error type, gathered in [`AgentError`] here
+//! with `#[from]`.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -204,7 +204,7 @@ impl Metrics {
         let reconnects = Family::<ServerLabels, Counter>::default();
         registry.register(
             "reconnects",
-            "Reconnections: a stream lost its server, or a round of the servers failed, and backs off; by the server lost or last tried",
+            "Reconnections after a lost stream or a failed round, by server",
             reconnects.clone(),
         );
         let token_fetches = Family::<ResultLabels, Counter>::default();
