@@ -16,6 +16,7 @@
 //! # log_format = "text"        # or "json"
 //! # log_level = "info"
 //! # proxy = "http://proxy.corp.example:3128"   # credentials: better in MAILPLANE_AGENT_PROXY
+//! # metrics_listen = "127.0.0.1:9752"  # /metrics, /healthz, /readyz (plain HTTP); off by default
 //! ```
 //!
 //! `server` is one URL or a list (the flag `--server` repeats, and `MAILPLANE_AGENT_SERVER`
@@ -24,6 +25,7 @@
 //! order, and backs off only after the whole list failed (see `tunnel`).
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -121,6 +123,8 @@ pub struct AgentConfig {
     pub renew_check_interval: Duration,
     /// The HTTP proxy to reach the servers through (`CONNECT`), if any.
     pub proxy: Option<ProxySetting>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl AgentConfig {
@@ -150,6 +154,7 @@ impl AgentConfig {
             backoff: BackoffPolicy::default(),
             renew_check_interval: Duration::from_secs(3600),
             proxy: None,
+            metrics_listen: None,
         }
     }
 
@@ -337,6 +342,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     proxy: Option<ProxyText>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The configuration flags (each also read from a `MAILPLANE_AGENT_*` variable).
@@ -420,6 +426,10 @@ pub struct ConfigArgs {
         value_name = "URL"
     )]
     pub proxy: Option<ProxyText>,
+    /// Serve Prometheus metrics, /healthz and /readyz (ready: a stream to a server is up) over
+    /// plain HTTP on this address, e.g. 127.0.0.1:9752 [default: off].
+    #[arg(long, env = "MAILPLANE_AGENT_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ConfigArgs {
@@ -531,6 +541,7 @@ impl ConfigArgs {
             .clone()
             .or(file.log_level)
             .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+        c.metrics_listen = self.metrics_listen.or(file.metrics_listen);
         c.proxy = proxy::resolve(self.proxy.as_ref().or(file.proxy.as_ref()), env)?;
         c.validate()?;
         Ok(c)

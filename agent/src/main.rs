@@ -118,6 +118,10 @@ fn check_config(args: &ConfigArgs) -> bool {
         "log:                  {:?} {}",
         config.log_format, config.log_level
     );
+    match config.metrics_listen {
+        Some(addr) => println!("metrics_listen:       {addr}"),
+        None => println!("metrics_listen:       off"),
+    }
     println!("state_dir:            {}", config.state_dir.display());
     match state::load(&config.state_dir) {
         Ok(Some(st)) => {

@@ -169,3 +169,39 @@ fn check_config_shows_the_proxy_without_its_password() {
     let (_, text) = agent(&base, &[]);
     assert!(text.contains("proxy:                none"), "{text}");
 }
+
+#[test]
+fn a_metrics_address_in_use_stops_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not read before the listener is bound").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let state = dir.path().join("state");
+    let args = [
+        "--server",
+        "https://server.example:7751",
+        "--server-ca",
+        ca.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--allow",
+        "relay.example:25",
+        "--metrics-listen",
+        &addr,
+    ];
+    let (out, text) = agent(&[&["check-config"][..], &args].concat(), &[]);
+    assert!(
+        text.contains(&format!("metrics_listen:       {addr}")),
+        "{text}"
+    );
+    // Not enrolled: check-config fails for that, but shows the listener first.
+    assert!(!out.status.success(), "{text}");
+    let (out, text) = agent(&[&["run"][..], &args].concat(), &[]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("cannot listen for metrics on {addr}")),
+        "{text}"
+    );
+    drop(taken);
+}

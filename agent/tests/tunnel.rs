@@ -3,8 +3,8 @@
 //! stream, jobs against scripted SMTP peers, the allowlist, reconnection, dead-link
 //! detection, draining, and that no secret reaches a log line. Enrollment tests are in
 //! `tunnel/enrollment.rs`, the stream and jobs in `tunnel/jobs.rs`, delivery jobs in
-//! `tunnel/deliveries.rs`, several servers and connections in `tunnel/servers.rs`; the fake
-//! server is here.
+//! `tunnel/deliveries.rs`, several servers and connections in `tunnel/servers.rs`, the metrics
+//! listener in `tunnel/metrics.rs`; the fake server is here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +14,8 @@ mod deliveries;
 mod enrollment;
 #[path = "tunnel/jobs.rs"]
 mod jobs;
+#[path = "tunnel/metrics.rs"]
+mod metrics;
 #[path = "tunnel/servers.rs"]
 mod servers;
 

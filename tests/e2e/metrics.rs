@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` over HTTP/1.0: the status code and the body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     get_accepting(addr, path, "*/*").await
 }
 
@@ -33,7 +33,7 @@ async fn get_accepting(addr: SocketAddr, path: &str, accept: &str) -> (u16, Stri
 }
 
 /// The sum of the samples of `metric` whose labels contain `labels`, in an exposition.
-fn sum(exposition: &str, metric: &str, labels: &str) -> f64 {
+pub(crate) fn sum(exposition: &str, metric: &str, labels: &str) -> f64 {
     exposition
         .lines()
         .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(labels))
@@ -52,7 +52,7 @@ fn tool(name: &str) -> std::path::PathBuf {
 }
 
 /// `promtool check metrics` reads `exposition` and finds nothing to report.
-fn promtool_check_metrics(exposition: &str) {
+pub(crate) fn promtool_check_metrics(exposition: &str) {
     use std::io::Write as _;
     let mut child = Command::new(tool("promtool"))
         .args(["check", "metrics"])

@@ -4,7 +4,9 @@
 //! job. The server's own destination policy denies the endpoint, so a token the server tried
 //! to get itself would fail: every token here comes from the agent.
 
+use crate::connectors::agent_metrics::until;
 use crate::messages::{message, messages, send, wait_for};
+use crate::metrics::sum;
 use crate::netns::harness::{Proc, binary};
 use crate::oauth::{GOOGLE, MICROSOFT, test, token_phase, token_requests, xoauth2_account};
 use crate::smtp::{class, state, to};
@@ -91,6 +93,7 @@ fn spawn_agent(
             .args(["--allow", &format!("localhost:{submission}")])
             .args(["--allow", &format!("localhost:{}", idp_port(idp))])
             .args(["--heartbeat-interval", "1s"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--server-ca")
             .arg(state.join("server-ca.pem"))
             .arg("--state-dir")
@@ -235,6 +238,35 @@ async fn an_agent_gets_and_reuses_the_token_the_server_cannot_reach() {
     let sent = wait_for(&mut c, &sent.name, pb::MessageState::Sent).await;
     assert_eq!(sent.state, i32::from(pb::MessageState::Sent));
     assert_eq!(token_requests(&idp, "inside"), 1, "the delivery reused it");
+
+    // The agent's metrics count the one token request, and the delivery.
+    let metrics = agent
+        .logged_addr("metrics listening")
+        .expect("the agent logs its metrics address")
+        .parse()
+        .unwrap();
+    let text = until(metrics, &agent, "counted the delivery", |text, _| {
+        sum(
+            text,
+            "mailplane_agent_jobs_total",
+            "kind=\"delivery\",result=\"ok\"",
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        sum(
+            &text,
+            "mailplane_agent_token_fetches_total",
+            "result=\"ok\""
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&text, "mailplane_agent_token_fetches_total", "result="),
+        1.0,
+        "no failed request either: {text}"
+    );
 
     // Neither the client secret nor a token appears in the agent's logs.
     let logs = agent.text();

@@ -421,3 +421,35 @@ fn the_proxy_comes_from_the_file_and_only_http_is_accepted() {
         "{e}"
     );
 }
+
+#[test]
+fn the_metrics_listener_is_off_unless_set_and_the_flag_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let base = "server = \"https://file.example:7751\"\nserver_ca = \"/ca.pem\"\n";
+    std::fs::write(&path, base).unwrap();
+    let config = path.to_str().unwrap();
+    assert_eq!(
+        parse(&["--config", config])
+            .resolve()
+            .unwrap()
+            .metrics_listen,
+        None
+    );
+    std::fs::write(
+        &path,
+        format!("{base}metrics_listen = \"127.0.0.1:9752\"\n"),
+    )
+    .unwrap();
+    let c = parse(&["--config", config]).resolve().unwrap();
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9752".parse().unwrap()));
+    let c = parse(&["--config", config, "--metrics-listen", "[::1]:9753"])
+        .resolve()
+        .unwrap();
+    assert_eq!(c.metrics_listen, Some("[::1]:9753".parse().unwrap()));
+    std::fs::write(&path, format!("{base}metrics_listen = \"localhost\"\n")).unwrap();
+    assert!(matches!(
+        parse(&["--config", config]).resolve(),
+        Err(ConfigError::Parse { .. })
+    ));
+}

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::job::{no_token, not_run, update};
 use super::tokens::{self, AgentTokens};
 use crate::allowlist::Allowlist;
+use crate::metrics::JobResult;
 use mailplane_smtp as smtp;
 use mailplane_smtp::proto as convert;
 
@@ -47,25 +48,26 @@ pub(crate) struct DeliveryCtx {
     pub link_lost: CancellationToken,
 }
 
-/// Runs the delivery job once a slot is free and reports its outcome on `out`.
+/// Runs the delivery job once a slot is free, reports its outcome on `out`, and says how it
+/// ended.
 pub(crate) async fn run(
     mut job: pb::SmtpJob,
     ctx: DeliveryCtx,
     out: mpsc::Sender<pb::ConnectRequest>,
-) {
+) -> JobResult {
     let job_id = job.job_id.clone();
     let Some(delivery) = job.delivery.take() else {
-        return;
+        return JobResult::Abandoned;
     };
     let slot = tokio::select! {
         slot = Arc::clone(&ctx.slots).acquire_owned() => slot,
         () = ctx.link_lost.cancelled() => {
             tracing::info!(job_id = %job_id, "delivery abandoned before it started: the stream to the server was lost");
-            return;
+            return JobResult::Abandoned;
         }
     };
     let Ok(_slot) = slot else {
-        return;
+        return JobResult::Abandoned;
     };
     let outcome = match convert::config_from_job(&job) {
         Err(e) => not_run(
@@ -79,7 +81,7 @@ pub(crate) async fn run(
                 Err(f) => no_token(f),
                 Ok(()) => match send(&job_id, &config, &delivery, &ctx, &out).await {
                     Some(outcome) => outcome,
-                    None => return,
+                    None => return JobResult::Abandoned,
                 },
             }
         }
@@ -92,7 +94,13 @@ pub(crate) async fn run(
         queue_id = outcome.delivery.as_ref().map_or("", |d| d.queue_id.as_str()),
         "delivery finished"
     );
+    let result = if outcome.succeeded {
+        JobResult::Ok
+    } else {
+        JobResult::Failed
+    };
     let _ = out.send(update(&job_id, Update::Finished(outcome))).await;
+    result
 }
 
 /// Sends the message; `None` when the job was abandoned because its stream was lost before

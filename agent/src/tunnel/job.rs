@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::tokens::{self, AgentTokens, TokenFailure};
 use crate::allowlist::Allowlist;
+use crate::metrics::JobResult;
 use mailplane_smtp as smtp;
 use mailplane_smtp::proto as convert;
 
@@ -46,8 +47,8 @@ pub(crate) fn no_token(f: TokenFailure) -> pb::JobOutcome {
     outcome
 }
 
-/// Runs `job` once a slot is free, streaming its phases and its outcome to `out`.
-/// Updates that cannot be sent (the stream is gone) are dropped.
+/// Runs `job` once a slot is free, streaming its phases and its outcome to `out`, and says
+/// how it ended. Updates that cannot be sent (the stream is gone) are dropped.
 pub(crate) async fn run(
     job: pb::SmtpJob,
     allow: Arc<Allowlist>,
@@ -55,9 +56,9 @@ pub(crate) async fn run(
     trust: smtp::TrustStore,
     slots: Arc<Semaphore>,
     out: mpsc::Sender<pb::ConnectRequest>,
-) {
+) -> JobResult {
     let Ok(_slot) = slots.acquire_owned().await else {
-        return;
+        return JobResult::Abandoned;
     };
     let job_id = job.job_id.clone();
     let outcome = match convert::config_from_job(&job) {
@@ -83,7 +84,13 @@ pub(crate) async fn run(
         message = result.map_or("", |r| r.message.as_str()),
         "job finished"
     );
+    let result = if outcome.succeeded {
+        JobResult::Ok
+    } else {
+        JobResult::Failed
+    };
     let _ = out.send(update(&job_id, Update::Finished(outcome))).await;
+    result
 }
 
 async fn run_config(

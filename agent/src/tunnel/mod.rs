@@ -21,6 +21,7 @@ use crate::allowlist::Allowlist;
 use crate::channel::{ChannelError, RpcError};
 use crate::config::AgentConfig;
 use crate::enroll;
+use crate::metrics::{Metrics, StreamState};
 use crate::state::StateError;
 use servers::Servers;
 use session::{Ctx, End};
@@ -62,11 +63,12 @@ async fn renewal_loop(config: AgentConfig) {
 
 /// Holds `config.connections` streams to the servers until `shutdown` fires, each
 /// reconnecting with its own backoff, all sharing the job slots, the allowlist and the
-/// delivery pool; on shutdown every stream drains, then this returns. The agent must be
-/// enrolled.
+/// delivery pool, and counting in `metrics`; on shutdown every stream drains, then this
+/// returns. The agent must be enrolled.
 pub async fn run(
     config: AgentConfig,
     allow: Allowlist,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), TunnelError> {
     let slots = Arc::new(Semaphore::new(
@@ -75,7 +77,11 @@ pub async fn run(
     let pool = Arc::new(delivery::pool(&allow, config.max_concurrent_jobs));
     let allow = Arc::new(allow);
     let ctx = Arc::new(Ctx {
-        tokens: Arc::new(tokens::AgentTokens::new(Arc::clone(&allow))),
+        tokens: Arc::new(tokens::AgentTokens::new(
+            Arc::clone(&allow),
+            Arc::clone(&metrics),
+        )),
+        metrics,
         allow,
         slots,
         hostname: enroll::hostname(),
@@ -116,11 +122,23 @@ async fn stream_loop(ctx: Arc<Ctx>, stream: usize, stop: CancellationToken) {
     let mut backoff = Backoff::new(ctx.config.backoff);
     let mut jobs = JoinSet::new();
     let mut last = None;
+    let mut status = ctx.metrics.stream();
     loop {
-        match session::connect_and_serve(&ctx, stream, &mut last, &mut jobs, &stop).await {
+        match session::connect_and_serve(&ctx, stream, &mut last, &mut jobs, &mut status, &stop)
+            .await
+        {
             End::Shutdown => return,
             End::Lost { reason, uptime } => {
                 let delay = backoff.next_delay(uptime);
+                // The server lost, or the last one of the failed round (the first configured
+                // when the round had none to try).
+                let server = status
+                    .server()
+                    .or(ctx.config.servers.first().map(String::as_str))
+                    .unwrap_or_default()
+                    .to_owned();
+                status.set(&server, StreamState::Backoff);
+                ctx.metrics.reconnect(&server);
                 tracing::warn!(stream, reason = %reason, uptime = ?uptime, "lost the connection to the server");
                 tracing::info!(
                     stream,

@@ -25,6 +25,7 @@ use crate::allowlist::Allowlist;
 use crate::channel::{self, RpcError, Target};
 use crate::config::AgentConfig;
 use crate::enroll::VERSION;
+use crate::metrics::{JobKind, Metrics, StreamState, StreamStatus};
 use crate::state;
 
 /// How long to wait for the server to close its side after the agent closed its own.
@@ -42,6 +43,8 @@ pub(crate) struct Ctx {
     pub pool: Arc<DeliveryPool>,
     /// Which servers the streams hold, and which one was last good.
     pub servers: Servers,
+    /// The agent's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// How a connection ended.
@@ -122,10 +125,12 @@ async fn open_any(
     ctx: &Ctx,
     stream: usize,
     last: Option<&Target>,
+    status: &mut StreamStatus,
 ) -> Result<(Link, Target), String> {
     let (targets, mut failures) = ctx.servers.round(&ctx.config, stream, last).await;
     let limit = ctx.config.connect_timeout + ctx.config.heartbeat_interval.saturating_mul(3);
     for target in targets {
+        status.set(&target.url, StreamState::Connecting);
         let failure = match tokio::time::timeout(limit, open(ctx, stream, &target)).await {
             Ok(Ok(link)) => return Ok((link, target)),
             Ok(Err(TunnelError::Channel(e))) => e.to_string(),
@@ -150,6 +155,7 @@ pub(crate) async fn connect_and_serve(
     stream: usize,
     last: &mut Option<Target>,
     jobs: &mut JoinSet<()>,
+    status: &mut StreamStatus,
     shutdown: &CancellationToken,
 ) -> End {
     let hb = ctx.config.heartbeat_interval;
@@ -160,7 +166,7 @@ pub(crate) async fn connect_and_serve(
             drain_jobs(ctx, jobs).await;
             return End::Shutdown;
         }
-        r = open_any(ctx, stream, last.as_ref()) => r,
+        r = open_any(ctx, stream, last.as_ref(), status) => r,
     };
     let (mut link, target) = match opened {
         Ok(opened) => opened,
@@ -172,6 +178,7 @@ pub(crate) async fn connect_and_serve(
         }
     };
     let _holding = ctx.servers.hold(stream, &target);
+    status.set(&target.url, StreamState::Connected);
     *last = Some(target.clone());
     let up = Instant::now();
     // Delivery jobs of this stream that have not reached DATA stop when it is lost.
@@ -208,7 +215,9 @@ pub(crate) async fn connect_and_serve(
                                 pool: ctx.pool.clone(),
                                 link_lost: link_lost.clone(),
                             };
-                            jobs.spawn(delivery::run(job, dctx, link.tx.clone()));
+                            let counted = ctx.metrics.job_started(JobKind::Delivery);
+                            let run = delivery::run(job, dctx, link.tx.clone());
+                            jobs.spawn(async move { counted.finish(run.await) });
                         }
                         Some(ServerEvent::Job(job)) => {
                             tracing::info!(
@@ -217,14 +226,16 @@ pub(crate) async fn connect_and_serve(
                                 port = job.port,
                                 "job received"
                             );
-                            jobs.spawn(job::run(
+                            let counted = ctx.metrics.job_started(JobKind::Test);
+                            let run = job::run(
                                 job,
                                 ctx.allow.clone(),
                                 ctx.tokens.clone(),
                                 ctx.config.trust,
                                 ctx.slots.clone(),
                                 link.tx.clone(),
-                            ));
+                            );
+                            jobs.spawn(async move { counted.finish(run.await) });
                         }
                         Some(ServerEvent::Heartbeat(_)) | None => {}
                     }

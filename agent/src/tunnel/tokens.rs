@@ -19,6 +19,7 @@ use mailplane_smtp::{self as smtp, FailureClass, PhaseRecord, PhaseStatus, Secre
 use tokio::sync::mpsc;
 
 use crate::allowlist::Allowlist;
+use crate::metrics::Metrics;
 
 /// The lifetime assumed when the endpoint does not say.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -71,16 +72,25 @@ pub(crate) struct TokenFailure {
 /// The access tokens of the credentials whose jobs this agent ran.
 pub(crate) struct AgentTokens {
     allow: Arc<Allowlist>,
+    /// Where token requests are counted.
+    metrics: Arc<Metrics>,
     entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
 }
 
 impl AgentTokens {
-    /// Tokens got from endpoints that `allow` allows.
-    pub fn new(allow: Arc<Allowlist>) -> Self {
+    /// Tokens got from endpoints that `allow` allows, their requests counted in `metrics`.
+    pub fn new(allow: Arc<Allowlist>, metrics: Arc<Metrics>) -> Self {
         Self {
             allow,
+            metrics,
             entries: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts a token request that failed.
+    fn fetch_failed(&self, f: TokenFailure) -> TokenFailure {
+        self.metrics.token_fetch(f.class.as_str());
+        f
     }
 
     fn entry(&self, credential: &str) -> Arc<tokio::sync::Mutex<Entry>> {
@@ -156,7 +166,7 @@ impl AgentTokens {
         let mut record = PhaseRecord::new(smtp::Phase::Token, PhaseStatus::Ok);
         record.commands.push(request.shown());
         let Some((host, port)) = client::endpoint(&grant.token_url) else {
-            return Err(failure(
+            return Err(self.fetch_failed(failure(
                 record,
                 FailureClass::OAuthEndpointUnreachable,
                 "the job's token URL cannot be read".to_owned(),
@@ -165,7 +175,7 @@ impl AgentTokens {
                     .to_owned(),
                 None,
                 started,
-            ));
+            )));
         };
         let http = HttpSettings {
             policy: Arc::new(self.allow.check_for(&host, port)),
@@ -180,14 +190,14 @@ impl AgentTokens {
                 tracing::warn!(credential = %grant.credential, error = %err, "token request failed");
                 let (class, hint) = err.class_and_hint();
                 let status = err.status();
-                return Err(failure(
+                return Err(self.fetch_failed(failure(
                     record,
                     class,
                     err.to_string(),
                     hint.to_owned(),
                     status,
                     started,
-                ));
+                )));
             }
         };
         let missing = client::missing_scopes(&grant.scope, response.scope.as_deref());
@@ -197,14 +207,14 @@ impl AgentTokens {
                 response.scope.as_deref().unwrap_or_default(),
                 missing.join(" ")
             );
-            return Err(failure(
+            return Err(self.fetch_failed(failure(
                 record,
                 FailureClass::OAuthScopeMissing,
                 message,
                 FailureClass::OAuthScopeMissing.default_hint().to_owned(),
                 Some(response.status),
                 started,
-            ));
+            )));
         }
         let lifetime = response
             .expires_in
@@ -221,6 +231,7 @@ impl AgentTokens {
         if let Some(new) = &rotated {
             e.refresh_token = Some(new.clone());
         }
+        self.metrics.token_fetch("ok");
         e.generation += 1;
         let now = Instant::now();
         let held = Held {

@@ -21,7 +21,7 @@ async fn round_trip(conn: &mut Conn, id: &str) {
     assert_eq!(class(&outcome), pb::FailureClass::DestinationNotAllowed);
 }
 
-async fn next_conn(conns: &mut mpsc::UnboundedReceiver<Conn>) -> Conn {
+pub(super) async fn next_conn(conns: &mut mpsc::UnboundedReceiver<Conn>) -> Conn {
     tokio::time::timeout(WAIT, conns.recv())
         .await
         .expect("a stream in time")
@@ -29,7 +29,7 @@ async fn next_conn(conns: &mut mpsc::UnboundedReceiver<Conn>) -> Conn {
 }
 
 /// Stops the agent: each stream says it is draining and closes; then `run` returns.
-async fn stop_agent(
+pub(super) async fn stop_agent(
     stop: oneshot::Sender<()>,
     agent: tokio::task::JoinHandle<Result<(), AgentError>>,
     conns: Vec<Conn>,

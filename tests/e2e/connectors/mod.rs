@@ -3,9 +3,10 @@
 //! revocation within 3 s, dispatch to the least-loaded replica, failover before DATA, no
 //! re-send after DATA, and the offline wait. Enrollment, streams and revocation are in
 //! [`enrollment`], test jobs and failover in [`dispatch`], messages through agents in
-//! [`delivery`], several streams of one agent in [`streams`]; the fake agent and helpers are
-//! here.
+//! [`delivery`], several streams of one agent in [`streams`], a real agent's own metrics in
+//! [`agent_metrics`]; the fake agent and helpers are here.
 
+pub(crate) mod agent_metrics;
 mod delivery;
 mod dispatch;
 mod enrollment;

@@ -157,17 +157,19 @@ impl Proc {
 
     /// The API and agent addresses a `mailplane serve` logged (JSON), once it logged both.
     pub(crate) fn listening(&self) -> (String, String) {
-        let addr = |message: &str| {
-            self.lines.lock().unwrap().iter().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v["fields"]["message"] == message)
-                    .then(|| v["fields"]["addr"].as_str().map(str::to_owned))?
-            })
-        };
         (
-            addr("mailplane listening").unwrap(),
-            addr("agent listener (TLS) listening").unwrap(),
+            self.logged_addr("mailplane listening").unwrap(),
+            self.logged_addr("agent listener (TLS) listening").unwrap(),
         )
+    }
+
+    /// The `addr` field of the first JSON log line whose message is `message`, if logged.
+    pub(crate) fn logged_addr(&self, message: &str) -> Option<String> {
+        self.lines.lock().unwrap().iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["fields"]["message"] == message)
+                .then(|| v["fields"]["addr"].as_str().map(str::to_owned))?
+        })
     }
 
     /// Waits (up to `limit`) until the output contains `needle`.
