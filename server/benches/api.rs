@@ -34,6 +34,7 @@ async fn run() {
     let config = mailplane_server::ServerConfig {
         drain_timeout: Duration::from_secs(2),
         agent_listen: None,
+        ui_listen: None,
         ..mailplane_server::ServerConfig::new(dir.path().to_path_buf())
     };
     // Create the schema, then seed in one statement: 100,000 creates over gRPC would measure

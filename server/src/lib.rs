@@ -11,6 +11,7 @@ pub mod auth;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod domain;
 pub mod error;

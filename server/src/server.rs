@@ -45,7 +45,10 @@ mod tls;
 
 use tls::{agent_server, api_identity};
 
-pub use config::{ApiTls, DEFAULT_AGENT_PORT, DEFAULT_PORT, Listeners, ServerConfig, StartupError};
+pub use config::{
+    ApiTls, DEFAULT_AGENT_PORT, DEFAULT_PORT, DEFAULT_UI_PORT, Listeners, ServerConfig,
+    StartupError,
+};
 
 /// The opened database and keys.
 pub struct State {
@@ -115,11 +118,16 @@ pub async fn run(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let ui = match config.ui_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     serve(
         Listeners {
             api,
             agent,
             metrics,
+            ui,
         },
         config,
         shutdown,
@@ -138,6 +146,7 @@ pub async fn serve(
         api: listener,
         agent: agent_listener,
         metrics: metrics_listener,
+        ui: ui_listener,
     } = listeners.into();
     let state = open_state(&config).await?;
     let me = replica::describe(
@@ -266,7 +275,7 @@ pub async fn serve(
         outbox: &outbox,
         me: &me.id,
     };
-    let served = serve_api(listener, agent_listener, shared, shutdown).await;
+    let served = serve_api(listener, agent_listener, ui_listener, shared, shutdown).await;
     background.stop().await;
     replica::leave(&state.store, &me.id).await;
     // Tests still running here end CANCELLED: their sessions end with the process.
@@ -298,6 +307,7 @@ struct Shared<'a> {
 async fn serve_api(
     listener: TcpListener,
     agent_listener: Option<TcpListener>,
+    ui_listener: Option<TcpListener>,
     shared: Shared<'_>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
@@ -373,19 +383,8 @@ async fn serve_api(
     if let Err(e) = std::fs::write(&ca_file, ca.cert_pem()) {
         tracing::warn!(file = %ca_file.display(), error = %e, "cannot write the CA certificate");
     }
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(identity) = api_identity(config, ca, local)? {
-        builder = builder
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .map_err(|e| StartupError::Config(format!("API TLS: {e}")))?;
-    } else {
-        tracing::warn!("the API is served WITHOUT TLS (development mode or --insecure-plaintext)");
-    }
-    let router = builder
-        .layer(crate::metrics::layer::MetricsLayer)
-        .layer(AuthLayer::new(Arc::clone(auth)))
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+    let mut routes = tonic::service::Routes::builder();
+    routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -418,6 +417,56 @@ async fn serve_api(
             Arc::clone(registry),
             Arc::clone(ca),
         )));
+    let routes = routes.routes();
+    let identity = api_identity(config, ca, local)?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(pem) = &identity {
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(&pem.cert, &pem.key)),
+            )
+            .map_err(|e| StartupError::Config(format!("API TLS: {e}")))?;
+    } else {
+        tracing::warn!("the API is served WITHOUT TLS (development mode or --insecure-plaintext)");
+    }
+    let router = builder
+        .layer(crate::metrics::layer::MetricsLayer)
+        .layer(AuthLayer::new(Arc::clone(auth)))
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_routes(routes.clone());
+    // The console calls the same routes behind the same layers, in-process.
+    let console = match ui_listener {
+        Some(ui) => {
+            let api = {
+                use tower_layer::Layer as _;
+                let stack = crate::metrics::layer::MetricsLayer
+                    .layer(AuthLayer::new(Arc::clone(auth)).layer(routes));
+                tower::util::BoxCloneSyncService::new(stack)
+            };
+            let tls = match &identity {
+                Some(pem) => Some(
+                    crate::console::serve::tls_config(&pem.cert, &pem.key)
+                        .map_err(StartupError::Config)?,
+                ),
+                None => None,
+            };
+            let app = crate::console::router(Arc::new(crate::console::Console {
+                api,
+                auth: Arc::clone(auth),
+                store: Arc::clone(&state.store),
+                sessions: crate::console::session::Sessions::new(config.ui_idle_timeout),
+                tls: tls.is_some(),
+            }));
+            if let Ok(addr) = ui.local_addr() {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                tracing::info!(url = %format!("{scheme}://{addr}/"), "web console listening");
+            }
+            Some(crate::console::serve::serve(ui, app, tls, stop_rx.clone()))
+        }
+        None => None,
+    };
 
     if let Some(addr) = local {
         tracing::info!(%addr, "mailplane listening");
@@ -444,9 +493,26 @@ async fn serve_api(
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serving = router.serve_with_incoming_shutdown(incoming, signal);
     let serving = async move {
+        let console = async move {
+            match console {
+                Some(console) => console
+                    .await
+                    .map_err(|e| StartupError::Serve(format!("web console: {e}"))),
+                None => Ok(()),
+            }
+        };
+        let serving = async move {
+            serving
+                .await
+                .map_err(|e| StartupError::Serve(e.to_string()))
+        };
         match agents {
-            Some(agents) => tokio::try_join!(serving, agents).map(|_| ()),
-            None => serving.await,
+            Some(agents) => {
+                let agents =
+                    async move { agents.await.map_err(|e| StartupError::Serve(e.to_string())) };
+                tokio::try_join!(serving, agents, console).map(|_| ())
+            }
+            None => tokio::try_join!(serving, console).map(|_| ()),
         }
     };
     tokio::pin!(serving);
@@ -458,7 +524,7 @@ async fn serve_api(
         }
     };
     tokio::select! {
-        result = &mut serving => result.map_err(|e| StartupError::Serve(e.to_string()))?,
+        result = &mut serving => result?,
         () = drain_deadline => {
             tracing::warn!(timeout = ?config.drain_timeout, "drain timeout reached; closing remaining calls");
         }

@@ -40,6 +40,8 @@ fn serve_cli_and_sigterm() {
     let second = Command::new(BIN)
         .args([
             "serve",
+            "--ui",
+            "off",
             "--listen",
             "127.0.0.1:0",
             "--agent-listen",
@@ -187,6 +189,8 @@ fn startup_failures_exit_non_zero_with_a_message() {
     let out = Command::new(BIN)
         .args([
             "serve",
+            "--ui",
+            "off",
             "--listen",
             "127.0.0.1:0",
             "--agent-listen",
@@ -225,6 +229,8 @@ fn startup_failures_exit_non_zero_with_a_message() {
     let out = Command::new(BIN)
         .args([
             "serve",
+            "--ui",
+            "off",
             "--listen",
             "127.0.0.1:0",
             "--agent-listen",
@@ -241,6 +247,8 @@ fn startup_failures_exit_non_zero_with_a_message() {
     let out = Command::new(BIN)
         .args([
             "serve",
+            "--ui",
+            "off",
             "--listen",
             "127.0.0.1:0",
             "--agent-listen",

@@ -34,6 +34,8 @@ fn start_server(bin: &str, dir: &std::path::Path) -> (Child, String, String) {
     let mut child = Command::new(bin)
         .args([
             "serve",
+            "--ui",
+            "off",
             "--insecure-plaintext",
             "--listen",
             "127.0.0.1:0",

@@ -94,6 +94,8 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.args([
             "serve",
+            "--ui",
+            "off",
             "--listen",
             "127.0.0.1:0",
             "--agent-listen",

@@ -32,6 +32,8 @@ impl Replica {
         let mut c = Command::new(binary("mailplane"));
         c.args([
             "serve",
+            "--ui",
+            "off",
             "--insecure-plaintext",
             "--log-format",
             "json",

@@ -144,6 +144,8 @@ pub struct TestServer {
     pub agent_addr: Option<SocketAddr>,
     /// Where its metrics listener listens, if it has one.
     pub metrics_addr: Option<SocketAddr>,
+    /// The web console's address, if it is served.
+    pub ui_addr: Option<SocketAddr>,
     /// A connected channel that sends the first admin token.
     pub channel: Conn,
     /// The same connection without credentials.
@@ -181,6 +183,7 @@ impl TestServer {
             database_url: pg.as_ref().map(|p| p.url.clone()),
             drain_timeout: Duration::from_secs(5),
             agent_listen: None,
+            ui_listen: None,
             ..mailplane_server::ServerConfig::new(data_dir.path().to_path_buf())
         };
         let mut config = config;
@@ -220,11 +223,21 @@ impl TestServer {
         let metrics_addr = metrics
             .as_ref()
             .map(|l| l.local_addr().expect("local addr"));
+        let ui = match config.ui_listen {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .expect("bind the console listener"),
+            ),
+            None => None,
+        };
+        let ui_addr = ui.as_ref().map(|l| l.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let listeners = mailplane_server::server::Listeners {
             api: listener,
             agent,
             metrics,
+            ui,
         };
         let task = tokio::spawn(mailplane_server::serve(listeners, config.clone(), async {
             let _ = rx.await;
@@ -239,6 +252,7 @@ impl TestServer {
             addr,
             agent_addr,
             metrics_addr,
+            ui_addr,
             channel,
             raw,
             admin_token,

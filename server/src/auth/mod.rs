@@ -378,6 +378,33 @@ impl Authenticator {
         Ok(Some(actor))
     }
 
+    /// Checks a token given to sign in to the web console from `peer`, whatever its role: the
+    /// same verification, rate limit and audit of failures as an API call to `path`.
+    pub async fn sign_in(
+        &self,
+        path: &str,
+        token: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Actor, Status> {
+        if self.failures.exceeded(peer) {
+            return Err(Status::resource_exhausted(
+                "too many failed authentications from this address; wait a minute",
+            ));
+        }
+        let authorization = format!("Bearer {}", token.trim());
+        match self.verify(Some(&authorization)).await {
+            Ok(actor) => Ok(actor),
+            Err(status) => {
+                if status.code() == tonic::Code::Unauthenticated {
+                    self.failures.count(peer);
+                    let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+                    self.record_denied(path, &peer, &status, None).await;
+                }
+                Err(status)
+            }
+        }
+    }
+
     async fn verify(&self, authorization: Option<&str>) -> Result<Actor, Status> {
         let unauthenticated = || Status::unauthenticated(UNAUTHENTICATED);
         let token = authorization

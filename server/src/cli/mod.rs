@@ -236,6 +236,16 @@ pub struct ServeArgs {
     /// [default: off]. Bind it where only your scraper reaches it.
     #[arg(long, env = "MAILPLANE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the web console (on --ui-listen) or not [default: on].
+    #[arg(long, env = "MAILPLANE_UI", value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
+    pub ui: Option<bool>,
+    /// Serve the web console on HOST:PORT, or "off" [default: 127.0.0.1:7752]. It uses the
+    /// API's TLS certificate when the API has TLS.
+    #[arg(long, env = "MAILPLANE_UI_LISTEN")]
+    pub ui_listen: Option<String>,
+    /// How long a console session lives without a request: 30m, 900s [default: 30m].
+    #[arg(long, env = "MAILPLANE_UI_IDLE_TIMEOUT", value_parser = crate::config::parse_interval)]
+    pub ui_idle_timeout: Option<std::time::Duration>,
     /// A host name or address agents use to reach the agent listener; its certificate covers
     /// it (repeatable; loopback and this host's name are always covered).
     #[arg(
@@ -284,6 +294,9 @@ impl ServeArgs {
             smtp_trust: self.smtp_trust.clone(),
             agent_listen: self.agent_listen.clone(),
             metrics_listen: self.metrics_listen,
+            ui: self.ui,
+            ui_listen: self.ui_listen.clone(),
+            ui_idle_timeout: self.ui_idle_timeout,
             agent_tls_names: self.agent_tls_names.clone(),
             audit_log: self.audit_log.clone(),
             audit_seal_interval: self.audit_seal_interval,

@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 pub const DEFAULT_PORT: u16 = 7750;
 /// The port of the agents' TLS listener by default.
 pub const DEFAULT_AGENT_PORT: u16 = 7751;
+/// The port of the web console by default.
+pub const DEFAULT_UI_PORT: u16 = 7752;
 
 /// The listeners `serve` runs on, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -23,6 +25,8 @@ pub struct Listeners {
     pub agent: Option<TcpListener>,
     /// The metrics listener (`/metrics`, `/healthz`, `/readyz`), if metrics are served.
     pub metrics: Option<TcpListener>,
+    /// The web console's listener, if the console is served.
+    pub ui: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -31,6 +35,7 @@ impl From<TcpListener> for Listeners {
             api,
             agent: None,
             metrics: None,
+            ui: None,
         }
     }
 }
@@ -73,6 +78,10 @@ pub struct ServerConfig {
     pub agent_listen: Option<SocketAddr>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the web console is served (over TLS when the API is), if anywhere.
+    pub ui_listen: Option<SocketAddr>,
+    /// How long a console session lives without a request.
+    pub ui_idle_timeout: Duration,
     /// The names and addresses agents reach the agent listener by; its certificate covers
     /// them, together with the listener's own address.
     pub agent_tls_names: Vec<String>,
@@ -110,6 +119,11 @@ impl ServerConfig {
             ))),
             agent_tls_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             metrics_listen: None,
+            ui_listen: Some(SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                DEFAULT_UI_PORT,
+            ))),
+            ui_idle_timeout: crate::console::DEFAULT_IDLE_TIMEOUT,
             agent_heartbeat: Duration::from_secs(10),
             agent_cert_lifetime: crate::tunnel::ca::AGENT_CERT_LIFETIME,
             print_bootstrap_token: false,

@@ -51,12 +51,20 @@ pub(super) fn agent_server(
     }))
 }
 
-/// The API's TLS identity, if it is served with TLS.
+/// A certificate chain and its key, in PEM.
+pub(super) struct IdentityPem {
+    /// The chain.
+    pub cert: Vec<u8>,
+    /// The key.
+    pub key: Vec<u8>,
+}
+
+/// The API's TLS identity (the console's too), if it is served with TLS.
 pub(super) fn api_identity(
     config: &ServerConfig,
     ca: &AgentCa,
     local: Option<SocketAddr>,
-) -> Result<Option<tonic::transport::Identity>, StartupError> {
+) -> Result<Option<IdentityPem>, StartupError> {
     match &config.api_tls {
         ApiTls::Off => Ok(None),
         ApiTls::Files { cert, key } => {
@@ -65,10 +73,10 @@ pub(super) fn api_identity(
                     .map_err(|e| StartupError::Config(format!("API TLS: {}: {e}", p.display())))
             };
             tracing::info!(cert = %cert.display(), "API served with TLS (certificate from files)");
-            Ok(Some(tonic::transport::Identity::from_pem(
-                read(cert)?,
-                read(key)?,
-            )))
+            Ok(Some(IdentityPem {
+                cert: read(cert)?,
+                key: read(key)?,
+            }))
         }
         ApiTls::OwnCa => {
             let mut names = config.agent_tls_names.clone();
@@ -88,7 +96,10 @@ pub(super) fn api_identity(
             );
             // The CA goes with the certificate, so a client may pin its fingerprint.
             let chain = format!("{}{}", cert, ca.cert_pem());
-            Ok(Some(tonic::transport::Identity::from_pem(chain, key)))
+            Ok(Some(IdentityPem {
+                cert: chain.into_bytes(),
+                key: key.into_bytes(),
+            }))
         }
     }
 }

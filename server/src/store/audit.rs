@@ -99,6 +99,28 @@ pub(super) async fn record_many(
 }
 
 impl Store {
+    /// Records an event that changes no resource of the API (a sign-in to the web console, a
+    /// sign-out) as succeeded, with `details` as its diff.
+    pub async fn record_event(
+        &self,
+        ctx: &AuditContext,
+        resource: &str,
+        details: &serde_json::Value,
+    ) -> Result<()> {
+        let q = query(
+            "INSERT INTO audit_events (time, actor, peer, rpc, resource, outcome, diff) \
+             VALUES ($1, $2, $3, $4, $5, 'ok', $6)",
+        )
+        .bind(now_micros())
+        .bind(&ctx.actor)
+        .bind(&ctx.peer)
+        .bind(&ctx.rpc)
+        .bind(resource)
+        .bind(details.to_string());
+        self.execute(&q).await?;
+        Ok(())
+    }
+
     /// Records a refused call in the audit log, with `details` (the reason, and the count of
     /// refusals it stands for) as its diff. Returns the event's id.
     pub async fn record_denied(

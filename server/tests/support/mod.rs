@@ -40,6 +40,8 @@ pub fn serve_logged(
             "127.0.0.1:0",
             "--log-format",
             "json",
+            "--ui-listen",
+            "127.0.0.1:0",
         ])
         .args(extra)
         .arg("--data-dir")

@@ -245,6 +245,8 @@ impl Server {
             // The test talks plain gRPC to it; TLS on the API is covered by the process tests.
             c.args([
                 "serve",
+                "--ui",
+                "off",
                 "--insecure-plaintext",
                 "--log-format",
                 "json",

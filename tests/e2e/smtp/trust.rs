@@ -62,13 +62,20 @@ async fn serve(
 ) -> (Proc, mailplane_tests::Conn) {
     let proc = Proc::spawn({
         let mut c = Command::new(binary("mailplane"));
-        c.args(["serve", "--insecure-plaintext", "--log-format", "json"])
-            .args(["--listen", "127.0.0.1:0", "--agent-listen", "off"])
-            .args(["--smtp-trust", trust])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("SSL_CERT_FILE", fx.var("SMTP_CA"))
-            .env_remove("SSL_CERT_DIR");
+        c.args([
+            "serve",
+            "--ui",
+            "off",
+            "--insecure-plaintext",
+            "--log-format",
+            "json",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--agent-listen", "off"])
+        .args(["--smtp-trust", trust])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("SSL_CERT_FILE", fx.var("SMTP_CA"))
+        .env_remove("SSL_CERT_DIR");
         c
     });
     proc.wait_for("mailplane listening", Duration::from_secs(30))
