@@ -23,3 +23,19 @@ else
   update-rc.d prometheus disable >/dev/null 2>&1 || true
   pkill -x prometheus || true
 fi
+
+# Debian's chromium, and the browser tests' npm packages (playwright-core, which downloads no
+# browser, and axe-core), for the web console's browser test (tests/e2e/browser.rs).
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "installing chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "installing nodejs and npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends nodejs npm
+fi
+npm ci --prefix "$(dirname "$0")/../tests/browser" --no-audit --no-fund --loglevel=error

@@ -10,6 +10,7 @@ mod apply;
 mod audit;
 mod audit_chain;
 mod auth;
+mod browser;
 mod caps;
 mod cli;
 mod cluster;
