@@ -147,3 +147,35 @@ fn unknown_keys_are_refused() {
     let err = toml::from_str::<FileConfig>("lisen = \"x\"").unwrap_err();
     assert!(err.to_string().contains("lisen"));
 }
+
+#[test]
+fn the_console_is_on_by_default_and_off_by_flag_or_file() {
+    let c = resolve(Overrides::default(), &FileConfig::default()).unwrap();
+    assert_eq!(
+        c.ui_listen.map(|a| a.port()),
+        Some(crate::server::DEFAULT_UI_PORT)
+    );
+    assert_eq!(c.ui_idle_timeout, crate::console::DEFAULT_IDLE_TIMEOUT);
+    let file: FileConfig =
+        toml::from_str("ui_listen = \"127.0.0.1:9752\"\nui_idle_timeout = \"5m\"").unwrap();
+    let c = resolve(Overrides::default(), &file).unwrap();
+    assert_eq!(c.ui_listen.map(|a| a.port()), Some(9752));
+    assert_eq!(c.ui_idle_timeout, Duration::from_secs(300));
+    // --ui off wins over any address.
+    let off = Overrides {
+        ui: Some(false),
+        ui_listen: Some("127.0.0.1:9753".into()),
+        ..Overrides::default()
+    };
+    assert_eq!(resolve(off, &file).unwrap().ui_listen, None);
+    let file: FileConfig = toml::from_str("ui_listen = \"off\"").unwrap();
+    assert_eq!(
+        resolve(Overrides::default(), &file).unwrap().ui_listen,
+        None
+    );
+    let bad: FileConfig = toml::from_str("ui_listen = \"nowhere\"").unwrap();
+    let err = resolve(Overrides::default(), &bad).unwrap_err();
+    assert!(err.contains("HOST:PORT or off"), "{err}");
+    let zero: FileConfig = toml::from_str("ui_idle_timeout = \"0\"").unwrap();
+    assert!(resolve(Overrides::default(), &zero).is_err());
+}
