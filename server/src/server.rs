@@ -456,7 +456,11 @@ async fn serve_api(
                 api,
                 auth: Arc::clone(auth),
                 store: Arc::clone(&state.store),
-                sessions: crate::console::session::Sessions::new(config.ui_idle_timeout),
+                sessions: crate::console::session::Sessions::new(
+                    Arc::clone(&state.store),
+                    Arc::clone(&state.keys),
+                    config.ui_idle_timeout,
+                ),
                 tls: tls.is_some(),
             }));
             if let Ok(addr) = ui.local_addr() {

@@ -77,11 +77,29 @@ impl FromRequestParts<Shared> for Ctx {
             .get(header::COOKIE)
             .and_then(|v| v.to_str().ok());
         let lang = lang(&parts.headers);
-        let found = session::cookie(cookies, session::COOKIE)
-            .and_then(|id| console.sessions.get(id).map(|s| (id.to_owned(), s)));
-        let Some((session_id, session)) = found else {
+        let Some(session_id) = session::cookie(cookies, session::COOKIE).map(str::to_owned) else {
             return Err(PageError::SignIn { next: here });
         };
+        let session = match console.sessions.get(&session_id).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return Err(PageError::SignIn { next: here }),
+            Err(e) => {
+                tracing::error!(error = %e, "console: cannot read the session");
+                return Err(PageError::Api(tonic::Status::unavailable(
+                    "the console cannot read its sessions from the database; try again",
+                )));
+            }
+        };
+        // A token revoked or expired since the sign-in ends the session on every replica.
+        if let Err(status) = console.auth.actor(session.token.expose()).await {
+            if status.code() == tonic::Code::Unauthenticated {
+                if let Err(e) = console.sessions.remove(&session_id).await {
+                    tracing::warn!(error = %e, "console: cannot end a session");
+                }
+                return Err(PageError::SignIn { next: here });
+            }
+            return Err(PageError::Api(status));
+        }
         Ok(Self {
             console: Arc::clone(console),
             session,
@@ -126,14 +144,8 @@ impl Ctx {
 pub type PageResult = Result<axum::response::Response, axum::response::Response>;
 
 impl Ctx {
-    /// The error page for `e`, in the user's language. A refused token ends the session.
+    /// The error page for `e`, in the user's language (a refused token leads to sign-in).
     pub fn fail(&self, e: impl Into<PageError>) -> axum::response::Response {
-        let e = e.into();
-        if let PageError::Api(status) = &e
-            && status.code() == tonic::Code::Unauthenticated
-        {
-            self.console.sessions.remove(&self.session_id);
-        }
-        e.into_page(self.lang)
+        e.into().into_page(self.lang)
     }
 }

@@ -4,11 +4,15 @@
 //! accepting its token. Each session has a CSRF token that every form and htmx request sends.
 
 use crate::auth::Actor;
+use crate::domain::{Role, now_micros};
+use crate::error::Result;
+use crate::keys::Keys;
 use crate::secret::Secret;
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use crate::store::Store;
+use crate::store::console_sessions::SessionRecord;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The session cookie.
 pub const COOKIE: &str = "mailplane_session";
@@ -37,28 +41,36 @@ pub struct Session {
     pub actor: Actor,
     /// The token every form of this session carries.
     pub csrf: String,
-    last_seen: Mutex<Instant>,
 }
 
-/// The live sessions of this server.
+/// How often a session's last use is written back (not at every request).
+const TOUCH_EVERY: Duration = Duration::from_secs(15);
+
+/// The sessions, in the database: every replica sees them, and they outlive a restart.
 pub struct Sessions {
-    map: Mutex<HashMap<String, Arc<Session>>>,
+    store: Arc<Store>,
+    keys: Arc<Keys>,
     idle: Duration,
+}
+
+/// The stored name of a session: the SHA-256 of its cookie's value.
+fn id_hash(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+/// What the sealed token is bound to.
+fn aad(id_hash: &str) -> Vec<u8> {
+    format!("console-session:{id_hash}").into_bytes()
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl Sessions {
     /// Sessions that end after `idle` without a request.
-    pub fn new(idle: Duration) -> Self {
-        Self {
-            map: Mutex::new(HashMap::new()),
-            idle,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub fn new(store: Arc<Store>, keys: Arc<Keys>, idle: Duration) -> Self {
+        Self { store, keys, idle }
     }
 
     /// The idle timeout.
@@ -66,55 +78,74 @@ impl Sessions {
         self.idle
     }
 
-    /// Starts a session; returns its id (the cookie's value).
-    pub fn create(&self, token: Secret, actor: Actor) -> String {
+    /// Starts a session; returns its id (the cookie's value). Sessions idle for longer than the
+    /// timeout are deleted on the way.
+    pub async fn create(&self, token: Secret, actor: Actor) -> Result<String> {
+        let now = now_micros();
+        let _ = self
+            .store
+            .purge_console_sessions(now - micros(self.idle))
+            .await?;
         let id = random_token();
-        let session = Arc::new(Session {
-            token,
-            actor,
+        let hash = id_hash(&id);
+        let sealed = self
+            .keys
+            .primary()
+            .await?
+            .seal(&aad(&hash), token.expose().as_bytes())?;
+        let record = SessionRecord {
+            token_id: actor.token_id,
+            actor_name: actor.name,
+            role: actor.role.as_str().to_owned(),
             csrf: random_token(),
-            last_seen: Mutex::new(Instant::now()),
-        });
-        let mut map = self.lock();
-        let idle = self.idle;
-        map.retain(|_, s| !s.expired(idle));
-        map.insert(id.clone(), session);
-        id
+            token: sealed,
+            last_seen: now,
+        };
+        self.store.create_console_session(&hash, &record).await?;
+        Ok(id)
     }
 
-    /// The live session `id`, marked as seen now.
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        let mut map = self.lock();
-        let session = map.get(id).cloned()?;
-        if session.expired(self.idle) {
-            map.remove(id);
-            return None;
+    /// The live session `id`, marked as used now.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Session>>> {
+        let now = now_micros();
+        let hash = id_hash(id);
+        let Some(record) = self
+            .store
+            .console_session(&hash, now - micros(self.idle))
+            .await?
+        else {
+            return Ok(None);
+        };
+        // A session sealed under a key retired since cannot open: sign in again.
+        let Ok(token) = self.keys.open_secret(&aad(&hash), &record.token).await else {
+            self.store.delete_console_session(&hash).await?;
+            return Ok(None);
+        };
+        let Some(role) = Role::parse(&record.role) else {
+            return Ok(None);
+        };
+        if now - record.last_seen >= micros(TOUCH_EVERY) {
+            self.store.touch_console_session(&hash, now).await?;
         }
-        *session
-            .last_seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-        Some(session)
+        Ok(Some(Arc::new(Session {
+            token,
+            actor: Actor {
+                token_id: record.token_id,
+                name: record.actor_name,
+                role,
+            },
+            csrf: record.csrf,
+        })))
     }
 
     /// Ends session `id`.
-    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        self.lock().remove(id)
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        self.store.delete_console_session(&id_hash(id)).await
     }
 
-    /// Ends every session of token `token_id` (its token was refused).
-    pub fn remove_token(&self, token_id: i64) {
-        self.lock().retain(|_, s| s.actor.token_id != token_id);
-    }
-}
-
-impl Session {
-    fn expired(&self, idle: Duration) -> bool {
-        self.last_seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .elapsed()
-            >= idle
+    /// Ends every session of token `token_id` (the API refused it).
+    pub async fn remove_token(&self, token_id: i64) -> Result<()> {
+        self.store.delete_console_sessions_of_token(token_id).await
     }
 }
 
@@ -143,29 +174,6 @@ pub fn set_cookie(name: &str, value: &str, secure: bool, max_age: Option<u64>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Role;
-
-    fn actor() -> Actor {
-        Actor {
-            token_id: 7,
-            name: "ops".into(),
-            role: Role::Viewer,
-        }
-    }
-
-    #[test]
-    fn a_session_lives_until_idle_and_goes_with_its_token() {
-        let sessions = Sessions::new(Duration::from_secs(60));
-        let id = sessions.create(Secret::new("mpt_7_x"), actor());
-        assert!(sessions.get(&id).is_some());
-        assert!(sessions.get("other").is_none());
-        sessions.remove_token(7);
-        assert!(sessions.get(&id).is_none());
-
-        let sessions = Sessions::new(Duration::ZERO);
-        let id = sessions.create(Secret::new("mpt_7_x"), actor());
-        assert!(sessions.get(&id).is_none(), "idle at once");
-    }
 
     #[test]
     fn cookies_are_read_and_written_strictly() {

@@ -2,12 +2,12 @@
 //! Sign-ins, failed ones included, are in the audit log; failures count toward the same
 //! per-address limit as the API's.
 
-use super::Shared;
 use super::ctx::{self, Ctx};
 use super::error::local_path;
 use super::i18n::Lang;
 use super::layout;
 use super::session::{self, SIGNIN_COOKIE};
+use super::{PageError, Shared};
 use crate::audit::AuditContext;
 use crate::domain::Role;
 use crate::secret::Secret;
@@ -163,7 +163,16 @@ pub async fn submit(
         rpc: SIGN_IN_RPC.into(),
     };
     let resource = format!("tokens/{}", actor.token_id);
-    let id = console.sessions.create(token, actor);
+    let id = match console.sessions.create(token, actor).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "console: cannot store a session");
+            return PageError::Api(tonic::Status::unavailable(
+                "the console cannot store the session in the database; try again",
+            ))
+            .into_page(lang);
+        }
+    };
     if let Err(e) = console
         .store
         .record_event(
@@ -201,7 +210,12 @@ pub async fn sign_out(ctx: Ctx, Form(form): Form<CsrfOnly>) -> Response {
     if let Err(e) = ctx.check_csrf(&form.csrf) {
         return ctx.fail(e);
     }
-    ctx.console.sessions.remove(&ctx.session_id);
+    if let Err(e) = ctx.console.sessions.remove(&ctx.session_id).await {
+        tracing::error!(error = %e, "console: cannot end a session");
+        return ctx.fail(tonic::Status::unavailable(
+            "the console cannot end the session in the database; try again",
+        ));
+    }
     let actor = &ctx.session.actor;
     let audit = AuditContext {
         actor: format!("tokens/{} ({})", actor.token_id, actor.name),

@@ -36,6 +36,7 @@ mod messages_create;
 /// Helpers for tests of the outbox: a store with an account, new messages.
 #[cfg(test)]
 pub(crate) use messages_create::tests as messages_tests;
+pub mod console_sessions;
 pub mod meta;
 pub mod notify;
 pub mod postgres;
