@@ -112,6 +112,198 @@ const scenarios = {
     return "Accept-Language and the switch";
   },
 
+  // The settings form: a field error appears next to its field and nothing is created; fixed,
+  // the account is created and listed.
+  async create_account(browser) {
+    const page = await browser.newPage();
+    await signIn(page, env("ADMIN_TOKEN"));
+    await page.goto(`${URL}/accounts/new`);
+    await page.fill("#account_name", "Browser relay");
+    await page.fill("#sender_email", "not-an-address");
+    await page.fill("#host", env("SMTP_HOST"));
+    await page.fill("#port", env("SMTP_PORT"));
+    await page.selectOption("#security", "none");
+    await page.click("[data-testid=save]");
+    await page.waitForSelector("#sender_email-error");
+    check((await page.getAttribute("#sender_email", "aria-invalid")) === "true", "the field is marked invalid");
+    check((await page.inputValue("#host")) === env("SMTP_HOST"), "the other values are kept");
+    await page.screenshot({ path: `${SHOTS}/settings-form.png`, fullPage: true });
+    await axe(page, "the settings form with an error");
+    await page.goto(`${URL}/accounts?name=Browser`);
+    check((await page.locator("[data-testid=account-row]").count()) === 0, "nothing was created");
+    await page.goBack();
+    await page.fill("#sender_email", "Alerts <alerts@mailplane.test>");
+    await page.click("[data-testid=save]");
+    await page.waitForURL((u) => u.pathname === "/accounts");
+    await page.goto(`${URL}/accounts?name=Browser`);
+    check((await page.locator("[data-testid=account-row]").count()) === 1, "the account is listed");
+    await page.close();
+    return "a field error next to its field, then created";
+  },
+
+  // The report: search by name, 30 a page, paging that keeps the filter in the URL.
+  async report_paging(browser) {
+    const page = await browser.newPage();
+    await signIn(page, env("ADMIN_TOKEN"));
+    await page.goto(`${URL}/accounts`);
+    await page.fill("#f-name", "Bulk");
+    await page.click("[data-testid=search-submit]");
+    await page.waitForURL((u) => u.searchParams.get("name") === "Bulk");
+    const seen = [];
+    for (let n = 1; ; n++) {
+      const rows = await page.locator("[data-testid=account-row] td:nth-child(2)").allTextContents();
+      check(rows.every((r) => r.includes("Bulk")), `page ${n} holds only the filter's accounts`);
+      seen.push(...rows);
+      if (n === 1) {
+        check(rows.length === 30, `30 per page, not ${rows.length}`);
+        await page.screenshot({ path: `${SHOTS}/accounts-report.png`, fullPage: true });
+        await axe(page, "the accounts report");
+      }
+      const next = page.locator("[data-testid=next]");
+      if ((await next.count()) === 0) break;
+      await next.click();
+      await page.waitForLoadState();
+      check(new globalThis.URL(page.url()).searchParams.get("name") === "Bulk", "the filter stays in the URL");
+    }
+    check(seen.length === 100 && new Set(seen).size === 100, `100 accounts over the pages, got ${seen.length}`);
+    await page.close();
+    return "100 accounts in pages of 30, filter kept";
+  },
+
+  // Download CSV gives the report's filter as CSV.
+  async download_csv(browser) {
+    const context = await browser.newContext({ acceptDownloads: true });
+    const page = await context.newPage();
+    await signIn(page, env("ADMIN_TOKEN"));
+    await page.goto(`${URL}/accounts?name=Bulk%2000`);
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.click("[data-testid=report-actions] summary").then(() => page.click("[data-testid=download-csv]")),
+    ]);
+    const path = await download.path();
+    const lines = readFileSync(path, "utf8").trim().split(/\r?\n/);
+    check(lines.length === 10, `a header and the 9 accounts named "Bulk 00…": ${lines.length} lines`);
+    check(lines.slice(1).every((l) => l.includes("Bulk 00")), "only the filter's accounts");
+    await context.close();
+    return `${lines.length - 1} rows`;
+  },
+
+  // The Test Email window to the real Postfix: the phases appear live, then the verdict.
+  async test_window(browser) {
+    const page = await browser.newPage();
+    await signIn(page, env("ADMIN_TOKEN"));
+    await page.goto(`${URL}/accounts?name=Browser`);
+    await page.click("[data-testid=account-row] [data-testid=test]");
+    check((await page.inputValue("#subject")) === "TEST MESSAGE!", "the seed's default subject");
+    check((await page.inputValue("#body")).includes("ATTENTION: THIS IS A TEST MESSAGE!"), "the seed's default message");
+    await page.fill("#to", env("RCPT"));
+    await page.click("[data-testid=send-test]");
+    await page.waitForSelector("[data-testid=phase]");
+    await page.screenshot({ path: `${SHOTS}/test-window.png`, fullPage: true });
+    await page.waitForSelector("[data-testid=verdict-result]", { timeout: 30000 });
+    const phases = await page.locator("[data-testid=phase]").count();
+    check(phases >= 4, `the phases appeared (${phases})`);
+    const verdict = await page.getAttribute("[data-testid=verdict-result]", "class");
+    check(verdict.includes("ok"), `the test succeeded: ${await page.textContent("[data-testid=verdict]")}`);
+    await axe(page, "the test window");
+    await page.click("[data-testid=nav-history]");
+    check((await page.locator("[data-testid=test-row]").count()) >= 1, "the test is in the history");
+    await page.close();
+    return `${phases} phases, then the verdict`;
+  },
+
+  // The same screens in Brazilian Portuguese.
+  async pt_br_accounts(browser) {
+    const context = await browser.newContext({ locale: "pt-BR", extraHTTPHeaders: { "Accept-Language": "pt-BR" } });
+    const page = await context.newPage();
+    await signIn(page, env("ADMIN_TOKEN"));
+    await page.goto(`${URL}/accounts`);
+    check((await page.textContent("h1")).includes("Relatório de contas"), `the report's title: ${await page.textContent("h1")}`);
+    await page.goto(`${URL}/accounts?name=Browser`);
+    await page.click("[data-testid=account-row] [data-testid=test]");
+    check((await page.textContent("[data-testid=send-test]")).includes("Enviar"), "the send button");
+    await page.screenshot({ path: `${SHOTS}/test-window-pt-BR.png`, fullPage: true });
+    await context.close();
+    return "Relatório de contas, Enviar";
+  },
+
+  // A viewer sees no Edit button, and a forged POST is refused.
+  async viewer(browser) {
+    const page = await browser.newPage();
+    await signIn(page, env("VIEWER_TOKEN"));
+    await page.goto(`${URL}/accounts?name=Bulk`);
+    check((await page.locator("[data-testid=account-row]").count()) > 0, "the viewer sees the report");
+    for (const control of ["edit", "delete", "set-default", "new-account"]) {
+      check((await page.locator(`[data-testid=${control}]`).count()) === 0, `no ${control} for a viewer`);
+    }
+    const id = await page.getAttribute("[data-testid=account-row]", "data-id");
+    const status = await page.evaluate(async (id) => {
+      const csrf = document.querySelector("input[name=csrf]").value;
+      const r = await fetch(`/accounts/${id}/default`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: `csrf=${encodeURIComponent(csrf)}`,
+      });
+      return r.status;
+    }, id);
+    check(status === 403, `the viewer's forged set-default answered ${status}`);
+    await page.close();
+    return "no edit controls; a forged POST is 403";
+  },
+
+  // Two people edit the same account: the second save conflicts and offers to reload.
+  async stale_edit(browser) {
+    const context = await browser.newContext();
+    const first = await context.newPage();
+    await signIn(first, env("ADMIN_TOKEN"));
+    await first.goto(`${URL}/accounts?name=Browser`);
+    await first.click("[data-testid=account-row] [data-testid=edit]");
+    const second = await context.newPage();
+    await second.goto(first.url());
+    await second.fill("#footer_text", "changed by someone else");
+    await second.click("[data-testid=save]");
+    await second.waitForURL((u) => u.pathname === "/accounts");
+    await first.fill("#footer_text", "my own change");
+    await first.click("[data-testid=save]");
+    await first.waitForSelector("[data-testid=conflict]");
+    check((await first.locator("[data-testid=reload]").count()) === 1, "a reload link");
+    await context.close();
+    return "the stale save conflicts";
+  },
+
+  // A POST without the form's CSRF token changes nothing.
+  async csrf_forms(browser) {
+    const page = await browser.newPage();
+    await signIn(page, env("ADMIN_TOKEN"));
+    await page.goto(`${URL}/accounts`);
+    const status = await page.evaluate(async () => {
+      const r = await fetch("/accounts/new", {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: "account_name=Forged&sender_email=f%40mailplane.test&host=h.mailplane.test",
+      });
+      return r.status;
+    });
+    check(status === 403, `a create without the CSRF token answered ${status}`);
+    await page.goto(`${URL}/accounts?name=Forged`);
+    check((await page.locator("[data-testid=account-row]").count()) === 0, "nothing was created");
+    await page.close();
+    return "refused, nothing created";
+  },
+
+  // axe-core on the other pages.
+  async axe_pages(browser) {
+    const page = await browser.newPage();
+    await signIn(page, env("ADMIN_TOKEN"));
+    const report = [];
+    for (const path of ["/accounts", "/accounts/new", "/credentials", "/credentials/new", "/connectors", "/messages", "/audit"]) {
+      await page.goto(`${URL}${path}`);
+      report.push(`${path}: ${await axe(page, path)} minor`);
+    }
+    await page.close();
+    return report.join(", ");
+  },
+
   // axe-core finds no serious violation on the sign-in page.
   async axe_sign_in(browser) {
     const page = await browser.newPage();

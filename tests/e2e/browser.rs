@@ -78,12 +78,22 @@ async fn the_console_in_a_real_browser() {
     .await;
     let url = format!("http://{}", server.ui_addr.expect("the console listens"));
     let viewer = token(&server, "console viewer", pb::Role::Viewer).await;
+    // The report's hundred accounts (the first one is the default).
+    let mut accounts = server.accounts();
+    for n in 1..=100 {
+        mailplane_tests::create_account(
+            &mut accounts,
+            mailplane_tests::account(&format!("Bulk {n:03}")),
+        )
+        .await;
+    }
     // Screenshots go to a temporary folder, or to MAILPLANE_SCREENSHOTS (docs/screenshots to
     // refresh the README's).
     let shots = tempfile::tempdir().unwrap();
     let shots_dir = std::env::var("MAILPLANE_SCREENSHOTS")
         .unwrap_or_else(|_| shots.path().display().to_string());
     let rcpt = format!("console-{:08x}@mailplane.test", rand::random::<u32>());
+    let sent_to = rcpt.clone();
     let results = run_scenarios(vec![
         ("CONSOLE_URL", url),
         ("ADMIN_TOKEN", server.admin_token.clone()),
@@ -98,10 +108,28 @@ async fn the_console_in_a_real_browser() {
         .iter()
         .filter_map(|r| r["scenario"].as_str())
         .collect();
-    for wanted in ["sign_in", "csrf", "pt_br", "axe_sign_in"] {
+    for wanted in [
+        "sign_in",
+        "csrf",
+        "pt_br",
+        "create_account",
+        "report_paging",
+        "download_csv",
+        "test_window",
+        "pt_br_accounts",
+        "viewer",
+        "stale_edit",
+        "csrf_forms",
+        "axe_pages",
+        "axe_sign_in",
+    ] {
         assert!(ran.contains(&wanted), "{wanted} ran: {results:?}");
     }
     assert!(results.iter().all(|r| r["ok"] == true), "{results:?}");
+
+    // The Test Email window's message reached Postfix's Maildir.
+    let delivered = fx.delivered(&sent_to).await;
+    assert!(delivered.contains("TEST MESSAGE!"), "{delivered}");
 
     // The sign-ins are in the audit log: the admin's, from the browser's address, and the
     // refused one with the wrong token.
