@@ -6,6 +6,7 @@
 //! phases appear as they finish.
 
 pub mod form;
+pub mod form_view;
 pub mod report;
 pub mod test_window;
 
