@@ -446,3 +446,95 @@ async fn the_test_window_runs_a_test_and_streams_its_phases_and_verdict() {
     assert_eq!(count(&history.body, "data-testid=\"test-row\""), 1);
     assert!(history.body.contains("someone@example.com"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preset_fills_the_server_section_without_script() {
+    let (_server, mut b) = console().await;
+    let page = b.get("/accounts/new?preset=sendgrid").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        input_value(&page.body, "host").as_deref(),
+        Some("smtp.sendgrid.net")
+    );
+    assert_eq!(input_value(&page.body, "port").as_deref(), Some("587"));
+    assert!(page.body.contains("data-testid=\"preset-applied\""));
+    assert!(page.body.contains("apikey"), "the fixed user name is told");
+
+    // A preset with a placeholder needs its value.
+    let missing = b.get("/accounts/new?preset=amazon-ses").await;
+    assert!(
+        missing.body.contains("data-testid=\"preset-error\""),
+        "{}",
+        missing.body
+    );
+    let filled = b
+        .get("/accounts/new?preset=amazon-ses&ph_region=eu-west-1")
+        .await;
+    assert_eq!(
+        input_value(&filled.body, "host").as_deref(),
+        Some("email-smtp.eu-west-1.amazonaws.com"),
+        "{}",
+        filled.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_default_and_delete_through_the_confirmation_page() {
+    let (server, mut b) = console().await;
+    let mut api = server.accounts();
+    let first = create_account(&mut api, account("First")).await;
+    let second = create_account(&mut api, account("Second")).await;
+    let report = b.get("/accounts").await;
+    let csrf = input_value(&report.body, "csrf").unwrap();
+    assert_eq!(
+        count(&report.body, "data-testid=\"set-default\""),
+        1,
+        "only the account that is not the default offers it"
+    );
+    let set = b
+        .post(
+            &format!("/accounts/{}/default", second.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(set.status, 303);
+    assert!(accounts(&server).await[1].is_default);
+
+    let confirm = b.get(&format!("/accounts/{}/delete", first.id)).await;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains("First"));
+    let etag = input_value(&confirm.body, "etag").unwrap();
+    // Deleting through the page: a POST with the token and the etag shown.
+    let deleted = b
+        .post(
+            &format!("/accounts/{}/delete", first.id),
+            &[("csrf", &csrf), ("etag", &etag)],
+        )
+        .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    let left = accounts(&server).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, second.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screens_speak_brazilian_portuguese() {
+    let (server, mut b) = console().await;
+    b.accept_language = "pt-BR,pt;q=0.9".into();
+    let acct = create_account(&mut server.accounts(), account("Alertas")).await;
+    let report = b.get("/accounts").await;
+    assert!(
+        report.body.contains("Testar configuração"),
+        "{}",
+        report.body
+    );
+    assert!(report.body.contains("Conta padrão"));
+    let form = b.get(&format!("/accounts/{}/edit", acct.id)).await;
+    assert!(form.body.contains("Configuração do servidor SMTP"));
+    let window = b.get(&format!("/accounts/{}/test", acct.id)).await;
+    assert_eq!(
+        input_value(&window.body, "subject").as_deref(),
+        Some("MENSAGEM DE TESTE!")
+    );
+    assert!(window.body.contains("Enviar para"));
+}

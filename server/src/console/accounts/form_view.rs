@@ -173,6 +173,9 @@ fn preset_picker(
         None => "/accounts/new".to_owned(),
     };
     let chosen = q.get("preset").map(String::as_str).unwrap_or_default();
+    let applied = presets
+        .iter()
+        .find(|p| !chosen.is_empty() && p.preset_id == chosen && error.is_none());
     let mut keys: Vec<&pb::PresetPlaceholder> = Vec::new();
     for p in presets {
         for ph in &p.placeholders {
@@ -203,6 +206,15 @@ fn preset_picker(
                         input type="text" id={ "ph_" (ph.key) } name={ "ph_" (ph.key) }
                             placeholder=(ph.example)
                             value=(q.get(&format!("ph_{}", ph.key)).map(String::as_str).unwrap_or_default());
+                    }
+                }
+                @if let Some(p) = applied {
+                    div.notice.ok role="status" data-testid="preset-applied" {
+                        p { (lang.tf("accounts.preset.applied", &[("name", &p.display_name)])) }
+                        p { (p.sender_rules) }
+                        @if !p.username.is_empty() {
+                            p { (lang.tf("accounts.preset.username", &[("username", &p.username)])) }
+                        }
                     }
                 }
                 p.muted { (lang.t("accounts.preset.help")) }
