@@ -197,6 +197,15 @@ async fn the_report_searches_pages_and_downloads_with_the_filter_in_the_url() {
         csv.body
     );
 
+    // The code: one account; a code that is not a number says so, next to the field.
+    let one = b.get("/accounts?code=7").await;
+    assert_eq!(count(&one.body, "data-testid=\"account-row\""), 1);
+    assert!(one.body.contains(">Page 006<"));
+    let bad = b.get("/accounts?code=seven").await;
+    assert_eq!(bad.status, 200);
+    assert!(bad.body.contains("data-testid=\"error-code\""));
+    assert_eq!(count(&bad.body, "data-testid=\"account-row\""), 0);
+
     // The print view: every row of the filter, no forms.
     let print = b
         .get(&format!("/accounts?name={}&print=1", encode("Page")))

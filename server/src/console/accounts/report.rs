@@ -54,10 +54,7 @@ impl Filter {
         };
         pb::AccountFilter {
             // A code that is not a number matches no account.
-            id: match self.code.trim() {
-                "" => 0,
-                code => code.parse().unwrap_or(-1),
-            },
+            id: self.code.trim().parse().unwrap_or(0),
             account_name: self.name.trim().to_owned(),
             sender_email: self.sender.trim().to_owned(),
             reply_to_email: self.reply_to.trim().to_owned(),
@@ -65,6 +62,12 @@ impl Filter {
             confirmation_email: self.confirmation.trim().to_owned(),
             status: status.into(),
         }
+    }
+
+    /// Whether the code is given and is not a number (it then matches nothing).
+    pub fn bad_code(&self) -> bool {
+        let code = self.code.trim();
+        !code.is_empty() && code.parse::<i64>().is_err()
     }
 
     /// The filter as a query string (its non-empty fields), without a leading `?`.
@@ -134,6 +137,9 @@ pub async fn list(ctx: Ctx, Query(q): Query<ReportQuery>) -> PageResult {
     let mut accounts = Vec::new();
     let mut token = if print { String::new() } else { q.page.clone() };
     let next = loop {
+        if q.filter.bad_code() {
+            break String::new();
+        }
         let page = api
             .list_accounts(pb::ListAccountsRequest {
                 page_size: if print { 500 } else { 30 },
@@ -199,9 +205,15 @@ fn search_form(ctx: &Ctx, f: &Filter) -> Markup {
         form.search method="get" action="/accounts" role="search" data-testid="search"
             aria-label=(lang.t("accounts.search")) {
             @for (name, key, value) in text {
+                @let bad = name == "code" && f.bad_code();
                 div {
                     label for={ "f-" (name) } { (lang.t(key)) }
-                    input type="search" id={ "f-" (name) } name=(name) value=(value);
+                    input type="search" id={ "f-" (name) } name=(name) value=(value)
+                        aria-invalid=[bad.then_some("true")]
+                        aria-describedby=[bad.then_some("f-code-error")];
+                    @if bad {
+                        p.error #f-code-error data-testid="error-code" { (lang.t("accounts.not_a_number")) }
+                    }
                 }
             }
             div {

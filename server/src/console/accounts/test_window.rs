@@ -275,6 +275,7 @@ pub async fn run(ctx: Ctx, Path((id, test)): Path<(i64, i64)>) -> PageResult {
         .await
         .map_err(|s| ctx.fail(s))?
         .into_inner();
+    let account = super::form::get_account(&ctx, id).await?;
     let here = test_url(id, test);
     let done = finished(t.state);
     let body = html! {
@@ -293,8 +294,8 @@ pub async fn run(ctx: Ctx, Path((id, test)): Path<(i64, i64)>) -> PageResult {
         }
         p { a href={ "/accounts/" (id) "/test" } { (lang.t("accounts.test.again")) } }
     };
-    let title = lang.t("accounts.test.run_title");
-    Ok(layout::page(&ctx, Section::Accounts, title, body).into_response())
+    let title = lang.tf("accounts.test.title", &[("name", &account.account_name)]);
+    Ok(layout::page(&ctx, Section::Accounts, &title, body).into_response())
 }
 
 struct Watch {
