@@ -547,3 +547,74 @@ async fn the_screens_speak_brazilian_portuguese() {
     );
     assert!(window.body.contains("Enviar para"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_test_page_connects_to_its_event_stream() {
+    let (server, mut b) = console().await;
+    // A relay that accepts the connection and never greets: the test runs until the banner's
+    // timeout, long after the run page was shown.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let acct = create_account(
+        &mut server.accounts(),
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            port: u32::from(port),
+            security: pb::SecurityMode::None.into(),
+            ..account("Silent")
+        },
+    )
+    .await;
+    let url = format!("/accounts/{}/test", acct.id);
+    let csrf = input_value(&b.get(&url).await.body, "csrf").unwrap();
+
+    // A bad recipient: the API's message under the field, nothing started.
+    let bad = b
+        .post(
+            &url,
+            &[("csrf", &csrf), ("to", "nope"), ("stop_after", "connect")],
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        bad.body.contains("data-testid=\"error-to\""),
+        "{}",
+        bad.body
+    );
+
+    let sent = b
+        .post(
+            &url,
+            &[
+                ("csrf", &csrf),
+                ("to", "someone@example.com"),
+                ("stop_after", "delivery"),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    let run_url = sent.location().to_owned();
+    let run = b.get(&run_url).await;
+    assert_eq!(
+        attr_of(&run.body, "data-testid=\"live\"", "sse-connect").as_deref(),
+        Some(format!("{run_url}/events").as_str()),
+        "{}",
+        run.body
+    );
+    assert_eq!(
+        attr_of(&run.body, "data-testid=\"live\"", "hx-ext").as_deref(),
+        Some("sse")
+    );
+    assert_eq!(
+        attr_of(&run.body, "data-testid=\"refresh\"", "href").as_deref(),
+        Some(run_url.as_str())
+    );
+    let events = b.get(&format!("{run_url}/events")).await;
+    let verdict = events.body.find("event: verdict").expect("a verdict");
+    assert!(
+        events.body[..verdict].contains("PHASE_BANNER"),
+        "{}",
+        events.body
+    );
+    drop(silent);
+}
