@@ -110,6 +110,12 @@ async fn a_field_error_shows_next_to_its_field_and_creates_nothing() {
         input_value(&bad.body, "sender_email").as_deref(),
         Some("not-an-address")
     );
+    assert!(
+        bad.body
+            .contains("<a href=\"#sender_email\">Sender e-mail</a>"),
+        "the summary links to the field by its label: {}",
+        bad.body
+    );
     assert!(accounts(&server).await.is_empty(), "nothing was created");
 
     // Fixed: created, back to the report.

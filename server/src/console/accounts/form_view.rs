@@ -78,6 +78,37 @@ pub(super) async fn choices(ctx: &Ctx) -> Choices {
     }
 }
 
+/// The label of input `field`, for the summary of a refusal.
+fn field_label(ctx: &Ctx, field: &str) -> &'static str {
+    let lang = ctx.lang;
+    match field {
+        "account_name" => lang.t("accounts.field.account_name"),
+        "enabled" => lang.t("accounts.field.enabled"),
+        "sender_email" => lang.t("accounts.field.sender_email"),
+        "reply_to_email" => lang.t("accounts.field.reply_to_email"),
+        "return_path_email" => lang.t("accounts.field.return_path_email"),
+        "confirmation_email" => lang.t("accounts.field.confirmation_email"),
+        "is_default" => lang.t("accounts.field.is_default"),
+        "send_read_confirmation" => lang.t("accounts.field.send_read_confirmation"),
+        "force_settings" => lang.t("accounts.field.force_settings"),
+        "enable_footer" => lang.t("accounts.field.enable_footer"),
+        "footer_text" => lang.t("accounts.field.footer_text"),
+        "host" => lang.t("accounts.field.host"),
+        "port" => lang.t("accounts.field.port"),
+        "security" => lang.t("accounts.field.security"),
+        "use_authentication" => lang.t("accounts.field.use_authentication"),
+        "auth_mechanism" => lang.t("accounts.field.auth_mechanism"),
+        "credential" => lang.t("accounts.field.credential"),
+        "ignore_certificate_errors" => lang.t("accounts.field.ignore_certificate_errors"),
+        "use_network_connector" => lang.t("accounts.field.use_network_connector"),
+        "network_connector" => lang.t("accounts.field.network_connector"),
+        "charset" => lang.t("accounts.field.charset"),
+        "plain_text_only" => lang.t("accounts.field.plain_text_only"),
+        "attachment_size_limit_bytes" => lang.t("accounts.field.attachment_size_limit_bytes"),
+        _ => lang.t("accounts.form.field"),
+    }
+}
+
 /// The message under `field`, if the refusal was about it.
 pub(super) fn error_for<'a>(ctx: &Ctx, n: &'a Notices, field: &str) -> Option<&'a str> {
     let e = n.field.as_ref().filter(|e| e.field == field)?;
@@ -268,7 +299,7 @@ pub(super) async fn render(
         @if let Some(e) = &n.field {
             p.error role="alert" data-testid="form-error-summary" {
                 (lang.t("accounts.form.check_field")) " "
-                a href={ "#" (e.field) } { (e.field) }
+                a href={ "#" (e.field) } { (field_label(ctx, &e.field)) }
             }
         }
         form method="post" action=(action) data-testid="account-form" novalidate {
