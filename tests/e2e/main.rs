@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod connectors;
+mod console;
 mod console_sessions;
 mod credentials;
 mod discovery;

@@ -1,0 +1,4 @@
+//! The web console, driven over real HTTP as a browser without script would.
+
+mod accounts;
+pub mod http;
