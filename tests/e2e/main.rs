@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod connectors;
+mod console;
 mod credentials;
 mod discovery;
 mod hostile;

@@ -1,0 +1,3 @@
+//! The web console, driven over real HTTP.
+
+mod pages;
