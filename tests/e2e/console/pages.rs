@@ -362,8 +362,12 @@ async fn a_credential_is_created_and_rotated_and_its_secret_never_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_enrollment_token_is_shown_once_with_the_agent_command() {
-    let server = console_server().await;
+async fn an_enrollment_token_is_shown_once_and_an_agent_is_revoked_after_confirming() {
+    let server = TestServer::start_configured(Backend::Sqlite, |c| {
+        c.ui_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.agent_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     let mut b = Browser::new(&server);
     let csrf = b.sign_in(&server.admin_token).await;
     let made = b
@@ -406,7 +410,88 @@ async fn an_enrollment_token_is_shown_once_with_the_agent_command() {
     assert_eq!(again.status, 200);
     assert!(!again.body.contains(&token), "the token is shown only once");
     assert!(again.body.contains(r#"data-testid="no-agents""#));
+
+    // An agent enrolls with what the page showed; the connector page lists it, and revoking
+    // it goes through a confirmation step.
+    let marker = r#"data-testid="server-ca">"#;
+    let at = shown.body.find(marker).unwrap() + marker.len();
+    let ca_pem = shown.body[at..].split('<').next().unwrap().to_owned();
+    let agent = enroll(&server, &ca_pem, &token).await;
+    let agent_id = agent.rsplit('/').next().unwrap().to_owned();
+    let page = b.get(&format!("/connectors/{}", dc.id)).await;
+    assert!(
+        page.body.contains(r#"data-testid="agent-row""#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("console-agent-host"));
+    let confirm_path = format!("/connectors/{}/agents/{agent_id}/revoke", dc.id);
+    assert!(page.body.contains(&format!(r#"href="{confirm_path}""#)));
+    let confirm = b.get(&confirm_path).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(confirm.body.contains(r#"id="revoke-form""#));
+    let status = |c: &pb::Connector| c.agents[0].status;
+    let before = server
+        .connectors()
+        .get_connector(pb::GetConnectorRequest {
+            name: dc.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        status(&before),
+        pb::AgentStatus::Revoked as i32,
+        "the GET changed nothing"
+    );
+    let revoked = b.post(&confirm_path, &[("csrf", &csrf)]).await;
+    assert_eq!(revoked.status, 303, "{}", revoked.body);
+    let after = server
+        .connectors()
+        .get_connector(pb::GetConnectorRequest {
+            name: dc.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&after), pb::AgentStatus::Revoked as i32);
+    let page = b.get(revoked.location()).await;
+    assert!(page.body.contains(r#"data-testid="agent-status">REVOKED<"#));
+    assert!(!page.body.contains(&format!(r#"href="{confirm_path}""#)));
     server.stop().await.unwrap();
+}
+
+/// Enrolls an agent on `server`'s agent listener with `token`; returns its resource name.
+async fn enroll(server: &TestServer, ca_pem: &str, token: &str) -> String {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://{}", server.agent_addr.unwrap()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr_pem = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    pb::agent_service_client::AgentServiceClient::new(channel)
+        .enroll(pb::EnrollRequest {
+            token: token.into(),
+            csr_pem,
+            hostname: "console-agent-host".into(),
+            version: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

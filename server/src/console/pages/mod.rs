@@ -277,4 +277,35 @@ mod tests {
         assert!(parse_time(" ").is_none());
         assert_eq!(time(None), "—");
     }
+
+    /// Every catalogue key named in these pages' code (also the labels passed to the field
+    /// helpers, which the catalogue test's `.t("…")` scan does not see) exists in both
+    /// languages.
+    #[test]
+    fn every_key_of_these_pages_exists_in_both_languages() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/console/pages");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for piece in text.split('"').skip(1).step_by(2) {
+                let Some((area, rest)) = piece.split_once('.') else {
+                    continue;
+                };
+                if !["pages", "cred", "conn", "msg", "audit"].contains(&area)
+                    || rest.is_empty()
+                    || !rest
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    continue;
+                }
+                let key: &'static str = Box::leak(piece.to_owned().into_boxed_str());
+                for lang in Lang::ALL {
+                    assert_ne!(lang.t(key), key, "{key} is missing in {}", lang.tag());
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "the scan found {checked} keys");
+    }
 }
