@@ -456,7 +456,10 @@ async fn an_enrollment_token_is_shown_once_and_an_agent_is_revoked_after_confirm
         .into_inner();
     assert_eq!(status(&after), pb::AgentStatus::Revoked as i32);
     let page = b.get(revoked.location()).await;
-    assert!(page.body.contains(r#"data-testid="agent-status">REVOKED<"#));
+    assert!(
+        page.body
+            .contains(r#"data-testid="agent-status"><span data-state="REVOKED">"#)
+    );
     assert!(!page.body.contains(&format!(r#"href="{confirm_path}""#)));
     server.stop().await.unwrap();
 }
@@ -667,6 +670,7 @@ async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_co
         !page.body.contains(r#"data-testid="cancel""#),
         "nothing left to cancel"
     );
+    assert!(page.body.contains(r#"data-state="CANCELLED">Cancelled<"#));
 
     // A deferred message (next attempt a minute away) offers Retry; retrying runs it now.
     let page = b.get(&format!("/messages/{did}")).await;

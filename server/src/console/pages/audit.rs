@@ -30,6 +30,9 @@ pub struct ListQuery {
     /// The page.
     #[serde(default)]
     pub page_token: String,
+    /// How many per page (50 when unset, at most 500).
+    #[serde(default)]
+    pub page_size: String,
 }
 
 /// `GET /audit`.
@@ -53,7 +56,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
                     actor: q.actor.trim().to_owned(),
                     start_time: start.and_then(Result::ok),
                     end_time: end.and_then(Result::ok),
-                    page_size: 50,
+                    page_size: super::page_size(&q.page_size),
                     page_token: q.page_token.clone(),
                 })
                 .await
@@ -66,6 +69,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
         ("actor", &q.actor),
         ("start", &q.start),
         ("end", &q.end),
+        ("page_size", &q.page_size),
     ]);
     let body = html! {
         form.search #audit-filters method="get" action="/audit" role="search" {

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::console::Ctx;
 use crate::console::ctx::PageResult;
+use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
 use axum::Form;
 use axum::extract::{Path, Query};
@@ -39,11 +40,20 @@ pub struct CreateForm {
     pub description: String,
 }
 
-fn status_name(status: i32) -> String {
-    pb::AgentStatus::try_from(status).map_or_else(
+/// An agent's status: the API's name in `data-state`, the words in the user's language.
+fn status_cell(lang: Lang, status: i32) -> Markup {
+    let raw = pb::AgentStatus::try_from(status).map_or_else(
         |_| status.to_string(),
         |s| short(s.as_str_name(), "AGENT_STATUS_"),
-    )
+    );
+    let key = match raw.as_str() {
+        "ONLINE" => Some("conn.st_online"),
+        "OFFLINE" => Some("conn.st_offline"),
+        "DRAINING" => Some("conn.st_draining"),
+        "REVOKED" => Some("conn.st_revoked"),
+        _ => None,
+    };
+    html! { span data-state=(raw) { (key.map_or(raw.as_str(), |k| lang.t(k))) } }
 }
 
 fn list_page(
@@ -181,7 +191,7 @@ fn agents_table(ctx: &Ctx, c: &pb::Connector) -> Markup {
                     @for a in &c.agents {
                         tr data-testid="agent-row" data-agent=(a.agent_id) {
                             td { code { (a.agent_id) } }
-                            td data-testid="agent-status" { (status_name(a.status)) }
+                            td data-testid="agent-status" { (status_cell(lang, a.status)) }
                             td { (a.hostname) }
                             td { (a.version) }
                             td { (time(a.connected_since.as_ref())) }

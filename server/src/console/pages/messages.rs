@@ -4,6 +4,7 @@
 use super::{check_csrf, csrf_input, fail, id_of, pager, query, see_other, short, time};
 use crate::console::Ctx;
 use crate::console::ctx::PageResult;
+use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
 use axum::Form;
 use axum::extract::{Path, Query};
@@ -29,16 +30,30 @@ pub struct ListQuery {
     /// The page.
     #[serde(default)]
     pub page_token: String,
+    /// How many per page (50 when unset, at most 500).
+    #[serde(default)]
+    pub page_size: String,
 }
 
-const STATES: [&str; 6] = [
-    "QUEUED",
-    "SENDING",
-    "DEFERRED",
-    "SENT",
-    "FAILED",
-    "CANCELLED",
+/// Each state's name in the API and its catalogue key.
+const STATES: [(&str, &str); 6] = [
+    ("QUEUED", "msg.st_queued"),
+    ("SENDING", "msg.st_sending"),
+    ("DEFERRED", "msg.st_deferred"),
+    ("SENT", "msg.st_sent"),
+    ("FAILED", "msg.st_failed"),
+    ("CANCELLED", "msg.st_cancelled"),
 ];
+
+/// A state as a cell: the API's name in `data-state`, the words in the user's language.
+fn state_cell(lang: Lang, state: i32) -> Markup {
+    let raw = state_name(state);
+    let label = STATES
+        .iter()
+        .find(|(s, _)| *s == raw)
+        .map_or(raw.as_str(), |(_, key)| lang.t(key));
+    html! { span data-state=(raw) { (label) } }
+}
 
 fn state_name(state: i32) -> String {
     pb::MessageState::try_from(state).map_or_else(
@@ -166,7 +181,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
             ctx.api()
                 .messages()
                 .list_messages(pb::ListMessagesRequest {
-                    page_size: 50,
+                    page_size: super::page_size(&q.page_size),
                     page_token: q.page_token.clone(),
                     filter: Some(filter),
                 })
@@ -181,6 +196,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
         ("account", &q.account),
         ("state", &q.state),
         ("recipient", &q.recipient),
+        ("page_size", &q.page_size),
     ]);
     let body = html! {
         @if let Some(log) = &log {
@@ -198,8 +214,8 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
                     label for="field-state" { (lang.t("msg.state")) }
                     select #field-state name="state" {
                         option value="" { (lang.t("msg.all")) }
-                        @for s in STATES {
-                            option value=(s) selected[s == q.state] { (s) }
+                        @for (s, key) in STATES {
+                            option value=(s) selected[s == q.state] { (lang.t(key)) }
                         }
                     }
                 }
@@ -229,7 +245,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
                                 td { a href={ "/messages/" (id_of(&m.name)) } {
                                     @if m.subject.is_empty() { (lang.t("msg.no_subject")) } @else { (m.subject) }
                                 } }
-                                td data-testid="message-state" { (state_name(m.state)) }
+                                td data-testid="message-state" { (state_cell(lang, m.state)) }
                             }
                         }
                     }
@@ -263,7 +279,7 @@ pub async fn show(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     let mid = id_of(&m.name);
     let body = html! {
         dl.meta #message {
-            dt { (lang.t("msg.state")) } dd data-testid="message-state" { (state_name(m.state)) }
+            dt { (lang.t("msg.state")) } dd data-testid="message-state" { (state_cell(lang, m.state)) }
             dt { (lang.t("msg.account")) } dd { (account_label(&names, &m.account)) }
             dt { (lang.t("msg.time")) } dd { (time(m.create_time.as_ref())) }
             dt { (lang.t("msg.message_id")) } dd { code { (m.message_id) } }

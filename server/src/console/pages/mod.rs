@@ -182,14 +182,21 @@ pub fn secret_field(
 ) -> Markup {
     let id = format!("field-{name}");
     let err_id = format!("{name}-error");
+    let help_id = format!("{name}-help");
+    let described = match (help.is_some(), error.is_some()) {
+        (true, true) => Some(format!("{help_id} {err_id}")),
+        (true, false) => Some(help_id.clone()),
+        (false, true) => Some(err_id.clone()),
+        (false, false) => None,
+    };
     html! {
         div.field {
             label for=(id) { (lang.t(label)) }
             input #(id) type="password" name=(name) value="" autocomplete="new-password"
                 aria-invalid=[error.map(|_| "true")]
-                aria-describedby=[error.map(|_| err_id.as_str())];
+                aria-describedby=[described];
             @if let Some(h) = help {
-                p.muted { (lang.t(h)) }
+                p.muted #(help_id) { (lang.t(h)) }
             }
             @if let Some(e) = error {
                 p.error #(err_id) data-testid={ "error-" (name) } { (e) }
@@ -217,14 +224,19 @@ pub fn pager(lang: Lang, path: &str, query: &str, next: &str) -> Markup {
     let token = percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC);
     let sep = if query.is_empty() { "" } else { "&" };
     html! {
-        nav.pager aria-label=(lang.t("pages.paging")) {
-            @if !next.is_empty() {
+        @if !next.is_empty() {
+            nav.pager aria-label=(lang.t("pages.paging")) {
                 a data-testid="next-page" href={ (path) "?" (query) (sep) "page_token=" (token) } {
                     (lang.t("pages.next_page"))
                 }
             }
         }
     }
+}
+
+/// A list's page size from `?page_size=`: 50 when unset or not a number, 1 to 500.
+pub fn page_size(given: &str) -> i32 {
+    given.trim().parse::<i32>().map_or(50, |n| n.clamp(1, 500))
 }
 
 /// `name=value` pairs percent-encoded into a query string, skipping empty values.
