@@ -290,9 +290,9 @@ mod tests {
         assert_eq!(time(None), "—");
     }
 
-    /// Every catalogue key named in these pages' code (also the labels passed to the field
-    /// helpers, which the catalogue test's `.t("…")` scan does not see) exists in both
-    /// languages.
+    /// Every catalogue key named in these pages' code exists in both languages: also the
+    /// labels passed to the field helpers, which the catalogue test (it looks only at calls
+    /// of `t` with a literal) does not see.
     #[test]
     fn every_key_of_these_pages_exists_in_both_languages() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/console/pages");
