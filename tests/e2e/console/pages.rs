@@ -349,7 +349,53 @@ async fn a_credential_is_created_and_rotated_and_its_secret_never_comes_back() {
     let list = b.get(rotated.location()).await;
     assert!(list.body.contains(r#"data-testid="notice-rotated""#));
     bodies.push(list.body);
+
+    // An OAuth2 client-credentials credential: its client secret is write-only too, and
+    // rotating it asks for the client secret.
+    let client_secret = format!("C1ient-{:016x}", rand::random::<u64>());
+    let made = b
+        .post(
+            "/credentials",
+            &[
+                ("csrf", &csrf),
+                ("display_name", "M365 app"),
+                ("username", "app@example.com"),
+                ("kind", "OAUTH2_CLIENT_CREDENTIALS"),
+                ("allowed_destinations", "smtp.example.com"),
+                ("token_url", "http://127.0.0.1:9/token"),
+                ("client_id", "client-1"),
+                ("scope", "https://outlook.office365.com/.default"),
+                ("token_source", "SERVER"),
+                ("client_secret", &client_secret),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 303, "{}", made.body);
+    let app = credentials(&server)
+        .await
+        .into_iter()
+        .find(|c| c.display_name == "M365 app")
+        .unwrap();
+    assert_eq!(app.kind, pb::CredentialKind::Oauth2ClientCredentials as i32);
+    assert!(app.has_client_secret);
+    assert_eq!(app.client_id, "client-1");
+    let form = b.get(&format!("/credentials/{}/rotate", app.id)).await;
+    assert!(form.body.contains(r#"name="client_secret" value="""#));
+    assert!(!form.body.contains(r#"name="secret""#));
+    bodies.push(form.body);
+    let new_client_secret = format!("C2ient-{:016x}", rand::random::<u64>());
+    let rotated = b
+        .post(
+            &format!("/credentials/{}/rotate", app.id),
+            &[("csrf", &csrf), ("client_secret", &new_client_secret)],
+        )
+        .await;
+    assert_eq!(rotated.status, 303, "{}", rotated.body);
+    bodies.push(b.get("/credentials").await.body);
     bodies.push(b.get("/audit").await.body);
+    for body in &bodies {
+        assert!(!body.contains(&client_secret) && !body.contains(&new_client_secret));
+    }
 
     for body in &bodies {
         assert!(!body.contains(&secret), "the secret came back in a page");
@@ -383,6 +429,16 @@ async fn an_enrollment_token_is_shown_once_and_an_agent_is_revoked_after_confirm
     assert_eq!(made.status, 303, "{}", made.body);
     let dc = connectors(&server).await.remove(0);
     assert_eq!(made.location(), format!("/connectors/{}", dc.id));
+    let unnamed = b
+        .post("/connectors", &[("csrf", &csrf), ("display_name", "")])
+        .await;
+    assert_eq!(unnamed.status, 400, "{}", unnamed.body);
+    assert!(
+        unnamed.body.contains(r#"id="display_name-error""#),
+        "{}",
+        unnamed.body
+    );
+    assert_eq!(connectors(&server).await.len(), 1);
     assert_eq!(dc.description, "behind the DMZ");
 
     let shown = b
