@@ -809,3 +809,40 @@ async fn the_audit_page_lists_the_console_sign_in() {
     assert!(ranged.body.contains("console/SignIn"));
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_manages_credentials_and_the_queue_but_not_connectors_or_the_audit_log() {
+    let server = console_server().await;
+    let dc = server.create_connector("Operator DC").await;
+    create_account(&mut server.accounts(), account("Operated")).await;
+    let operator = token(&server, pb::Role::Operator).await;
+    let mut b = Browser::new(&server);
+    let csrf = b.sign_in(&operator).await;
+
+    let list = b.get("/credentials").await;
+    assert_eq!(list.status, 200);
+    assert!(list.body.contains(r#"id="new-credential""#));
+    assert!(!list.body.contains(r#"href="/audit""#));
+    let queue = b.get("/messages").await;
+    assert!(queue.body.contains(r#"id="message-filters""#));
+    assert!(queue.body.contains(r#"data-testid="pause""#));
+    let page = b.get(&format!("/connectors/{}", dc.id)).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains(r#"id="enroll-form""#));
+    assert!(
+        !b.get("/connectors")
+            .await
+            .body
+            .contains(r#"id="connector-form""#)
+    );
+    assert_eq!(b.get("/audit").await.status, 403);
+    let forged = b
+        .post(
+            &format!("/connectors/{}/enrollment-tokens", dc.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(!forged.body.contains("mpe_"));
+    server.stop().await.unwrap();
+}

@@ -185,6 +185,7 @@ fn agents_table(ctx: &Ctx, c: &pb::Connector) -> Markup {
                     th scope="col" { (lang.t("conn.last_heartbeat")) }
                     th scope="col" { (lang.t("conn.jobs")) }
                     th scope="col" { (lang.t("conn.cert_expiry")) }
+                    th scope="col" { (lang.t("conn.connections")) }
                     @if may_revoke { th scope="col" { span.visually-hidden { (lang.t("pages.actions")) } } }
                 } }
                 tbody {
@@ -198,6 +199,16 @@ fn agents_table(ctx: &Ctx, c: &pb::Connector) -> Markup {
                             td { (time(a.last_heartbeat_time.as_ref())) }
                             td { (a.jobs_in_flight) }
                             td { (time(a.certificate_expire_time.as_ref())) }
+                            td {
+                                @for conn in &a.connections {
+                                    span.connection {
+                                        code { (conn.replica_address) }
+                                        @if !conn.replica_serving { " " span.failed { (lang.t("conn.replica_down")) } }
+                                        " · " (time(conn.connect_time.as_ref()))
+                                    }
+                                    br;
+                                }
+                            }
                             @if may_revoke {
                                 td {
                                     @if a.status != pb::AgentStatus::Revoked as i32 {

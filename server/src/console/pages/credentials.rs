@@ -7,6 +7,7 @@ use super::{
 };
 use crate::console::Ctx;
 use crate::console::ctx::PageResult;
+use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
 use axum::Form;
 use axum::extract::{Path, Query};
@@ -30,8 +31,18 @@ pub struct ListQuery {
     pub rotated: String,
 }
 
-fn kind_name(kind: i32) -> String {
-    crate::render::kind(kind)
+/// A kind in the user's language (the API's name when it is not one of ours).
+fn kind_name(lang: Lang, kind: i32) -> String {
+    let raw = crate::render::kind(kind);
+    let raw = if raw == "UNSPECIFIED" {
+        "PASSWORD".to_owned()
+    } else {
+        raw
+    };
+    KINDS
+        .iter()
+        .find(|(k, _)| *k == raw)
+        .map_or(raw.clone(), |(_, key)| lang.t(key).to_owned())
 }
 
 /// `GET /credentials`.
@@ -81,7 +92,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
                         tr data-testid="credential-row" data-id=(c.id) {
                             td { (c.display_name) }
                             td { (c.username) }
-                            td { (kind_name(c.kind)) }
+                            td data-kind=(crate::render::kind(c.kind)) { (kind_name(lang, c.kind)) }
                             td { @for d in &c.allowed_destinations { code { (d) } " " } }
                             td {
                                 @if c.has_secret || c.has_client_secret || c.has_refresh_token {
@@ -361,7 +372,7 @@ fn rotate_page(ctx: &Ctx, c: &pb::Credential, error: Option<&(String, String)>) 
     let body = html! {
         p {
             (lang.t("cred.rotating")) " "
-            strong { (c.display_name) } " (" code { (c.username) } ", " (kind_name(c.kind)) ")"
+            strong { (c.display_name) } " (" code { (c.username) } ", " (kind_name(lang, c.kind)) ")"
         }
         p.muted { (lang.t("cred.last_set")) " " (time(c.secret_update_time.as_ref())) }
         (form_alert(error, &fields))

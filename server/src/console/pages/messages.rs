@@ -117,7 +117,7 @@ fn queue_section(
                 tbody {
                     @for q in queues {
                         tr data-testid="queue-row" data-account=(id_of(&q.account)) {
-                            td { (account_label(names, &q.account)) }
+                            td { a href={ "/messages?account=" (id_of(&q.account)) } { (account_label(names, &q.account)) } }
                             td { (q.queued_count) }
                             td { (q.sending_count) }
                             td { (q.deferred_count) }
