@@ -727,6 +727,13 @@ async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_co
         "nothing left to cancel"
     );
     assert!(page.body.contains(r#"data-state="CANCELLED">Cancelled<"#));
+    // Cancelling it again (a stale page) shows the message as it is now, and why not.
+    let again = b
+        .post(&format!("/messages/{qid}/cancel"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(again.body.contains(r#"data-testid="action-refused""#));
+    assert!(again.body.contains(r#"data-state="CANCELLED""#));
 
     // A deferred message (next attempt a minute away) offers Retry; retrying runs it now.
     let page = b.get(&format!("/messages/{did}")).await;

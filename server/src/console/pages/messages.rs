@@ -8,7 +8,7 @@ use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
 use axum::Form;
 use axum::extract::{Path, Query};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use mailplane_proto::v1 as pb;
 use maud::{Markup, html};
@@ -260,17 +260,22 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
 
 /// `GET /messages/{id}`.
 pub async fn show(ctx: Ctx, Path(id): Path<String>) -> PageResult {
+    message_page(&ctx, &id, None).await
+}
+
+/// A message's page, with `refused` (what the API said about an action) above it.
+async fn message_page(ctx: &Ctx, id: &str, refused: Option<&str>) -> PageResult {
     let lang = ctx.lang;
     let m = ctx
         .api()
         .messages()
         .get_message(pb::GetMessageRequest {
-            name: format!("messages/{}", id_of(&id)),
+            name: format!("messages/{}", id_of(id)),
         })
         .await
-        .map_err(|s| fail(&ctx, s))?
+        .map_err(|s| fail(ctx, s))?
         .into_inner();
-    let names: HashMap<String, String> = account_names(&ctx).await.into_iter().collect();
+    let names: HashMap<String, String> = account_names(ctx).await.into_iter().collect();
     let state = pb::MessageState::try_from(m.state).unwrap_or_default();
     let may_retry = ctx.may("MessageService/RetryMessage")
         && matches!(state, pb::MessageState::Deferred | pb::MessageState::Failed);
@@ -278,6 +283,9 @@ pub async fn show(ctx: Ctx, Path(id): Path<String>) -> PageResult {
         && matches!(state, pb::MessageState::Queued | pb::MessageState::Deferred);
     let mid = id_of(&m.name);
     let body = html! {
+        @if let Some(refused) = refused {
+            p.error role="alert" data-testid="action-refused" { (refused) }
+        }
         dl.meta #message {
             dt { (lang.t("msg.state")) } dd data-testid="message-state" { (state_cell(lang, m.state)) }
             dt { (lang.t("msg.account")) } dd { (account_label(&names, &m.account)) }
@@ -295,13 +303,13 @@ pub async fn show(ctx: Ctx, Path(id): Path<String>) -> PageResult {
             div.actions {
                 @if may_retry {
                     form method="post" action={ "/messages/" (mid) "/retry" } {
-                        (csrf_input(&ctx))
+                        (csrf_input(ctx))
                         button type="submit" data-testid="retry" { (lang.t("msg.retry")) }
                     }
                 }
                 @if may_cancel {
                     form method="post" action={ "/messages/" (mid) "/cancel" } {
-                        (csrf_input(&ctx))
+                        (csrf_input(ctx))
                         button.danger type="submit" data-testid="cancel" { (lang.t("msg.cancel")) }
                     }
                 }
@@ -358,7 +366,12 @@ pub async fn show(ctx: Ctx, Path(id): Path<String>) -> PageResult {
     } else {
         m.subject.clone()
     };
-    Ok(page(&ctx, Section::Messages, &title, body).into_response())
+    let code = if refused.is_some() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, page(ctx, Section::Messages, &title, body)).into_response())
 }
 
 /// A form with only its CSRF token.
@@ -380,12 +393,19 @@ pub async fn retry(
         return Err(refused);
     }
     let name = format!("messages/{}", id_of(&id));
-    ctx.api()
+    match ctx
+        .api()
         .messages()
         .retry_message(pb::RetryMessageRequest { name })
         .await
-        .map_err(|s| fail(&ctx, s))?;
-    Ok(see_other(&format!("/messages/{}", id_of(&id))))
+    {
+        Ok(_) => Ok(see_other(&format!("/messages/{}", id_of(&id)))),
+        // The message moved on since the page was shown: show it as it is now, and why.
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            message_page(&ctx, &id, Some(s.message())).await
+        }
+        Err(s) => Err(fail(&ctx, s)),
+    }
 }
 
 /// `POST /messages/{id}/cancel`.
@@ -399,12 +419,19 @@ pub async fn cancel(
         return Err(refused);
     }
     let name = format!("messages/{}", id_of(&id));
-    ctx.api()
+    match ctx
+        .api()
         .messages()
         .cancel_message(pb::CancelMessageRequest { name })
         .await
-        .map_err(|s| fail(&ctx, s))?;
-    Ok(see_other(&format!("/messages/{}", id_of(&id))))
+    {
+        Ok(_) => Ok(see_other(&format!("/messages/{}", id_of(&id)))),
+        // The message moved on since the page was shown: show it as it is now, and why.
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            message_page(&ctx, &id, Some(s.message())).await
+        }
+        Err(s) => Err(fail(&ctx, s)),
+    }
 }
 
 /// `POST /queue/{account}/pause`.
