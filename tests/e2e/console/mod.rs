@@ -2,3 +2,4 @@
 
 mod accounts;
 pub mod http;
+mod pages;
