@@ -115,7 +115,8 @@ const scenarios = {
   // The settings form: a field error appears next to its field and nothing is created; fixed,
   // the account is created and listed.
   async create_account(browser) {
-    const page = await browser.newPage();
+    const context = await browser.newContext();
+    const page = await context.newPage();
     await signIn(page, env("ADMIN_TOKEN"));
     await page.goto(`${URL}/accounts/new`);
     await page.fill("#account_name", "Browser relay");
@@ -129,15 +130,16 @@ const scenarios = {
     check((await page.inputValue("#host")) === env("SMTP_HOST"), "the other values are kept");
     await page.screenshot({ path: `${SHOTS}/settings-form.png`, fullPage: true });
     await axe(page, "the settings form with an error");
-    await page.goto(`${URL}/accounts?name=Browser`);
-    check((await page.locator("[data-testid=account-row]").count()) === 0, "nothing was created");
-    await page.goBack();
+    const other = await context.newPage();
+    await other.goto(`${URL}/accounts?name=Browser`);
+    check((await other.locator("[data-testid=account-row]").count()) === 0, "nothing was created");
+    await other.close();
     await page.fill("#sender_email", "Alerts <alerts@mailplane.test>");
     await page.click("[data-testid=save]");
     await page.waitForURL((u) => u.pathname === "/accounts");
     await page.goto(`${URL}/accounts?name=Browser`);
     check((await page.locator("[data-testid=account-row]").count()) === 1, "the account is listed");
-    await page.close();
+    await context.close();
     return "a field error next to its field, then created";
   },
 
@@ -210,6 +212,24 @@ const scenarios = {
     check((await page.locator("[data-testid=test-row]").count()) >= 1, "the test is in the history");
     await page.close();
     return `${phases} phases, then the verdict`;
+  },
+
+  // Mid-run: a relay that accepts the connection and never greets keeps the test in its
+  // greeting phase; the phases done so far are on the page, live, and no verdict yet.
+  async test_window_mid_run(browser) {
+    const page = await browser.newPage();
+    await signIn(page, env("ADMIN_TOKEN"));
+    await page.goto(`${URL}/accounts?name=Silent`);
+    await page.click("[data-testid=account-row] [data-testid=test]");
+    await page.fill("#to", env("RCPT"));
+    await page.click("[data-testid=send-test]");
+    await page.waitForSelector("[data-testid=phase-running]");
+    const done = await page.locator("[data-testid=phase]").count();
+    check(done >= 2, `the lookup and the connection are shown done (${done})`);
+    check((await page.locator("[data-testid=verdict-result]").count()) === 0, "no verdict yet");
+    await page.screenshot({ path: `${SHOTS}/test-window-mid-run.png`, fullPage: true });
+    await page.close();
+    return `${done} phases done, the greeting running`;
   },
 
   // The same screens in Brazilian Portuguese.

@@ -92,6 +92,26 @@ async fn the_console_in_a_real_browser() {
     let shots = tempfile::tempdir().unwrap();
     let shots_dir = std::env::var("MAILPLANE_SCREENSHOTS")
         .unwrap_or_else(|_| shots.path().display().to_string());
+    // A relay that accepts connections and never greets: the test window mid-run.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let mut held = tokio::task::JoinSet::new();
+    held.spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    mailplane_tests::create_account(
+        &mut accounts,
+        pb::SmtpAccount {
+            host: "127.0.0.1".into(),
+            port: silent_port.into(),
+            security: pb::SecurityMode::None.into(),
+            ..mailplane_tests::account("Silent relay")
+        },
+    )
+    .await;
     let rcpt = format!("console-{:08x}@mailplane.test", rand::random::<u32>());
     let sent_to = rcpt.clone();
     let results = run_scenarios(vec![
@@ -104,6 +124,9 @@ async fn the_console_in_a_real_browser() {
         ("SCREENSHOTS", shots_dir),
     ])
     .await;
+    for r in &results {
+        eprintln!("{r}");
+    }
     let ran: Vec<&str> = results
         .iter()
         .filter_map(|r| r["scenario"].as_str())
@@ -116,6 +139,7 @@ async fn the_console_in_a_real_browser() {
         "report_paging",
         "download_csv",
         "test_window",
+        "test_window_mid_run",
         "pt_br_accounts",
         "viewer",
         "stale_edit",
@@ -127,6 +151,7 @@ async fn the_console_in_a_real_browser() {
     }
     assert!(results.iter().all(|r| r["ok"] == true), "{results:?}");
 
+    held.shutdown().await;
     // The Test Email window's message reached Postfix's Maildir.
     let delivered = fx.delivered(&sent_to).await;
     assert!(delivered.contains("TEST MESSAGE!"), "{delivered}");
