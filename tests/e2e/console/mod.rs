@@ -3,3 +3,5 @@
 mod accounts;
 pub mod http;
 mod pages;
+mod queue;
+mod test_window;
