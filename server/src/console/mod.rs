@@ -11,6 +11,7 @@ pub mod api;
 pub mod assets;
 pub mod ctx;
 pub mod error;
+pub mod fields;
 pub mod i18n;
 pub mod layout;
 pub mod pages;

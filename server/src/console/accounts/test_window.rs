@@ -6,6 +6,7 @@
 
 use super::{account_name, account_nav, forbidden};
 use crate::console::ctx::PageResult;
+use crate::console::fields::{Field, parse_field_error};
 use crate::console::i18n::Lang;
 use crate::console::layout::{self, Section};
 use crate::console::{Ctx, PageError};
@@ -62,15 +63,9 @@ fn window(
     let field_error = |field: &str| error.filter(|(f, _)| *f == field).map(|(_, m)| m);
     let general = error.filter(|(f, _)| !["to", "subject", "body", "stop_after"].contains(f));
     let input = |field: &'static str, key: &'static str, kind: &str, value: &str| {
-        let e = field_error(field);
-        html! {
-            div.field {
-                label for=(field) { (lang.t(key)) }
-                input id=(field) name=(field) type=(kind) value=(value)
-                    aria-invalid=[e.map(|_| "true")] aria-describedby=[e.map(|_| format!("{field}-error"))];
-                @if let Some(e) = e { p.error id={ (field) "-error" } data-testid={ "error-" (field) } { (e) } }
-            }
-        }
+        Field::new("", field, lang.t(key))
+            .error(field_error(field))
+            .input(kind, value, false)
     };
     let body = html! {
         (account_nav(lang, account.id, ctx.may("SmtpAccountService/UpdateAccount")))
@@ -157,10 +152,10 @@ pub async fn create(ctx: Ctx, Path(id): Path<i64>, Form(f): Form<TestForm>) -> P
             ) =>
         {
             let account = super::form::get_account(&ctx, id).await?;
-            let parsed = super::form::parse_field_error(s.message());
+            let parsed = parse_field_error(s.message());
             let error = match &parsed {
                 Some((field, message)) if s.code() == tonic::Code::InvalidArgument => {
-                    (field.rsplit('.').next().unwrap_or(field), message.as_str())
+                    (field.as_str(), message.as_str())
                 }
                 _ => ("", s.message()),
             };

@@ -3,8 +3,8 @@
 //! revoking an agent after a confirmation step.
 
 use super::{
-    check_csrf, csrf_input, fail, field_error, form_alert, form_error, id_of, pager, see_other,
-    short, text_field, time, with_status,
+    csrf_input, fail, field_error, form_alert, form_error, id_of, pager, see_other, short,
+    text_field, time, with_status,
 };
 use crate::console::Ctx;
 use crate::console::ctx::PageResult;
@@ -126,10 +126,8 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
 }
 
 /// `POST /connectors`.
-pub async fn create(ctx: Ctx, headers: HeaderMap, Form(f): Form<CreateForm>) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+pub async fn create(ctx: Ctx, Form(f): Form<CreateForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     match ctx
         .api()
         .connectors()
@@ -143,7 +141,7 @@ pub async fn create(ctx: Ctx, headers: HeaderMap, Form(f): Form<CreateForm>) -> 
         .await
     {
         Ok(c) => Ok(see_other(&format!("/connectors/{}", c.into_inner().id))),
-        Err(status) => match form_error(&status, "connector.") {
+        Err(status) => match form_error(&status) {
             Some(error) => {
                 let resp = list_connectors(&ctx, String::new()).await?;
                 Ok(with_status(
@@ -299,9 +297,7 @@ pub async fn enrollment_token(
     Path(id): Path<String>,
     Form(f): Form<TokenForm>,
 ) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let lang = ctx.lang;
     let parent = format!("connectors/{}", id_of(&id));
     let ttl = (f.ttl_minutes > 0).then(|| prost_types::Duration {
@@ -384,13 +380,10 @@ pub struct CsrfForm {
 /// `POST /connectors/{id}/agents/{agent}/revoke`.
 pub async fn revoke(
     ctx: Ctx,
-    headers: HeaderMap,
     Path((id, agent)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let name = format!("connectors/{}/agents/{}", id_of(&id), id_of(&agent));
     ctx.api()
         .connectors()

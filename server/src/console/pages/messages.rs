@@ -1,14 +1,14 @@
 //! Messages and the queue: the outgoing log with its filters, one message with its
 //! recipients and attempts (Retry, Cancel), and the queue of each account (pause, resume).
 
-use super::{check_csrf, csrf_input, fail, id_of, pager, query, see_other, short, time};
+use super::{csrf_input, fail, id_of, pager, query, see_other, short, time};
 use crate::console::Ctx;
 use crate::console::ctx::PageResult;
 use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
 use axum::Form;
 use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use mailplane_proto::v1 as pb;
 use maud::{Markup, html};
@@ -383,93 +383,70 @@ pub struct CsrfForm {
 }
 
 /// `POST /messages/{id}/retry`.
-pub async fn retry(
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+pub async fn retry(ctx: Ctx, Path(id): Path<String>, Form(f): Form<CsrfForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let name = format!("messages/{}", id_of(&id));
-    match ctx
+    let done = ctx
         .api()
         .messages()
         .retry_message(pb::RetryMessageRequest { name })
-        .await
-    {
-        Ok(_) => Ok(see_other(&format!("/messages/{}", id_of(&id)))),
-        // The message moved on since the page was shown: show it as it is now, and why.
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            message_page(&ctx, &id, Some(s.message())).await
-        }
-        Err(s) => Err(fail(&ctx, s)),
-    }
+        .await;
+    after_message_action(&ctx, &id, done.map(drop)).await
 }
 
 /// `POST /messages/{id}/cancel`.
-pub async fn cancel(
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+pub async fn cancel(ctx: Ctx, Path(id): Path<String>, Form(f): Form<CsrfForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let name = format!("messages/{}", id_of(&id));
-    match ctx
+    let done = ctx
         .api()
         .messages()
         .cancel_message(pb::CancelMessageRequest { name })
-        .await
-    {
-        Ok(_) => Ok(see_other(&format!("/messages/{}", id_of(&id)))),
-        // The message moved on since the page was shown: show it as it is now, and why.
+        .await;
+    after_message_action(&ctx, &id, done.map(drop)).await
+}
+
+/// After a retry or a cancel of message `id`: back to the message, or, when the message moved
+/// on since the page was shown, the message as it is now with the API's reason.
+async fn after_message_action(ctx: &Ctx, id: &str, done: Result<(), tonic::Status>) -> PageResult {
+    match done {
+        Ok(()) => Ok(see_other(&format!("/messages/{}", id_of(id)))),
         Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            message_page(&ctx, &id, Some(s.message())).await
+            message_page(ctx, id, Some(s.message())).await
         }
-        Err(s) => Err(fail(&ctx, s)),
+        Err(s) => Err(fail(ctx, s)),
     }
 }
 
 /// `POST /queue/{account}/pause`.
-pub async fn pause(
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(account): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
-    ctx.api()
+pub async fn pause(ctx: Ctx, Path(account): Path<String>, Form(f): Form<CsrfForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
+    let account = format!("accounts/{}", id_of(&account));
+    let done = ctx
+        .api()
         .messages()
-        .pause_account_delivery(pb::PauseAccountDeliveryRequest {
-            account: format!("accounts/{}", id_of(&account)),
-        })
-        .await
-        .map_err(|s| fail(&ctx, s))?;
-    Ok(see_other("/messages"))
+        .pause_account_delivery(pb::PauseAccountDeliveryRequest { account })
+        .await;
+    Ok(back_to_queue(&ctx, done.map(drop)))
 }
 
 /// `POST /queue/{account}/resume`.
-pub async fn resume(
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(account): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
-    ctx.api()
+pub async fn resume(ctx: Ctx, Path(account): Path<String>, Form(f): Form<CsrfForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
+    let account = format!("accounts/{}", id_of(&account));
+    let done = ctx
+        .api()
         .messages()
-        .resume_account_delivery(pb::ResumeAccountDeliveryRequest {
-            account: format!("accounts/{}", id_of(&account)),
-        })
-        .await
-        .map_err(|s| fail(&ctx, s))?;
-    Ok(see_other("/messages"))
+        .resume_account_delivery(pb::ResumeAccountDeliveryRequest { account })
+        .await;
+    Ok(back_to_queue(&ctx, done.map(drop)))
+}
+
+/// After a pause or a resume of an account's queue: back to the messages page, or the error
+/// page.
+fn back_to_queue(ctx: &Ctx, done: Result<(), tonic::Status>) -> axum::response::Response {
+    match done {
+        Ok(()) => see_other("/messages"),
+        Err(s) => fail(ctx, s),
+    }
 }
