@@ -4,6 +4,7 @@
 //! no write controls and whose forged POSTs are refused with 403 and change nothing.
 
 use super::http::Browser;
+use super::listed;
 use crate::messages::messages;
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{Backend, TestServer, account, create_account, test_destinations};
@@ -32,38 +33,25 @@ pub(super) async fn console_server() -> TestServer {
 
 /// A token of `role`.
 pub(super) async fn token(server: &TestServer, role: pb::Role) -> String {
-    pb::token_service_client::TokenServiceClient::new(server.channel.clone())
-        .create_token(pb::CreateTokenRequest {
-            token: Some(pb::ApiToken {
-                display_name: format!("console {}", role.as_str_name()),
-                role: role.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
+    super::token(server, &format!("console {}", role.as_str_name()), role).await
 }
 
 async fn credentials(server: &TestServer) -> Vec<pb::Credential> {
-    server
-        .credentials()
-        .list_credentials(pb::ListCredentialsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .credentials
+    let mut api = server.credentials();
+    listed(
+        api.list_credentials(pb::ListCredentialsRequest::default()),
+        |r| r.credentials,
+    )
+    .await
 }
 
 async fn connectors(server: &TestServer) -> Vec<pb::Connector> {
-    server
-        .connectors()
-        .list_connectors(pb::ListConnectorsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .connectors
+    let mut api = server.connectors();
+    listed(
+        api.list_connectors(pb::ListConnectorsRequest::default()),
+        |r| r.connectors,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
