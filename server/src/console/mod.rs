@@ -14,6 +14,7 @@ pub mod error;
 pub mod fields;
 pub mod i18n;
 pub mod layout;
+pub mod list;
 pub mod pages;
 pub mod serve;
 pub mod session;

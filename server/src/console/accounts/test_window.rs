@@ -9,6 +9,7 @@ use crate::console::ctx::PageResult;
 use crate::console::fields::{Field, parse_field_error};
 use crate::console::i18n::Lang;
 use crate::console::layout::{self, Section};
+use crate::console::list;
 use crate::console::{Ctx, PageError};
 use axum::Form;
 use axum::extract::{Path, Query};
@@ -405,13 +406,7 @@ pub async fn history(ctx: Ctx, Path(id): Path<i64>, Query(q): Query<Page>) -> Pa
             p.muted data-testid="no-tests" { (lang.t("accounts.history.none")) }
         } @else {
             table data-testid="tests" {
-                thead { tr {
-                    th scope="col" { (lang.t("accounts.history.when")) }
-                    th scope="col" { (lang.t("accounts.test.to")) }
-                    th scope="col" { (lang.t("accounts.test.stop_after")) }
-                    th scope="col" { (lang.t("accounts.history.state")) }
-                    th scope="col" { (lang.t("accounts.history.result")) }
-                } }
+                (list::head(&[lang.t("accounts.history.when"), lang.t("accounts.test.to"), lang.t("accounts.test.stop_after"), lang.t("accounts.history.state"), lang.t("accounts.history.result")]))
                 tbody {
                     @for t in &page.tests {
                         @let test_id = t.name.rsplit('/').next().unwrap_or_default();
@@ -427,7 +422,14 @@ pub async fn history(ctx: Ctx, Path(id): Path<i64>, Query(q): Query<Page>) -> Pa
             }
         }
         @if !page.next_page_token.is_empty() {
-            nav.pager { a rel="next" data-testid="next" href={ "/accounts/" (id) "/tests?page=" (super::enc(&page.next_page_token)) } { (lang.t("accounts.next")) } }
+            (list::NextPage {
+                href: format!("/accounts/{id}/tests?page={}", super::enc(&page.next_page_token)),
+                label: lang.t("accounts.next"),
+                testid: "next",
+                rel: Some("next"),
+                nav_label: None,
+            }
+            .render())
         }
     };
     let title = lang.tf("accounts.history.title", &[("name", &account.account_name)]);

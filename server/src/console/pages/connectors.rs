@@ -10,6 +10,7 @@ use crate::console::Ctx;
 use crate::console::ctx::PageResult;
 use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
+use crate::console::list;
 use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -68,11 +69,7 @@ fn list_page(
             p.muted data-testid="empty" { (lang.t("conn.none")) }
         } @else {
             table #connectors data-testid="connectors" aria-label=(lang.t("conn.title")) {
-                thead { tr {
-                    th scope="col" { (lang.t("conn.display_name")) }
-                    th scope="col" { (lang.t("conn.description")) }
-                    th scope="col" { (lang.t("conn.agents_online")) }
-                } }
+                (list::head(&[lang.t("conn.display_name"), lang.t("conn.description"), lang.t("conn.agents_online")]))
                 tbody {
                     @for c in &resp.connectors {
                         tr data-testid="connector-row" data-id=(c.id) {

@@ -6,6 +6,7 @@ use crate::console::Ctx;
 use crate::console::ctx::PageResult;
 use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
+use crate::console::list;
 use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
@@ -106,14 +107,7 @@ fn queue_section(
             p.muted { (lang.t("msg.queue_none")) }
         } @else {
             table #queue data-testid="queue" aria-labelledby="queue-heading" {
-                thead { tr {
-                    th scope="col" { (lang.t("msg.account")) }
-                    th scope="col" { (lang.t("msg.queued")) }
-                    th scope="col" { (lang.t("msg.sending")) }
-                    th scope="col" { (lang.t("msg.deferred")) }
-                    th scope="col" { (lang.t("msg.oldest")) }
-                    th scope="col" { (lang.t("msg.delivery")) }
-                } }
+                (list::head(&[lang.t("msg.account"), lang.t("msg.queued"), lang.t("msg.sending"), lang.t("msg.deferred"), lang.t("msg.oldest"), lang.t("msg.delivery")]))
                 tbody {
                     @for q in queues {
                         tr data-testid="queue-row" data-account=(id_of(&q.account)) {
@@ -229,13 +223,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
                 p.muted data-testid="empty" { (lang.t("msg.none")) }
             } @else {
                 table #messages data-testid="messages" aria-label=(lang.t("msg.title")) {
-                    thead { tr {
-                        th scope="col" { (lang.t("msg.time")) }
-                        th scope="col" { (lang.t("msg.account")) }
-                        th scope="col" { (lang.t("msg.recipients")) }
-                        th scope="col" { (lang.t("msg.subject")) }
-                        th scope="col" { (lang.t("msg.state")) }
-                    } }
+                    (list::head(&[lang.t("msg.time"), lang.t("msg.account"), lang.t("msg.recipients"), lang.t("msg.subject"), lang.t("msg.state")]))
                     tbody {
                         @for m in &log.messages {
                             tr data-testid="message-row" data-id=(id_of(&m.name)) {
@@ -317,12 +305,7 @@ async fn message_page(ctx: &Ctx, id: &str, refused: Option<&str>) -> PageResult 
         }
         h2 { (lang.t("msg.recipients")) }
         table #recipients data-testid="recipients" aria-label=(lang.t("msg.recipients")) {
-            thead { tr {
-                th scope="col" { (lang.t("msg.address")) }
-                th scope="col" { (lang.t("msg.kind")) }
-                th scope="col" { (lang.t("msg.state")) }
-                th scope="col" { (lang.t("msg.last_reply")) }
-            } }
+            (list::head(&[lang.t("msg.address"), lang.t("msg.kind"), lang.t("msg.state"), lang.t("msg.last_reply")]))
             tbody {
                 @for r in &m.recipients {
                     tr {
@@ -339,13 +322,7 @@ async fn message_page(ctx: &Ctx, id: &str, refused: Option<&str>) -> PageResult 
             p.muted data-testid="no-attempts" { (lang.t("msg.no_attempts")) }
         } @else {
             table #attempts data-testid="attempts" aria-label=(lang.t("msg.attempts")) {
-                thead { tr {
-                    th scope="col" { (lang.t("msg.time")) }
-                    th scope="col" { (lang.t("msg.agent")) }
-                    th scope="col" { (lang.t("msg.reply")) }
-                    th scope="col" { (lang.t("msg.what")) }
-                    th scope="col" { (lang.t("msg.hint")) }
-                } }
+                (list::head(&[lang.t("msg.time"), lang.t("msg.agent"), lang.t("msg.reply"), lang.t("msg.what"), lang.t("msg.hint")]))
                 tbody {
                     @for a in &m.attempts {
                         tr data-testid="attempt-row" {

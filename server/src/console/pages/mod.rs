@@ -10,6 +10,7 @@ pub mod messages;
 
 use super::fields::{Field, parse_field_error};
 use super::i18n::Lang;
+use super::list::NextPage;
 use super::{Ctx, PageError, Shared};
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -180,11 +181,14 @@ pub fn pager(lang: Lang, path: &str, query: &str, next: &str) -> Markup {
     let sep = if query.is_empty() { "" } else { "&" };
     html! {
         @if !next.is_empty() {
-            nav.pager aria-label=(lang.t("pages.paging")) {
-                a data-testid="next-page" href={ (path) "?" (query) (sep) "page_token=" (token) } {
-                    (lang.t("pages.next_page"))
-                }
+            (NextPage {
+                href: format!("{path}?{query}{sep}page_token={token}"),
+                label: lang.t("pages.next_page"),
+                testid: "next-page",
+                rel: None,
+                nav_label: Some(lang.t("pages.paging")),
             }
+            .render())
         }
     }
 }
