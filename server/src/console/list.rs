@@ -2,12 +2,16 @@
 
 use maud::{Markup, html};
 
-/// The header of a list's table: one column header per (translated) title.
-pub fn head(titles: &[&str]) -> Markup {
+/// The header of a list's table: one column header per (translated) title, and a last one
+/// with `last` in it (the actions' column), if given.
+pub fn head(titles: &[&str], last: Option<Markup>) -> Markup {
     html! {
         thead { tr {
             @for title in titles {
                 th scope="col" { (title) }
+            }
+            @if let Some(last) = last {
+                th scope="col" { (last) }
             }
         } }
     }
@@ -45,8 +49,12 @@ mod tests {
     #[test]
     fn the_head_and_the_pager_render_as_written_by_hand() {
         assert_eq!(
-            head(&["A", "B"]).into_string(),
+            head(&["A", "B"], None).into_string(),
             r#"<thead><tr><th scope="col">A</th><th scope="col">B</th></tr></thead>"#
+        );
+        assert_eq!(
+            head(&["A"], Some(html! { span { "C" } })).into_string(),
+            r#"<thead><tr><th scope="col">A</th><th scope="col"><span>C</span></th></tr></thead>"#
         );
         let next = NextPage {
             href: "/x?page=2&a=b".into(),

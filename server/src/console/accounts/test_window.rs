@@ -406,7 +406,7 @@ pub async fn history(ctx: Ctx, Path(id): Path<i64>, Query(q): Query<Page>) -> Pa
             p.muted data-testid="no-tests" { (lang.t("accounts.history.none")) }
         } @else {
             table data-testid="tests" {
-                (list::head(&[lang.t("accounts.history.when"), lang.t("accounts.test.to"), lang.t("accounts.test.stop_after"), lang.t("accounts.history.state"), lang.t("accounts.history.result")]))
+                (list::head(&[lang.t("accounts.history.when"), lang.t("accounts.test.to"), lang.t("accounts.test.stop_after"), lang.t("accounts.history.state"), lang.t("accounts.history.result")], None))
                 tbody {
                     @for t in &page.tests {
                         @let test_id = t.name.rsplit('/').next().unwrap_or_default();

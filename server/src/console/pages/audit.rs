@@ -102,7 +102,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
                 p.muted data-testid="empty" { (lang.t("audit.none")) }
             } @else {
                 table #events data-testid="events" aria-label=(lang.t("audit.title")) {
-                    (list::head(&[lang.t("audit.time"), lang.t("audit.actor"), lang.t("audit.peer"), lang.t("audit.rpc"), lang.t("audit.resource"), lang.t("audit.outcome"), lang.t("audit.diff")]))
+                    (list::head(&[lang.t("audit.time"), lang.t("audit.actor"), lang.t("audit.peer"), lang.t("audit.rpc"), lang.t("audit.resource"), lang.t("audit.outcome"), lang.t("audit.diff")], None))
                     tbody {
                         @for e in &events.events {
                             tr data-testid="event-row" data-id=(e.id) {

@@ -69,7 +69,7 @@ fn list_page(
             p.muted data-testid="empty" { (lang.t("conn.none")) }
         } @else {
             table #connectors data-testid="connectors" aria-label=(lang.t("conn.title")) {
-                (list::head(&[lang.t("conn.display_name"), lang.t("conn.description"), lang.t("conn.agents_online")]))
+                (list::head(&[lang.t("conn.display_name"), lang.t("conn.description"), lang.t("conn.agents_online")], None))
                 tbody {
                     @for c in &resp.connectors {
                         tr data-testid="connector-row" data-id=(c.id) {
@@ -171,18 +171,10 @@ fn agents_table(ctx: &Ctx, c: &pb::Connector) -> Markup {
             p.muted data-testid="no-agents" { (lang.t("conn.no_agents")) }
         } @else {
             table #agents data-testid="agents" aria-label=(lang.t("conn.agents")) {
-                thead { tr {
-                    th scope="col" { (lang.t("conn.agent")) }
-                    th scope="col" { (lang.t("conn.status")) }
-                    th scope="col" { (lang.t("conn.hostname")) }
-                    th scope="col" { (lang.t("conn.version")) }
-                    th scope="col" { (lang.t("conn.connected_since")) }
-                    th scope="col" { (lang.t("conn.last_heartbeat")) }
-                    th scope="col" { (lang.t("conn.jobs")) }
-                    th scope="col" { (lang.t("conn.cert_expiry")) }
-                    th scope="col" { (lang.t("conn.connections")) }
-                    @if may_revoke { th scope="col" { span.visually-hidden { (lang.t("pages.actions")) } } }
-                } }
+                (list::head(
+                    &[lang.t("conn.agent"), lang.t("conn.status"), lang.t("conn.hostname"), lang.t("conn.version"), lang.t("conn.connected_since"), lang.t("conn.last_heartbeat"), lang.t("conn.jobs"), lang.t("conn.cert_expiry"), lang.t("conn.connections")],
+                    may_revoke.then(|| html! { span.visually-hidden { (lang.t("pages.actions")) } }),
+                ))
                 tbody {
                     @for a in &c.agents {
                         tr data-testid="agent-row" data-agent=(a.agent_id) {

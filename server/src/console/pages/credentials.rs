@@ -10,6 +10,7 @@ use crate::console::ctx::PageResult;
 use crate::console::fields::error_note;
 use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
+use crate::console::list;
 use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
@@ -79,15 +80,10 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
             p.muted data-testid="empty" { (lang.t("cred.none")) }
         } @else {
             table #credentials data-testid="credentials" aria-label=(lang.t("cred.title")) {
-                thead { tr {
-                    th scope="col" { (lang.t("cred.display_name")) }
-                    th scope="col" { (lang.t("cred.username")) }
-                    th scope="col" { (lang.t("cred.kind")) }
-                    th scope="col" { (lang.t("cred.allowed_destinations")) }
-                    th scope="col" { (lang.t("cred.has_secret")) }
-                    th scope="col" { (lang.t("cred.secret_set")) }
-                    @if may_rotate { th scope="col" { span.visually-hidden { (lang.t("pages.actions")) } } }
-                } }
+                (list::head(
+                    &[lang.t("cred.display_name"), lang.t("cred.username"), lang.t("cred.kind"), lang.t("cred.allowed_destinations"), lang.t("cred.has_secret"), lang.t("cred.secret_set")],
+                    may_rotate.then(|| html! { span.visually-hidden { (lang.t("pages.actions")) } }),
+                ))
                 tbody {
                     @for c in &resp.credentials {
                         tr data-testid="credential-row" data-id=(c.id) {

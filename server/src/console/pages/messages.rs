@@ -107,7 +107,7 @@ fn queue_section(
             p.muted { (lang.t("msg.queue_none")) }
         } @else {
             table #queue data-testid="queue" aria-labelledby="queue-heading" {
-                (list::head(&[lang.t("msg.account"), lang.t("msg.queued"), lang.t("msg.sending"), lang.t("msg.deferred"), lang.t("msg.oldest"), lang.t("msg.delivery")]))
+                (list::head(&[lang.t("msg.account"), lang.t("msg.queued"), lang.t("msg.sending"), lang.t("msg.deferred"), lang.t("msg.oldest"), lang.t("msg.delivery")], None))
                 tbody {
                     @for q in queues {
                         tr data-testid="queue-row" data-account=(id_of(&q.account)) {
@@ -223,7 +223,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
                 p.muted data-testid="empty" { (lang.t("msg.none")) }
             } @else {
                 table #messages data-testid="messages" aria-label=(lang.t("msg.title")) {
-                    (list::head(&[lang.t("msg.time"), lang.t("msg.account"), lang.t("msg.recipients"), lang.t("msg.subject"), lang.t("msg.state")]))
+                    (list::head(&[lang.t("msg.time"), lang.t("msg.account"), lang.t("msg.recipients"), lang.t("msg.subject"), lang.t("msg.state")], None))
                     tbody {
                         @for m in &log.messages {
                             tr data-testid="message-row" data-id=(id_of(&m.name)) {
@@ -305,7 +305,7 @@ async fn message_page(ctx: &Ctx, id: &str, refused: Option<&str>) -> PageResult 
         }
         h2 { (lang.t("msg.recipients")) }
         table #recipients data-testid="recipients" aria-label=(lang.t("msg.recipients")) {
-            (list::head(&[lang.t("msg.address"), lang.t("msg.kind"), lang.t("msg.state"), lang.t("msg.last_reply")]))
+            (list::head(&[lang.t("msg.address"), lang.t("msg.kind"), lang.t("msg.state"), lang.t("msg.last_reply")], None))
             tbody {
                 @for r in &m.recipients {
                     tr {
@@ -322,7 +322,7 @@ async fn message_page(ctx: &Ctx, id: &str, refused: Option<&str>) -> PageResult 
             p.muted data-testid="no-attempts" { (lang.t("msg.no_attempts")) }
         } @else {
             table #attempts data-testid="attempts" aria-label=(lang.t("msg.attempts")) {
-                (list::head(&[lang.t("msg.time"), lang.t("msg.agent"), lang.t("msg.reply"), lang.t("msg.what"), lang.t("msg.hint")]))
+                (list::head(&[lang.t("msg.time"), lang.t("msg.agent"), lang.t("msg.reply"), lang.t("msg.what"), lang.t("msg.hint")], None))
                 tbody {
                     @for a in &m.attempts {
                         tr data-testid="attempt-row" {
