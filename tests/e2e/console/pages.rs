@@ -54,6 +54,24 @@ async fn connectors(server: &TestServer) -> Vec<pb::Connector> {
     .await
 }
 
+/// Posts the new-credential form for the password credential "Relay login".
+async fn post_relay_login(
+    b: &mut Browser,
+    csrf: &str,
+    destinations: &str,
+    secret: &str,
+) -> super::http::Response {
+    let form = [
+        ("csrf", csrf),
+        ("display_name", "Relay login"),
+        ("username", "relay@example.com"),
+        ("kind", "PASSWORD"),
+        ("allowed_destinations", destinations),
+        ("secret", secret),
+    ];
+    b.post("/credentials", &form).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_renders_for_an_admin() {
     let server = console_server().await;
@@ -92,19 +110,7 @@ async fn a_credential_is_created_and_rotated_and_its_secret_never_comes_back() {
     let mut bodies = Vec::new();
 
     // A validation error is shown next to its field, and the secret is asked for again.
-    let bad = b
-        .post(
-            "/credentials",
-            &[
-                ("csrf", &csrf),
-                ("display_name", "Relay login"),
-                ("username", "relay@example.com"),
-                ("kind", "PASSWORD"),
-                ("allowed_destinations", "not a host!"),
-                ("secret", &secret),
-            ],
-        )
-        .await;
+    let bad = post_relay_login(&mut b, &csrf, "not a host!", &secret).await;
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert!(
         bad.body.contains(r#"id="allowed_destinations-error""#),
@@ -119,19 +125,7 @@ async fn a_credential_is_created_and_rotated_and_its_secret_never_comes_back() {
     bodies.push(bad.body);
     assert!(credentials(&server).await.is_empty(), "nothing was stored");
 
-    let made = b
-        .post(
-            "/credentials",
-            &[
-                ("csrf", &csrf),
-                ("display_name", "Relay login"),
-                ("username", "relay@example.com"),
-                ("kind", "PASSWORD"),
-                ("allowed_destinations", &destinations),
-                ("secret", &secret),
-            ],
-        )
-        .await;
+    let made = post_relay_login(&mut b, &csrf, &destinations, &secret).await;
     assert_eq!(made.status, 303, "{}", made.body);
     bodies.push(made.body.clone());
     let stored = credentials(&server).await;

@@ -8,6 +8,19 @@ use mailplane_proto::v1 as pb;
 use mailplane_tests::{account, create_account};
 use std::time::{Duration, Instant};
 
+/// Sends a message from `account` to `to`.
+async fn send_from(
+    c: &mut pb::message_service_client::MessageServiceClient<mailplane_tests::Conn>,
+    account: &str,
+    to: &str,
+) -> pb::Message {
+    let m = pb::Message {
+        account: account.to_owned(),
+        ..message(&[to])
+    };
+    send(c, m, "").await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_console() {
     let server = console_server().await;
@@ -27,26 +40,8 @@ async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_co
     )
     .await;
     let mut c = messages(&server);
-    let queued = send(
-        &mut c,
-        pb::Message {
-            account: held.name.clone(),
-            ..message(&["held-ops@example.com"])
-        },
-        "",
-    )
-    .await
-    .unwrap();
-    let deferred = send(
-        &mut c,
-        pb::Message {
-            account: deferring.name.clone(),
-            ..message(&["closed-ops@example.com"])
-        },
-        "",
-    )
-    .await
-    .unwrap();
+    let queued = send_from(&mut c, &held.name, "held-ops@example.com").await;
+    let deferred = send_from(&mut c, &deferring.name, "closed-ops@example.com").await;
     let deferred = wait_for(&mut c, &deferred.name, pb::MessageState::Deferred).await;
     assert_eq!(deferred.attempts.len(), 1);
     let qid = queued.name.trim_start_matches("messages/");
