@@ -2,6 +2,7 @@
 //! real HTTP.
 
 use super::http::Browser;
+use super::listed;
 use super::pages::{console_server, sign_in, token};
 use crate::messages::{held_account, message, messages, send, state, wait_for};
 use mailplane_proto::v1 as pb;
@@ -19,6 +20,18 @@ async fn send_from(
         ..message(&[to])
     };
     send(c, m, "").await.unwrap()
+}
+
+/// Whether the queue of `account` is paused, by the API.
+async fn queue_paused(
+    c: &mut pb::message_service_client::MessageServiceClient<mailplane_tests::Conn>,
+    account: &str,
+) -> bool {
+    let request = pb::ListQueueSummariesRequest {};
+    listed(c.list_queue_summaries(request), |r| r.queue_summaries)
+        .await
+        .iter()
+        .any(|q| q.account == account && q.paused)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,18 +141,7 @@ async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_co
         )
         .await;
     assert_eq!(paused.status, 303);
-    let is_paused = |s: &[pb::QueueSummary]| {
-        s.iter()
-            .find(|q| q.account == deferring.name)
-            .is_some_and(|q| q.paused)
-    };
-    let summaries = c
-        .list_queue_summaries(pb::ListQueueSummariesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .queue_summaries;
-    assert!(is_paused(&summaries));
+    assert!(queue_paused(&mut c, &deferring.name).await);
     let queue = b.get("/messages").await;
     assert!(queue.body.contains(r#"data-testid="resume""#));
     let resumed = b
@@ -149,13 +151,7 @@ async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_co
         )
         .await;
     assert_eq!(resumed.status, 303);
-    let summaries = c
-        .list_queue_summaries(pb::ListQueueSummariesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .queue_summaries;
-    assert!(!is_paused(&summaries));
+    assert!(!queue_paused(&mut c, &deferring.name).await);
     server.stop().await.unwrap();
 }
 
