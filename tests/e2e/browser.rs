@@ -2,26 +2,11 @@
 //! (`tests/browser/console.mjs`, playwright-core with `executablePath=/usr/bin/chromium`, and
 //! axe-core), against a running server with the console on, and the real Postfix behind it.
 
+use crate::console::token;
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{Backend, SmtpFixtures, TestServer};
-use pb::token_service_client::TokenServiceClient;
 use std::path::PathBuf;
 use std::process::Stdio;
-
-async fn token(server: &TestServer, name: &str, role: pb::Role) -> String {
-    TokenServiceClient::new(server.channel.clone())
-        .create_token(pb::CreateTokenRequest {
-            token: Some(pb::ApiToken {
-                display_name: name.into(),
-                role: role.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-}
 
 /// The browser suite's folder; its npm packages must be installed (`.ci/services.sh` does).
 fn suite() -> PathBuf {

@@ -29,6 +29,8 @@ pub struct Ctx {
     pub here: String,
     /// Whether htmx made the request (a fragment is answered).
     pub htmx: bool,
+    /// The CSRF token htmx sent as `X-CSRF-Token` (empty without one).
+    pub csrf_header: String,
 }
 
 /// The browser's address.
@@ -108,6 +110,12 @@ impl FromRequestParts<Shared> for Ctx {
             peer: peer(parts),
             here,
             htmx: parts.headers.contains_key("hx-request"),
+            csrf_header: parts
+                .headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 }
@@ -130,8 +138,14 @@ impl Ctx {
         access(&format!("/mailplane.v1.{rpc}")).allows(self.session.actor.role)
     }
 
-    /// Checks the CSRF token a form or an htmx request sent.
-    pub fn check_csrf(&self, sent: &str) -> Result<(), PageError> {
+    /// Checks the CSRF token of a write: the form's `csrf` field (`form`), or, when the form
+    /// has none, the `X-CSRF-Token` header htmx sends.
+    pub fn check_csrf(&self, form: &str) -> Result<(), PageError> {
+        let sent = if form.is_empty() {
+            self.csrf_header.as_str()
+        } else {
+            form
+        };
         if session::same_secret(sent, &self.session.csrf) {
             Ok(())
         } else {

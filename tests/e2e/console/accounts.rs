@@ -2,10 +2,10 @@
 //! paging and CSV download, what a viewer sees and may do, CSRF, etag conflicts, and the test
 //! window's run page and event stream.
 
-use super::http::{Browser, attr_of, count, encode, input_value};
+use super::http::{Browser, Response, attr_of, count, encode, input_value};
+use super::listed;
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{Backend, TestServer, account, create_account};
-use pb::token_service_client::TokenServiceClient;
 
 pub(super) async fn console() -> (TestServer, Browser) {
     let server = TestServer::start_configured(Backend::Sqlite, |c| {
@@ -20,31 +20,16 @@ pub(super) async fn console() -> (TestServer, Browser) {
 }
 
 async fn accounts(server: &TestServer) -> Vec<pb::SmtpAccount> {
-    server
-        .accounts()
-        .list_accounts(pb::ListAccountsRequest {
-            page_size: 500,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .accounts
+    let mut api = server.accounts();
+    let request = pb::ListAccountsRequest {
+        page_size: 500,
+        ..Default::default()
+    };
+    listed(api.list_accounts(request), |r| r.accounts).await
 }
 
 async fn viewer_token(server: &TestServer) -> String {
-    TokenServiceClient::new(server.channel.clone())
-        .create_token(pb::CreateTokenRequest {
-            token: Some(pb::ApiToken {
-                display_name: "auditor".into(),
-                role: pb::Role::Viewer.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
+    super::token(server, "auditor", pb::Role::Viewer).await
 }
 
 fn new_account_form<'a>(csrf: &'a str, sender: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -293,6 +278,32 @@ async fn a_viewer_sees_no_edit_and_a_forged_post_changes_nothing() {
     assert!(!accounts(&server).await[1].is_default);
 }
 
+/// Posts the edit of account "Shared" at `url` with the host `mine.example.com`: `[csrf, etag,
+/// sender, charset]`, and the footer if given.
+async fn post_edit(
+    b: &mut Browser,
+    url: &str,
+    [csrf, etag, sender, charset]: [&str; 4],
+    footer: Option<&str>,
+) -> Response {
+    let mut form = vec![
+        ("csrf", csrf),
+        ("etag", etag),
+        ("account_name", "Shared"),
+        ("enabled", "on"),
+        ("sender_email", sender),
+        ("host", "mine.example.com"),
+        ("port", "587"),
+        ("security", "starttls_required"),
+        ("auth_mechanism", "0"),
+        ("charset", charset),
+    ];
+    if let Some(footer) = footer {
+        form.push(("footer_text", footer));
+    }
+    b.post(url, &form).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_edit_conflicts_and_keeps_the_input() {
     let (server, mut b) = console().await;
@@ -319,23 +330,13 @@ async fn a_stale_edit_conflicts_and_keeps_the_input() {
     .await
     .unwrap();
 
-    let stale = b
-        .post(
-            &url,
-            &[
-                ("csrf", &csrf),
-                ("etag", &etag),
-                ("account_name", "Shared"),
-                ("enabled", "on"),
-                ("sender_email", &acct.sender_email),
-                ("host", "mine.example.com"),
-                ("port", "587"),
-                ("security", "starttls_required"),
-                ("auth_mechanism", "0"),
-                ("charset", &acct.charset),
-            ],
-        )
-        .await;
+    let stale = post_edit(
+        &mut b,
+        &url,
+        [&csrf, &etag, &acct.sender_email, &acct.charset],
+        None,
+    )
+    .await;
     assert_eq!(stale.status, 409, "{}", stale.body);
     assert!(stale.body.contains("data-testid=\"conflict\""));
     assert_eq!(
@@ -356,24 +357,13 @@ async fn a_stale_edit_conflicts_and_keeps_the_input() {
     let etag = input_value(&fresh.body, "etag").unwrap();
     let charset = input_value(&fresh.body, "charset").unwrap_or_default();
     let footer = "theirs";
-    let ok = b
-        .post(
-            &url,
-            &[
-                ("csrf", &csrf),
-                ("etag", &etag),
-                ("account_name", "Shared"),
-                ("enabled", "on"),
-                ("sender_email", &acct.sender_email),
-                ("host", "mine.example.com"),
-                ("port", "587"),
-                ("security", "starttls_required"),
-                ("auth_mechanism", "0"),
-                ("charset", &charset),
-                ("footer_text", footer),
-            ],
-        )
-        .await;
+    let ok = post_edit(
+        &mut b,
+        &url,
+        [&csrf, &etag, &acct.sender_email, &charset],
+        Some(footer),
+    )
+    .await;
     assert_eq!(ok.status, 303, "{}", ok.body);
     assert_eq!(accounts(&server).await[0].host, "mine.example.com");
 }

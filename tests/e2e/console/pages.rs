@@ -4,6 +4,7 @@
 //! no write controls and whose forged POSTs are refused with 403 and change nothing.
 
 use super::http::Browser;
+use super::listed;
 use crate::messages::messages;
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{Backend, TestServer, account, create_account, test_destinations};
@@ -32,38 +33,43 @@ pub(super) async fn console_server() -> TestServer {
 
 /// A token of `role`.
 pub(super) async fn token(server: &TestServer, role: pb::Role) -> String {
-    pb::token_service_client::TokenServiceClient::new(server.channel.clone())
-        .create_token(pb::CreateTokenRequest {
-            token: Some(pb::ApiToken {
-                display_name: format!("console {}", role.as_str_name()),
-                role: role.into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
+    super::token(server, &format!("console {}", role.as_str_name()), role).await
 }
 
 async fn credentials(server: &TestServer) -> Vec<pb::Credential> {
-    server
-        .credentials()
-        .list_credentials(pb::ListCredentialsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .credentials
+    let mut api = server.credentials();
+    listed(
+        api.list_credentials(pb::ListCredentialsRequest::default()),
+        |r| r.credentials,
+    )
+    .await
 }
 
 async fn connectors(server: &TestServer) -> Vec<pb::Connector> {
-    server
-        .connectors()
-        .list_connectors(pb::ListConnectorsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .connectors
+    let mut api = server.connectors();
+    listed(
+        api.list_connectors(pb::ListConnectorsRequest::default()),
+        |r| r.connectors,
+    )
+    .await
+}
+
+/// Posts the new-credential form for the password credential "Relay login".
+async fn post_relay_login(
+    b: &mut Browser,
+    csrf: &str,
+    destinations: &str,
+    secret: &str,
+) -> super::http::Response {
+    let form = [
+        ("csrf", csrf),
+        ("display_name", "Relay login"),
+        ("username", "relay@example.com"),
+        ("kind", "PASSWORD"),
+        ("allowed_destinations", destinations),
+        ("secret", secret),
+    ];
+    b.post("/credentials", &form).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,19 +110,7 @@ async fn a_credential_is_created_and_rotated_and_its_secret_never_comes_back() {
     let mut bodies = Vec::new();
 
     // A validation error is shown next to its field, and the secret is asked for again.
-    let bad = b
-        .post(
-            "/credentials",
-            &[
-                ("csrf", &csrf),
-                ("display_name", "Relay login"),
-                ("username", "relay@example.com"),
-                ("kind", "PASSWORD"),
-                ("allowed_destinations", "not a host!"),
-                ("secret", &secret),
-            ],
-        )
-        .await;
+    let bad = post_relay_login(&mut b, &csrf, "not a host!", &secret).await;
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert!(
         bad.body.contains(r#"id="allowed_destinations-error""#),
@@ -131,19 +125,7 @@ async fn a_credential_is_created_and_rotated_and_its_secret_never_comes_back() {
     bodies.push(bad.body);
     assert!(credentials(&server).await.is_empty(), "nothing was stored");
 
-    let made = b
-        .post(
-            "/credentials",
-            &[
-                ("csrf", &csrf),
-                ("display_name", "Relay login"),
-                ("username", "relay@example.com"),
-                ("kind", "PASSWORD"),
-                ("allowed_destinations", &destinations),
-                ("secret", &secret),
-            ],
-        )
-        .await;
+    let made = post_relay_login(&mut b, &csrf, &destinations, &secret).await;
     assert_eq!(made.status, 303, "{}", made.body);
     bodies.push(made.body.clone());
     let stored = credentials(&server).await;

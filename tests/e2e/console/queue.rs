@@ -2,11 +2,37 @@
 //! real HTTP.
 
 use super::http::Browser;
+use super::listed;
 use super::pages::{console_server, sign_in, token};
 use crate::messages::{held_account, message, messages, send, state, wait_for};
 use mailplane_proto::v1 as pb;
 use mailplane_tests::{account, create_account};
 use std::time::{Duration, Instant};
+
+/// Sends a message from `account` to `to`.
+async fn send_from(
+    c: &mut pb::message_service_client::MessageServiceClient<mailplane_tests::Conn>,
+    account: &str,
+    to: &str,
+) -> pb::Message {
+    let m = pb::Message {
+        account: account.to_owned(),
+        ..message(&[to])
+    };
+    send(c, m, "").await.unwrap()
+}
+
+/// Whether the queue of `account` is paused, by the API.
+async fn queue_paused(
+    c: &mut pb::message_service_client::MessageServiceClient<mailplane_tests::Conn>,
+    account: &str,
+) -> bool {
+    let request = pb::ListQueueSummariesRequest {};
+    listed(c.list_queue_summaries(request), |r| r.queue_summaries)
+        .await
+        .iter()
+        .any(|q| q.account == account && q.paused)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_console() {
@@ -27,26 +53,8 @@ async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_co
     )
     .await;
     let mut c = messages(&server);
-    let queued = send(
-        &mut c,
-        pb::Message {
-            account: held.name.clone(),
-            ..message(&["held-ops@example.com"])
-        },
-        "",
-    )
-    .await
-    .unwrap();
-    let deferred = send(
-        &mut c,
-        pb::Message {
-            account: deferring.name.clone(),
-            ..message(&["closed-ops@example.com"])
-        },
-        "",
-    )
-    .await
-    .unwrap();
+    let queued = send_from(&mut c, &held.name, "held-ops@example.com").await;
+    let deferred = send_from(&mut c, &deferring.name, "closed-ops@example.com").await;
     let deferred = wait_for(&mut c, &deferred.name, pb::MessageState::Deferred).await;
     assert_eq!(deferred.attempts.len(), 1);
     let qid = queued.name.trim_start_matches("messages/");
@@ -133,18 +141,7 @@ async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_co
         )
         .await;
     assert_eq!(paused.status, 303);
-    let is_paused = |s: &[pb::QueueSummary]| {
-        s.iter()
-            .find(|q| q.account == deferring.name)
-            .is_some_and(|q| q.paused)
-    };
-    let summaries = c
-        .list_queue_summaries(pb::ListQueueSummariesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .queue_summaries;
-    assert!(is_paused(&summaries));
+    assert!(queue_paused(&mut c, &deferring.name).await);
     let queue = b.get("/messages").await;
     assert!(queue.body.contains(r#"data-testid="resume""#));
     let resumed = b
@@ -154,13 +151,7 @@ async fn messages_are_listed_cancelled_and_retried_and_queues_paused_from_the_co
         )
         .await;
     assert_eq!(resumed.status, 303);
-    let summaries = c
-        .list_queue_summaries(pb::ListQueueSummariesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .queue_summaries;
-    assert!(!is_paused(&summaries));
+    assert!(!queue_paused(&mut c, &deferring.name).await);
     server.stop().await.unwrap();
 }
 

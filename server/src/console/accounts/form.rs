@@ -8,7 +8,9 @@
 
 use super::form_view::{Notices, render};
 use super::{SECURITY, account_name, forbidden};
+use crate::api::convert::ACCOUNT_FIELDS;
 use crate::console::ctx::PageResult;
+use crate::console::fields::parse_field_error;
 use crate::console::{Ctx, PageError};
 use axum::Form;
 use axum::extract::{Path, Query};
@@ -73,32 +75,18 @@ pub struct AccountForm {
     pub(super) attachment_size_limit_bytes: String,
 }
 
+/// The API's account fields the form does not have.
+const NOT_ON_FORM: [&str; 2] = ["helo_name", "allow_plaintext_auth"];
+
 /// The fields an update changes: every field of the form (the default flag goes through
 /// SetDefaultAccount).
-const UPDATE_MASK: [&str; 22] = [
-    "account_name",
-    "enabled",
-    "sender_email",
-    "reply_to_email",
-    "return_path_email",
-    "confirmation_email",
-    "send_read_confirmation",
-    "force_settings",
-    "enable_footer",
-    "footer_text",
-    "host",
-    "port",
-    "security",
-    "ignore_certificate_errors",
-    "use_authentication",
-    "auth_mechanism",
-    "credential",
-    "use_network_connector",
-    "network_connector",
-    "charset",
-    "plain_text_only",
-    "attachment_size_limit_bytes",
-];
+fn update_mask() -> Vec<String> {
+    ACCOUNT_FIELDS
+        .iter()
+        .filter(|f| **f != "is_default" && !NOT_ON_FORM.contains(f))
+        .map(|f| (*f).to_owned())
+        .collect()
+}
 
 pub(super) fn on(b: bool) -> Option<String> {
     b.then(|| "on".to_owned())
@@ -213,16 +201,7 @@ pub struct FieldError {
 
 /// The form's input names, to tell a field error from a general one.
 fn is_input(field: &str) -> bool {
-    UPDATE_MASK.contains(&field) || field == "is_default"
-}
-
-/// Splits the API's INVALID_ARGUMENT message `field: message` (the field may be a path such
-/// as `account.sender_email`).
-pub fn parse_field_error(message: &str) -> Option<(String, String)> {
-    let (field, text) = message.split_once(": ")?;
-    let field = field.rsplit('.').next().unwrap_or(field);
-    (!field.is_empty() && field.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-        .then(|| (field.to_owned(), text.to_owned()))
+    ACCOUNT_FIELDS.contains(&field) && !NOT_ON_FORM.contains(&field)
 }
 
 /// GetAccount, the error page if it fails.
@@ -411,7 +390,7 @@ pub async fn update(ctx: Ctx, Path(id): Path<i64>, Form(form): Form<AccountForm>
         .update_account(pb::UpdateAccountRequest {
             account: Some(account),
             update_mask: Some(prost_types::FieldMask {
-                paths: UPDATE_MASK.iter().map(|f| (*f).to_owned()).collect(),
+                paths: update_mask(),
             }),
         })
         .await;
@@ -453,20 +432,6 @@ async fn not_a_number(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn api_field_errors_are_split_at_the_field() {
-        assert_eq!(
-            parse_field_error("sender_email: is not an e-mail address"),
-            Some(("sender_email".into(), "is not an e-mail address".into()))
-        );
-        assert_eq!(
-            parse_field_error("account.port: 0 is out of range"),
-            Some(("port".into(), "0 is out of range".into()))
-        );
-        assert_eq!(parse_field_error("no field here"), None);
-        assert_eq!(parse_field_error("Two Words: x"), None);
-    }
 
     #[test]
     fn a_form_round_trips_an_account() {

@@ -4,6 +4,7 @@
 use super::form::{AccountForm, FieldError};
 use super::{SECURITY, account_nav};
 use crate::console::Ctx;
+use crate::console::fields::Field;
 use crate::console::layout::{self, Section};
 use mailplane_proto::v1 as pb;
 use maud::{Markup, html};
@@ -119,76 +120,37 @@ pub(super) fn error_for<'a>(ctx: &Ctx, n: &'a Notices, field: &str) -> Option<&'
     )
 }
 
-fn described(field: &str, error: Option<&str>) -> Option<String> {
-    error.map(|_| format!("{field}-error"))
-}
-
-fn field_error(field: &str, error: Option<&str>) -> Markup {
-    html! {
-        @if let Some(error) = error {
-            p.error id={ (field) "-error" } data-testid={ "error-" (field) } { (error) }
-        }
-    }
+/// Input `field` of the form, labelled by catalogue key `key`, with its error.
+fn field<'a>(ctx: &Ctx, n: &'a Notices, field: &'a str, key: &'static str) -> Field<'a> {
+    Field::new("", field, ctx.lang.t(key)).error(error_for(ctx, n, field))
 }
 
 fn text(
     ctx: &Ctx,
     n: &Notices,
-    field: &str,
+    name: &str,
     key: &'static str,
     kind: &str,
     value: &str,
     required: bool,
 ) -> Markup {
-    let error = error_for(ctx, n, field);
-    html! {
-        div.field {
-            label for=(field) { (ctx.lang.t(key)) }
-            input id=(field) name=(field) type=(kind) value=(value) required[required]
-                aria-invalid=[error.map(|_| "true")] aria-describedby=[described(field, error)];
-            (field_error(field, error))
-        }
-    }
+    field(ctx, n, name, key).input(kind, value, required)
 }
 
-fn check(ctx: &Ctx, n: &Notices, field: &str, key: &'static str, value: bool) -> Markup {
-    let error = error_for(ctx, n, field);
-    html! {
-        div.field.check {
-            label for=(field) { (ctx.lang.t(key)) }
-            input id=(field) name=(field) type="checkbox" value="on" checked[value]
-                aria-invalid=[error.map(|_| "true")] aria-describedby=[described(field, error)];
-            (field_error(field, error))
-        }
-    }
+fn check(ctx: &Ctx, n: &Notices, name: &str, key: &'static str, value: bool) -> Markup {
+    field(ctx, n, name, key).checkbox(value)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn select(
     ctx: &Ctx,
     n: &Notices,
-    field: &str,
+    name: &str,
     key: &'static str,
     value: &str,
     none: Option<&'static str>,
     options: &[(String, String)],
 ) -> Markup {
-    let error = error_for(ctx, n, field);
-    html! {
-        div.field {
-            label for=(field) { (ctx.lang.t(key)) }
-            select id=(field) name=(field)
-                aria-invalid=[error.map(|_| "true")] aria-describedby=[described(field, error)] {
-                @if let Some(none) = none {
-                    option value="" selected[value.is_empty()] { (ctx.lang.t(none)) }
-                }
-                @for (v, label) in options {
-                    option value=(v) selected[v == value] { (label) }
-                }
-            }
-            (field_error(field, error))
-        }
-    }
+    field(ctx, n, name, key).select(value, none.map(|k| ctx.lang.t(k)), options)
 }
 
 fn preset_picker(
@@ -317,14 +279,7 @@ pub(super) async fn render(
                 (check(ctx, n, "send_read_confirmation", "accounts.field.send_read_confirmation", f.send_read_confirmation.is_some()))
                 (check(ctx, n, "force_settings", "accounts.field.force_settings", f.force_settings.is_some()))
                 (check(ctx, n, "enable_footer", "accounts.field.enable_footer", f.enable_footer.is_some()))
-                @let footer_error = error_for(ctx, n, "footer_text");
-                div.field {
-                    label for="footer_text" { (lang.t("accounts.field.footer_text")) }
-                    textarea #footer_text name="footer_text" rows="3"
-                        aria-invalid=[footer_error.map(|_| "true")]
-                        aria-describedby=[described("footer_text", footer_error)] { (f.footer_text) }
-                    (field_error("footer_text", footer_error))
-                }
+                (field(ctx, n, "footer_text", "accounts.field.footer_text").textarea(&f.footer_text, 3))
             }
             fieldset data-testid="section-server" {
                 legend { (lang.t("accounts.form.server_section")) }

@@ -6,6 +6,7 @@
 use super::{account_name, enc, forbidden, security_label, yes_no};
 use crate::console::ctx::PageResult;
 use crate::console::layout::{self, Section};
+use crate::console::list;
 use crate::console::signin::CsrfOnly;
 use crate::console::{Ctx, PageError};
 use axum::Form;
@@ -271,16 +272,10 @@ fn table(ctx: &Ctx, accounts: &[pb::SmtpAccount], print: bool) -> Markup {
         } @else {
             table #accounts data-testid="accounts" {
                 caption.visually-hidden { (lang.t("accounts.report.title")) }
-                thead { tr {
-                    th scope="col" { (lang.t("accounts.field.code")) }
-                    th scope="col" { (lang.t("accounts.field.account_name")) }
-                    th scope="col" { (lang.t("accounts.field.sender_email")) }
-                    th scope="col" { (lang.t("accounts.field.host")) }
-                    th scope="col" { (lang.t("accounts.field.security")) }
-                    th scope="col" { (lang.t("accounts.field.is_default")) }
-                    th scope="col" { (lang.t("accounts.field.enabled")) }
-                    @if !print { th scope="col" { (lang.t("accounts.actions")) } }
-                } }
+                (list::head(
+                    &[lang.t("accounts.field.code"), lang.t("accounts.field.account_name"), lang.t("accounts.field.sender_email"), lang.t("accounts.field.host"), lang.t("accounts.field.security"), lang.t("accounts.field.is_default"), lang.t("accounts.field.enabled")],
+                    (!print).then(|| html! { (lang.t("accounts.actions")) }),
+                ))
                 tbody {
                     @for a in accounts {
                         tr data-testid="account-row" data-id=(a.id) {

@@ -6,8 +6,10 @@
 
 use super::{account_name, account_nav, forbidden};
 use crate::console::ctx::PageResult;
+use crate::console::fields::{Field, parse_field_error};
 use crate::console::i18n::Lang;
 use crate::console::layout::{self, Section};
+use crate::console::list;
 use crate::console::{Ctx, PageError};
 use axum::Form;
 use axum::extract::{Path, Query};
@@ -62,15 +64,9 @@ fn window(
     let field_error = |field: &str| error.filter(|(f, _)| *f == field).map(|(_, m)| m);
     let general = error.filter(|(f, _)| !["to", "subject", "body", "stop_after"].contains(f));
     let input = |field: &'static str, key: &'static str, kind: &str, value: &str| {
-        let e = field_error(field);
-        html! {
-            div.field {
-                label for=(field) { (lang.t(key)) }
-                input id=(field) name=(field) type=(kind) value=(value)
-                    aria-invalid=[e.map(|_| "true")] aria-describedby=[e.map(|_| format!("{field}-error"))];
-                @if let Some(e) = e { p.error id={ (field) "-error" } data-testid={ "error-" (field) } { (e) } }
-            }
-        }
+        Field::new("", field, lang.t(key))
+            .error(field_error(field))
+            .input(kind, value, false)
     };
     let body = html! {
         (account_nav(lang, account.id, ctx.may("SmtpAccountService/UpdateAccount")))
@@ -157,10 +153,10 @@ pub async fn create(ctx: Ctx, Path(id): Path<i64>, Form(f): Form<TestForm>) -> P
             ) =>
         {
             let account = super::form::get_account(&ctx, id).await?;
-            let parsed = super::form::parse_field_error(s.message());
+            let parsed = parse_field_error(s.message());
             let error = match &parsed {
                 Some((field, message)) if s.code() == tonic::Code::InvalidArgument => {
-                    (field.rsplit('.').next().unwrap_or(field), message.as_str())
+                    (field.as_str(), message.as_str())
                 }
                 _ => ("", s.message()),
             };
@@ -410,13 +406,7 @@ pub async fn history(ctx: Ctx, Path(id): Path<i64>, Query(q): Query<Page>) -> Pa
             p.muted data-testid="no-tests" { (lang.t("accounts.history.none")) }
         } @else {
             table data-testid="tests" {
-                thead { tr {
-                    th scope="col" { (lang.t("accounts.history.when")) }
-                    th scope="col" { (lang.t("accounts.test.to")) }
-                    th scope="col" { (lang.t("accounts.test.stop_after")) }
-                    th scope="col" { (lang.t("accounts.history.state")) }
-                    th scope="col" { (lang.t("accounts.history.result")) }
-                } }
+                (list::head(&[lang.t("accounts.history.when"), lang.t("accounts.test.to"), lang.t("accounts.test.stop_after"), lang.t("accounts.history.state"), lang.t("accounts.history.result")], None))
                 tbody {
                     @for t in &page.tests {
                         @let test_id = t.name.rsplit('/').next().unwrap_or_default();
@@ -432,7 +422,14 @@ pub async fn history(ctx: Ctx, Path(id): Path<i64>, Query(q): Query<Page>) -> Pa
             }
         }
         @if !page.next_page_token.is_empty() {
-            nav.pager { a rel="next" data-testid="next" href={ "/accounts/" (id) "/tests?page=" (super::enc(&page.next_page_token)) } { (lang.t("accounts.next")) } }
+            (list::NextPage {
+                href: format!("/accounts/{id}/tests?page={}", super::enc(&page.next_page_token)),
+                label: lang.t("accounts.next"),
+                testid: "next",
+                rel: Some("next"),
+                nav_label: None,
+            }
+            .render())
         }
     };
     let title = lang.tf("accounts.history.title", &[("name", &account.account_name)]);

@@ -5,6 +5,7 @@ use super::{fail, pager, parse_time, query, time};
 use crate::console::Ctx;
 use crate::console::ctx::PageResult;
 use crate::console::layout::{Section, page};
+use crate::console::list;
 use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -101,15 +102,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
                 p.muted data-testid="empty" { (lang.t("audit.none")) }
             } @else {
                 table #events data-testid="events" aria-label=(lang.t("audit.title")) {
-                    thead { tr {
-                        th scope="col" { (lang.t("audit.time")) }
-                        th scope="col" { (lang.t("audit.actor")) }
-                        th scope="col" { (lang.t("audit.peer")) }
-                        th scope="col" { (lang.t("audit.rpc")) }
-                        th scope="col" { (lang.t("audit.resource")) }
-                        th scope="col" { (lang.t("audit.outcome")) }
-                        th scope="col" { (lang.t("audit.diff")) }
-                    } }
+                    (list::head(&[lang.t("audit.time"), lang.t("audit.actor"), lang.t("audit.peer"), lang.t("audit.rpc"), lang.t("audit.resource"), lang.t("audit.outcome"), lang.t("audit.diff")], None))
                     tbody {
                         @for e in &events.events {
                             tr data-testid="event-row" data-id=(e.id) {

@@ -3,13 +3,14 @@
 //! revoking an agent after a confirmation step.
 
 use super::{
-    check_csrf, csrf_input, fail, field_error, form_alert, form_error, id_of, pager, see_other,
-    short, text_field, time, with_status,
+    csrf_input, fail, field_error, form_alert, form_error, id_of, pager, see_other, short,
+    text_field, time, with_status,
 };
 use crate::console::Ctx;
 use crate::console::ctx::PageResult;
 use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
+use crate::console::list;
 use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -68,11 +69,7 @@ fn list_page(
             p.muted data-testid="empty" { (lang.t("conn.none")) }
         } @else {
             table #connectors data-testid="connectors" aria-label=(lang.t("conn.title")) {
-                thead { tr {
-                    th scope="col" { (lang.t("conn.display_name")) }
-                    th scope="col" { (lang.t("conn.description")) }
-                    th scope="col" { (lang.t("conn.agents_online")) }
-                } }
+                (list::head(&[lang.t("conn.display_name"), lang.t("conn.description"), lang.t("conn.agents_online")], None))
                 tbody {
                     @for c in &resp.connectors {
                         tr data-testid="connector-row" data-id=(c.id) {
@@ -126,10 +123,8 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
 }
 
 /// `POST /connectors`.
-pub async fn create(ctx: Ctx, headers: HeaderMap, Form(f): Form<CreateForm>) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+pub async fn create(ctx: Ctx, Form(f): Form<CreateForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     match ctx
         .api()
         .connectors()
@@ -143,7 +138,7 @@ pub async fn create(ctx: Ctx, headers: HeaderMap, Form(f): Form<CreateForm>) -> 
         .await
     {
         Ok(c) => Ok(see_other(&format!("/connectors/{}", c.into_inner().id))),
-        Err(status) => match form_error(&status, "connector.") {
+        Err(status) => match form_error(&status) {
             Some(error) => {
                 let resp = list_connectors(&ctx, String::new()).await?;
                 Ok(with_status(
@@ -176,18 +171,10 @@ fn agents_table(ctx: &Ctx, c: &pb::Connector) -> Markup {
             p.muted data-testid="no-agents" { (lang.t("conn.no_agents")) }
         } @else {
             table #agents data-testid="agents" aria-label=(lang.t("conn.agents")) {
-                thead { tr {
-                    th scope="col" { (lang.t("conn.agent")) }
-                    th scope="col" { (lang.t("conn.status")) }
-                    th scope="col" { (lang.t("conn.hostname")) }
-                    th scope="col" { (lang.t("conn.version")) }
-                    th scope="col" { (lang.t("conn.connected_since")) }
-                    th scope="col" { (lang.t("conn.last_heartbeat")) }
-                    th scope="col" { (lang.t("conn.jobs")) }
-                    th scope="col" { (lang.t("conn.cert_expiry")) }
-                    th scope="col" { (lang.t("conn.connections")) }
-                    @if may_revoke { th scope="col" { span.visually-hidden { (lang.t("pages.actions")) } } }
-                } }
+                (list::head(
+                    &[lang.t("conn.agent"), lang.t("conn.status"), lang.t("conn.hostname"), lang.t("conn.version"), lang.t("conn.connected_since"), lang.t("conn.last_heartbeat"), lang.t("conn.jobs"), lang.t("conn.cert_expiry"), lang.t("conn.connections")],
+                    may_revoke.then(|| html! { span.visually-hidden { (lang.t("pages.actions")) } }),
+                ))
                 tbody {
                     @for a in &c.agents {
                         tr data-testid="agent-row" data-agent=(a.agent_id) {
@@ -299,9 +286,7 @@ pub async fn enrollment_token(
     Path(id): Path<String>,
     Form(f): Form<TokenForm>,
 ) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let lang = ctx.lang;
     let parent = format!("connectors/{}", id_of(&id));
     let ttl = (f.ttl_minutes > 0).then(|| prost_types::Duration {
@@ -384,13 +369,10 @@ pub struct CsrfForm {
 /// `POST /connectors/{id}/agents/{agent}/revoke`.
 pub async fn revoke(
     ctx: Ctx,
-    headers: HeaderMap,
     Path((id, agent)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let name = format!("connectors/{}/agents/{}", id_of(&id), id_of(&agent));
     ctx.api()
         .connectors()

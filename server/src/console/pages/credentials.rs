@@ -2,16 +2,18 @@
 //! page ever renders one back, not even a form that failed validation (it asks again).
 
 use super::{
-    check_csrf, csrf_input, fail, field_error, form_alert, form_error, id_of, pager, secret_field,
-    see_other, text_field, time, with_status,
+    csrf_input, fail, field_error, form_alert, form_error, id_of, pager, secret_field, see_other,
+    text_field, time, with_status,
 };
 use crate::console::Ctx;
 use crate::console::ctx::PageResult;
+use crate::console::fields::error_note;
 use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
+use crate::console::list;
 use axum::Form;
 use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use mailplane_proto::v1 as pb;
 use maud::{Markup, html};
@@ -78,15 +80,10 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
             p.muted data-testid="empty" { (lang.t("cred.none")) }
         } @else {
             table #credentials data-testid="credentials" aria-label=(lang.t("cred.title")) {
-                thead { tr {
-                    th scope="col" { (lang.t("cred.display_name")) }
-                    th scope="col" { (lang.t("cred.username")) }
-                    th scope="col" { (lang.t("cred.kind")) }
-                    th scope="col" { (lang.t("cred.allowed_destinations")) }
-                    th scope="col" { (lang.t("cred.has_secret")) }
-                    th scope="col" { (lang.t("cred.secret_set")) }
-                    @if may_rotate { th scope="col" { span.visually-hidden { (lang.t("pages.actions")) } } }
-                } }
+                (list::head(
+                    &[lang.t("cred.display_name"), lang.t("cred.username"), lang.t("cred.kind"), lang.t("cred.allowed_destinations"), lang.t("cred.has_secret"), lang.t("cred.secret_set")],
+                    may_rotate.then(|| html! { span.visually-hidden { (lang.t("pages.actions")) } }),
+                ))
                 tbody {
                     @for c in &resp.credentials {
                         tr data-testid="credential-row" data-id=(c.id) {
@@ -203,7 +200,7 @@ fn create_page(ctx: &Ctx, f: &CreateForm, error: Option<&(String, String)>) -> M
                         option value=(value) selected[value == kind] { (lang.t(key)) }
                     }
                 }
-                @if let Some(e) = field_error(error, "kind") { p.error #kind-error data-testid="error-kind" { (e) } }
+                (error_note("kind", field_error(error, "kind")))
             }
             div.field {
                 label for="field-allowed_destinations" { (lang.t("cred.allowed_destinations")) }
@@ -217,9 +214,7 @@ fn create_page(ctx: &Ctx, f: &CreateForm, error: Option<&(String, String)>) -> M
                     (f.allowed_destinations)
                 }
                 p.muted #field-allowed_destinations-help { (lang.t("cred.destinations_help")) }
-                @if let Some(e) = field_error(error, "allowed_destinations") {
-                    p.error #allowed_destinations-error data-testid="error-allowed_destinations" { (e) }
-                }
+                (error_note("allowed_destinations", field_error(error, "allowed_destinations")))
             }
             (secret_field(lang, "secret", "cred.secret", field_error(error, "secret"),
                 Some("cred.secret_help")))
@@ -242,9 +237,7 @@ fn create_page(ctx: &Ctx, f: &CreateForm, error: Option<&(String, String)>) -> M
                             (lang.t("cred.source_connector"))
                         }
                     }
-                    @if let Some(e) = field_error(error, "token_source") {
-                        p.error #token_source-error data-testid="error-token_source" { (e) }
-                    }
+                    (error_note("token_source", field_error(error, "token_source")))
                 }
                 (secret_field(lang, "client_secret", "cred.client_secret",
                     field_error(error, "client_secret"), None))
@@ -273,10 +266,8 @@ fn kind_value(kind: &str) -> i32 {
 }
 
 /// `POST /credentials`.
-pub async fn create(ctx: Ctx, headers: HeaderMap, Form(f): Form<CreateForm>) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+pub async fn create(ctx: Ctx, Form(f): Form<CreateForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let kind = kind_value(&f.kind);
     let oauth = kind == pb::CredentialKind::Oauth2ClientCredentials as i32
         || kind == pb::CredentialKind::Oauth2RefreshToken as i32;
@@ -336,7 +327,7 @@ pub async fn create(ctx: Ctx, headers: HeaderMap, Form(f): Form<CreateForm>) -> 
             "/credentials?created={}",
             c.into_inner().id
         ))),
-        Err(status) => match form_error(&status, "credential.") {
+        Err(status) => match form_error(&status) {
             Some(error) => Ok(with_status(
                 StatusCode::BAD_REQUEST,
                 create_page(&ctx, &f, Some(&error)),
@@ -418,15 +409,8 @@ pub async fn rotate_form(ctx: Ctx, Path(id): Path<String>) -> PageResult {
 }
 
 /// `POST /credentials/{id}/rotate`: UpdateCredential with the mask of the secrets given.
-pub async fn rotate(
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(f): Form<RotateForm>,
-) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+pub async fn rotate(ctx: Ctx, Path(id): Path<String>, Form(f): Form<RotateForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let name = format!("credentials/{}", id_of(&id));
     let mut mask = Vec::new();
     for (field, value) in [
@@ -461,7 +445,7 @@ pub async fn rotate(
     };
     match result {
         Ok(()) => Ok(see_other(&format!("/credentials?rotated={}", id_of(&id)))),
-        Err(status) => match form_error(&status, "credential.") {
+        Err(status) => match form_error(&status) {
             Some(error) => {
                 let c = get_credential(&ctx, &id).await?;
                 let error = if error.0 == "secret"

@@ -1,14 +1,15 @@
 //! Messages and the queue: the outgoing log with its filters, one message with its
 //! recipients and attempts (Retry, Cancel), and the queue of each account (pause, resume).
 
-use super::{check_csrf, csrf_input, fail, id_of, pager, query, see_other, short, time};
+use super::{csrf_input, fail, id_of, pager, query, see_other, short, time};
 use crate::console::Ctx;
 use crate::console::ctx::PageResult;
 use crate::console::i18n::Lang;
 use crate::console::layout::{Section, page};
+use crate::console::list;
 use axum::Form;
 use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use mailplane_proto::v1 as pb;
 use maud::{Markup, html};
@@ -106,14 +107,7 @@ fn queue_section(
             p.muted { (lang.t("msg.queue_none")) }
         } @else {
             table #queue data-testid="queue" aria-labelledby="queue-heading" {
-                thead { tr {
-                    th scope="col" { (lang.t("msg.account")) }
-                    th scope="col" { (lang.t("msg.queued")) }
-                    th scope="col" { (lang.t("msg.sending")) }
-                    th scope="col" { (lang.t("msg.deferred")) }
-                    th scope="col" { (lang.t("msg.oldest")) }
-                    th scope="col" { (lang.t("msg.delivery")) }
-                } }
+                (list::head(&[lang.t("msg.account"), lang.t("msg.queued"), lang.t("msg.sending"), lang.t("msg.deferred"), lang.t("msg.oldest"), lang.t("msg.delivery")], None))
                 tbody {
                     @for q in queues {
                         tr data-testid="queue-row" data-account=(id_of(&q.account)) {
@@ -229,13 +223,7 @@ pub async fn list(ctx: Ctx, Query(q): Query<ListQuery>) -> PageResult {
                 p.muted data-testid="empty" { (lang.t("msg.none")) }
             } @else {
                 table #messages data-testid="messages" aria-label=(lang.t("msg.title")) {
-                    thead { tr {
-                        th scope="col" { (lang.t("msg.time")) }
-                        th scope="col" { (lang.t("msg.account")) }
-                        th scope="col" { (lang.t("msg.recipients")) }
-                        th scope="col" { (lang.t("msg.subject")) }
-                        th scope="col" { (lang.t("msg.state")) }
-                    } }
+                    (list::head(&[lang.t("msg.time"), lang.t("msg.account"), lang.t("msg.recipients"), lang.t("msg.subject"), lang.t("msg.state")], None))
                     tbody {
                         @for m in &log.messages {
                             tr data-testid="message-row" data-id=(id_of(&m.name)) {
@@ -317,12 +305,7 @@ async fn message_page(ctx: &Ctx, id: &str, refused: Option<&str>) -> PageResult 
         }
         h2 { (lang.t("msg.recipients")) }
         table #recipients data-testid="recipients" aria-label=(lang.t("msg.recipients")) {
-            thead { tr {
-                th scope="col" { (lang.t("msg.address")) }
-                th scope="col" { (lang.t("msg.kind")) }
-                th scope="col" { (lang.t("msg.state")) }
-                th scope="col" { (lang.t("msg.last_reply")) }
-            } }
+            (list::head(&[lang.t("msg.address"), lang.t("msg.kind"), lang.t("msg.state"), lang.t("msg.last_reply")], None))
             tbody {
                 @for r in &m.recipients {
                     tr {
@@ -339,13 +322,7 @@ async fn message_page(ctx: &Ctx, id: &str, refused: Option<&str>) -> PageResult 
             p.muted data-testid="no-attempts" { (lang.t("msg.no_attempts")) }
         } @else {
             table #attempts data-testid="attempts" aria-label=(lang.t("msg.attempts")) {
-                thead { tr {
-                    th scope="col" { (lang.t("msg.time")) }
-                    th scope="col" { (lang.t("msg.agent")) }
-                    th scope="col" { (lang.t("msg.reply")) }
-                    th scope="col" { (lang.t("msg.what")) }
-                    th scope="col" { (lang.t("msg.hint")) }
-                } }
+                (list::head(&[lang.t("msg.time"), lang.t("msg.agent"), lang.t("msg.reply"), lang.t("msg.what"), lang.t("msg.hint")], None))
                 tbody {
                     @for a in &m.attempts {
                         tr data-testid="attempt-row" {
@@ -383,93 +360,70 @@ pub struct CsrfForm {
 }
 
 /// `POST /messages/{id}/retry`.
-pub async fn retry(
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+pub async fn retry(ctx: Ctx, Path(id): Path<String>, Form(f): Form<CsrfForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let name = format!("messages/{}", id_of(&id));
-    match ctx
+    let done = ctx
         .api()
         .messages()
         .retry_message(pb::RetryMessageRequest { name })
-        .await
-    {
-        Ok(_) => Ok(see_other(&format!("/messages/{}", id_of(&id)))),
-        // The message moved on since the page was shown: show it as it is now, and why.
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            message_page(&ctx, &id, Some(s.message())).await
-        }
-        Err(s) => Err(fail(&ctx, s)),
-    }
+        .await;
+    after_message_action(&ctx, &id, done.map(drop)).await
 }
 
 /// `POST /messages/{id}/cancel`.
-pub async fn cancel(
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
+pub async fn cancel(ctx: Ctx, Path(id): Path<String>, Form(f): Form<CsrfForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
     let name = format!("messages/{}", id_of(&id));
-    match ctx
+    let done = ctx
         .api()
         .messages()
         .cancel_message(pb::CancelMessageRequest { name })
-        .await
-    {
-        Ok(_) => Ok(see_other(&format!("/messages/{}", id_of(&id)))),
-        // The message moved on since the page was shown: show it as it is now, and why.
+        .await;
+    after_message_action(&ctx, &id, done.map(drop)).await
+}
+
+/// After a retry or a cancel of message `id`: back to the message, or, when the message moved
+/// on since the page was shown, the message as it is now with the API's reason.
+async fn after_message_action(ctx: &Ctx, id: &str, done: Result<(), tonic::Status>) -> PageResult {
+    match done {
+        Ok(()) => Ok(see_other(&format!("/messages/{}", id_of(id)))),
         Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            message_page(&ctx, &id, Some(s.message())).await
+            message_page(ctx, id, Some(s.message())).await
         }
-        Err(s) => Err(fail(&ctx, s)),
+        Err(s) => Err(fail(ctx, s)),
     }
 }
 
 /// `POST /queue/{account}/pause`.
-pub async fn pause(
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(account): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
-    ctx.api()
+pub async fn pause(ctx: Ctx, Path(account): Path<String>, Form(f): Form<CsrfForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
+    let account = format!("accounts/{}", id_of(&account));
+    let done = ctx
+        .api()
         .messages()
-        .pause_account_delivery(pb::PauseAccountDeliveryRequest {
-            account: format!("accounts/{}", id_of(&account)),
-        })
-        .await
-        .map_err(|s| fail(&ctx, s))?;
-    Ok(see_other("/messages"))
+        .pause_account_delivery(pb::PauseAccountDeliveryRequest { account })
+        .await;
+    Ok(back_to_queue(&ctx, done.map(drop)))
 }
 
 /// `POST /queue/{account}/resume`.
-pub async fn resume(
-    ctx: Ctx,
-    headers: HeaderMap,
-    Path(account): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> PageResult {
-    if let Some(refused) = check_csrf(&ctx, &headers, &f.csrf) {
-        return Err(refused);
-    }
-    ctx.api()
+pub async fn resume(ctx: Ctx, Path(account): Path<String>, Form(f): Form<CsrfForm>) -> PageResult {
+    ctx.check_csrf(&f.csrf).map_err(|e| ctx.fail(e))?;
+    let account = format!("accounts/{}", id_of(&account));
+    let done = ctx
+        .api()
         .messages()
-        .resume_account_delivery(pb::ResumeAccountDeliveryRequest {
-            account: format!("accounts/{}", id_of(&account)),
-        })
-        .await
-        .map_err(|s| fail(&ctx, s))?;
-    Ok(see_other("/messages"))
+        .resume_account_delivery(pb::ResumeAccountDeliveryRequest { account })
+        .await;
+    Ok(back_to_queue(&ctx, done.map(drop)))
+}
+
+/// After a pause or a resume of an account's queue: back to the messages page, or the error
+/// page.
+fn back_to_queue(ctx: &Ctx, done: Result<(), tonic::Status>) -> axum::response::Response {
+    match done {
+        Ok(()) => see_other("/messages"),
+        Err(s) => fail(ctx, s),
+    }
 }

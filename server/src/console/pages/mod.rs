@@ -8,10 +8,12 @@ pub mod connectors;
 pub mod credentials;
 pub mod messages;
 
+use super::fields::{Field, parse_field_error};
 use super::i18n::Lang;
+use super::list::NextPage;
 use super::{Ctx, PageError, Shared};
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
@@ -48,20 +50,6 @@ pub fn routes() -> Router<Shared> {
         .route("/queue/{account}/pause", post(messages::pause))
         .route("/queue/{account}/resume", post(messages::resume))
         .route("/audit", get(audit::list))
-}
-
-/// Checks the CSRF token of a write: the form's `csrf` field, or htmx's `X-CSRF-Token`.
-/// `Some` is the refusal to answer.
-pub fn check_csrf(ctx: &Ctx, headers: &HeaderMap, form: &str) -> Option<Response> {
-    let sent = if form.is_empty() {
-        headers
-            .get("x-csrf-token")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    } else {
-        form
-    };
-    ctx.check_csrf(sent).err().map(|e| ctx.fail(e))
 }
 
 /// The hidden CSRF input of a form.
@@ -119,9 +107,9 @@ pub fn short(full: &str, prefix: &str) -> String {
 
 /// A refusal the user can fix on the form: `INVALID_ARGUMENT`, `FAILED_PRECONDITION`,
 /// `ALREADY_EXISTS`, `PERMISSION_DENIED` on a field-level check (adding a destination), or
-/// `ABORTED`. Returns `(field, message)` with the field's `prefix.` removed, or `None` when the
+/// `ABORTED`. Returns `(field, message)` (see [`parse_field_error`]), or `None` when the
 /// status is not about the form.
-pub fn form_error(status: &tonic::Status, prefix: &str) -> Option<(String, String)> {
+pub fn form_error(status: &tonic::Status) -> Option<(String, String)> {
     use tonic::Code;
     if !matches!(
         status.code(),
@@ -131,12 +119,9 @@ pub fn form_error(status: &tonic::Status, prefix: &str) -> Option<(String, Strin
     }
     let message = status.message();
     if status.code() == Code::InvalidArgument
-        && let Some((field, text)) = message.split_once(": ")
-        && !field.contains(' ')
+        && let Some(field) = parse_field_error(message)
     {
-        let field = field.strip_prefix(prefix).unwrap_or(field);
-        let field = field.split(['[', '.']).next().unwrap_or(field);
-        return Some((field.to_owned(), text.to_owned()));
+        return Some(field);
     }
     Some((String::new(), message.to_owned()))
 }
@@ -148,7 +133,7 @@ pub fn field_error<'a>(error: Option<&'a (String, String)>, field: &str) -> Opti
         .map(|(_, message)| message.as_str())
 }
 
-/// A labelled text input with its error below it.
+/// A labelled text input (id `field-{name}`) with its error below it.
 pub fn text_field(
     lang: Lang,
     name: &str,
@@ -157,19 +142,9 @@ pub fn text_field(
     error: Option<&str>,
     required: bool,
 ) -> Markup {
-    let id = format!("field-{name}");
-    let err_id = format!("{name}-error");
-    html! {
-        div.field {
-            label for=(id) { (lang.t(label)) }
-            input #(id) type="text" name=(name) value=(value) required[required]
-                aria-invalid=[error.map(|_| "true")]
-                aria-describedby=[error.map(|_| err_id.as_str())];
-            @if let Some(e) = error {
-                p.error #(err_id) data-testid={ "error-" (name) } { (e) }
-            }
-        }
-    }
+    Field::new("field-", name, lang.t(label))
+        .error(error)
+        .input("text", value, required)
 }
 
 /// A labelled password input (always empty: a secret is never rendered back).
@@ -180,29 +155,10 @@ pub fn secret_field(
     error: Option<&str>,
     help: Option<&'static str>,
 ) -> Markup {
-    let id = format!("field-{name}");
-    let err_id = format!("{name}-error");
-    let help_id = format!("{name}-help");
-    let described = match (help.is_some(), error.is_some()) {
-        (true, true) => Some(format!("{help_id} {err_id}")),
-        (true, false) => Some(help_id.clone()),
-        (false, true) => Some(err_id.clone()),
-        (false, false) => None,
-    };
-    html! {
-        div.field {
-            label for=(id) { (lang.t(label)) }
-            input #(id) type="password" name=(name) value="" autocomplete="new-password"
-                aria-invalid=[error.map(|_| "true")]
-                aria-describedby=[described];
-            @if let Some(h) = help {
-                p.muted #(help_id) { (lang.t(h)) }
-            }
-            @if let Some(e) = error {
-                p.error #(err_id) data-testid={ "error-" (name) } { (e) }
-            }
-        }
-    }
+    Field::new("field-", name, lang.t(label))
+        .error(error)
+        .help(help.map(|h| lang.t(h)))
+        .password()
 }
 
 /// A general error of a form (not about one field).
@@ -225,11 +181,14 @@ pub fn pager(lang: Lang, path: &str, query: &str, next: &str) -> Markup {
     let sep = if query.is_empty() { "" } else { "&" };
     html! {
         @if !next.is_empty() {
-            nav.pager aria-label=(lang.t("pages.paging")) {
-                a data-testid="next-page" href={ (path) "?" (query) (sep) "page_token=" (token) } {
-                    (lang.t("pages.next_page"))
-                }
+            (NextPage {
+                href: format!("{path}?{query}{sep}page_token={token}"),
+                label: lang.t("pages.next_page"),
+                testid: "next-page",
+                rel: None,
+                nav_label: Some(lang.t("pages.paging")),
             }
+            .render())
         }
     }
 }
@@ -267,16 +226,13 @@ mod tests {
     fn field_errors_lose_the_prefix_and_the_index() {
         let s = tonic::Status::invalid_argument("credential.allowed_destinations[2]: bad host");
         assert_eq!(
-            form_error(&s, "credential."),
+            form_error(&s),
             Some(("allowed_destinations".into(), "bad host".into()))
         );
         let s = tonic::Status::invalid_argument("username: required");
-        assert_eq!(
-            form_error(&s, "credential."),
-            Some(("username".into(), "required".into()))
-        );
+        assert_eq!(form_error(&s), Some(("username".into(), "required".into())));
         let s = tonic::Status::permission_denied("no");
-        assert_eq!(form_error(&s, "credential."), None);
+        assert_eq!(form_error(&s), None);
     }
 
     #[test]
