@@ -177,3 +177,39 @@ async fn a_revoked_token_signs_the_browser_out() {
     assert!(header(&headers, "location")[0].starts_with("/sign-in"));
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_the_key_a_session_is_sealed_under_ends_it() {
+    use mailplane_server::keys::rotate::{Maintenance, RotateOptions};
+    let server = TestServer::start_configured(Backend::Sqlite, with_console).await;
+    let ui = server.ui_addr.unwrap();
+    let before = format!(
+        "mailplane_session={}",
+        sign_in(ui, &server.admin_token).await
+    );
+    let mut maintenance = crate::keys::open(&server).await;
+    maintenance
+        .rotate(&RotateOptions::default(), &mut Vec::new())
+        .await
+        .unwrap();
+    // A session made after the rotation is sealed under the new key.
+    let after = format!(
+        "mailplane_session={}",
+        sign_in(ui, &server.admin_token).await
+    );
+    assert_eq!(http(ui, "GET", "/accounts", &before, "").await.0, 200);
+    let removed: Vec<u32> = Maintenance::prune(&mut maintenance, &[], &mut Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(removed, [1]);
+    let (status, headers, _) = http(ui, "GET", "/accounts", &before, "").await;
+    assert_eq!(status, 303, "the session under key 1 ended");
+    assert!(header(&headers, "location")[0].starts_with("/sign-in"));
+    assert_eq!(
+        http(ui, "GET", "/accounts", &after, "").await.0,
+        200,
+        "the session under key 2 lives on"
+    );
+    drop(maintenance);
+    server.stop().await.unwrap();
+}

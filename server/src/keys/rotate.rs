@@ -467,6 +467,9 @@ impl Maintenance {
         ring.write(&self.path)?;
         for id in &targets {
             self.store.remove_key_check(*id).await?;
+            // Web console sessions are not re-encrypted: those sealed under a removed key end
+            // (their users sign in again).
+            self.store.delete_console_sessions_under(*id).await?;
         }
         let shown: Vec<String> = targets.iter().map(ToString::to_string).collect();
         writeln!(

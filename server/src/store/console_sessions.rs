@@ -110,6 +110,12 @@ impl Store {
         Ok(())
     }
 
+    /// Ends the sessions whose token is sealed under key `key_id` (the key is being removed).
+    pub async fn delete_console_sessions_under(&self, key_id: KeyId) -> Result<u64> {
+        let q = query("DELETE FROM console_sessions WHERE key_id = $1").bind(i64::from(key_id));
+        self.execute(&q).await
+    }
+
     /// Deletes the sessions last used before `before`; returns how many.
     pub async fn purge_console_sessions(&self, before: Micros) -> Result<u64> {
         let q = query("DELETE FROM console_sessions WHERE last_seen < $1").bind(before);
