@@ -37,5 +37,9 @@ pub fn capture_tracing() -> (Captured, tracing::subscriber::DefaultGuard) {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Callsites other threads registered before this subscriber existed may have cached that
+    // nobody wants their events: ask every callsite again, now that this subscriber does.
+    tracing::callsite::rebuild_interest_cache();
+    (captured, guard)
 }
