@@ -43,6 +43,8 @@ pub struct Console {
     pub sessions: session::Sessions,
     /// Whether the console is served over TLS (cookies are `Secure` then).
     pub tls: bool,
+    /// Where agents connect (for the enrollment command), if the agent listener is on.
+    pub agent_listen: Option<SocketAddr>,
 }
 
 /// The console's shared state.

@@ -280,8 +280,10 @@ async fn an_enrollment_token_is_shown_once_and_an_agent_is_revoked_after_confirm
     let at = shown.body.find(marker).expect("the token is shown") + marker.len();
     let token = shown.body[at..].split('<').next().unwrap().to_owned();
     assert!(token.len() > 16, "{token}");
+    // The command names the agent listener's port, on the host the browser used.
+    let port = server.agent_addr.unwrap().port();
     assert!(shown.body.contains(&format!(
-        "mailplane-agent enroll --server https://127.0.0.1:7751 --server-ca server-ca.pem \
+        "mailplane-agent enroll --server https://127.0.0.1:{port} --server-ca server-ca.pem \
          --enrollment-token {token}"
     )));
     assert!(

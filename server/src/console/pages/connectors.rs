@@ -257,8 +257,19 @@ pub struct TokenForm {
     pub ttl_minutes: u32,
 }
 
-/// The host the browser reached the console at, for the agent command (the agent listener
-/// is on the same host, port 7751 by default).
+/// The agents' URL for the command: the agent listener's address when it names one, else the
+/// host the browser reached the console at, with the listener's port (7751 by default).
+fn agent_server_url(listen: Option<std::net::SocketAddr>, headers: &HeaderMap) -> String {
+    let port = listen.map_or(crate::server::DEFAULT_AGENT_PORT, |a| a.port());
+    match listen {
+        Some(a) if !a.ip().is_unspecified() && !a.ip().is_loopback() => {
+            format!("https://{}", a)
+        }
+        _ => format!("https://{}:{port}", server_host(headers)),
+    }
+}
+
+/// The host the browser reached the console at.
 fn server_host(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
@@ -303,7 +314,7 @@ pub async fn enrollment_token(
         .await
         .map_err(|s| fail(&ctx, s))?
         .into_inner();
-    let server = format!("https://{}:7751", server_host(&headers));
+    let server = agent_server_url(ctx.console.agent_listen, &headers);
     let enroll = format!(
         "mailplane-agent enroll --server {server} --server-ca server-ca.pem --enrollment-token {}",
         t.token
