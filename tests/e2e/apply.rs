@@ -348,6 +348,13 @@ accounts:
     assert!(message.contains(&format!("{path}:4: ")), "{message}");
     assert!(message.contains("unknown field `hots`"), "{message}");
 
+    // An empty file (an empty pipe, the wrong file) is refused, even without --prune.
+    let path = files.write("empty.yaml", "# nothing here\n\n");
+    let err = mailplane(server, &["apply", "-f", &path, "--prune"])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the file is empty"), "{err}");
+
     assert!(accounts(server).await.is_empty(), "nothing was written");
     let credentials = server
         .credentials()
@@ -406,7 +413,45 @@ async fn a_concurrent_edit_stops_the_run(server: &TestServer) {
     assert_eq!(now.footer_text, "edited meanwhile");
 }
 
+async fn secrets_rotate_on_request_and_the_file_may_come_from_stdin(server: &TestServer) {
+    let files = Files::new();
+    let text = files.desired(2525, true);
+    // `-f -` reads the file from standard input.
+    let out = super::cli::mailplane_with_stdin(server, &["apply", "-f", "-"], text.as_bytes())
+        .await
+        .unwrap();
+    assert!(out.contains("Applied 4 changes."), "{out}");
+    let alerts = account(server, "alerts").await;
+    let before = get_credential(server, &alerts.credential).await;
+    // Nothing changed, so nothing is sent, unless a rotation is asked for.
+    let path = files.write("mailplane.yaml", &text);
+    let out = apply_ok(server, &["apply", "-f", &path]).await;
+    assert!(out.contains("No changes"), "{out}");
+    std::fs::write(files.dir.path().join("relay.secret"), "a-new-secret\n").unwrap();
+    let out = apply_ok(server, &["apply", "-f", &path, "--rotate-secrets"]).await;
+    assert!(
+        out.contains("~ credential \"relay-login\": update"),
+        "{out}"
+    );
+    assert!(out.contains("(sent, never shown)"), "{out}");
+    assert!(!out.contains("a-new-secret"), "{out}");
+    let after = get_credential(server, &alerts.credential).await;
+    assert_ne!(after.secret_update_time, before.secret_update_time);
+    assert_ne!(after.etag, before.etag, "the credential changed");
+    // A rotation whose secret cannot be read changes nothing.
+    std::fs::remove_file(files.dir.path().join("relay.secret")).unwrap();
+    let err = mailplane(server, &["apply", "-f", &path, "--rotate-secrets"])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot read"), "{err}");
+    assert_eq!(
+        get_credential(server, &alerts.credential).await.etag,
+        after.etag
+    );
+}
+
 mailplane_tests::both_backends!(
+    secrets_rotate_on_request_and_the_file_may_come_from_stdin,
     plan_apply_reapply_and_export,
     pruning,
     errors_are_reported_by_line_and_change_nothing,

@@ -35,7 +35,7 @@ pub(crate) async fn mailplane_with_stdin(
         Command::Send(args) => Some(MessagesCommand::Send(args)),
         Command::Messages(c) => Some(c),
         other => {
-            run_other(channel.clone(), format, other, &mut out).await?;
+            run_other(channel.clone(), format, other, &mut stdin, &mut out).await?;
             None
         }
     };
@@ -50,6 +50,7 @@ async fn run_other(
     channel: cli::Conn,
     format: cli::output::Format,
     command: Command,
+    stdin: &mut &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), CliError> {
     match command {
@@ -62,7 +63,7 @@ async fn run_other(
         Command::Server(cli::server::ServerCommand::Replicas) => {
             cli::server::replicas(channel, format, out).await?;
         }
-        Command::Apply(args) => cli::apply::run(channel, format, args, &mut &b""[..], out).await?,
+        Command::Apply(args) => cli::apply::run(channel, format, args, stdin, out).await?,
         Command::Export => cli::export::run(channel, format, out).await?,
         Command::Serve(_)
         | Command::Server(_)

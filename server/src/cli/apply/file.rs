@@ -306,10 +306,17 @@ pub struct Problem {
 
 /// Parses `text`: a YAML syntax or type error comes back with its line.
 pub fn parse(text: &str) -> Result<DesiredFile, Problem> {
-    if text.trim().is_empty() {
-        return Ok(DesiredFile {
-            version: 1,
-            ..DesiredFile::default()
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if blank {
+        // Most likely a mistake (an empty pipe, the wrong file); with --prune it would delete
+        // everything. A file that means "nothing" says `version: 1` and no more.
+        return Err(Problem {
+            line: None,
+            message: "the file is empty: write `version: 1` (and the connectors, credentials \
+                      and accounts) to describe the server"
+                .into(),
         });
     }
     let file: DesiredFile = serde_yaml_ng::from_str(text).map_err(|e| Problem {
