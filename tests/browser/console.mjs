@@ -311,6 +311,39 @@ const scenarios = {
     return "refused, nothing created";
   },
 
+  // The keyboard alone: sign in, skip to the content, open the actions menu, reach a row's
+  // Edit link and follow it.
+  async keyboard(browser) {
+    const page = await browser.newPage();
+    await page.goto(`${URL}/sign-in`);
+    const focused = () => page.evaluate(() => {
+      const e = document.activeElement;
+      return e ? (e.id || e.getAttribute("data-testid") || e.getAttribute("href") || e.tagName) : "";
+    });
+    for (let i = 0; i < 10 && (await focused()) !== "token"; i++) await page.keyboard.press("Tab");
+    check((await focused()) === "token", "Tab reaches the token field");
+    await page.keyboard.type(env("ADMIN_TOKEN"));
+    await page.keyboard.press("Enter");
+    await page.waitForURL((u) => u.pathname === "/accounts");
+    await page.keyboard.press("Tab");
+    check((await focused()) === "#main", `the first Tab is the skip link, not ${await focused()}`);
+    await page.keyboard.press("Enter");
+    check((await focused()) === "main", `the skip link moves to the content: ${await focused()}`);
+    const inMenu = () => page.evaluate(() => !!document.activeElement.closest("[data-testid=report-actions]"));
+    for (let i = 0; i < 40 && !(await inMenu()); i++) await page.keyboard.press("Tab");
+    check(await inMenu(), "Tab reaches the actions menu");
+    await page.keyboard.press("Enter");
+    check(await page.evaluate(() => document.querySelector("[data-testid=report-actions]").open), "Enter opens the actions menu");
+    await page.keyboard.press("Tab");
+    check((await focused()) === "new-account", `the menu's first item is New: ${await focused()}`);
+    for (let i = 0; i < 60 && (await focused()) !== "edit"; i++) await page.keyboard.press("Tab");
+    check((await focused()) === "edit", "Tab reaches a row's Edit link");
+    await page.keyboard.press("Enter");
+    await page.waitForURL((u) => u.pathname.endsWith("/edit"));
+    await page.close();
+    return "sign-in, skip link, actions menu, Edit by keyboard";
+  },
+
   // axe-core on the other pages.
   async axe_pages(browser) {
     const page = await browser.newPage();

@@ -129,6 +129,7 @@ async fn the_console_in_a_real_browser() {
         "viewer",
         "stale_edit",
         "csrf_forms",
+        "keyboard",
         "axe_pages",
         "axe_sign_in",
     ] {
