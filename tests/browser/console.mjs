@@ -242,9 +242,15 @@ const scenarios = {
     await page.goto(`${URL}/accounts?name=Browser`);
     await page.click("[data-testid=account-row] [data-testid=test]");
     check((await page.textContent("[data-testid=send-test]")).includes("Enviar"), "the send button");
+    check((await page.inputValue("#subject")).length > 0, "a default subject");
+    await page.fill("#to", env("RCPT_PT"));
+    await page.click("[data-testid=send-test]");
+    await page.waitForSelector("[data-testid=verdict-result]", { timeout: 30000 });
+    const verdict = await page.textContent("[data-testid=verdict-result]");
+    check(verdict.includes("Sucesso"), `the verdict in Portuguese: ${verdict}`);
     await page.screenshot({ path: `${SHOTS}/test-window-pt-BR.png`, fullPage: true });
     await context.close();
-    return "Relatório de contas, Enviar";
+    return "Relatório de contas, Enviar, a test to Postfix: Sucesso";
   },
 
   // A viewer sees no Edit button, and a forged POST is refused.

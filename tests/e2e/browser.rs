@@ -99,6 +99,8 @@ async fn the_console_in_a_real_browser() {
     .await;
     let rcpt = format!("console-{:08x}@mailplane.test", rand::random::<u32>());
     let sent_to = rcpt.clone();
+    let rcpt_pt = format!("console-pt-{:08x}@mailplane.test", rand::random::<u32>());
+    let sent_to_pt = rcpt_pt.clone();
     let results = run_scenarios(vec![
         ("CONSOLE_URL", url),
         ("ADMIN_TOKEN", server.admin_token.clone()),
@@ -106,6 +108,7 @@ async fn the_console_in_a_real_browser() {
         ("SMTP_HOST", fx.var("SMTP_HOST")),
         ("SMTP_PORT", fx.var("SMTP_PORT_PLAIN")),
         ("RCPT", rcpt),
+        ("RCPT_PT", rcpt_pt),
         ("SCREENSHOTS", shots_dir),
     ])
     .await;
@@ -141,6 +144,8 @@ async fn the_console_in_a_real_browser() {
     // The Test Email window's message reached Postfix's Maildir.
     let delivered = fx.delivered(&sent_to).await;
     assert!(delivered.contains("TEST MESSAGE!"), "{delivered}");
+    // And the one sent from the Portuguese window.
+    fx.delivered(&sent_to_pt).await;
 
     // The sign-ins are in the audit log: the admin's, from the browser's address, and the
     // refused one with the wrong token.
