@@ -462,7 +462,12 @@ async fn serve_api(
                     config.ui_idle_timeout,
                 ),
                 tls: tls.is_some(),
-                agent_listen: agent_listener.as_ref().and_then(|l| l.local_addr().ok()),
+                agent_listen: agent_listener
+                    .as_ref()
+                    .and_then(|l| l.local_addr().ok())
+                    .unwrap_or_else(|| {
+                        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, DEFAULT_AGENT_PORT))
+                    }),
             }));
             if let Ok(addr) = ui.local_addr() {
                 let scheme = if tls.is_some() { "https" } else { "http" };

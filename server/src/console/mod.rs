@@ -43,8 +43,9 @@ pub struct Console {
     pub sessions: session::Sessions,
     /// Whether the console is served over TLS (cookies are `Secure` then).
     pub tls: bool,
-    /// Where agents connect (for the enrollment command), if the agent listener is on.
-    pub agent_listen: Option<SocketAddr>,
+    /// Where agents connect, for the enrollment command: the agent listener's address (or,
+    /// when it is off, the default one).
+    pub agent_listen: SocketAddr,
 }
 
 /// The console's shared state.

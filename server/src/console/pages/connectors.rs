@@ -258,14 +258,12 @@ pub struct TokenForm {
 }
 
 /// The agents' URL for the command: the agent listener's address when it names one, else the
-/// host the browser reached the console at, with the listener's port (7751 by default).
-fn agent_server_url(listen: Option<std::net::SocketAddr>, headers: &HeaderMap) -> String {
-    let port = listen.map_or(crate::server::DEFAULT_AGENT_PORT, |a| a.port());
-    match listen {
-        Some(a) if !a.ip().is_unspecified() && !a.ip().is_loopback() => {
-            format!("https://{}", a)
-        }
-        _ => format!("https://{}:{port}", server_host(headers)),
+/// host the browser reached the console at, with the listener's port.
+fn agent_server_url(listen: std::net::SocketAddr, headers: &HeaderMap) -> String {
+    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        format!("https://{}:{}", server_host(headers), listen.port())
+    } else {
+        format!("https://{listen}")
     }
 }
 
