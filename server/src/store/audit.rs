@@ -107,18 +107,9 @@ impl Store {
         resource: &str,
         details: &serde_json::Value,
     ) -> Result<()> {
-        let q = query(
-            "INSERT INTO audit_events (time, actor, peer, rpc, resource, outcome, diff) \
-             VALUES ($1, $2, $3, $4, $5, 'ok', $6)",
-        )
-        .bind(now_micros())
-        .bind(&ctx.actor)
-        .bind(&ctx.peer)
-        .bind(&ctx.rpc)
-        .bind(resource)
-        .bind(details.to_string());
-        self.execute(&q).await?;
-        Ok(())
+        let mut w = self.begin_write().await?;
+        record(&mut w, ctx, resource, details.clone()).await?;
+        w.commit().await
     }
 
     /// Records a refused call in the audit log, with `details` (the reason, and the count of
