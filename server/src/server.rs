@@ -166,6 +166,9 @@ pub async fn serve(
                 "\nDevelopment mode: plaintext API. In another shell:\n\n    export \
                  MAILPLANE_INSECURE_PLAINTEXT=true MAILPLANE_TOKEN={token}\n"
             );
+            if let Some(ui) = ui_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+                eprintln!("Or open the web console at http://{ui}/ and sign in with that token.\n");
+            }
         }
         Ok(_) => {}
         Err(e) => return Err(StartupError::Config(format!("first admin token: {e}"))),

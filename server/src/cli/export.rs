@@ -3,9 +3,9 @@
 //! are never in it: each credential keeps a reference (`secret_env: MAILPLANE_SECRET_…`) that
 //! is read only when the secret has to be sent (a create, or `apply --rotate-secrets`).
 
+use super::apply::enums::{mechanism_from_api, token_source_from_api};
 use super::apply::file::{
-    AccountEntry, AuthMechanism, ConnectorEntry, CredentialEntry, CredentialKind, DesiredFile,
-    Security, TokenSource,
+    AccountEntry, ConnectorEntry, CredentialEntry, CredentialKind, DesiredFile, Security,
 };
 use super::apply::state::{Current, same_name};
 use super::output::Format;
@@ -71,24 +71,15 @@ pub fn desired(current: &Current) -> Result<DesiredFile, CliError> {
 }
 
 fn credential(c: &pb::Credential) -> CredentialEntry {
-    let kind = match pb::CredentialKind::try_from(c.kind) {
-        Ok(pb::CredentialKind::Oauth2Token) => CredentialKind::Oauth2Token,
-        Ok(pb::CredentialKind::Oauth2ClientCredentials) => CredentialKind::Oauth2ClientCredentials,
-        Ok(pb::CredentialKind::Oauth2RefreshToken) => CredentialKind::Oauth2RefreshToken,
-        _ => CredentialKind::Password,
-    };
     let mut entry = CredentialEntry {
         display_name: c.display_name.clone(),
-        kind,
+        kind: CredentialKind::from_api(c.kind),
         username: c.username.clone(),
         allowed_destinations: c.allowed_destinations.clone(),
         token_url: c.token_url.clone(),
         client_id: c.client_id.clone(),
         scope: c.scope.clone(),
-        token_source: match pb::TokenSource::try_from(c.token_source) {
-            Ok(pb::TokenSource::Connector) => Some(TokenSource::Connector),
-            _ => None,
-        },
+        token_source: token_source_from_api(c.token_source),
         ..CredentialEntry::default()
     };
     for s in entry.secrets() {
@@ -117,20 +108,10 @@ fn account(a: &pb::SmtpAccount, current: &Current) -> AccountEntry {
         footer_text: a.footer_text.clone(),
         host: a.host.clone(),
         port: Some(a.port),
-        security: match pb::SecurityMode::try_from(a.security) {
-            Ok(pb::SecurityMode::None) => Security::None,
-            Ok(pb::SecurityMode::StarttlsOpportunistic) => Security::StarttlsOpportunistic,
-            Ok(pb::SecurityMode::ImplicitTls) => Security::ImplicitTls,
-            _ => Security::StarttlsRequired,
-        },
+        security: Security::from_api(a.security),
         ignore_certificate_errors: a.ignore_certificate_errors,
         use_authentication: a.use_authentication,
-        auth_mechanism: match pb::AuthMechanism::try_from(a.auth_mechanism) {
-            Ok(pb::AuthMechanism::Plain) => Some(AuthMechanism::Plain),
-            Ok(pb::AuthMechanism::Login) => Some(AuthMechanism::Login),
-            Ok(pb::AuthMechanism::Xoauth2) => Some(AuthMechanism::Xoauth2),
-            _ => None,
-        },
+        auth_mechanism: mechanism_from_api(a.auth_mechanism),
         credential: if a.credential.is_empty() {
             String::new()
         } else {

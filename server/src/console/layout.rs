@@ -190,13 +190,3 @@ pub fn error_page(lang: Lang, code: StatusCode, message: &str) -> Response {
     };
     (code, bare(lang, title, "/", body)).into_response()
 }
-
-/// A page not built yet.
-pub async fn placeholder(ctx: Ctx) -> Markup {
-    page(
-        &ctx,
-        Section::Accounts,
-        ctx.lang.t("nav.accounts"),
-        html! {},
-    )
-}

@@ -51,15 +51,6 @@ pub struct Console {
 /// The console's shared state.
 pub type Shared = Arc<Console>;
 
-/// How the console is set up.
-#[derive(Debug, Clone)]
-pub struct ConsoleSettings {
-    /// Where it listens.
-    pub listen: SocketAddr,
-    /// How long a session lives without a request.
-    pub idle_timeout: Duration,
-}
-
 /// The default idle timeout of a session.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 

@@ -13,6 +13,7 @@ use crate::store::console_sessions::SessionRecord;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 
 /// The session cookie.
 pub const COOKIE: &str = "mailplane_session";
@@ -29,8 +30,7 @@ pub fn random_token() -> String {
 
 /// Compares two secrets in time that does not depend on where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// One signed-in browser.
@@ -71,11 +71,6 @@ impl Sessions {
     /// Sessions that end after `idle` without a request.
     pub fn new(store: Arc<Store>, keys: Arc<Keys>, idle: Duration) -> Self {
         Self { store, keys, idle }
-    }
-
-    /// The idle timeout.
-    pub fn idle(&self) -> Duration {
-        self.idle
     }
 
     /// Starts a session; returns its id (the cookie's value). Sessions idle for longer than the
@@ -141,11 +136,6 @@ impl Sessions {
     /// Ends session `id`.
     pub async fn remove(&self, id: &str) -> Result<()> {
         self.store.delete_console_session(&id_hash(id)).await
-    }
-
-    /// Ends every session of token `token_id` (the API refused it).
-    pub async fn remove_token(&self, token_id: i64) -> Result<()> {
-        self.store.delete_console_sessions_of_token(token_id).await
     }
 }
 

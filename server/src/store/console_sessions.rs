@@ -103,13 +103,6 @@ impl Store {
         Ok(())
     }
 
-    /// Ends every session of API token `token_id` (it was refused: revoked or expired).
-    pub async fn delete_console_sessions_of_token(&self, token_id: i64) -> Result<()> {
-        let q = query("DELETE FROM console_sessions WHERE token_id = $1").bind(token_id);
-        self.execute(&q).await?;
-        Ok(())
-    }
-
     /// Ends the sessions whose token is sealed under key `key_id` (the key is being removed).
     pub async fn delete_console_sessions_under(&self, key_id: KeyId) -> Result<u64> {
         let q = query("DELETE FROM console_sessions WHERE key_id = $1").bind(i64::from(key_id));

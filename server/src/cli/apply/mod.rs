@@ -5,6 +5,7 @@
 //! and deletes carry the etags read for the plan, so a concurrent edit stops the run with
 //! ABORTED naming the object. A second run reports no change.
 
+pub mod enums;
 pub mod execute;
 pub mod file;
 pub mod lines;

@@ -2,10 +2,8 @@
 //! applies, and normalized the way the server would store them (defaults filled in), so that
 //! comparing them with what the server returns shows only real differences.
 
-use super::file::{
-    AccountEntry, AuthMechanism, ConnectorEntry, CredentialEntry, CredentialKind, Security,
-    TokenSource,
-};
+use super::enums::{mechanism_to_api, token_source_to_api};
+use super::file::{AccountEntry, ConnectorEntry, CredentialEntry};
 use crate::domain::{
     Account, AccountId, AccountSpec, Credential, CredentialId, CredentialSpec, rules,
 };
@@ -62,23 +60,12 @@ pub fn credential(entry: &CredentialEntry) -> Result<(pb::Credential, Credential
     let msg = pb::Credential {
         display_name: entry.display_name.clone(),
         username: entry.username.clone(),
-        kind: match entry.kind {
-            CredentialKind::Password => pb::CredentialKind::Password,
-            CredentialKind::Oauth2Token => pb::CredentialKind::Oauth2Token,
-            CredentialKind::Oauth2ClientCredentials => pb::CredentialKind::Oauth2ClientCredentials,
-            CredentialKind::Oauth2RefreshToken => pb::CredentialKind::Oauth2RefreshToken,
-        }
-        .into(),
+        kind: pb::CredentialKind::from(entry.kind).into(),
         allowed_destinations: entry.allowed_destinations.clone(),
         token_url: entry.token_url.clone(),
         client_id: entry.client_id.clone(),
         scope: entry.scope.clone(),
-        token_source: match entry.token_source {
-            None => pb::TokenSource::Unspecified,
-            Some(TokenSource::Server) => pb::TokenSource::Server,
-            Some(TokenSource::Connector) => pb::TokenSource::Connector,
-        }
-        .into(),
+        token_source: token_source_to_api(entry.token_source).into(),
         ..Default::default()
     };
     let spec = CredentialSpec::try_from(&msg)?;
@@ -148,22 +135,10 @@ pub fn account(
         footer_text: entry.footer_text.clone(),
         host: entry.host.clone(),
         port: entry.port.unwrap_or(0),
-        security: match entry.security {
-            Security::None => pb::SecurityMode::None,
-            Security::StarttlsOpportunistic => pb::SecurityMode::StarttlsOpportunistic,
-            Security::StarttlsRequired => pb::SecurityMode::StarttlsRequired,
-            Security::ImplicitTls => pb::SecurityMode::ImplicitTls,
-        }
-        .into(),
+        security: pb::SecurityMode::from(entry.security).into(),
         ignore_certificate_errors: entry.ignore_certificate_errors,
         use_authentication: entry.use_authentication,
-        auth_mechanism: match entry.auth_mechanism {
-            None => pb::AuthMechanism::Unspecified,
-            Some(AuthMechanism::Plain) => pb::AuthMechanism::Plain,
-            Some(AuthMechanism::Login) => pb::AuthMechanism::Login,
-            Some(AuthMechanism::Xoauth2) => pb::AuthMechanism::Xoauth2,
-        }
-        .into(),
+        auth_mechanism: mechanism_to_api(entry.auth_mechanism).into(),
         credential: placeholder("credentials", &entry.credential),
         use_network_connector: entry.use_network_connector,
         network_connector: placeholder("connectors", &entry.network_connector),
